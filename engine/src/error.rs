@@ -1,0 +1,51 @@
+//! Typed errors of the engine.
+
+use thiserror::Error;
+
+/// Why a record batch was rejected. Nothing of a rejected append is written.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch truncated: need {need} bytes, have {have}")]
+    Truncated { need: usize, have: usize },
+    #[error("unsupported magic byte {0} (only RecordBatch v2 is accepted)")]
+    BadMagic(i8),
+    #[error("invalid batch length {0}")]
+    BadLength(i32),
+    #[error("invalid record count {record_count} / last offset delta {last_offset_delta}")]
+    BadCount { record_count: i32, last_offset_delta: i32 },
+    #[error("CRC32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    BadCrc { stored: u32, computed: u32 },
+    #[error("empty batch")]
+    Empty,
+    #[error("batch of {bytes} bytes exceeds max.message.bytes {max}")]
+    TooLarge { bytes: usize, max: usize },
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("invalid record batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("offset {offset} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("log is closed")]
+    Closed,
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl EngineError {
+    /// Maps an I/O error, turning ENOSPC into the typed `NoSpace`.
+    pub fn from_io(e: std::io::Error) -> EngineError {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            EngineError::NoSpace
+        } else {
+            EngineError::Io(e)
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,21 @@
+//! strom-engine: the partition log.
+//!
+//! Module map (data flows top to bottom on append, bottom to top on read):
+//! - `log`: [`PartitionLog`], the public API: append with a durability
+//!   choice, read by offset or timestamp, long-poll waits, flush, retention,
+//!   close.
+//! - `batch`: Kafka RecordBatch v2 framing: validation (length, magic,
+//!   CRC32C) and in-place offset assignment. Records are never decoded.
+//! - `config`: [`LogConfig`], Kafka's topic configs for one log.
+//! - `notify`: single-threaded broadcast used by long polls.
+//! - `error`: typed errors.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod notify;
+
+pub use config::LogConfig;
+pub use error::{BatchError, EngineError};
+pub use log::{AppendInfo, Durability, PartitionLog, ReadResult};
