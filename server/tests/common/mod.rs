@@ -45,7 +45,7 @@ impl Broker {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("spawn strom");
         let b = Broker { child: Some(child), port, dir: dir.to_path_buf(), _tmp: None };
