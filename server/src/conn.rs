@@ -128,7 +128,10 @@ async fn write_vectored_all(
         let iov: Vec<libc::iovec> = std::iter::once(&chunks[index][offset..])
             .chain(chunks[index + 1..].iter().map(|c| &c[..]))
             .take(IOVECS_PER_SEND_MAX)
-            .map(|c| libc::iovec { iov_base: c.as_ptr() as *mut libc::c_void, iov_len: c.len() })
+            .map(|c| libc::iovec {
+                iov_base: c.as_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            })
             .collect();
         // SAFETY: a zeroed msghdr is valid; it points at `iov`, which lives
         // across the call and describes readable slices of `chunks`.

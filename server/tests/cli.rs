@@ -22,7 +22,12 @@ fn serve_with_config(text: &str) -> (bool, String) {
     let status = common::wait_exit(&mut child, common::EXIT_DEADLINE);
     let mut err = String::new();
     use std::io::Read;
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
     (status.success(), err)
 }
 
@@ -47,9 +52,17 @@ fn bad_config_value_is_named_and_fails() {
 fn config_file_and_advertised_listener_apply() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let conf = tmp.path().join("strom.toml");
-    std::fs::write(&conf, "num.partitions = 4\nauto.create.topics.enable = true\ndefault.replication.factor = 1\n")
-        .expect("write config");
-    let b = Broker::start(&["--config", conf.to_str().expect("utf8"), "--advertised-listener", "localhost:1234"]);
+    std::fs::write(
+        &conf,
+        "num.partitions = 4\nauto.create.topics.enable = true\ndefault.replication.factor = 1\n",
+    )
+    .expect("write config");
+    let b = Broker::start(&[
+        "--config",
+        conf.to_str().expect("utf8"),
+        "--advertised-listener",
+        "localhost:1234",
+    ]);
     // The advertised address is what Metadata returns (kcat then fails to
     // reach it, which is fine: the bootstrap answer is what we check).
     let out = kcat(&["-b", &b.addr(), "-L", "-t", "four", "-m", "5"], b"");

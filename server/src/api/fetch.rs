@@ -104,7 +104,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             partitions: partitions
                 .into_iter()
                 .map(|index| {
-                    let g = got.next().unwrap_or_else(|| Got::error(ResponseError::UnknownServerError));
+                    let g = got
+                        .next()
+                        .unwrap_or_else(|| Got::error(ResponseError::UnknownServerError));
                     PartitionOut {
                         index,
                         error_code: g.error.map_or(0, |e| e.code()),
@@ -117,7 +119,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
                 .collect(),
         })
         .collect();
-    Reply::Frame(encode_fetch_response(ctx.header.correlation_id, ctx.version, &topics))
+    Reply::Frame(encode_fetch_response(
+        ctx.header.correlation_id,
+        ctx.version,
+        &topics,
+    ))
 }
 
 /// Keeps whole batches while the response stays within `max_bytes`, except
@@ -407,7 +413,12 @@ mod tests {
 
     #[test]
     fn hand_encoding_matches_kafka_protocol_for_every_version() {
-        let batch = |n: u8| Bytes::from(strom_engine::batch::build_batch(n as i64, &[&[n; 10][..], b"x"]));
+        let batch = |n: u8| {
+            Bytes::from(strom_engine::batch::build_batch(
+                n as i64,
+                &[&[n; 10][..], b"x"],
+            ))
+        };
         let topics = vec![
             TopicOut {
                 name: "alpha".into(),
@@ -430,7 +441,10 @@ mod tests {
                     },
                 ],
             },
-            TopicOut { name: "b".into(), partitions: vec![] },
+            TopicOut {
+                name: "b".into(),
+                partitions: vec![],
+            },
         ];
         for version in 4..=12 {
             let chunks = encode_fetch_response(42, version, &topics);
