@@ -78,7 +78,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             .sum();
         let any_error = got.iter().any(|g| g.error.is_some());
         let now = Instant::now();
-        if total >= min_bytes.max(1) || any_error || now >= deadline || shard.is_shutting_down() {
+        if total >= min_bytes || any_error || now >= deadline || shard.is_shutting_down() {
             break;
         }
         // Wait for any partition to grow past the end seen by the last read.
