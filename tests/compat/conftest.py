@@ -6,7 +6,8 @@ temporary data dir, shared by all tests that only need a working broker.
 tests; `own_broker.restart()` stops it with SIGTERM and starts it again on the
 same data dir, `own_broker.crash_restart()` does the same with SIGKILL.
 
-The broker binary is target/release/strom (override: STROM_BIN).
+The broker binary is target/release/strom ($CARGO_TARGET_DIR is honoured;
+override: STROM_BIN).
 """
 
 import os
@@ -23,7 +24,8 @@ import kafka_wire
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-STROM_BIN = Path(os.environ.get("STROM_BIN", REPO / "target" / "release" / "strom"))
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+STROM_BIN = Path(os.environ.get("STROM_BIN", TARGET_DIR / "release" / "strom"))
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 

@@ -130,7 +130,8 @@ def test_consumer_small_fetch_limits_still_progress(broker, topic):
         r.offset = o
     got = consume_exact(
         broker.bootstrap, topic, 0, 0, 5,
-        **{"fetch.max.bytes": 1024, "max.partition.fetch.bytes": 1024, "fetch.min.bytes": 1},
+        **{"fetch.max.bytes": 1024, "message.max.bytes": 1000, "max.partition.fetch.bytes": 1024,
+           "fetch.min.bytes": 1},
     )
     assert_same(got, want)
 
