@@ -217,3 +217,15 @@ def _broker_still_up(request):
     if "broker" in request.fixturenames:
         b = request.getfixturevalue("broker")
         assert b.alive(), f"strom died during the test (exit {b.proc.returncode})\n{b.log_tail()}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report carries the tail of its broker's log."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for name in ("own_broker", "broker"):
+            b = item.funcargs.get(name)
+            if isinstance(b, Broker):
+                rep.sections.append((f"strom log ({name})", b.log_tail(40)))
