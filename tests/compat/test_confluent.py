@@ -63,8 +63,9 @@ def test_create_invalid_topic_name_fails(broker, name):
 
 
 def test_delete_unknown_topic_fails(broker, topic_name):
+    a = admin(broker)  # the client must outlive the future
     with pytest.raises(KafkaException) as ei:
-        admin(broker).delete_topics([topic_name], request_timeout=15)[topic_name].result(timeout=30)
+        a.delete_topics([topic_name], request_timeout=15)[topic_name].result(timeout=30)
     assert ei.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, ei.value
 
 
