@@ -32,21 +32,41 @@ def wait_partitions(broker, topic, n, timeout=20):
         c.close()
 
 
-def test_admin_create_list_delete(broker, topic_name):
+def topic_listed(broker, topic):
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS)
+    try:
+        return topic in c.topics()
+    finally:
+        c.close()
+
+
+def test_admin_create_delete(broker, topic_name):
     a = admin(broker)
     try:
         a.create_topics([NewTopic(topic_name, num_partitions=4, replication_factor=1)])
         wait_partitions(broker, topic_name, 4)
-        assert topic_name in a.list_topics()
         with pytest.raises(TopicAlreadyExistsError):
             a.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)])
         a.delete_topics([topic_name])
         deadline = time.monotonic() + 20
-        while topic_name in a.list_topics():
+        while topic_listed(broker, topic_name):
             assert time.monotonic() < deadline, "deleted topic still listed"
             time.sleep(0.2)
         with pytest.raises(UnknownTopicOrPartitionError):
             a.delete_topics([topic_name])
+    finally:
+        a.close()
+
+
+def test_admin_list_and_describe_topics(broker, topic):
+    """KafkaAdminClient asks Metadata for authorized operations and decodes them."""
+    a = admin(broker)
+    try:
+        assert topic in a.list_topics()
+        [desc] = a.describe_topics([topic])
+        assert desc["topic"] == topic and len(desc["partitions"]) == 1
+        cluster = a.describe_cluster()
+        assert [(b["host"], b["port"]) for b in cluster["brokers"]] == [("127.0.0.1", broker.port)]
     finally:
         a.close()
 
@@ -114,9 +134,26 @@ def test_produce_acks_all_consume_assign_seek(broker, topic_name, codec):
                          for m in msgs]
         assert_same(got1, want[1][150:])
 
-        # offsets_for_times
-        res = c.offsets_for_times({tps[0]: 1_700_000_000_000 + 101})
-        assert res[tps[0]].offset == 51, res  # partition 0 holds the even i: i=102 is offset 51
+    finally:
+        c.close()
+
+
+def test_offsets_for_times(broker, topic):
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=20,
+                      request_timeout_ms=TIMEOUT_MS)
+    ts0 = 1_700_000_000_000
+    futs = [p.send(topic, value=f"v{i}".encode(), partition=0, timestamp_ms=ts0 + 2 * i) for i in range(100)]
+    p.flush(timeout=30)
+    assert [f.get(timeout=30).offset for f in futs] == list(range(100))
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS)
+    try:
+        tp = TopicPartition(topic, 0)
+        for ts, want in [(ts0, 0), (ts0 + 101, 51), (ts0 + 198, 99)]:
+            res = c.offsets_for_times({tp: ts})[tp]
+            assert res is not None and res.offset == want, f"offsets_for_times({ts}) = {res}, expected {want}"
+            assert res.timestamp == ts0 + 2 * want, res
+        assert c.offsets_for_times({tp: ts0 + 199})[tp] is None
     finally:
         c.close()
 
