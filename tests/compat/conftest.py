@@ -27,6 +27,12 @@ HERE = Path(__file__).resolve().parent
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 STROM_BIN = Path(os.environ.get("STROM_BIN", TARGET_DIR / "release" / "strom"))
 START_TIMEOUT_S = 30.0
+# Broker config for the suite. Segments are preallocated to segment.bytes, and
+# the default (1 GiB per partition) would need ~100 GiB for the suite's topics;
+# 8 MiB segments also make the tests cross segment boundaries.
+BROKER_CONFIG = """
+log.segment.bytes = 8388608
+"""
 STOP_TIMEOUT_S = 30.0
 
 
@@ -57,6 +63,8 @@ class Broker:
         if not STROM_BIN.exists():
             raise RuntimeError(f"{STROM_BIN} not built (cargo build --release -p strom-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir.parent / "strom.toml"
+        config.write_text(BROKER_CONFIG)
         self._log = open(self.log_path, "ab")
         self._log.write(f"--- start on port {self.port}\n".encode())
         self._log.flush()
@@ -70,6 +78,8 @@ class Broker:
                 self.bootstrap,
                 "--shards",
                 str(self.shards),
+                "--config",
+                str(config),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -217,3 +217,17 @@ def test_produce_to_unknown_partition_fails(broker, topic):
     p.flush(15)
     assert errs and errs[0] is not None, errs
     assert errs[0].code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART), errs[0]
+
+
+def test_many_small_acknowledged_batches(broker, topic):
+    """One record per produce call, each acknowledged before the next is sent
+    (as kafka-python and kafkajs do): every record is its own batch and its own
+    flush. A consumer reads them all back, from the start and from the middle."""
+    want = []
+    for i in range(30):
+        r = Rec(b"k", bytes([i]) * 500)
+        [r.offset] = produce_all(broker.bootstrap, topic, 0, [r], timeout=30)
+        want.append(r)
+    assert [r.offset for r in want] == list(range(30))
+    assert_same(consume_exact(broker.bootstrap, topic, 0, 0, 30, timeout=30), want)
+    assert_same(consume_exact(broker.bootstrap, topic, 0, 17, 13, timeout=30), want[17:])
