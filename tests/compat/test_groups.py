@@ -91,3 +91,25 @@ def test_kafkajs_group_consumer(broker, topic_name, tmp_path):
            for r in out["records"]}
     assert got == want
     assert sorted((c["partition"], c["offset"]) for c in out["committed"]) == [(0, 30), (1, 30)]
+
+
+def test_kcat_group_consumer(broker, topic_name):
+    """kcat -G (librdkafka 2.0.2 balanced consumer) reads both partitions to the end."""
+    import subprocess
+
+    create_topic(broker.bootstrap, topic_name, 2)
+    want = set()
+    for p in (0, 1):
+        offs = produce_all(broker.bootstrap, topic_name, p, [Rec(None, f"v{p}-{i}".encode()) for i in range(25)])
+        want |= {(p, o, f"v{p}-{i}") for i, o in enumerate(offs)}
+    r = subprocess.run(
+        ["kcat", "-b", broker.bootstrap, "-G", f"g-{topic_name}", "-o", "beginning", "-e",
+         "-X", "session.timeout.ms=10000", "-f", r"%p %o %s\n", topic_name],
+        capture_output=True, timeout=90,
+    )
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    got = set()
+    for line in r.stdout.decode().splitlines():
+        p, o, v = line.split(" ", 2)
+        got.add((int(p), int(o), v))
+    assert got == want
