@@ -73,7 +73,11 @@ fn consume_from_offsets() {
 fn multi_partition_topic_over_several_shards() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let conf = tmp.path().join("strom.toml");
-    std::fs::write(&conf, "num.partitions = 6\n").expect("write config");
+    std::fs::write(
+        &conf,
+        format!("{}num.partitions = 6\n", common::TEST_CONFIG),
+    )
+    .expect("write config");
     let b = Broker::start(&[
         "--shards",
         "2",
