@@ -239,3 +239,17 @@ def pytest_runtest_makereport(item, call):
             b = item.funcargs.get(name)
             if isinstance(b, Broker):
                 rep.sections.append((f"strom log ({name})", b.log_tail(40)))
+
+
+# Tests that fail because of known broker bugs (not test bugs), as
+# "file.py::test_name" (all parametrizations) -> reason. They stay in the suite,
+# marked xfail(strict=False), so CI shows them and a fix turns them XPASS.
+KNOWN_BROKER_BUGS: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        key = f"{item.path.name}::{item.originalname}"
+        reason = KNOWN_BROKER_BUGS.get(key)
+        if reason:
+            item.add_marker(pytest.mark.xfail(strict=False, reason=f"broker bug: {reason}"))
