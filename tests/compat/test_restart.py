@@ -5,10 +5,11 @@ import signal
 import threading
 import time
 
+import pytest
 from confluent_kafka import Producer
 
 from clients import Rec, assert_same, consume_exact, produce_all
-from conftest import create_topic
+from conftest import create_topic, free_port
 
 
 def test_sigterm_restart_keeps_everything(own_broker, topic_name):
@@ -46,7 +47,8 @@ def test_sigterm_restart_keeps_topics(own_broker, topic_name):
     assert got.value == b"x"
 
 
-def test_sigkill_keeps_acknowledged_records(own_broker, topic_name):
+@pytest.mark.parametrize("port", ["same-port", "new-port"])
+def test_sigkill_keeps_acknowledged_records(own_broker, topic_name, port):
     """A producer sends acks=all records one at a time in flight; the broker is
     killed with SIGKILL mid-stream. After a restart every record whose
     delivery was acknowledged is at the offset its acknowledgement named, and
@@ -112,6 +114,8 @@ def test_sigkill_keeps_acknowledged_records(own_broker, topic_name):
         acked_now = dict(acked)
     assert len(acked_now) >= 2000
 
+    if port == "new-port":
+        b.port = free_port()  # durability alone, whatever the old port's state
     b.start()
     seqs = sorted(acked_now)
     offsets = [acked_now[s] for s in seqs]
