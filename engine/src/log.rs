@@ -575,7 +575,7 @@ impl<S: Storage> PartitionLog<S> {
     async fn sync_to(&self, end_offset: i64) -> Result<()> {
         loop {
             let progressed = self.inner.progress.notified();
-            {
+            let busy = {
                 let st = self.inner.state.borrow();
                 if st.synced_offset >= end_offset {
                     return Ok(());
@@ -585,11 +585,11 @@ impl<S: Storage> PartitionLog<S> {
                         "fdatasync failed: {msg}"
                     ))));
                 }
-                if st.flushing || st.rolling {
-                    drop(st);
-                    progressed.await;
-                    continue;
-                }
+                st.flushing || st.rolling
+            };
+            if busy {
+                progressed.await;
+                continue;
             }
             self.flush_round(true).await?;
         }
