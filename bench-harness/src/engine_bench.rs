@@ -261,7 +261,12 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
         total_bytes: written,
         record_bytes: args.record_bytes,
         batch_bytes: batch.len() as u64,
-        sync: format!("{:?}", args.sync).to_lowercase(),
+        sync: match args.sync {
+            SyncMode::Never => "never",
+            SyncMode::Interval => "interval",
+            SyncMode::EveryBatch => "every-batch",
+        }
+        .to_string(),
         producers: args.producers,
         readers: args.readers,
         preallocate: args.preallocate,

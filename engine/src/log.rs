@@ -33,11 +33,11 @@ use crate::notify::Notify;
 /// Largest tail buffer / chunk: the unit of an O_DIRECT log write.
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// O_DIRECT chunk writes in flight at once per log.
-const MAX_INFLIGHT_WRITES: usize = 16;
+const MAX_INFLIGHT_WRITES: usize = 32;
 /// Chunks one flush round submits before it ends (bounds sync latency).
 const MAX_ROUND_CHUNKS: usize = 256;
 /// Appended-but-unwritten bytes above which appends wait for the disk.
-const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
 /// Preallocation of a new segment, and how far ahead of the writes it is
 /// extended (never past `segment.bytes`). Preallocating a whole 1 GiB
 /// segment per partition up front fills a disk with idle partitions.
@@ -575,7 +575,7 @@ impl<S: Storage> PartitionLog<S> {
     async fn sync_to(&self, end_offset: i64) -> Result<()> {
         loop {
             let progressed = self.inner.progress.notified();
-            {
+            let busy = {
                 let st = self.inner.state.borrow();
                 if st.synced_offset >= end_offset {
                     return Ok(());
@@ -585,11 +585,11 @@ impl<S: Storage> PartitionLog<S> {
                         "fdatasync failed: {msg}"
                     ))));
                 }
-                if st.flushing || st.rolling {
-                    drop(st);
-                    progressed.await;
-                    continue;
-                }
+                st.flushing || st.rolling
+            };
+            if busy {
+                progressed.await;
+                continue;
             }
             self.flush_round(true).await?;
         }
