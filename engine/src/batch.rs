@@ -240,6 +240,50 @@ pub fn build_batch_with_producer(
     b
 }
 
+/// For an uncompressed CreateTime batch, the offset delta and timestamp of
+/// the first record whose timestamp is at or after `timestamp_ms`. `None`
+/// when the records cannot be read without decompressing, the batch uses
+/// LogAppendTime (every record then has the batch's timestamp), or no record
+/// qualifies. `batch` starts at the batch header and holds the whole batch.
+pub fn first_record_at_or_after(batch: &[u8], timestamp_ms: i64) -> Option<(i32, i64)> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if h.attributes & (ATTR_CODEC_MASK | ATTR_LOG_APPEND_TIME) != 0 || batch.len() < h.total_bytes() {
+        return None;
+    }
+    let body = &batch[HEADER_BYTES..h.total_bytes()];
+    let mut at = 0usize;
+    for _ in 0..h.record_count {
+        let (len, n) = get_varint(&body[at..])?;
+        at += n;
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        let record = body.get(at..end)?;
+        // attributes (int8), timestampDelta (varlong), offsetDelta (varint)
+        let (ts_delta, n) = get_varint(record.get(1..)?)?;
+        let (offset_delta, _) = get_varint(record.get(1 + n..)?)?;
+        let ts = h.base_timestamp.checked_add(ts_delta)?;
+        if ts >= timestamp_ms {
+            return Some((i32::try_from(offset_delta).ok()?, ts));
+        }
+        at = end;
+    }
+    None
+}
+
+/// Attribute bits 0-2: the compression codec.
+const ATTR_CODEC_MASK: i16 = 0x7;
+
+/// Reads a zigzag varint (up to 64 bits); returns the value and its length.
+fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut z = 0u64;
+    for (i, b) in buf.iter().take(10).enumerate() {
+        z |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -284,6 +328,19 @@ mod tests {
         let empty = build_batch(1, &[]);
         assert!(matches!(validate(&empty), Err(BatchError::Empty)));
         assert!(matches!(split_and_validate(&[]), Err(BatchError::Empty)));
+    }
+
+    #[test]
+    fn first_record_at_or_after_walks_uncompressed_records() {
+        let b = build_batch(1000, &[b"a", b"b", b"c"]);
+        // build_batch gives every record timestamp delta 0.
+        assert_eq!(first_record_at_or_after(&b, 999), Some((0, 1000)));
+        assert_eq!(first_record_at_or_after(&b, 1000), Some((0, 1000)));
+        assert_eq!(first_record_at_or_after(&b, 1001), None);
+        let mut gz = b.clone();
+        gz[22] |= 1; // codec gzip: records are not readable without inflating
+        assert_eq!(first_record_at_or_after(&gz, 0), None);
+        assert_eq!(first_record_at_or_after(&b[..b.len() - 1], 0), None);
     }
 
     #[test]

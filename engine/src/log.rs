@@ -1037,7 +1037,14 @@ impl<S: Storage> PartitionLog<S> {
                 h.max_timestamp >= timestamp_ms
             })
             .await?;
-        Ok(found.map(|(_, h, _)| (h.base_offset.max(log_start), h.max_timestamp)))
+        // Within the batch, the first record at or after the timestamp when
+        // the records are readable without decompressing; else the batch.
+        Ok(found.map(|(_, h, bytes)| {
+            match crate::batch::first_record_at_or_after(&bytes, timestamp_ms) {
+                Some((delta, ts)) => ((h.base_offset + i64::from(delta)).max(log_start), ts),
+                None => (h.base_offset.max(log_start), h.max_timestamp),
+            }
+        }))
     }
 
     /// The offset and timestamp of the record with the largest timestamp

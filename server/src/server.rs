@@ -162,7 +162,7 @@ async fn run_shard(
     // Blocking this thread is fine here: the shard serves nothing yet.
     logs_open.wait();
 
-    let listener = match TcpListener::bind(addr) {
+    let listener = match bind_listener(addr) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(anyhow!("shard {id}: binding {addr}: {e}")));
@@ -226,3 +226,22 @@ async fn watch_stop(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
     }
     shard.begin_shutdown();
 }
+
+/// Binds a shard's listener with SO_REUSEPORT (every shard shares the port)
+/// and SO_REUSEADDR, so a restart after a crash is not refused while the
+/// dead broker's connections linger in TIME_WAIT.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket that we own; ownership
+    // passes to the glommio listener, which closes it.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
+/// Pending connections the kernel queues per shard before accept.
+const LISTEN_BACKLOG: i32 = 1024;

@@ -73,8 +73,13 @@ async fn lookup_local(shard: &Shard, topic: &str, partition: i32, timestamp: i64
     match timestamp {
         EARLIEST_TIMESTAMP => (0, -1, log.log_start_offset()),
         LATEST_TIMESTAMP => (0, -1, log.high_watermark()),
+        // The segment knows the batch with the largest timestamp; the lookup
+        // by that timestamp narrows it to the record.
         MAX_TIMESTAMP => match log.max_timestamp() {
-            Some((offset, ts)) => (0, ts, offset),
+            Some((offset, ts)) => match log.offset_for_timestamp(ts).await {
+                Ok(Some((record_offset, record_ts))) => (0, record_ts, record_offset),
+                _ => (0, ts, offset),
+            },
             None => (0, -1, -1),
         },
         ts if ts < 0 => (ResponseError::InvalidRequest.code(), -1, -1),

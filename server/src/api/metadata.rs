@@ -88,7 +88,23 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
             .collect(),
     };
 
+    // Without an authorizer every operation is allowed. The sentinel
+    // i32::MIN ("not requested") must not be sent when the client asked:
+    // kafka-python decodes every set bit as an ACL operation.
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if version >= 8 && req.include_topic_authorized_operations {
+        for t in &mut topics {
+            t.topic_authorized_operations = TOPIC_OPERATIONS_ALL;
+        }
+    }
+    let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS_ALL
+    } else {
+        i32::MIN
+    };
+
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_ops)
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(node_id))
             .with_host(StrBytes::from_string(host))
@@ -97,6 +113,14 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         .with_controller_id(BrokerId(node_id))
         .with_topics(topics)
 }
+
+/// Bit set of the ACL operations on a topic (Kafka's AclOperation codes):
+/// READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11.
+const TOPIC_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// Cluster operations: CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 fn lookup_by_id(meta: &Metadata, id: Uuid) -> Option<(&String, &TopicMeta)> {
     if id.is_nil() {
