@@ -226,4 +226,19 @@ testDurationMinutes: 0.5
             assert!(e.contains(key), "{key}: {e}");
         }
     }
+
+    #[test]
+    fn shipped_workloads_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+                let w = Workload::from_file(&path).unwrap();
+                assert_eq!(format!("{}.yaml", w.name), path.file_name().unwrap().to_str().unwrap());
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "{n} workloads");
+    }
 }
