@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -58,13 +58,18 @@ pub fn run(
     tl: Timeline,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    produced_bytes: &AtomicU64,
 ) -> Result<ConsumerResult> {
-    let version = conn.versions.pick::<FetchRequest>(kafka::FETCH_MAX_VERSION)?;
+    let produced_bytes = &stats.produced_bytes;
+    let version = conn
+        .versions
+        .pick::<FetchRequest>(kafka::FETCH_MAX_VERSION)?;
     let mut e2e = LatencyRecorder::new(tl.measure_start_ns, tl.end_ns);
     let (mut window_msgs, mut window_bytes) = (0u64, 0u64);
     let topic = TopicName(StrBytes::from_string(cfg.topic.clone()));
-    while cfg.backlog_bytes > 0 && produced_bytes.load(Ordering::Relaxed) < cfg.backlog_bytes && !stop.load(Ordering::Relaxed) {
+    while cfg.backlog_bytes > 0
+        && produced_bytes.load(Ordering::Relaxed) < cfg.backlog_bytes
+        && !stop.load(Ordering::Relaxed)
+    {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     while !stop.load(Ordering::Relaxed) {
@@ -76,14 +81,23 @@ pub fn run(
             .with_isolation_level(0)
             .with_session_id(0)
             .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(
-                cfg.partitions
-                    .iter()
-                    .map(|p| FetchPartition::default().with_partition(*p).with_fetch_offset(offsets[p]).with_partition_max_bytes(PARTITION_MAX_BYTES))
-                    .collect(),
-            )]);
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(
+                    cfg.partitions
+                        .iter()
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(*p)
+                                .with_fetch_offset(offsets[p])
+                                .with_partition_max_bytes(PARTITION_MAX_BYTES)
+                        })
+                        .collect(),
+                )]);
         let corr = conn.next_correlation_id();
-        conn.stream.write_all(&kafka::encode_request(corr, version, &req)?).context("writing fetch request")?;
+        conn.stream
+            .write_all(&kafka::encode_request(corr, version, &req)?)
+            .context("writing fetch request")?;
         let frame = kafka::read_frame(&mut conn.stream).context("reading fetch response")?;
         let (got, resp) = kafka::decode_response::<FetchRequest>(frame, version)?;
         if got != corr {
@@ -97,15 +111,24 @@ pub fn run(
         let (mut msgs, mut bytes) = (0u64, 0u64);
         for t in &resp.responses {
             for p in &t.partitions {
-                let Some(offset) = offsets.get_mut(&p.partition_index) else { continue };
+                let Some(offset) = offsets.get_mut(&p.partition_index) else {
+                    continue;
+                };
                 if p.error_code != kafka::ERR_NONE {
-                    bail!("fetch {}-{} at offset {offset}: error {}", cfg.topic, p.partition_index, p.error_code);
+                    bail!(
+                        "fetch {}-{} at offset {offset}: error {}",
+                        cfg.topic,
+                        p.partition_index,
+                        p.error_code
+                    );
                 }
                 let Some(records) = &p.records else { continue };
                 let summary = records::walk_batches(records, *offset, |r| {
                     msgs += 1;
                     bytes += r.value_bytes as u64;
-                    let sent_wall_ns = r.payload_ns.unwrap_or((r.timestamp_ms.max(0) as u64) * 1_000_000);
+                    let sent_wall_ns = r
+                        .payload_ns
+                        .unwrap_or((r.timestamp_ms.max(0) as u64) * 1_000_000);
                     if let Some(intended) = tb.mono_from_wall_ns(sent_wall_ns) {
                         e2e.record(intended, now);
                     }
@@ -125,5 +148,9 @@ pub fn run(
             window_bytes += bytes;
         }
     }
-    Ok(ConsumerResult { e2e, window_msgs, window_bytes })
+    Ok(ConsumerResult {
+        e2e,
+        window_msgs,
+        window_bytes,
+    })
 }

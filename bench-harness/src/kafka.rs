@@ -13,8 +13,8 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+    ListOffsetsRequest, MetadataRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -47,12 +47,21 @@ pub struct ApiVersionTable(HashMap<i16, (i16, i16)>);
 impl ApiVersionTable {
     /// Highest version both sides support for `R`, capped at `cap`.
     pub fn pick<R: Request>(&self, cap: i16) -> Result<i16> {
-        let name = ApiKey::try_from(R::KEY).map(|k| format!("{k:?}")).unwrap_or_else(|_| R::KEY.to_string());
-        let (bmin, bmax) = *self.0.get(&R::KEY).ok_or_else(|| anyhow!("broker does not support {name}"))?;
+        let name = ApiKey::try_from(R::KEY)
+            .map(|k| format!("{k:?}"))
+            .unwrap_or_else(|_| R::KEY.to_string());
+        let (bmin, bmax) = *self
+            .0
+            .get(&R::KEY)
+            .ok_or_else(|| anyhow!("broker does not support {name}"))?;
         let lo = R::VERSIONS.min.max(bmin);
         let hi = R::VERSIONS.max.min(cap).min(bmax);
         if lo > hi {
-            bail!("no common {name} version: broker {bmin}..={bmax}, client {}..={}", R::VERSIONS.min, R::VERSIONS.max.min(cap));
+            bail!(
+                "no common {name} version: broker {bmin}..={bmax}, client {}..={}",
+                R::VERSIONS.min,
+                R::VERSIONS.max.min(cap)
+            );
         }
         Ok(hi)
     }
@@ -108,8 +117,14 @@ impl Conn {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-        let mut conn = Conn { stream, versions: ApiVersionTable::default(), addr: addr.to_string(), next_correlation_id: 0 };
-        conn.negotiate().with_context(|| format!("ApiVersions with {addr}"))?;
+        let mut conn = Conn {
+            stream,
+            versions: ApiVersionTable::default(),
+            addr: addr.to_string(),
+            next_correlation_id: 0,
+        };
+        conn.negotiate()
+            .with_context(|| format!("ApiVersions with {addr}"))?;
         Ok(conn)
     }
 
@@ -123,7 +138,8 @@ impl Conn {
             .with_client_software_name(StrBytes::from(CLIENT_ID))
             .with_client_software_version(StrBytes::from(env!("CARGO_PKG_VERSION")));
         let corr = self.next_correlation_id();
-        self.stream.write_all(&encode_request(corr, API_VERSIONS_VERSION, &req)?)?;
+        self.stream
+            .write_all(&encode_request(corr, API_VERSIONS_VERSION, &req)?)?;
         let mut frame = read_frame(&mut self.stream)?;
         // The ApiVersions response header is always v0.
         let header = ResponseHeader::decode(&mut frame, 0)?;
@@ -132,13 +148,26 @@ impl Conn {
         }
         // A broker that does not know our version answers with a v0 body
         // (KIP-511) that still lists its ranges.
-        let error = if frame.len() >= 2 { i16::from_be_bytes([frame[0], frame[1]]) } else { -1 };
-        let version = if error == ERR_UNSUPPORTED_VERSION { 0 } else { API_VERSIONS_VERSION };
+        let error = if frame.len() >= 2 {
+            i16::from_be_bytes([frame[0], frame[1]])
+        } else {
+            -1
+        };
+        let version = if error == ERR_UNSUPPORTED_VERSION {
+            0
+        } else {
+            API_VERSIONS_VERSION
+        };
         let resp = ApiVersionsResponse::decode(&mut frame, version)?;
         if resp.error_code != ERR_NONE && resp.error_code != ERR_UNSUPPORTED_VERSION {
             bail!("ApiVersions error {}", resp.error_code);
         }
-        self.versions = ApiVersionTable(resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect());
+        self.versions = ApiVersionTable(
+            resp.api_keys
+                .iter()
+                .map(|k| (k.api_key, (k.min_version, k.max_version)))
+                .collect(),
+        );
         Ok(())
     }
 
@@ -146,7 +175,8 @@ impl Conn {
     pub fn call<R: Request>(&mut self, req: &R, cap: i16) -> Result<R::Response> {
         let version = self.versions.pick::<R>(cap)?;
         let corr = self.next_correlation_id();
-        self.stream.write_all(&encode_request(corr, version, req)?)?;
+        self.stream
+            .write_all(&encode_request(corr, version, req)?)?;
         let frame = read_frame(&mut self.stream)?;
         let (got, resp) = decode_response::<R>(frame, version)?;
         if got != corr {
@@ -166,7 +196,12 @@ pub struct TopicLayout {
 
 /// Creates the topics (an existing topic with that name is an error, so a
 /// run never measures on top of old data).
-pub fn create_topics(conn: &mut Conn, names: &[String], partitions: u32, replication_factor: i16) -> Result<()> {
+pub fn create_topics(
+    conn: &mut Conn,
+    names: &[String],
+    partitions: u32,
+    replication_factor: i16,
+) -> Result<()> {
     let topics = names
         .iter()
         .map(|n| {
@@ -176,30 +211,60 @@ pub fn create_topics(conn: &mut Conn, names: &[String], partitions: u32, replica
                 .with_replication_factor(replication_factor)
         })
         .collect();
-    let req = CreateTopicsRequest::default().with_topics(topics).with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32);
+    let req = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32);
     let resp = conn.call(&req, CREATE_TOPICS_MAX_VERSION)?;
     for t in resp.topics {
         if t.error_code != ERR_NONE {
-            let msg = t.error_message.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default();
-            bail!("CreateTopics {}: error {} {msg}", t.name.0.as_str(), t.error_code);
+            let msg = t
+                .error_message
+                .as_ref()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default();
+            bail!(
+                "CreateTopics {}: error {} {msg}",
+                t.name.0.as_str(),
+                t.error_code
+            );
         }
     }
     Ok(())
 }
 
 /// Polls Metadata until every partition of `names` has a leader.
-pub fn wait_for_layout(conn: &mut Conn, names: &[String], timeout: Duration) -> Result<Vec<TopicLayout>> {
+pub fn wait_for_layout(
+    conn: &mut Conn,
+    names: &[String],
+    timeout: Duration,
+) -> Result<Vec<TopicLayout>> {
     let deadline = Instant::now() + timeout;
     loop {
         let req = MetadataRequest::default()
-            .with_topics(Some(names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(n.clone()))))).collect()))
+            .with_topics(Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(n.clone()))))
+                    })
+                    .collect(),
+            ))
             .with_allow_auto_topic_creation(false);
         let resp = conn.call(&req, METADATA_MAX_VERSION)?;
-        let brokers: HashMap<BrokerId, String> = resp.brokers.iter().map(|b| (b.node_id, format!("{}:{}", b.host.as_str(), b.port))).collect();
+        let brokers: HashMap<BrokerId, String> = resp
+            .brokers
+            .iter()
+            .map(|b| (b.node_id, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
         let mut layouts = Vec::new();
         let mut missing = None;
         for name in names {
-            let Some(t) = resp.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name.as_str())) else {
+            let Some(t) = resp
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name.as_str()))
+            else {
                 missing = Some(format!("topic {name} not in metadata"));
                 break;
             };
@@ -210,34 +275,67 @@ pub fn wait_for_layout(conn: &mut Conn, names: &[String], timeout: Duration) -> 
             let mut parts = Vec::new();
             for p in &t.partitions {
                 match brokers.get(&p.leader_id) {
-                    Some(addr) if p.error_code == ERR_NONE => parts.push((p.partition_index, addr.clone())),
-                    _ => missing = Some(format!("{name}-{} has no leader (error {})", p.partition_index, p.error_code)),
+                    Some(addr) if p.error_code == ERR_NONE => {
+                        parts.push((p.partition_index, addr.clone()))
+                    }
+                    _ => {
+                        missing = Some(format!(
+                            "{name}-{} has no leader (error {})",
+                            p.partition_index, p.error_code
+                        ))
+                    }
                 }
             }
             parts.sort();
-            layouts.push(TopicLayout { name: name.clone(), partitions: parts });
+            layouts.push(TopicLayout {
+                name: name.clone(),
+                partitions: parts,
+            });
         }
         if missing.is_none() {
             return Ok(layouts);
         }
         if Instant::now() >= deadline {
-            bail!("metadata not ready after {timeout:?}: {}", missing.unwrap_or_default());
+            bail!(
+                "metadata not ready after {timeout:?}: {}",
+                missing.unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// The offsets at `timestamp` (-1 latest, -2 earliest) of `partitions`.
-pub fn list_offsets(conn: &mut Conn, topic: &str, partitions: &[i32], timestamp: i64) -> Result<HashMap<i32, i64>> {
-    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_partitions(partitions.iter().map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(timestamp)).collect())]);
+pub fn list_offsets(
+    conn: &mut Conn,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<HashMap<i32, i64>> {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
     let resp = conn.call(&req, LIST_OFFSETS_MAX_VERSION)?;
     let mut out = HashMap::new();
     for t in resp.topics {
         for p in t.partitions {
             if p.error_code != ERR_NONE {
-                bail!("ListOffsets {topic}-{}: error {}", p.partition_index, p.error_code);
+                bail!(
+                    "ListOffsets {topic}-{}: error {}",
+                    p.partition_index,
+                    p.error_code
+                );
             }
             out.insert(p.partition_index, p.offset);
         }
@@ -270,7 +368,11 @@ mod tests {
     fn picks_the_highest_common_version() {
         let t = ApiVersionTable([(0i16, (0i16, 11i16)), (1, (4, 8))].into_iter().collect());
         assert_eq!(t.pick::<ProduceRequest>(PRODUCE_MAX_VERSION).unwrap(), 9);
-        assert_eq!(t.pick::<kafka_protocol::messages::FetchRequest>(FETCH_MAX_VERSION).unwrap(), 8);
+        assert_eq!(
+            t.pick::<kafka_protocol::messages::FetchRequest>(FETCH_MAX_VERSION)
+                .unwrap(),
+            8
+        );
         assert!(t.pick::<MetadataRequest>(12).is_err());
     }
 }

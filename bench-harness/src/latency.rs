@@ -36,8 +36,13 @@ pub struct Percentiles {
 impl LatencyRecorder {
     /// Records messages intended in `[window_start_ns, window_end_ns)`.
     pub fn new(window_start_ns: u64, window_end_ns: u64) -> LatencyRecorder {
-        let hist = Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("static histogram bounds are valid");
-        LatencyRecorder { hist, window_start_ns, window_end_ns }
+        let hist = Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG)
+            .expect("static histogram bounds are valid");
+        LatencyRecorder {
+            hist,
+            window_start_ns,
+            window_end_ns,
+        }
     }
 
     pub fn in_window(&self, intended_ns: u64) -> bool {
@@ -83,11 +88,16 @@ impl LatencyRecorder {
 
     /// (percentile, latency ms) points for the distribution plot.
     pub fn distribution(&self) -> Vec<(f64, f64)> {
-        const QUANTILES: [f64; 12] = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0];
+        const QUANTILES: [f64; 12] = [
+            0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0,
+        ];
         if self.hist.is_empty() {
             return Vec::new();
         }
-        QUANTILES.iter().map(|&q| (q * 100.0, self.hist.value_at_quantile(q) as f64 / 1_000.0)).collect()
+        QUANTILES
+            .iter()
+            .map(|&q| (q * 100.0, self.hist.value_at_quantile(q) as f64 / 1_000.0))
+            .collect()
     }
 }
 

@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "strom-bench", about = "Benchmarks for Strom and any Kafka-compatible broker")]
+#[command(
+    name = "strom-bench",
+    about = "Benchmarks for Strom and any Kafka-compatible broker"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,7 +43,10 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().cmd {
         Cmd::Engine(args) => engine_bench::run(args),
         Cmd::Run(args) => strom_bench::run::run(args).map(|_| ()),

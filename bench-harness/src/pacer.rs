@@ -19,9 +19,20 @@ impl Pacer {
     /// A pacer for `rate_per_s` messages per second starting at `start_ns`;
     /// a rate of 0 means unpaced.
     pub fn new(rate_per_s: f64, start_ns: u64) -> Pacer {
-        assert!(rate_per_s.is_finite() && rate_per_s >= 0.0, "bad rate {rate_per_s}");
-        let interval_ns = if rate_per_s > 0.0 { Some(1e9 / rate_per_s) } else { None };
-        Pacer { start_ns, interval_ns, issued: 0 }
+        assert!(
+            rate_per_s.is_finite() && rate_per_s >= 0.0,
+            "bad rate {rate_per_s}"
+        );
+        let interval_ns = if rate_per_s > 0.0 {
+            Some(1e9 / rate_per_s)
+        } else {
+            None
+        };
+        Pacer {
+            start_ns,
+            interval_ns,
+            issued: 0,
+        }
     }
 
     pub fn is_paced(&self) -> bool {
@@ -48,7 +59,9 @@ impl Pacer {
 
     /// How many messages are due at `now_ns` and not yet issued.
     pub fn due(&self, now_ns: u64) -> u64 {
-        let Some(interval) = self.interval_ns else { return 0 };
+        let Some(interval) = self.interval_ns else {
+            return 0;
+        };
         if now_ns < self.start_ns {
             return 0;
         }

@@ -19,27 +19,67 @@ pub fn throughput(r: &RunResult, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let t_max = r.timeseries.iter().map(|s| s.t_s).fold(1.0, f64::max);
-    let y_max = r.timeseries.iter().map(|s| s.produce_mib_per_s.max(s.consume_mib_per_s)).fold(1.0, f64::max) * 1.15;
+    let y_max = r
+        .timeseries
+        .iter()
+        .map(|s| s.produce_mib_per_s.max(s.consume_mib_per_s))
+        .fold(1.0, f64::max)
+        * 1.15;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{} (acks={}): throughput", r.workload.name, r.settings.acks), ("sans-serif", 20))
+        .caption(
+            format!("{} (acks={}): throughput", r.workload.name, r.settings.acks),
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..t_max, 0.0..y_max)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("time (s)").y_desc("MiB/s").draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("MiB/s")
+        .draw()
+        .map_err(err)?;
     let series = [("produce", RED, true), ("consume", BLUE, false)];
     for (label, color, produce) in series {
-        let points: Vec<(f64, f64)> = r.timeseries.iter().map(|s| (s.t_s, if produce { s.produce_mib_per_s } else { s.consume_mib_per_s })).collect();
+        let points: Vec<(f64, f64)> = r
+            .timeseries
+            .iter()
+            .map(|s| {
+                (
+                    s.t_s,
+                    if produce {
+                        s.produce_mib_per_s
+                    } else {
+                        s.consume_mib_per_s
+                    },
+                )
+            })
+            .collect();
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     let warmup = r.settings.warmup_s;
-    chart.draw_series(LineSeries::new(vec![(warmup, 0.0), (warmup, y_max)], BLACK.mix(0.3))).map_err(err)?.label("end of warm-up").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(warmup, 0.0), (warmup, y_max)],
+            BLACK.mix(0.3),
+        ))
+        .map_err(err)?
+        .label("end of warm-up")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -54,10 +94,19 @@ fn nines(percentile: f64) -> f64 {
 pub fn latency(r: &RunResult, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let all = r.publish_latency_distribution.iter().chain(r.e2e_latency_distribution.iter());
+    let all = r
+        .publish_latency_distribution
+        .iter()
+        .chain(r.e2e_latency_distribution.iter());
     let y_max = all.map(|p| p.1).fold(0.01, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{} (acks={}): latency by percentile", r.workload.name, r.settings.acks), ("sans-serif", 20))
+        .caption(
+            format!(
+                "{} (acks={}): latency by percentile",
+                r.workload.name, r.settings.acks
+            ),
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -70,16 +119,27 @@ pub fn latency(r: &RunResult, path: &Path) -> Result<()> {
         .x_label_formatter(&|x| format!("{}%", 100.0 - 100.0 * 10f64.powf(-x)))
         .draw()
         .map_err(err)?;
-    let series = [("publish", &r.publish_latency_distribution, RED), ("end-to-end", &r.e2e_latency_distribution, BLUE)];
+    let series = [
+        ("publish", &r.publish_latency_distribution, RED),
+        ("end-to-end", &r.e2e_latency_distribution, BLUE),
+    ];
     for (label, dist, color) in series {
         let points: Vec<(f64, f64)> = dist.iter().map(|&(p, ms)| (nines(p), ms)).collect();
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }

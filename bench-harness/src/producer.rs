@@ -43,8 +43,14 @@ pub struct Timebase {
 impl Timebase {
     pub fn new() -> Timebase {
         let origin = Instant::now();
-        let wall_origin_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Timebase { origin, wall_origin_ns }
+        let wall_origin_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Timebase {
+            origin,
+            wall_origin_ns,
+        }
     }
     pub fn now_ns(&self) -> u64 {
         self.origin.elapsed().as_nanos() as u64
@@ -179,12 +185,20 @@ struct InFlight {
 }
 
 /// Runs one producer to the end of the timeline.
-pub fn run(cfg: ProducerConfig, tb: Timebase, tl: Timeline, stats: Arc<Stats>, abort: Arc<AtomicBool>) -> Result<ProducerResult> {
+pub fn run(
+    cfg: ProducerConfig,
+    tb: Timebase,
+    tl: Timeline,
+    stats: Arc<Stats>,
+    abort: Arc<AtomicBool>,
+) -> Result<ProducerResult> {
     if cfg.partitions.is_empty() || cfg.payloads.is_empty() {
         bail!("producer for {} without partitions or payloads", cfg.topic);
     }
     let mut conn = Conn::connect(&cfg.addr)?;
-    let version = conn.versions.pick::<ProduceRequest>(kafka::PRODUCE_MAX_VERSION)?;
+    let version = conn
+        .versions
+        .pick::<ProduceRequest>(kafka::PRODUCE_MAX_VERSION)?;
     let reader_stream = conn.stream.try_clone()?;
     let (meta_tx, meta_rx) = channel::unbounded::<InFlight>();
     let (done_tx, done_rx) = channel::unbounded::<()>();
@@ -193,7 +207,11 @@ pub fn run(cfg: ProducerConfig, tb: Timebase, tl: Timeline, stats: Arc<Stats>, a
         None
     } else {
         let (stats, tl_copy) = (stats.clone(), tl);
-        Some(std::thread::Builder::new().name("ack-reader".into()).spawn(move || ack_reader(reader_stream, meta_rx, done_tx, tb, tl_copy, stats))?)
+        Some(
+            std::thread::Builder::new()
+                .name("ack-reader".into())
+                .spawn(move || ack_reader(reader_stream, meta_rx, done_tx, tb, tl_copy, stats))?,
+        )
     };
     let mut w = Writer {
         cfg: &cfg,
@@ -218,7 +236,11 @@ pub fn run(cfg: ProducerConfig, tb: Timebase, tl: Timeline, stats: Arc<Stats>, a
     let (acks0, acks0_msgs, acks0_bytes) = (w.acks0.clone(), w.acks0_msgs, w.acks0_bytes);
     sent?;
     match reader {
-        None => Ok(ProducerResult { publish: acks0, window_msgs: acks0_msgs, window_bytes: acks0_bytes }),
+        None => Ok(ProducerResult {
+            publish: acks0,
+            window_msgs: acks0_msgs,
+            window_bytes: acks0_bytes,
+        }),
         Some(h) => match h.join() {
             Ok(r) => r,
             Err(_) => bail!("ack reader panicked"),
@@ -247,7 +269,13 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn run(&mut self, conn: &mut Conn, meta_tx: &Sender<InFlight>, done_rx: &Receiver<()>, abort: &AtomicBool) -> Result<()> {
+    fn run(
+        &mut self,
+        conn: &mut Conn,
+        meta_tx: &Sender<InFlight>,
+        done_rx: &Receiver<()>,
+        abort: &AtomicBool,
+    ) -> Result<()> {
         self.tb.sleep_until(self.tl.start_ns);
         loop {
             if abort.load(Ordering::Relaxed) {
@@ -281,8 +309,12 @@ impl Writer<'_> {
             match done_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(()) => self.in_flight -= 1,
                 Err(RecvTimeoutError::Timeout) if self.tb.now_ns() < deadline => {}
-                Err(RecvTimeoutError::Timeout) => bail!("acks still outstanding {DRAIN_TIMEOUT:?} after the run ended"),
-                Err(RecvTimeoutError::Disconnected) => bail!("ack reader stopped with requests in flight"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("acks still outstanding {DRAIN_TIMEOUT:?} after the run ended")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("ack reader stopped with requests in flight")
+                }
             }
         }
         Ok(())
@@ -290,9 +322,17 @@ impl Writer<'_> {
 
     /// Appends every message that is due (paced) or that fits (max rate).
     fn generate(&mut self, now: u64) {
-        let mut budget = if self.pacer.is_paced() { self.pacer.due(now) } else { u64::MAX };
+        let mut budget = if self.pacer.is_paced() {
+            self.pacer.due(now)
+        } else {
+            u64::MAX
+        };
         while budget > 0 && self.ready_bytes < self.cfg.buffer_bytes {
-            let intended = if self.pacer.is_paced() { self.pacer.issue() } else { now };
+            let intended = if self.pacer.is_paced() {
+                self.pacer.issue()
+            } else {
+                now
+            };
             self.append(intended, now);
             budget -= 1;
             // At max rate, hand over to sending once a batch is sealed.
@@ -318,7 +358,9 @@ impl Writer<'_> {
             });
         }
         let wall_ns = self.tb.wall_ns(intended_ns);
-        let Some(open) = self.open.as_mut() else { return };
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
         // Stamp the intended send time into the payload's first 8 bytes.
         let value = &mut self.scratch;
         value.clear();
@@ -326,7 +368,8 @@ impl Writer<'_> {
         if value.len() >= 8 {
             value[..8].copy_from_slice(&wall_ns.to_be_bytes());
         }
-        open.builder.append((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), value);
+        open.builder
+            .append((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), value);
         open.intended_ns.push(intended_ns);
         open.payload_bytes += value.len() as u64;
         if open.builder.len_bytes() >= self.cfg.batch_bytes {
@@ -337,7 +380,11 @@ impl Writer<'_> {
     }
 
     fn seal_if_lingered(&mut self, now: u64) {
-        if self.open.as_ref().is_some_and(|o| now >= o.created_ns + self.cfg.linger_ns) {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| now >= o.created_ns + self.cfg.linger_ns)
+        {
             if let Some(open) = self.open.take() {
                 self.seal(open);
             }
@@ -347,17 +394,26 @@ impl Writer<'_> {
     fn seal(&mut self, open: OpenBatch) {
         let bytes = Bytes::from(open.builder.finish());
         self.ready_bytes += bytes.len();
-        self.ready.push_back(ReadyBatch { partition: open.partition, bytes, intended_ns: open.intended_ns, payload_bytes: open.payload_bytes });
+        self.ready.push_back(ReadyBatch {
+            partition: open.partition,
+            bytes,
+            intended_ns: open.intended_ns,
+            payload_bytes: open.payload_bytes,
+        });
     }
 
     fn send_ready(&mut self, conn: &mut Conn, meta_tx: &Sender<InFlight>) -> Result<()> {
-        while !self.ready.is_empty() && (self.in_flight < self.cfg.max_in_flight || self.cfg.acks == Acks::None) {
+        while !self.ready.is_empty()
+            && (self.in_flight < self.cfg.max_in_flight || self.cfg.acks == Acks::None)
+        {
             // One batch per partition per request, oldest first.
             let mut taken: Vec<ReadyBatch> = Vec::new();
             let mut rest = VecDeque::new();
             let mut size = 0;
             while let Some(b) = self.ready.pop_front() {
-                if taken.iter().any(|t| t.partition == b.partition) || (size > 0 && size + b.bytes.len() > MAX_REQUEST_BYTES) {
+                if taken.iter().any(|t| t.partition == b.partition)
+                    || (size > 0 && size + b.bytes.len() > MAX_REQUEST_BYTES)
+                {
                     rest.push_back(b);
                 } else {
                     size += b.bytes.len();
@@ -366,20 +422,39 @@ impl Writer<'_> {
             }
             self.ready = rest;
             self.ready_bytes -= size;
-            let req = ProduceRequest::default().with_acks(self.cfg.acks.wire()).with_timeout_ms(kafka::REQUEST_TIMEOUT.as_millis() as i32).with_topic_data(vec![
-                TopicProduceData::default()
+            let req = ProduceRequest::default()
+                .with_acks(self.cfg.acks.wire())
+                .with_timeout_ms(kafka::REQUEST_TIMEOUT.as_millis() as i32)
+                .with_topic_data(vec![TopicProduceData::default()
                     .with_name(TopicName(StrBytes::from_string(self.cfg.topic.clone())))
-                    .with_partition_data(taken.iter().map(|b| PartitionProduceData::default().with_index(b.partition).with_records(Some(b.bytes.clone()))).collect()),
-            ]);
+                    .with_partition_data(
+                        taken
+                            .iter()
+                            .map(|b| {
+                                PartitionProduceData::default()
+                                    .with_index(b.partition)
+                                    .with_records(Some(b.bytes.clone()))
+                            })
+                            .collect(),
+                    )]);
             let correlation_id = conn.next_correlation_id();
             let frame = kafka::encode_request(correlation_id, self.version, &req)?;
-            let batches: Vec<(i32, Vec<u64>, u64)> = taken.into_iter().map(|b| (b.partition, b.intended_ns, b.payload_bytes)).collect();
+            let batches: Vec<(i32, Vec<u64>, u64)> = taken
+                .into_iter()
+                .map(|b| (b.partition, b.intended_ns, b.payload_bytes))
+                .collect();
             if self.cfg.acks == Acks::None {
-                conn.stream.write_all(&frame).context("writing produce request")?;
+                conn.stream
+                    .write_all(&frame)
+                    .context("writing produce request")?;
                 let done = self.tb.now_ns();
                 for (_, intended, payload_bytes) in &batches {
-                    self.stats.produced_msgs.fetch_add(intended.len() as u64, Ordering::Relaxed);
-                    self.stats.produced_bytes.fetch_add(*payload_bytes, Ordering::Relaxed);
+                    self.stats
+                        .produced_msgs
+                        .fetch_add(intended.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .produced_bytes
+                        .fetch_add(*payload_bytes, Ordering::Relaxed);
                     let per_msg = payload_bytes / intended.len().max(1) as u64;
                     for &t in intended {
                         if self.acks0.record(t, done) {
@@ -390,11 +465,20 @@ impl Writer<'_> {
                 }
             } else {
                 // The reader must know about the request before its response can arrive.
-                if meta_tx.send(InFlight { correlation_id, version: self.version, batches }).is_err() {
+                if meta_tx
+                    .send(InFlight {
+                        correlation_id,
+                        version: self.version,
+                        batches,
+                    })
+                    .is_err()
+                {
                     bail!("ack reader stopped");
                 }
                 self.in_flight += 1;
-                conn.stream.write_all(&frame).context("writing produce request")?;
+                conn.stream
+                    .write_all(&frame)
+                    .context("writing produce request")?;
             }
         }
         Ok(())
@@ -437,7 +521,14 @@ impl Writer<'_> {
     }
 }
 
-fn ack_reader(mut stream: TcpStream, meta_rx: Receiver<InFlight>, done_tx: Sender<()>, tb: Timebase, tl: Timeline, stats: Arc<Stats>) -> Result<ProducerResult> {
+fn ack_reader(
+    mut stream: TcpStream,
+    meta_rx: Receiver<InFlight>,
+    done_tx: Sender<()>,
+    tb: Timebase,
+    tl: Timeline,
+    stats: Arc<Stats>,
+) -> Result<ProducerResult> {
     let mut publish = LatencyRecorder::new(tl.measure_start_ns, tl.end_ns);
     let (mut window_msgs, mut window_bytes) = (0u64, 0u64);
     for req in meta_rx.iter() {
@@ -445,7 +536,10 @@ fn ack_reader(mut stream: TcpStream, meta_rx: Receiver<InFlight>, done_tx: Sende
         let done = tb.now_ns();
         let (corr, resp) = kafka::decode_response::<ProduceRequest>(frame, req.version)?;
         if corr != req.correlation_id {
-            bail!("produce response correlation id {corr}, expected {}", req.correlation_id);
+            bail!(
+                "produce response correlation id {corr}, expected {}",
+                req.correlation_id
+            );
         }
         for (partition, intended, payload_bytes) in &req.batches {
             let error = resp
@@ -453,11 +547,20 @@ fn ack_reader(mut stream: TcpStream, meta_rx: Receiver<InFlight>, done_tx: Sende
                 .iter()
                 .flat_map(|t| t.partition_responses.iter())
                 .find(|p| p.index == *partition)
-                .map(|p| (p.error_code, p.error_message.as_ref().map(|m| m.as_str().to_string())));
+                .map(|p| {
+                    (
+                        p.error_code,
+                        p.error_message.as_ref().map(|m| m.as_str().to_string()),
+                    )
+                });
             match error {
                 Some((kafka::ERR_NONE, _)) => {
-                    stats.produced_msgs.fetch_add(intended.len() as u64, Ordering::Relaxed);
-                    stats.produced_bytes.fetch_add(*payload_bytes, Ordering::Relaxed);
+                    stats
+                        .produced_msgs
+                        .fetch_add(intended.len() as u64, Ordering::Relaxed);
+                    stats
+                        .produced_bytes
+                        .fetch_add(*payload_bytes, Ordering::Relaxed);
                     let per_msg = payload_bytes / intended.len().max(1) as u64;
                     for &t in intended {
                         if publish.record(t, done) {
@@ -467,7 +570,9 @@ fn ack_reader(mut stream: TcpStream, meta_rx: Receiver<InFlight>, done_tx: Sende
                     }
                 }
                 other => {
-                    stats.produce_errors.fetch_add(intended.len() as u64, Ordering::Relaxed);
+                    stats
+                        .produce_errors
+                        .fetch_add(intended.len() as u64, Ordering::Relaxed);
                     let what = match other {
                         Some((code, msg)) => format!("error {code} {}", msg.unwrap_or_default()),
                         None => "no response for the partition".to_string(),
@@ -479,5 +584,9 @@ fn ack_reader(mut stream: TcpStream, meta_rx: Receiver<InFlight>, done_tx: Sende
         // The writer may already have finished; that is fine.
         let _ = done_tx.send(());
     }
-    Ok(ProducerResult { publish, window_msgs, window_bytes })
+    Ok(ProducerResult {
+        publish,
+        window_msgs,
+        window_bytes,
+    })
 }

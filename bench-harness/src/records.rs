@@ -32,7 +32,12 @@ impl BatchBuilder {
     pub fn new(capacity: usize) -> BatchBuilder {
         let mut buf = Vec::with_capacity(capacity + HEADER_BYTES);
         buf.resize(HEADER_BYTES, 0);
-        BatchBuilder { buf, count: 0, base_ts_ms: 0, max_ts_ms: 0 }
+        BatchBuilder {
+            buf,
+            count: 0,
+            base_ts_ms: 0,
+            max_ts_ms: 0,
+        }
     }
 
     pub fn count(&self) -> i32 {
@@ -118,7 +123,9 @@ fn get_varint(buf: &[u8], pos: &mut usize) -> Result<i64> {
     let mut z: u64 = 0;
     let mut shift = 0;
     loop {
-        let Some(&b) = buf.get(*pos) else { bail!("truncated varint") };
+        let Some(&b) = buf.get(*pos) else {
+            bail!("truncated varint")
+        };
         *pos += 1;
         z |= ((b & 0x7f) as u64) << shift;
         if b & 0x80 == 0 {
@@ -155,7 +162,11 @@ pub struct WalkSummary {
 /// above `from_offset`. A partial trailing batch (allowed in fetch
 /// responses) is ignored. Compressed batches are counted from their headers
 /// (timestamp = maxTimestamp, no payload time), control batches skipped.
-pub fn walk_batches(buf: &[u8], from_offset: i64, mut f: impl FnMut(SeenRecord)) -> Result<WalkSummary> {
+pub fn walk_batches(
+    buf: &[u8],
+    from_offset: i64,
+    mut f: impl FnMut(SeenRecord),
+) -> Result<WalkSummary> {
     let mut pos = 0;
     let mut summary = WalkSummary::default();
     while buf.len() - pos >= HEADER_BYTES {
@@ -188,7 +199,12 @@ pub fn walk_batches(buf: &[u8], from_offset: i64, mut f: impl FnMut(SeenRecord))
             for i in 0..count.max(0) as i64 {
                 if base_offset + i >= from_offset {
                     summary.records += 1;
-                    f(SeenRecord { offset: base_offset + i, timestamp_ms: max_ts, payload_ns: None, value_bytes: 0 });
+                    f(SeenRecord {
+                        offset: base_offset + i,
+                        timestamp_ms: max_ts,
+                        payload_ns: None,
+                        value_bytes: 0,
+                    });
                 }
             }
             continue;
@@ -212,11 +228,22 @@ pub fn walk_batches(buf: &[u8], from_offset: i64, mut f: impl FnMut(SeenRecord))
             if value_len >= 0 && p + value_len as usize > end {
                 bail!("record value overruns its record at offset {offset}");
             }
-            let value = if value_len > 0 { &batch[p..p + value_len as usize] } else { &[][..] };
+            let value = if value_len > 0 {
+                &batch[p..p + value_len as usize]
+            } else {
+                &[][..]
+            };
             if offset >= from_offset {
                 summary.records += 1;
-                let payload_ns = value.get(0..8).map(|v| u64::from_be_bytes(v.try_into().unwrap_or_default()));
-                f(SeenRecord { offset, timestamp_ms: base_ts + ts_delta, payload_ns, value_bytes: value.len() });
+                let payload_ns = value
+                    .get(0..8)
+                    .map(|v| u64::from_be_bytes(v.try_into().unwrap_or_default()));
+                f(SeenRecord {
+                    offset,
+                    timestamp_ms: base_ts + ts_delta,
+                    payload_ns,
+                    value_bytes: value.len(),
+                });
             }
             p = end;
         }
@@ -263,14 +290,19 @@ mod tests {
             let mut b = BatchBuilder::new(1024);
             for i in 0..n {
                 let ns = (base as u64 + i as u64) * 1_000_000;
-                b.append(5 + i, None, &[ns.to_be_bytes().as_slice(), &[1u8; 50]].concat());
+                b.append(
+                    5 + i,
+                    None,
+                    &[ns.to_be_bytes().as_slice(), &[1u8; 50]].concat(),
+                );
             }
             let mut bytes = b.finish();
             strom_engine::batch::set_base_offset(&mut bytes, base);
             out.extend_from_slice(&bytes);
         }
         // A partial trailing batch is ignored.
-        out.extend_from_slice(&out[..40].to_vec());
+        let head = out[..40].to_vec();
+        out.extend_from_slice(&head);
         let mut seen = Vec::new();
         let s = walk_batches(&out, 1, |r| seen.push(r)).unwrap();
         assert_eq!(s.next_offset, Some(5));

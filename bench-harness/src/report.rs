@@ -74,7 +74,9 @@ pub fn mib(bytes: f64) -> f64 {
 
 impl Machine {
     pub fn detect() -> Machine {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let kernel = std::process::Command::new("uname")
             .arg("-srm")
             .output()
@@ -84,10 +86,22 @@ impl Machine {
             .unwrap_or_else(|| "unknown".into());
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
-        Machine { cores, kernel, cpu_model, hostname }
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Machine {
+            cores,
+            kernel,
+            cpu_model,
+            hostname,
+        }
     }
 }
 
@@ -105,11 +119,19 @@ pub fn rfc3339(unix_s: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 pub fn now_rfc3339() -> String {
-    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     rfc3339(s)
 }
 
@@ -120,7 +142,8 @@ impl RunResult {
     }
 
     pub fn read(path: &Path) -> Result<RunResult> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -129,12 +152,42 @@ impl RunResult {
         let mut s = String::new();
         let p = &self.publish_latency_ms;
         let e = &self.e2e_latency_ms;
-        let _ = writeln!(s, "workload {} | acks={} | {} s measured after {} s warm-up", self.workload.name, self.settings.acks, self.settings.duration_s, self.settings.warmup_s);
-        let _ = writeln!(s, "{:<10} {:>14} {:>10} {:>9} {:>9} {:>9} {:>9}", "", "msg/s", "MiB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms");
-        let _ = writeln!(s, "{:<10} {:>14.0} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}", "publish", self.produce_msgs_per_s, self.produce_mib_per_s, p.p50, p.p99, p.p999, p.max);
-        let _ = writeln!(s, "{:<10} {:>14.0} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}", "end-to-end", self.consume_msgs_per_s, self.consume_mib_per_s, e.p50, e.p99, e.p999, e.max);
+        let _ = writeln!(
+            s,
+            "workload {} | acks={} | {} s measured after {} s warm-up",
+            self.workload.name,
+            self.settings.acks,
+            self.settings.duration_s,
+            self.settings.warmup_s
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>14} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "", "msg/s", "MiB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>14.0} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "publish", self.produce_msgs_per_s, self.produce_mib_per_s, p.p50, p.p99, p.p999, p.max
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>14.0} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "end-to-end",
+            self.consume_msgs_per_s,
+            self.consume_mib_per_s,
+            e.p50,
+            e.p99,
+            e.p999,
+            e.max
+        );
         if self.target_msgs_per_s > 0.0 {
-            let _ = writeln!(s, "target rate {:.0} msg/s, achieved {:.1}%", self.target_msgs_per_s, 100.0 * self.produce_msgs_per_s / self.target_msgs_per_s);
+            let _ = writeln!(
+                s,
+                "target rate {:.0} msg/s, achieved {:.1}%",
+                self.target_msgs_per_s,
+                100.0 * self.produce_msgs_per_s / self.target_msgs_per_s
+            );
         }
         if self.produce_errors > 0 {
             let _ = writeln!(s, "produce errors: {}", self.produce_errors);
@@ -146,7 +199,10 @@ impl RunResult {
 /// Sequential-write bandwidth in MiB/s from a fio JSON report (sum over jobs).
 pub fn fio_write_mib_per_s(json: &serde_json::Value) -> Option<f64> {
     let jobs = json.get("jobs")?.as_array()?;
-    let bw: f64 = jobs.iter().filter_map(|j| j.get("write")?.get("bw_bytes")?.as_f64()).sum();
+    let bw: f64 = jobs
+        .iter()
+        .filter_map(|j| j.get("write")?.get("bw_bytes")?.as_f64())
+        .sum();
     (bw > 0.0).then(|| mib(bw))
 }
 
@@ -168,8 +224,10 @@ pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
     runs.sort_by(|a, b| a.0.cmp(&b.0));
     let fio = match fio_json {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
             fio_write_mib_per_s(&v)
         }
         None => None,
@@ -190,8 +248,14 @@ pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (path, r) in &runs {
         let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("?");
-        let target = if r.target_msgs_per_s > 0.0 { format!("{:.0}", r.target_msgs_per_s) } else { "max".into() };
-        let pct = fio.map(|f| format!("{:.0}%", 100.0 * r.produce_mib_per_s / f)).unwrap_or_else(|| "-".into());
+        let target = if r.target_msgs_per_s > 0.0 {
+            format!("{:.0}", r.target_msgs_per_s)
+        } else {
+            "max".into()
+        };
+        let pct = fio
+            .map(|f| format!("{:.0}%", 100.0 * r.produce_mib_per_s / f))
+            .unwrap_or_else(|| "-".into());
         let (p, e) = (&r.publish_latency_ms, &r.e2e_latency_ms);
         let _ = writeln!(
             s,

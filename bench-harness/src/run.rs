@@ -20,10 +20,10 @@ use rand::{Rng, SeedableRng};
 use crate::consumer::{self, ConsumerConfig, ConsumerResult};
 use crate::kafka::{self, Conn};
 use crate::latency::LatencyRecorder;
+use crate::plot;
 use crate::producer::{self, Acks, ProducerConfig, ProducerResult, Stats, Timebase, Timeline};
 use crate::report::{self, Machine, RunResult, Sample, Settings};
 use crate::workload::Workload;
-use crate::plot;
 
 /// How long consumers may take to catch up with the producers at the end.
 const CONSUMER_CATCH_UP: Duration = Duration::from_secs(10);
@@ -105,12 +105,15 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     workload.validate(&args.workload.display().to_string())?;
     let acks = Acks::parse(&args.acks)?;
     if args.compression != "none" {
-        bail!("--compression {}: only `none` is implemented", args.compression);
+        bail!(
+            "--compression {}: only `none` is implemented",
+            args.compression
+        );
     }
     if args.batch_bytes == 0 || args.max_in_flight == 0 || args.buffer_bytes == 0 {
         bail!("--batch-bytes, --max-in-flight and --buffer-bytes must be positive");
     }
-    if !(args.linger_ms >= 0.0) {
+    if args.linger_ms.is_nan() || args.linger_ms < 0.0 {
         bail!("--linger-ms must be >= 0");
     }
     let duration_s = workload.test_duration_minutes * 60.0;
@@ -119,21 +122,29 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         (None, Some(m)) => m * 60.0,
         (None, None) => (duration_s / 5.0).clamp(1.0, 60.0),
     };
-    if !(warmup_s >= 0.0) {
+    if warmup_s.is_nan() || warmup_s < 0.0 {
         bail!("--warmup must be >= 0");
     }
     let stem = args.name.clone().unwrap_or_else(|| workload.slug());
-    Ok(Plan { workload, acks, warmup_s, duration_s, stem })
+    Ok(Plan {
+        workload,
+        acks,
+        warmup_s,
+        duration_s,
+        stem,
+    })
 }
 
 /// Payload templates: the payload file (cycled to messageSize), or random
 /// bytes; a pool of them with useRandomizedPayloads.
 fn payloads(w: &Workload, workload_path: &Path) -> Result<Vec<Vec<u8>>> {
     let size = w.message_size as usize;
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5747_0b);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x0057_470b);
     if w.use_randomized_payloads == Some(true) {
         let ratio = w.random_bytes_ratio.unwrap_or(1.0);
-        let pool = w.randomized_payload_pool_size.unwrap_or(DEFAULT_PAYLOAD_POOL);
+        let pool = w
+            .randomized_payload_pool_size
+            .unwrap_or(DEFAULT_PAYLOAD_POOL);
         let random_len = (size as f64 * ratio) as usize;
         return Ok((0..pool)
             .map(|_| {
@@ -145,10 +156,14 @@ fn payloads(w: &Workload, workload_path: &Path) -> Result<Vec<Vec<u8>>> {
     }
     if let Some(f) = &w.payload_file {
         let near_workload = workload_path.parent().map(|d| d.join(f));
-        let found = near_workload.into_iter().chain([PathBuf::from(f)]).find(|p| p.is_file());
+        let found = near_workload
+            .into_iter()
+            .chain([PathBuf::from(f)])
+            .find(|p| p.is_file());
         match found {
             Some(p) => {
-                let data = std::fs::read(&p).with_context(|| format!("reading payloadFile {}", p.display()))?;
+                let data = std::fs::read(&p)
+                    .with_context(|| format!("reading payloadFile {}", p.display()))?;
                 if data.is_empty() {
                     bail!("payloadFile {} is empty", p.display());
                 }
@@ -162,7 +177,10 @@ fn payloads(w: &Workload, workload_path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(vec![v])
 }
 
-fn group_by_leader(parts: &[(i32, String)], keep: impl Fn(usize) -> bool) -> BTreeMap<String, Vec<i32>> {
+fn group_by_leader(
+    parts: &[(i32, String)],
+    keep: impl Fn(usize) -> bool,
+) -> BTreeMap<String, Vec<i32>> {
     let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for (i, (p, leader)) in parts.iter().enumerate() {
         if keep(i) {
@@ -178,12 +196,25 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     let plan = plan(&args)?;
     let w = &plan.workload;
     let payloads = Arc::new(payloads(w, &args.workload)?);
-    let key = w.key_size_bytes.filter(|&k| k > 0).map(|k| vec![b'k'; k as usize]);
+    let key = w
+        .key_size_bytes
+        .filter(|&k| k > 0)
+        .map(|k| vec![b'k'; k as usize]);
 
     let mut admin = Conn::connect(&args.bootstrap)?;
-    let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let topics: Vec<String> = (0..w.topics).map(|i| format!("bench-{}-{unique}-{i}", plan.stem)).collect();
-    kafka::create_topics(&mut admin, &topics, w.partitions_per_topic, args.replication_factor)?;
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let topics: Vec<String> = (0..w.topics)
+        .map(|i| format!("bench-{}-{unique}-{i}", plan.stem))
+        .collect();
+    kafka::create_topics(
+        &mut admin,
+        &topics,
+        w.partitions_per_topic,
+        args.replication_factor,
+    )?;
     let layouts = kafka::wait_for_layout(&mut admin, &topics, kafka::REQUEST_TIMEOUT)?;
 
     let tb = Timebase::new();
@@ -202,7 +233,8 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                         addr,
                         topic: layout.name.clone(),
                         partitions,
-                        backlog_bytes: (w.consumer_backlog_size_gb * 1024.0 * 1024.0 * 1024.0) as u64,
+                        backlog_bytes: (w.consumer_backlog_size_gb * 1024.0 * 1024.0 * 1024.0)
+                            as u64,
                     };
                     let (conn, offsets) = consumer::prepare(&cfg)?;
                     consumer_plans.push((cfg, conn, offsets));
@@ -213,19 +245,27 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
 
     let start_ns = tb.now_ns() + 200_000_000;
     let measure_start_ns = start_ns + (plan.warmup_s * 1e9) as u64;
-    let tl = Timeline { start_ns, measure_start_ns, end_ns: measure_start_ns + (plan.duration_s * 1e9) as u64 };
+    let tl = Timeline {
+        start_ns,
+        measure_start_ns,
+        end_ns: measure_start_ns + (plan.duration_s * 1e9) as u64,
+    };
 
     let mut consumers: Vec<Worker<ConsumerResult>> = Vec::new();
     for (cfg, conn, offsets) in consumer_plans {
         let (stats, stop, abort) = (stats.clone(), stop_consumers.clone(), abort.clone());
-        consumers.push(std::thread::Builder::new().name("consumer".into()).spawn(move || {
-            let r = consumer::run(cfg, conn, offsets, tb, tl, stats.clone(), stop, &stats.produced_bytes);
-            if let Err(e) = &r {
-                stats.note_error(format!("consumer: {e:#}"));
-                abort.store(true, Ordering::Relaxed);
-            }
-            r
-        })?);
+        consumers.push(
+            std::thread::Builder::new()
+                .name("consumer".into())
+                .spawn(move || {
+                    let r = consumer::run(cfg, conn, offsets, tb, tl, stats.clone(), stop);
+                    if let Err(e) = &r {
+                        stats.note_error(format!("consumer: {e:#}"));
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })?,
+        );
     }
 
     let producers_total = (w.topics * w.producers_per_topic) as f64;
@@ -234,7 +274,9 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         let n_parts = layout.partitions.len();
         for j in 0..w.producers_per_topic as usize {
             // Each producer starts its sticky rotation at a different partition.
-            let rotated: Vec<(i32, String)> = (0..n_parts).map(|i| layout.partitions[(i + j) % n_parts].clone()).collect();
+            let rotated: Vec<(i32, String)> = (0..n_parts)
+                .map(|i| layout.partitions[(i + j) % n_parts].clone())
+                .collect();
             for (addr, partitions) in group_by_leader(&rotated, |_| true) {
                 let share = partitions.len() as f64 / n_parts as f64;
                 let cfg = ProducerConfig {
@@ -251,15 +293,17 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                     buffer_bytes: args.buffer_bytes,
                 };
                 let (stats, abort, stop) = (stats.clone(), abort.clone(), stop_consumers.clone());
-                producers.push(std::thread::Builder::new().name("producer".into()).spawn(move || {
-                    let r = producer::run(cfg, tb, tl, stats.clone(), abort.clone());
-                    if let Err(e) = &r {
-                        stats.note_error(format!("producer: {e:#}"));
-                        abort.store(true, Ordering::Relaxed);
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    r
-                })?);
+                producers.push(std::thread::Builder::new().name("producer".into()).spawn(
+                    move || {
+                        let r = producer::run(cfg, tb, tl, stats.clone(), abort.clone());
+                        if let Err(e) = &r {
+                            stats.note_error(format!("producer: {e:#}"));
+                            abort.store(true, Ordering::Relaxed);
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    },
+                )?);
             }
         }
     }
@@ -270,7 +314,11 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     let (mut produced_window_msgs, mut produced_window_bytes) = (0u64, 0u64);
     let mut first_err: Option<anyhow::Error> = None;
     for h in producers {
-        match h.join().map_err(|_| anyhow!("producer thread panicked")).and_then(|r| r) {
+        match h
+            .join()
+            .map_err(|_| anyhow!("producer thread panicked"))
+            .and_then(|r| r)
+        {
             Ok(r) => {
                 publish.merge(&r.publish);
                 produced_window_msgs += r.window_msgs;
@@ -284,14 +332,21 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     // Let consumers catch up with everything that was acked.
     let expected = stats.produced_msgs.load(Ordering::Relaxed) * w.subscriptions_per_topic as u64;
     let deadline = tb.now_ns() + CONSUMER_CATCH_UP.as_nanos() as u64;
-    while stats.consumed_msgs.load(Ordering::Relaxed) < expected && tb.now_ns() < deadline && !abort.load(Ordering::Relaxed) {
+    while stats.consumed_msgs.load(Ordering::Relaxed) < expected
+        && tb.now_ns() < deadline
+        && !abort.load(Ordering::Relaxed)
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     stop_consumers.store(true, Ordering::Relaxed);
     let mut e2e = LatencyRecorder::new(tl.measure_start_ns, tl.end_ns);
     let (mut consumed_window_msgs, mut consumed_window_bytes) = (0u64, 0u64);
     for h in consumers {
-        match h.join().map_err(|_| anyhow!("consumer thread panicked")).and_then(|r| r) {
+        match h
+            .join()
+            .map_err(|_| anyhow!("consumer thread panicked"))
+            .and_then(|r| r)
+        {
             Ok(r) => {
                 e2e.merge(&r.e2e);
                 consumed_window_msgs += r.window_msgs;
@@ -336,11 +391,18 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         e2e_latency_distribution: e2e.distribution(),
         timeseries,
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let json = args.out.join(format!("{}.json", plan.stem));
     result.write(&json)?;
-    plot::throughput(&result, &args.out.join(format!("{}-throughput.svg", plan.stem)))?;
-    plot::latency(&result, &args.out.join(format!("{}-latency.svg", plan.stem)))?;
+    plot::throughput(
+        &result,
+        &args.out.join(format!("{}-throughput.svg", plan.stem)),
+    )?;
+    plot::latency(
+        &result,
+        &args.out.join(format!("{}-latency.svg", plan.stem)),
+    )?;
     print!("{}", result.summary_table());
     println!("wrote {}", json.display());
     if let Ok(Some(e)) = stats.first_error.lock().map(|e| e.clone()) {
@@ -351,7 +413,14 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
 
 /// Samples the counters once a second until the end of the timeline, drawing
 /// the progress line; returns the per-second throughput samples.
-fn progress(plan: &Plan, args: &RunArgs, tb: Timebase, tl: Timeline, stats: &Stats, abort: &AtomicBool) -> Vec<Sample> {
+fn progress(
+    plan: &Plan,
+    args: &RunArgs,
+    tb: Timebase,
+    tl: Timeline,
+    stats: &Stats,
+    abort: &AtomicBool,
+) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut last = (0u64, 0u64, 0u64, 0u64);
     let mut t_ns = tl.start_ns;
@@ -377,7 +446,11 @@ fn progress(plan: &Plan, args: &RunArgs, tb: Timebase, tl: Timeline, stats: &Sta
         last = now;
         samples.push(s);
         if !args.quiet {
-            let phase = if t_ns <= tl.measure_start_ns { "warm-up" } else { "measure" };
+            let phase = if t_ns <= tl.measure_start_ns {
+                "warm-up"
+            } else {
+                "measure"
+            };
             let errors = stats.produce_errors.load(Ordering::Relaxed);
             eprint!(
                 "\r[{phase} {:>5.0}/{total_s:.0}s] publish {:>9.0} msg/s {:>8.1} MiB/s | consume {:>9.0} msg/s {:>8.1} MiB/s | errors {errors}   ",

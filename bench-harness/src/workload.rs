@@ -10,11 +10,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
     #[error("cannot read workload file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("workload {path}: {message}")]
     Parse { path: String, message: String },
     #[error("workload {path}: key `{key}`: {message}")]
-    BadValue { path: String, key: &'static str, message: String },
+    BadValue {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
 }
 
 /// One OMB workload. Field names map to OMB's YAML keys.
@@ -61,21 +68,29 @@ const MAX_PARTITIONS_PER_TOPIC: u32 = 100_000;
 
 impl Workload {
     pub fn from_file(path: &Path) -> Result<Workload, WorkloadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| WorkloadError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Workload::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates workload YAML; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Workload, WorkloadError> {
-        let w: Workload = serde_yaml::from_str(text)
-            .map_err(|e| WorkloadError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let w: Workload = serde_yaml::from_str(text).map_err(|e| WorkloadError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
         w.validate(origin)?;
         Ok(w)
     }
 
     pub fn validate(&self, origin: &str) -> Result<(), WorkloadError> {
-        let bad = |key: &'static str, message: String| WorkloadError::BadValue { path: origin.to_string(), key, message };
+        let bad = |key: &'static str, message: String| WorkloadError::BadValue {
+            path: origin.to_string(),
+            key,
+            message,
+        };
         if self.name.trim().is_empty() {
             return Err(bad("name", "must not be empty".into()));
         }
@@ -83,60 +98,110 @@ impl Workload {
             return Err(bad("topics", "must be at least 1".into()));
         }
         if self.partitions_per_topic == 0 || self.partitions_per_topic > MAX_PARTITIONS_PER_TOPIC {
-            return Err(bad("partitionsPerTopic", format!("must be 1..={MAX_PARTITIONS_PER_TOPIC}, got {}", self.partitions_per_topic)));
+            return Err(bad(
+                "partitionsPerTopic",
+                format!(
+                    "must be 1..={MAX_PARTITIONS_PER_TOPIC}, got {}",
+                    self.partitions_per_topic
+                ),
+            ));
         }
         if self.message_size == 0 || self.message_size > MAX_MESSAGE_SIZE_BYTES {
-            return Err(bad("messageSize", format!("must be 1..={MAX_MESSAGE_SIZE_BYTES}, got {}", self.message_size)));
+            return Err(bad(
+                "messageSize",
+                format!(
+                    "must be 1..={MAX_MESSAGE_SIZE_BYTES}, got {}",
+                    self.message_size
+                ),
+            ));
         }
         if self.producers_per_topic == 0 {
             return Err(bad("producersPerTopic", "must be at least 1".into()));
         }
         if self.subscriptions_per_topic > 0 && self.consumer_per_subscription == 0 {
-            return Err(bad("consumerPerSubscription", "must be at least 1 when subscriptionsPerTopic > 0".into()));
+            return Err(bad(
+                "consumerPerSubscription",
+                "must be at least 1 when subscriptionsPerTopic > 0".into(),
+            ));
         }
         if self.consumer_per_subscription > self.partitions_per_topic {
             return Err(bad(
                 "consumerPerSubscription",
-                format!("{} consumers would leave some without a partition (partitionsPerTopic is {})", self.consumer_per_subscription, self.partitions_per_topic),
+                format!(
+                    "{} consumers would leave some without a partition (partitionsPerTopic is {})",
+                    self.consumer_per_subscription, self.partitions_per_topic
+                ),
             ));
         }
         if !self.producer_rate.is_finite() || self.producer_rate < 0.0 {
-            return Err(bad("producerRate", format!("must be >= 0 (0 = max rate), got {}", self.producer_rate)));
+            return Err(bad(
+                "producerRate",
+                format!("must be >= 0 (0 = max rate), got {}", self.producer_rate),
+            ));
         }
         if !self.consumer_backlog_size_gb.is_finite() || self.consumer_backlog_size_gb < 0.0 {
-            return Err(bad("consumerBacklogSizeGB", format!("must be >= 0, got {}", self.consumer_backlog_size_gb)));
+            return Err(bad(
+                "consumerBacklogSizeGB",
+                format!("must be >= 0, got {}", self.consumer_backlog_size_gb),
+            ));
         }
-        if !(self.test_duration_minutes > 0.0 && self.test_duration_minutes <= MAX_TEST_DURATION_MINUTES) {
-            return Err(bad("testDurationMinutes", format!("must be in (0, {MAX_TEST_DURATION_MINUTES}], got {}", self.test_duration_minutes)));
+        if !(self.test_duration_minutes > 0.0
+            && self.test_duration_minutes <= MAX_TEST_DURATION_MINUTES)
+        {
+            return Err(bad(
+                "testDurationMinutes",
+                format!(
+                    "must be in (0, {MAX_TEST_DURATION_MINUTES}], got {}",
+                    self.test_duration_minutes
+                ),
+            ));
         }
         if let Some(w) = self.warmup_duration_minutes {
-            if !(w >= 0.0 && w <= MAX_TEST_DURATION_MINUTES) {
-                return Err(bad("warmupDurationMinutes", format!("must be in [0, {MAX_TEST_DURATION_MINUTES}], got {w}")));
+            if !(0.0..=MAX_TEST_DURATION_MINUTES).contains(&w) {
+                return Err(bad(
+                    "warmupDurationMinutes",
+                    format!("must be in [0, {MAX_TEST_DURATION_MINUTES}], got {w}"),
+                ));
             }
         }
         if let Some(k) = &self.key_distributor {
             if k != "NO_KEY" {
-                return Err(bad("keyDistributor", format!("only NO_KEY is implemented, got {k}")));
+                return Err(bad(
+                    "keyDistributor",
+                    format!("only NO_KEY is implemented, got {k}"),
+                ));
             }
         }
         if let Some(k) = self.key_size_bytes {
             if k > MAX_MESSAGE_SIZE_BYTES {
-                return Err(bad("keySizeBytes", format!("must be <= {MAX_MESSAGE_SIZE_BYTES}, got {k}")));
+                return Err(bad(
+                    "keySizeBytes",
+                    format!("must be <= {MAX_MESSAGE_SIZE_BYTES}, got {k}"),
+                ));
             }
         }
         if let Some(r) = self.random_bytes_ratio {
             if !(0.0..=1.0).contains(&r) {
-                return Err(bad("randomBytesRatio", format!("must be in [0, 1], got {r}")));
+                return Err(bad(
+                    "randomBytesRatio",
+                    format!("must be in [0, 1], got {r}"),
+                ));
             }
         }
         if let Some(n) = self.randomized_payload_pool_size {
             if n == 0 || n > 100_000 {
-                return Err(bad("randomizedPayloadPoolSize", format!("must be 1..=100000, got {n}")));
+                return Err(bad(
+                    "randomizedPayloadPoolSize",
+                    format!("must be 1..=100000, got {n}"),
+                ));
             }
         }
         if let Some(r) = self.backlog_drain_ratio {
             if !(r > 0.0 && r <= 1.0) {
-                return Err(bad("backlogDrainRatio", format!("must be in (0, 1], got {r}")));
+                return Err(bad(
+                    "backlogDrainRatio",
+                    format!("must be in (0, 1], got {r}"),
+                ));
             }
         }
         Ok(())
@@ -147,7 +212,13 @@ impl Workload {
         let s: String = self
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         s.trim_matches('-').to_string()
     }
@@ -213,12 +284,28 @@ testDurationMinutes: 0.5
     #[test]
     fn bad_values_are_named() {
         for (from, to, key) in [
-            ("partitionsPerTopic: 16", "partitionsPerTopic: 0", "partitionsPerTopic"),
+            (
+                "partitionsPerTopic: 16",
+                "partitionsPerTopic: 0",
+                "partitionsPerTopic",
+            ),
             ("producerRate: 50000", "producerRate: -1", "producerRate"),
-            ("testDurationMinutes: 0.5", "testDurationMinutes: 0", "testDurationMinutes"),
+            (
+                "testDurationMinutes: 0.5",
+                "testDurationMinutes: 0",
+                "testDurationMinutes",
+            ),
             ("messageSize: 1024", "messageSize: 0", "messageSize"),
-            ("consumerPerSubscription: 1", "consumerPerSubscription: 17", "consumerPerSubscription"),
-            ("consumerBacklogSizeGB: 0", "consumerBacklogSizeGB: -2", "consumerBacklogSizeGB"),
+            (
+                "consumerPerSubscription: 1",
+                "consumerPerSubscription: 17",
+                "consumerPerSubscription",
+            ),
+            (
+                "consumerBacklogSizeGB: 0",
+                "consumerBacklogSizeGB: -2",
+                "consumerBacklogSizeGB",
+            ),
         ] {
             let text = GOOD.replace(from, to);
             assert_ne!(text, GOOD);
@@ -235,7 +322,10 @@ testDurationMinutes: 0.5
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
                 let w = Workload::from_file(&path).unwrap();
-                assert_eq!(format!("{}.yaml", w.name), path.file_name().unwrap().to_str().unwrap());
+                assert_eq!(
+                    format!("{}.yaml", w.name),
+                    path.file_name().unwrap().to_str().unwrap()
+                );
                 n += 1;
             }
         }

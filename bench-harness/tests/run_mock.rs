@@ -40,10 +40,24 @@ fn max_rate_acks_all_against_mock_broker() {
         .arg(&workload)
         .arg("--out")
         .arg(&out)
-        .args(["--duration", "2", "--warmup", "1", "--acks", "all", "--batch-bytes", "65536", "--quiet"])
+        .args([
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--acks",
+            "all",
+            "--batch-bytes",
+            "65536",
+            "--quiet",
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let r = check_outputs(&out, "fixed-test", 0.0);
     assert_eq!(r["settings"]["acks"], "all");
     assert!(r["produce_msgs_per_s"].as_f64().unwrap() > 0.0);

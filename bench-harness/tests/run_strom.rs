@@ -27,7 +27,9 @@ fn strom_binary() -> Option<PathBuf> {
             candidates.push(profile_dir.join("strom"));
         }
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     candidates.push(target.join("release/strom"));
     candidates.push(target.join("debug/strom"));
     candidates.into_iter().find(|p| p.is_file())
@@ -71,8 +73,14 @@ fn fixed_rate_run_against_strom() {
     );
     let deadline = Instant::now() + BROKER_START_TIMEOUT;
     while TcpStream::connect(&addr).is_err() {
-        assert!(broker.0.try_wait().unwrap().is_none(), "strom exited before listening");
-        assert!(Instant::now() < deadline, "strom did not listen on {addr} within {BROKER_START_TIMEOUT:?}");
+        assert!(
+            broker.0.try_wait().unwrap().is_none(),
+            "strom exited before listening"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "strom did not listen on {addr} within {BROKER_START_TIMEOUT:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let workload = fixed_rate_workload(&dir, 2_000.0, 4);
@@ -85,7 +93,12 @@ fn fixed_rate_run_against_strom() {
         .args(["--duration", "3", "--warmup", "1", "--quiet"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "strom-bench failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "strom-bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     check_outputs(&out, "fixed-test", 2_000.0);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,8 +6,12 @@ pub mod mock_broker;
 use std::path::{Path, PathBuf};
 
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let dir = std::env::temp_dir().join(format!("strom-bench-{tag}-{}-{nanos}", std::process::id()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir =
+        std::env::temp_dir().join(format!("strom-bench-{tag}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -29,7 +33,12 @@ pub fn check_outputs(out: &Path, stem: &str, rate: f64) -> serde_json::Value {
     let text = std::fs::read_to_string(&json_path).unwrap();
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(r["schema"], "strom-bench/run/v1");
-    for key in ["produce_msgs_per_s", "produce_mib_per_s", "consume_msgs_per_s", "consume_mib_per_s"] {
+    for key in [
+        "produce_msgs_per_s",
+        "produce_mib_per_s",
+        "consume_msgs_per_s",
+        "consume_mib_per_s",
+    ] {
         assert!(r[key].as_f64().is_some(), "{key} missing in {text}");
     }
     for key in ["publish_latency_ms", "e2e_latency_ms"] {
@@ -51,9 +60,15 @@ pub fn check_outputs(out: &Path, stem: &str, rate: f64) -> serde_json::Value {
         let produced = r["produce_msgs_per_s"].as_f64().unwrap();
         // Counted by intended send time, so this holds whenever every
         // scheduled message was acked.
-        assert!((produced - rate).abs() / rate < 0.02, "rate {rate} not held: {produced}");
+        assert!(
+            (produced - rate).abs() / rate < 0.02,
+            "rate {rate} not held: {produced}"
+        );
         let consumed = r["consume_msgs_per_s"].as_f64().unwrap();
-        assert!((consumed - rate).abs() / rate < 0.10, "consumed {consumed} at rate {rate}");
+        assert!(
+            (consumed - rate).abs() / rate < 0.10,
+            "consumed {consumed} at rate {rate}"
+        );
         assert!(r["e2e_latency_ms"]["count"].as_u64().unwrap() > 0);
     }
     r
