@@ -73,9 +73,10 @@ pub fn throughput(r: &RunResult, path: &Path) -> Result<()> {
         ))
         .map_err(err)?
         .label("end of warm-up")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -88,6 +89,12 @@ pub fn throughput(r: &RunResult, path: &Path) -> Result<()> {
 fn nines(percentile: f64) -> f64 {
     let rest = (1.0 - percentile / 100.0).max(1e-6);
     -rest.log10()
+}
+
+/// "99.9%" for 3 nines: as many decimals as the nines need.
+fn percentile_label(nines: f64) -> String {
+    let decimals = (nines.round() as usize).saturating_sub(2);
+    format!("{:.*}%", decimals, 100.0 - 100.0 * 10f64.powf(-nines))
 }
 
 /// Publish and end-to-end latency by percentile.
@@ -116,7 +123,7 @@ pub fn latency(r: &RunResult, path: &Path) -> Result<()> {
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (ms)")
-        .x_label_formatter(&|x| format!("{}%", 100.0 - 100.0 * 10f64.powf(-x)))
+        .x_label_formatter(&|x| percentile_label(*x))
         .draw()
         .map_err(err)?;
     let series = [
@@ -147,6 +154,14 @@ pub fn latency(r: &RunResult, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::nines;
+
+    #[test]
+    fn percentile_labels() {
+        assert_eq!(super::percentile_label(0.0), "0%");
+        assert_eq!(super::percentile_label(1.0), "90%");
+        assert_eq!(super::percentile_label(3.0), "99.9%");
+        assert_eq!(super::percentile_label(6.0), "99.9999%");
+    }
 
     #[test]
     fn nines_scale() {
