@@ -21,6 +21,10 @@ use crate::records;
 
 const FETCH_MAX_WAIT_MS: i32 = 100;
 const FETCH_MAX_BYTES: i32 = 64 << 20;
+/// A partition failing this many fetches in a row fails the run.
+const MAX_CONSECUTIVE_FETCH_ERRORS: u32 = 100;
+/// Kafka's retry.backoff.ms default.
+const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 const PARTITION_MAX_BYTES: i32 = 4 << 20;
 
 #[derive(Debug, Clone)]
@@ -72,6 +76,7 @@ pub fn run(
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    let mut consecutive_errors: HashMap<i32, u32> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -109,19 +114,32 @@ pub fn run(
         let now = tb.now_ns();
         let in_window = now >= tl.measure_start_ns && now < tl.end_ns;
         let (mut msgs, mut bytes) = (0u64, 0u64);
+        let mut backoff = false;
         for t in &resp.responses {
             for p in &t.partitions {
                 let Some(offset) = offsets.get_mut(&p.partition_index) else {
                     continue;
                 };
                 if p.error_code != kafka::ERR_NONE {
-                    bail!(
+                    let what = format!(
                         "fetch {}-{} at offset {offset}: error {}",
-                        cfg.topic,
-                        p.partition_index,
-                        p.error_code
+                        cfg.topic, p.partition_index, p.error_code
                     );
+                    if !kafka::is_retriable(p.error_code) {
+                        bail!(what);
+                    }
+                    // Retry the same offset, as a Kafka consumer does.
+                    stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                    stats.note_error(what.clone());
+                    let n = consecutive_errors.entry(p.partition_index).or_insert(0);
+                    *n += 1;
+                    if *n > MAX_CONSECUTIVE_FETCH_ERRORS {
+                        bail!("{what} ({MAX_CONSECUTIVE_FETCH_ERRORS} times in a row)");
+                    }
+                    backoff = true;
+                    continue;
                 }
+                consecutive_errors.remove(&p.partition_index);
                 let Some(records) = &p.records else { continue };
                 let summary = records::walk_batches(records, *offset, |r| {
                     msgs += 1;
@@ -140,6 +158,9 @@ pub fn run(
                     }
                 }
             }
+        }
+        if std::mem::take(&mut backoff) {
+            std::thread::sleep(RETRY_BACKOFF);
         }
         stats.consumed_msgs.fetch_add(msgs, Ordering::Relaxed);
         stats.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -39,6 +39,14 @@ pub const ERR_OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const ERR_LEADER_NOT_AVAILABLE: i16 = 5;
 pub const ERR_TOPIC_ALREADY_EXISTS: i16 = 36;
 const ERR_UNSUPPORTED_VERSION: i16 = 35;
+
+/// Errors a Kafka client retries (after a metadata refresh).
+pub fn is_retriable(code: i16) -> bool {
+    // UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER,
+    // REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS, KAFKA_STORAGE_ERROR,
+    // FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+    matches!(code, 3 | 5 | 6 | 7 | 19 | 56 | 74 | 75)
+}
 
 /// The broker's supported version range per API key.
 #[derive(Debug, Clone, Default)]
@@ -201,6 +209,7 @@ pub fn create_topics(
     names: &[String],
     partitions: u32,
     replication_factor: i16,
+    configs: &[(String, String)],
 ) -> Result<()> {
     let topics = names
         .iter()
@@ -209,6 +218,16 @@ pub fn create_topics(
                 .with_name(TopicName(StrBytes::from_string(n.clone())))
                 .with_num_partitions(partitions as i32)
                 .with_replication_factor(replication_factor)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(k.clone()))
+                                .with_value(Some(StrBytes::from_string(v.clone())))
+                        })
+                        .collect(),
+                )
         })
         .collect();
     let req = CreateTopicsRequest::default()

@@ -29,6 +29,9 @@ use crate::records::BatchBuilder;
 
 /// Largest produce request the harness builds.
 const MAX_REQUEST_BYTES: usize = 32 << 20;
+/// Upper bound of a record's framing: length, attributes, timestamp delta,
+/// offset delta, key length, value length and header count varints.
+const RECORD_OVERHEAD_MAX_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 5 + 1;
 /// How long producers wait for outstanding acks after the run ends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -91,6 +94,8 @@ pub struct Stats {
     pub consumed_msgs: AtomicU64,
     pub consumed_bytes: AtomicU64,
     pub produce_errors: AtomicU64,
+    /// Retried fetch errors.
+    pub fetch_errors: AtomicU64,
     pub first_error: Mutex<Option<String>>,
 }
 
@@ -234,17 +239,16 @@ pub fn run(
     let sent = w.run(&mut conn, &meta_tx, &done_rx, &abort);
     drop(meta_tx);
     let (acks0, acks0_msgs, acks0_bytes) = (w.acks0.clone(), w.acks0_msgs, w.acks0_bytes);
-    sent?;
-    match reader {
-        None => Ok(ProducerResult {
+    let acked = reader.map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("ack reader panicked"))));
+    // The reader's error (a broker error code) explains a writer failure.
+    match (sent, acked) {
+        (_, Some(Err(e))) | (Err(e), _) => Err(e.context(format!("producer for {}", cfg.topic))),
+        (Ok(()), Some(Ok(r))) => Ok(r),
+        (Ok(()), None) => Ok(ProducerResult {
             publish: acks0,
             window_msgs: acks0_msgs,
             window_bytes: acks0_bytes,
         }),
-        Some(h) => match h.join() {
-            Ok(r) => r,
-            Err(_) => bail!("ack reader panicked"),
-        },
     }
 }
 
@@ -346,6 +350,19 @@ impl Writer<'_> {
         let cfg = self.cfg;
         let payload = &cfg.payloads[self.next_payload % cfg.payloads.len()];
         self.next_payload += 1;
+        // Like the Kafka producer, close the batch before a record would
+        // push it past batch.size (a broker rejects batches above
+        // max.message.bytes), unless the batch is empty.
+        let record_max_bytes = payload.len() + cfg.key.as_ref().map_or(0, |k| k.len()) + RECORD_OVERHEAD_MAX_BYTES;
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.builder.count() > 0 && o.builder.len_bytes() + record_max_bytes > cfg.batch_bytes)
+        {
+            if let Some(open) = self.open.take() {
+                self.seal(open);
+            }
+        }
         if self.open.is_none() {
             let partition = self.cfg.partitions[self.next_partition % self.cfg.partitions.len()];
             self.next_partition += 1;
@@ -372,7 +389,8 @@ impl Writer<'_> {
             .append((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), value);
         open.intended_ns.push(intended_ns);
         open.payload_bytes += value.len() as u64;
-        if open.builder.len_bytes() >= self.cfg.batch_bytes {
+        // Seal now if the next record cannot fit, so the batch is ready at once.
+        if open.builder.len_bytes() + record_max_bytes > cfg.batch_bytes {
             if let Some(open) = self.open.take() {
                 self.seal(open);
             }
@@ -577,7 +595,10 @@ fn ack_reader(
                         Some((code, msg)) => format!("error {code} {}", msg.unwrap_or_default()),
                         None => "no response for the partition".to_string(),
                     };
-                    stats.note_error(format!("produce to partition {partition}: {what}"));
+                    let msg = format!("produce to partition {partition}: {what}");
+                    stats.note_error(msg.clone());
+                    // A benchmark with failed sends measures nothing: stop.
+                    bail!(msg);
                 }
             }
         }

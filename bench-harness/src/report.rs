@@ -30,6 +30,9 @@ pub struct RunResult {
     pub publish_latency_ms: Percentiles,
     pub e2e_latency_ms: Percentiles,
     pub produce_errors: u64,
+    /// Fetches that failed with a retriable error and were retried.
+    #[serde(default)]
+    pub fetch_errors: u64,
     /// (percentile, ms) points.
     pub publish_latency_distribution: Vec<(f64, f64)>,
     pub e2e_latency_distribution: Vec<(f64, f64)>,
@@ -46,6 +49,8 @@ pub struct Settings {
     pub compression: String,
     pub max_in_flight: usize,
     pub replication_factor: i16,
+    #[serde(default)]
+    pub topic_configs: Vec<String>,
     pub warmup_s: f64,
     pub duration_s: f64,
     pub topics: Vec<String>,
@@ -188,6 +193,9 @@ impl RunResult {
                 self.target_msgs_per_s,
                 100.0 * self.produce_msgs_per_s / self.target_msgs_per_s
             );
+        }
+        if self.fetch_errors > 0 {
+            let _ = writeln!(s, "fetch errors (retried): {}", self.fetch_errors);
         }
         if self.produce_errors > 0 {
             let _ = writeln!(s, "produce errors: {}", self.produce_errors);

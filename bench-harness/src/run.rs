@@ -75,12 +75,23 @@ pub struct RunArgs {
     /// Overrides partitionsPerTopic.
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// Topic config for the created topics, KEY=VALUE (repeatable), e.g.
+    /// segment.bytes=67108864.
+    #[arg(long = "topic-config", value_parser = parse_key_value)]
+    pub topic_configs: Vec<(String, String)>,
     /// File name stem of the outputs (default: the workload name).
     #[arg(long)]
     pub name: Option<String>,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
 }
 
 struct Plan {
@@ -214,6 +225,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         &topics,
         w.partitions_per_topic,
         args.replication_factor,
+        &args.topic_configs,
     )?;
     let layouts = kafka::wait_for_layout(&mut admin, &topics, kafka::REQUEST_TIMEOUT)?;
 
@@ -374,6 +386,11 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
             compression: args.compression.clone(),
             max_in_flight: args.max_in_flight,
             replication_factor: args.replication_factor,
+            topic_configs: args
+                .topic_configs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             warmup_s: plan.warmup_s,
             duration_s: d,
             topics,
@@ -387,6 +404,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         publish_latency_ms: publish.percentiles(),
         e2e_latency_ms: e2e.percentiles(),
         produce_errors: stats.produce_errors.load(Ordering::Relaxed),
+        fetch_errors: stats.fetch_errors.load(Ordering::Relaxed),
         publish_latency_distribution: publish.distribution(),
         e2e_latency_distribution: e2e.distribution(),
         timeseries,
@@ -451,7 +469,7 @@ fn progress(
             } else {
                 "measure"
             };
-            let errors = stats.produce_errors.load(Ordering::Relaxed);
+            let errors = stats.produce_errors.load(Ordering::Relaxed) + stats.fetch_errors.load(Ordering::Relaxed);
             eprint!(
                 "\r[{phase} {:>5.0}/{total_s:.0}s] publish {:>9.0} msg/s {:>8.1} MiB/s | consume {:>9.0} msg/s {:>8.1} MiB/s | errors {errors}   ",
                 s.t_s, s.produce_msgs_per_s, s.produce_mib_per_s, s.consume_msgs_per_s, s.consume_mib_per_s
