@@ -77,6 +77,7 @@ pub fn run(
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let mut consecutive_errors: HashMap<i32, u32> = HashMap::new();
+    let mut frame_buf = bytes::BytesMut::new();
     while !stop.load(Ordering::Relaxed) {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -103,7 +104,8 @@ pub fn run(
         conn.stream
             .write_all(&kafka::encode_request(corr, version, &req)?)
             .context("writing fetch request")?;
-        let frame = kafka::read_frame(&mut conn.stream).context("reading fetch response")?;
+        let frame = kafka::read_frame_reusing(&mut conn.stream, &mut frame_buf)
+            .context("reading fetch response")?;
         let (got, resp) = kafka::decode_response::<FetchRequest>(frame, version)?;
         if got != corr {
             bail!("fetch response correlation id {got}, expected {corr}");

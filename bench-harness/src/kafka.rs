@@ -105,6 +105,22 @@ pub fn read_frame(r: &mut impl Read) -> Result<Bytes> {
     Ok(Bytes::from(v))
 }
 
+/// Reads one size-prefixed frame into `buf`'s storage, which is reused once
+/// the previous frame's `Bytes` are dropped (no fresh allocation, and no
+/// page faults, per large fetch response).
+pub fn read_frame_reusing(r: &mut impl Read, buf: &mut BytesMut) -> Result<Bytes> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).context("reading frame size")?;
+    let n = i32::from_be_bytes(len);
+    if n < 4 || n as usize > MAX_FRAME_BYTES {
+        bail!("bad response frame size {n}");
+    }
+    buf.clear();
+    buf.resize(n as usize, 0);
+    r.read_exact(&mut buf[..]).context("reading frame body")?;
+    Ok(buf.split().freeze())
+}
+
 /// Decodes a response frame for request type `R` at `version`.
 pub fn decode_response<R: Request>(mut frame: Bytes, version: i16) -> Result<(i32, R::Response)> {
     let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))?;

@@ -231,7 +231,6 @@ pub fn run(
         in_flight: 0,
         next_partition: 0,
         next_payload: 0,
-        scratch: Vec::new(),
         acks0: LatencyRecorder::new(tl.measure_start_ns, tl.end_ns),
         acks0_msgs: 0,
         acks0_bytes: 0,
@@ -239,7 +238,10 @@ pub fn run(
     let sent = w.run(&mut conn, &meta_tx, &done_rx, &abort);
     drop(meta_tx);
     let (acks0, acks0_msgs, acks0_bytes) = (w.acks0.clone(), w.acks0_msgs, w.acks0_bytes);
-    let acked = reader.map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("ack reader panicked"))));
+    let acked = reader.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("ack reader panicked")))
+    });
     // The reader's error (a broker error code) explains a writer failure.
     match (sent, acked) {
         (_, Some(Err(e))) | (Err(e), _) => Err(e.context(format!("producer for {}", cfg.topic))),
@@ -265,7 +267,6 @@ struct Writer<'a> {
     in_flight: usize,
     next_partition: usize,
     next_payload: usize,
-    scratch: Vec<u8>,
     // acks=0 has no acks: latency is measured to the completed socket write.
     acks0: LatencyRecorder,
     acks0_msgs: u64,
@@ -353,12 +354,11 @@ impl Writer<'_> {
         // Like the Kafka producer, close the batch before a record would
         // push it past batch.size (a broker rejects batches above
         // max.message.bytes), unless the batch is empty.
-        let record_max_bytes = payload.len() + cfg.key.as_ref().map_or(0, |k| k.len()) + RECORD_OVERHEAD_MAX_BYTES;
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|o| o.builder.count() > 0 && o.builder.len_bytes() + record_max_bytes > cfg.batch_bytes)
-        {
+        let record_max_bytes =
+            payload.len() + cfg.key.as_ref().map_or(0, |k| k.len()) + RECORD_OVERHEAD_MAX_BYTES;
+        if self.open.as_ref().is_some_and(|o| {
+            o.builder.count() > 0 && o.builder.len_bytes() + record_max_bytes > cfg.batch_bytes
+        }) {
             if let Some(open) = self.open.take() {
                 self.seal(open);
             }
@@ -379,16 +379,16 @@ impl Writer<'_> {
             return;
         };
         // Stamp the intended send time into the payload's first 8 bytes.
-        let value = &mut self.scratch;
-        value.clear();
-        value.extend_from_slice(payload);
-        if value.len() >= 8 {
-            value[..8].copy_from_slice(&wall_ns.to_be_bytes());
-        }
+        let stamp = wall_ns.to_be_bytes();
+        let (head, tail) = if payload.len() >= stamp.len() {
+            (&stamp[..], &payload[stamp.len()..])
+        } else {
+            (&payload[..], &[][..])
+        };
         open.builder
-            .append((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), value);
+            .append_parts((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), head, tail);
         open.intended_ns.push(intended_ns);
-        open.payload_bytes += value.len() as u64;
+        open.payload_bytes += payload.len() as u64;
         // Seal now if the next record cannot fit, so the batch is ready at once.
         if open.builder.len_bytes() + record_max_bytes > cfg.batch_bytes {
             if let Some(open) = self.open.take() {

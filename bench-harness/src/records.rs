@@ -50,6 +50,13 @@ impl BatchBuilder {
 
     /// Appends one record. Timestamps must not go backwards in a batch.
     pub fn append(&mut self, ts_ms: i64, key: Option<&[u8]>, value: &[u8]) {
+        self.append_parts(ts_ms, key, value, &[]);
+    }
+
+    /// Appends one record whose value is `head` followed by `tail`, so a
+    /// producer can stamp a payload without copying it first.
+    pub fn append_parts(&mut self, ts_ms: i64, key: Option<&[u8]>, head: &[u8], tail: &[u8]) {
+        let value_len = head.len() + tail.len();
         if self.count == 0 {
             self.base_ts_ms = ts_ms;
         }
@@ -66,11 +73,11 @@ impl BatchBuilder {
             None => n += put_varint(&mut body[n..], -1),
         }
         let key_len = key.map_or(0, |k| k.len());
-        let mut tail = [0u8; 12];
-        let mut t = put_varint(&mut tail, value.len() as i64);
+        let mut framing = [0u8; 12];
+        let mut t = put_varint(&mut framing, value_len as i64);
         let value_len_bytes = t;
-        t += put_varint(&mut tail[t..], 0); // header count
-        let record_len = n + key_len + t + value.len();
+        t += put_varint(&mut framing[t..], 0); // header count
+        let record_len = n + key_len + t + value_len;
         let mut len_buf = [0u8; 10];
         let l = put_varint(&mut len_buf, record_len as i64);
         self.buf.extend_from_slice(&len_buf[..l]);
@@ -78,9 +85,10 @@ impl BatchBuilder {
         if let Some(k) = key {
             self.buf.extend_from_slice(k);
         }
-        self.buf.extend_from_slice(&tail[..value_len_bytes]);
-        self.buf.extend_from_slice(value);
-        self.buf.extend_from_slice(&tail[value_len_bytes..t]);
+        self.buf.extend_from_slice(&framing[..value_len_bytes]);
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(tail);
+        self.buf.extend_from_slice(&framing[value_len_bytes..t]);
         self.count += 1;
     }
 

@@ -469,7 +469,8 @@ fn progress(
             } else {
                 "measure"
             };
-            let errors = stats.produce_errors.load(Ordering::Relaxed) + stats.fetch_errors.load(Ordering::Relaxed);
+            let errors = stats.produce_errors.load(Ordering::Relaxed)
+                + stats.fetch_errors.load(Ordering::Relaxed);
             eprint!(
                 "\r[{phase} {:>5.0}/{total_s:.0}s] publish {:>9.0} msg/s {:>8.1} MiB/s | consume {:>9.0} msg/s {:>8.1} MiB/s | errors {errors}   ",
                 s.t_s, s.produce_msgs_per_s, s.produce_mib_per_s, s.consume_msgs_per_s, s.consume_mib_per_s
