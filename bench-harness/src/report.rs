@@ -252,7 +252,7 @@ pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
             let _ = writeln!(s, "Disk baseline: not measured in this run.\n");
         }
     }
-    let _ = writeln!(s, "| result | acks | target msg/s | produce msg/s | produce MiB/s | % of disk | consume MiB/s | publish p50/p99/p99.9 ms | e2e p50/p99/p99.9 ms | errors | machine | when |");
+    let _ = writeln!(s, "| result | acks | target msg/s | produce msg/s | produce MiB/s | % of disk | consume MiB/s | publish p50/p99/p99.9 ms | e2e p50/p99/p99.9 ms | errors (produce / fetch retried) | machine | when |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (path, r) in &runs {
         let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("?");
@@ -267,8 +267,8 @@ pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
         let (p, e) = (&r.publish_latency_ms, &r.e2e_latency_ms);
         let _ = writeln!(
             s,
-            "| [{}]({file}) | {} | {target} | {:.0} | {:.1} | {pct} | {:.1} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} | {} cores, {} | {} |",
-            r.workload.name, r.settings.acks, r.produce_msgs_per_s, r.produce_mib_per_s, r.consume_mib_per_s, p.p50, p.p99, p.p999, e.p50, e.p99, e.p999, r.produce_errors, r.machine.cores, r.machine.kernel, r.timestamp
+            "| [{}]({file}) | {} | {target} | {:.0} | {:.1} | {pct} | {:.1} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} / {} | {} cores, {} | {} |",
+            r.workload.name, r.settings.acks, r.produce_msgs_per_s, r.produce_mib_per_s, r.consume_mib_per_s, p.p50, p.p99, p.p999, e.p50, e.p99, e.p999, r.produce_errors, r.fetch_errors, r.machine.cores, r.machine.kernel, r.timestamp
         );
     }
     Ok(s)
