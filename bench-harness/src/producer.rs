@@ -291,6 +291,10 @@ impl Writer<'_> {
             }
             let now = self.tb.now_ns();
             if now >= self.tl.end_ns {
+                // A late wake-up must not drop messages scheduled before the end.
+                if self.pacer.is_paced() {
+                    self.generate(self.tl.end_ns - 1);
+                }
                 break;
             }
             self.generate(now);
