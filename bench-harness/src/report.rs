@@ -206,6 +206,10 @@ impl RunResult {
 
 /// Sequential-write bandwidth in MiB/s from a fio JSON report (sum over jobs).
 pub fn fio_write_mib_per_s(json: &serde_json::Value) -> Option<f64> {
+    // scripts/disk-baseline --json gives the figure directly.
+    if let Some(v) = json.get("fio_seq_write_mib_per_s").and_then(|v| v.as_f64()) {
+        return Some(v);
+    }
     let jobs = json.get("jobs")?.as_array()?;
     let bw: f64 = jobs
         .iter()
@@ -290,5 +294,7 @@ mod tests {
         let v = serde_json::json!({"jobs": [{"write": {"bw_bytes": 1048576.0 * 300.0}}, {"write": {"bw_bytes": 1048576.0 * 100.0}}]});
         assert_eq!(fio_write_mib_per_s(&v), Some(400.0));
         assert_eq!(fio_write_mib_per_s(&serde_json::json!({})), None);
+        let baseline = serde_json::json!({"bench": "disk-baseline", "fio_seq_write_mib_per_s": 1500.5});
+        assert_eq!(fio_write_mib_per_s(&baseline), Some(1500.5));
     }
 }
