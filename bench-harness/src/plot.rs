@@ -73,7 +73,9 @@ pub fn throughput(r: &RunResult, path: &Path) -> Result<()> {
         ))
         .map_err(err)?
         .label("end of warm-up")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2))
+        });
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)

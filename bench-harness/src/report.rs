@@ -294,7 +294,8 @@ mod tests {
         let v = serde_json::json!({"jobs": [{"write": {"bw_bytes": 1048576.0 * 300.0}}, {"write": {"bw_bytes": 1048576.0 * 100.0}}]});
         assert_eq!(fio_write_mib_per_s(&v), Some(400.0));
         assert_eq!(fio_write_mib_per_s(&serde_json::json!({})), None);
-        let baseline = serde_json::json!({"bench": "disk-baseline", "fio_seq_write_mib_per_s": 1500.5});
+        let baseline =
+            serde_json::json!({"bench": "disk-baseline", "fio_seq_write_mib_per_s": 1500.5});
         assert_eq!(fio_write_mib_per_s(&baseline), Some(1500.5));
     }
 }
