@@ -3,14 +3,20 @@
 //! Module map:
 //! - `engine_bench`: `strom-bench engine`, appends/reads through the engine
 //!   API (no network) for the engine-versus-disk comparison.
-//! - `run` (to come): `strom-bench run`, OMB workloads over the Kafka protocol.
+//! - the library (`strom_bench`): `strom-bench run`, OMB workloads over the
+//!   Kafka protocol, and `strom-bench report`, the results/README.md table.
 
 mod engine_bench;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "strom-bench", about = "Benchmarks for Strom and any Kafka-compatible broker")]
+#[command(
+    name = "strom-bench",
+    about = "Benchmarks for Strom and any Kafka-compatible broker"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -20,11 +26,37 @@ struct Cli {
 enum Cmd {
     /// Drive the storage engine directly (no network).
     Engine(engine_bench::EngineArgs),
+    /// Run an OpenMessaging Benchmark workload against a Kafka-compatible broker.
+    Run(strom_bench::run::RunArgs),
+    /// Write the Markdown table of every result JSON in a directory.
+    Report {
+        /// Directory holding result JSON files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// fio JSON report of the disk baseline.
+        #[arg(long)]
+        fio: Option<PathBuf>,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().cmd {
         Cmd::Engine(args) => engine_bench::run(args),
+        Cmd::Run(args) => strom_bench::run::run(args).map(|_| ()),
+        Cmd::Report { dir, fio, out } => {
+            let table = strom_bench::report::readme_table(&dir, fio.as_deref())?;
+            match out {
+                Some(p) => std::fs::write(&p, table)?,
+                None => print!("{table}"),
+            }
+            Ok(())
+        }
     }
 }

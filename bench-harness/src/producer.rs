@@ -1,0 +1,617 @@
+//! A producer: one TCP connection, one thread that generates, batches and
+//! sends, and one thread that reads the acks. Produce requests are
+//! pipelined up to `max_in_flight` per connection, like a Kafka producer
+//! with `max.in.flight.requests.per.connection`.
+//!
+//! Partitioning is sticky, as the Kafka producer does for keyless records:
+//! records fill one partition's batch until it is full (`batch_bytes`) or
+//! has lingered (`linger`), then the next batch goes to the next partition.
+//! At most one batch per partition goes into a request.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::kafka::{self, Conn};
+use crate::latency::LatencyRecorder;
+use crate::pacer::Pacer;
+use crate::records::BatchBuilder;
+
+/// Largest produce request the harness builds.
+const MAX_REQUEST_BYTES: usize = 32 << 20;
+/// Upper bound of a record's framing: length, attributes, timestamp delta,
+/// offset delta, key length, value length and header count varints.
+const RECORD_OVERHEAD_MAX_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 5 + 1;
+/// How long producers wait for outstanding acks after the run ends.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A monotonic clock shared by all threads of a run, with its wall-clock
+/// origin so payload timestamps compare across threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Timebase {
+    origin: Instant,
+    wall_origin_ns: u64,
+}
+
+impl Timebase {
+    pub fn new() -> Timebase {
+        let origin = Instant::now();
+        let wall_origin_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Timebase {
+            origin,
+            wall_origin_ns,
+        }
+    }
+    pub fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+    pub fn wall_ns(&self, mono_ns: u64) -> u64 {
+        self.wall_origin_ns + mono_ns
+    }
+    pub fn mono_from_wall_ns(&self, wall_ns: u64) -> Option<u64> {
+        wall_ns.checked_sub(self.wall_origin_ns)
+    }
+    pub fn sleep_until(&self, t_ns: u64) {
+        let now = self.now_ns();
+        if t_ns > now {
+            std::thread::sleep(Duration::from_nanos(t_ns - now));
+        }
+    }
+}
+
+impl Default for Timebase {
+    fn default() -> Self {
+        Timebase::new()
+    }
+}
+
+/// The phases of a run, in Timebase nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    pub start_ns: u64,
+    pub measure_start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// Counters shared with the progress display.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub produced_msgs: AtomicU64,
+    pub produced_bytes: AtomicU64,
+    pub consumed_msgs: AtomicU64,
+    pub consumed_bytes: AtomicU64,
+    pub produce_errors: AtomicU64,
+    /// Retried fetch errors.
+    pub fetch_errors: AtomicU64,
+    pub first_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    pub fn note_error(&self, msg: String) {
+        if let Ok(mut e) = self.first_error.lock() {
+            if e.is_none() {
+                *e = Some(msg);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+    pub fn parse(s: &str) -> Result<Acks> {
+        match s {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            _ => bail!("--acks must be 0, 1 or all, got {s}"),
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub addr: String,
+    pub topic: String,
+    pub partitions: Vec<i32>,
+    /// Messages per second for this producer; 0 = as fast as possible.
+    pub rate_per_s: f64,
+    pub payloads: Arc<Vec<Vec<u8>>>,
+    pub key: Option<Vec<u8>>,
+    pub acks: Acks,
+    pub batch_bytes: usize,
+    pub linger_ns: u64,
+    pub max_in_flight: usize,
+    /// Bytes of sealed-but-unsent batches before generation pauses (Kafka's
+    /// `buffer.memory`).
+    pub buffer_bytes: usize,
+}
+
+/// What a producer measured.
+#[derive(Debug)]
+pub struct ProducerResult {
+    pub publish: LatencyRecorder,
+    /// Acked messages intended inside the measurement window.
+    pub window_msgs: u64,
+    pub window_bytes: u64,
+}
+
+struct ReadyBatch {
+    partition: i32,
+    bytes: Bytes,
+    intended_ns: Vec<u64>,
+    payload_bytes: u64,
+}
+
+struct OpenBatch {
+    partition: i32,
+    builder: BatchBuilder,
+    intended_ns: Vec<u64>,
+    payload_bytes: u64,
+    created_ns: u64,
+}
+
+struct InFlight {
+    correlation_id: i32,
+    version: i16,
+    batches: Vec<(i32, Vec<u64>, u64)>,
+}
+
+/// Runs one producer to the end of the timeline.
+pub fn run(
+    cfg: ProducerConfig,
+    tb: Timebase,
+    tl: Timeline,
+    stats: Arc<Stats>,
+    abort: Arc<AtomicBool>,
+) -> Result<ProducerResult> {
+    if cfg.partitions.is_empty() || cfg.payloads.is_empty() {
+        bail!("producer for {} without partitions or payloads", cfg.topic);
+    }
+    let mut conn = Conn::connect(&cfg.addr)?;
+    let version = conn
+        .versions
+        .pick::<ProduceRequest>(kafka::PRODUCE_MAX_VERSION)?;
+    let reader_stream = conn.stream.try_clone()?;
+    let (meta_tx, meta_rx) = channel::unbounded::<InFlight>();
+    let (done_tx, done_rx) = channel::unbounded::<()>();
+    let reader = if cfg.acks == Acks::None {
+        drop(meta_rx);
+        None
+    } else {
+        let (stats, tl_copy) = (stats.clone(), tl);
+        Some(
+            std::thread::Builder::new()
+                .name("ack-reader".into())
+                .spawn(move || ack_reader(reader_stream, meta_rx, done_tx, tb, tl_copy, stats))?,
+        )
+    };
+    let mut w = Writer {
+        cfg: &cfg,
+        tb,
+        tl,
+        stats: &stats,
+        version,
+        pacer: Pacer::new(cfg.rate_per_s, tl.start_ns),
+        open: None,
+        ready: VecDeque::new(),
+        ready_bytes: 0,
+        in_flight: 0,
+        next_partition: 0,
+        next_payload: 0,
+        acks0: LatencyRecorder::new(tl.measure_start_ns, tl.end_ns),
+        acks0_msgs: 0,
+        acks0_bytes: 0,
+    };
+    let sent = w.run(&mut conn, &meta_tx, &done_rx, &abort);
+    drop(meta_tx);
+    let (acks0, acks0_msgs, acks0_bytes) = (w.acks0.clone(), w.acks0_msgs, w.acks0_bytes);
+    let acked = reader.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("ack reader panicked")))
+    });
+    // The reader's error (a broker error code) explains a writer failure.
+    match (sent, acked) {
+        (_, Some(Err(e))) | (Err(e), _) => Err(e.context(format!("producer for {}", cfg.topic))),
+        (Ok(()), Some(Ok(r))) => Ok(r),
+        (Ok(()), None) => Ok(ProducerResult {
+            publish: acks0,
+            window_msgs: acks0_msgs,
+            window_bytes: acks0_bytes,
+        }),
+    }
+}
+
+struct Writer<'a> {
+    cfg: &'a ProducerConfig,
+    tb: Timebase,
+    tl: Timeline,
+    stats: &'a Stats,
+    version: i16,
+    pacer: Pacer,
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    ready_bytes: usize,
+    in_flight: usize,
+    next_partition: usize,
+    next_payload: usize,
+    // acks=0 has no acks: latency is measured to the completed socket write.
+    acks0: LatencyRecorder,
+    acks0_msgs: u64,
+    acks0_bytes: u64,
+}
+
+impl Writer<'_> {
+    fn run(
+        &mut self,
+        conn: &mut Conn,
+        meta_tx: &Sender<InFlight>,
+        done_rx: &Receiver<()>,
+        abort: &AtomicBool,
+    ) -> Result<()> {
+        self.tb.sleep_until(self.tl.start_ns);
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            while done_rx.try_recv().is_ok() {
+                self.in_flight -= 1;
+            }
+            let now = self.tb.now_ns();
+            if now >= self.tl.end_ns {
+                // A late wake-up must not drop messages scheduled before the end.
+                if self.pacer.is_paced() {
+                    self.generate(self.tl.end_ns - 1);
+                }
+                break;
+            }
+            self.generate(now);
+            self.seal_if_lingered(now);
+            self.send_ready(conn, meta_tx)?;
+            self.wait(done_rx, now)?;
+        }
+        // Everything intended before the end still goes out and is acked.
+        if let Some(open) = self.open.take() {
+            self.seal(open);
+        }
+        let deadline = self.tb.now_ns() + DRAIN_TIMEOUT.as_nanos() as u64;
+        while !self.ready.is_empty() || self.in_flight > 0 {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            self.send_ready(conn, meta_tx)?;
+            if self.in_flight == 0 {
+                continue;
+            }
+            match done_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => self.in_flight -= 1,
+                Err(RecvTimeoutError::Timeout) if self.tb.now_ns() < deadline => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("acks still outstanding {DRAIN_TIMEOUT:?} after the run ended")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("ack reader stopped with requests in flight")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every message that is due (paced) or that fits (max rate).
+    fn generate(&mut self, now: u64) {
+        let mut budget = if self.pacer.is_paced() {
+            self.pacer.due(now)
+        } else {
+            u64::MAX
+        };
+        while budget > 0 && self.ready_bytes < self.cfg.buffer_bytes {
+            let intended = if self.pacer.is_paced() {
+                self.pacer.issue()
+            } else {
+                now
+            };
+            self.append(intended, now);
+            budget -= 1;
+            // At max rate, hand over to sending once a batch is sealed.
+            if !self.pacer.is_paced() && self.open.is_none() {
+                break;
+            }
+        }
+    }
+
+    fn append(&mut self, intended_ns: u64, now: u64) {
+        let cfg = self.cfg;
+        let payload = &cfg.payloads[self.next_payload % cfg.payloads.len()];
+        self.next_payload += 1;
+        // Like the Kafka producer, close the batch before a record would
+        // push it past batch.size (a broker rejects batches above
+        // max.message.bytes), unless the batch is empty.
+        let record_max_bytes =
+            payload.len() + cfg.key.as_ref().map_or(0, |k| k.len()) + RECORD_OVERHEAD_MAX_BYTES;
+        if self.open.as_ref().is_some_and(|o| {
+            o.builder.count() > 0 && o.builder.len_bytes() + record_max_bytes > cfg.batch_bytes
+        }) {
+            if let Some(open) = self.open.take() {
+                self.seal(open);
+            }
+        }
+        if self.open.is_none() {
+            let partition = self.cfg.partitions[self.next_partition % self.cfg.partitions.len()];
+            self.next_partition += 1;
+            self.open = Some(OpenBatch {
+                partition,
+                builder: BatchBuilder::new(self.cfg.batch_bytes.min(MAX_REQUEST_BYTES)),
+                intended_ns: Vec::new(),
+                payload_bytes: 0,
+                created_ns: now,
+            });
+        }
+        let wall_ns = self.tb.wall_ns(intended_ns);
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        // Stamp the intended send time into the payload's first 8 bytes.
+        let stamp = wall_ns.to_be_bytes();
+        let (head, tail) = if payload.len() >= stamp.len() {
+            (&stamp[..], &payload[stamp.len()..])
+        } else {
+            (&payload[..], &[][..])
+        };
+        open.builder
+            .append_parts((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), head, tail);
+        open.intended_ns.push(intended_ns);
+        open.payload_bytes += payload.len() as u64;
+        // Seal now if the next record cannot fit, so the batch is ready at once.
+        if open.builder.len_bytes() + record_max_bytes > cfg.batch_bytes {
+            if let Some(open) = self.open.take() {
+                self.seal(open);
+            }
+        }
+    }
+
+    fn seal_if_lingered(&mut self, now: u64) {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| now >= o.created_ns + self.cfg.linger_ns)
+        {
+            if let Some(open) = self.open.take() {
+                self.seal(open);
+            }
+        }
+    }
+
+    fn seal(&mut self, open: OpenBatch) {
+        let bytes = Bytes::from(open.builder.finish());
+        self.ready_bytes += bytes.len();
+        self.ready.push_back(ReadyBatch {
+            partition: open.partition,
+            bytes,
+            intended_ns: open.intended_ns,
+            payload_bytes: open.payload_bytes,
+        });
+    }
+
+    fn send_ready(&mut self, conn: &mut Conn, meta_tx: &Sender<InFlight>) -> Result<()> {
+        while !self.ready.is_empty()
+            && (self.in_flight < self.cfg.max_in_flight || self.cfg.acks == Acks::None)
+        {
+            // One batch per partition per request, oldest first.
+            let mut taken: Vec<ReadyBatch> = Vec::new();
+            let mut rest = VecDeque::new();
+            let mut size = 0;
+            while let Some(b) = self.ready.pop_front() {
+                if taken.iter().any(|t| t.partition == b.partition)
+                    || (size > 0 && size + b.bytes.len() > MAX_REQUEST_BYTES)
+                {
+                    rest.push_back(b);
+                } else {
+                    size += b.bytes.len();
+                    taken.push(b);
+                }
+            }
+            self.ready = rest;
+            self.ready_bytes -= size;
+            let req = ProduceRequest::default()
+                .with_acks(self.cfg.acks.wire())
+                .with_timeout_ms(kafka::REQUEST_TIMEOUT.as_millis() as i32)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(self.cfg.topic.clone())))
+                    .with_partition_data(
+                        taken
+                            .iter()
+                            .map(|b| {
+                                PartitionProduceData::default()
+                                    .with_index(b.partition)
+                                    .with_records(Some(b.bytes.clone()))
+                            })
+                            .collect(),
+                    )]);
+            let correlation_id = conn.next_correlation_id();
+            let frame = kafka::encode_request(correlation_id, self.version, &req)?;
+            let batches: Vec<(i32, Vec<u64>, u64)> = taken
+                .into_iter()
+                .map(|b| (b.partition, b.intended_ns, b.payload_bytes))
+                .collect();
+            if self.cfg.acks == Acks::None {
+                conn.stream
+                    .write_all(&frame)
+                    .context("writing produce request")?;
+                let done = self.tb.now_ns();
+                for (_, intended, payload_bytes) in &batches {
+                    self.stats
+                        .produced_msgs
+                        .fetch_add(intended.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .produced_bytes
+                        .fetch_add(*payload_bytes, Ordering::Relaxed);
+                    let per_msg = payload_bytes / intended.len().max(1) as u64;
+                    for &t in intended {
+                        if self.acks0.record(t, done) {
+                            self.acks0_msgs += 1;
+                            self.acks0_bytes += per_msg;
+                        }
+                    }
+                }
+            } else {
+                // The reader must know about the request before its response can arrive.
+                if meta_tx
+                    .send(InFlight {
+                        correlation_id,
+                        version: self.version,
+                        batches,
+                    })
+                    .is_err()
+                {
+                    bail!("ack reader stopped");
+                }
+                self.in_flight += 1;
+                conn.stream
+                    .write_all(&frame)
+                    .context("writing produce request")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until the next message is due, the open batch lingers out, or
+    /// an ack frees a slot, whichever comes first.
+    fn wait(&mut self, done_rx: &Receiver<()>, now: u64) -> Result<()> {
+        let window_full = self.in_flight >= self.cfg.max_in_flight && self.cfg.acks != Acks::None;
+        let buffer_full = self.ready_bytes >= self.cfg.buffer_bytes;
+        let mut wake = self.tl.end_ns;
+        if let Some(t) = self.pacer.next_due_ns() {
+            if !buffer_full {
+                wake = wake.min(t);
+            }
+        } else if !buffer_full {
+            // Max rate with room in the buffer: keep generating.
+            return Ok(());
+        }
+        if let Some(o) = &self.open {
+            wake = wake.min(o.created_ns + self.cfg.linger_ns);
+        }
+        if !self.ready.is_empty() && !window_full {
+            return Ok(());
+        }
+        if wake <= now {
+            return Ok(());
+        }
+        match done_rx.recv_timeout(Duration::from_nanos(wake - now)) {
+            Ok(()) => self.in_flight -= 1,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if self.cfg.acks != Acks::None {
+                    bail!("ack reader stopped");
+                }
+                self.tb.sleep_until(wake);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ack_reader(
+    mut stream: TcpStream,
+    meta_rx: Receiver<InFlight>,
+    done_tx: Sender<()>,
+    tb: Timebase,
+    tl: Timeline,
+    stats: Arc<Stats>,
+) -> Result<ProducerResult> {
+    let mut publish = LatencyRecorder::new(tl.measure_start_ns, tl.end_ns);
+    let (mut window_msgs, mut window_bytes) = (0u64, 0u64);
+    for req in meta_rx.iter() {
+        let frame = kafka::read_frame(&mut stream).context("reading produce response")?;
+        let done = tb.now_ns();
+        let (corr, resp) = kafka::decode_response::<ProduceRequest>(frame, req.version)?;
+        if corr != req.correlation_id {
+            bail!(
+                "produce response correlation id {corr}, expected {}",
+                req.correlation_id
+            );
+        }
+        for (partition, intended, payload_bytes) in &req.batches {
+            let error = resp
+                .responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == *partition)
+                .map(|p| {
+                    (
+                        p.error_code,
+                        p.error_message.as_ref().map(|m| m.as_str().to_string()),
+                    )
+                });
+            match error {
+                Some((kafka::ERR_NONE, _)) => {
+                    stats
+                        .produced_msgs
+                        .fetch_add(intended.len() as u64, Ordering::Relaxed);
+                    stats
+                        .produced_bytes
+                        .fetch_add(*payload_bytes, Ordering::Relaxed);
+                    let per_msg = payload_bytes / intended.len().max(1) as u64;
+                    for &t in intended {
+                        if publish.record(t, done) {
+                            window_msgs += 1;
+                            window_bytes += per_msg;
+                        }
+                    }
+                }
+                other => {
+                    stats
+                        .produce_errors
+                        .fetch_add(intended.len() as u64, Ordering::Relaxed);
+                    let what = match other {
+                        Some((code, msg)) => format!("error {code} {}", msg.unwrap_or_default()),
+                        None => "no response for the partition".to_string(),
+                    };
+                    let msg = format!("produce to partition {partition}: {what}");
+                    stats.note_error(msg.clone());
+                    // A benchmark with failed sends measures nothing: stop.
+                    bail!(msg);
+                }
+            }
+        }
+        // The writer may already have finished; that is fine.
+        let _ = done_tx.send(());
+    }
+    Ok(ProducerResult {
+        publish,
+        window_msgs,
+        window_bytes,
+    })
+}

@@ -1,0 +1,301 @@
+//! The result of one run as JSON (schema `strom-bench/run/v1`), the
+//! machine description, and the results/README.md table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::latency::Percentiles;
+use crate::workload::Workload;
+
+pub const SCHEMA: &str = "strom-bench/run/v1";
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub schema: String,
+    /// UTC, RFC 3339.
+    pub timestamp: String,
+    pub workload: Workload,
+    pub settings: Settings,
+    pub machine: Machine,
+    /// The producer rate asked for (messages/s over all producers); 0 = max.
+    pub target_msgs_per_s: f64,
+    pub produce_msgs_per_s: f64,
+    pub produce_mib_per_s: f64,
+    pub consume_msgs_per_s: f64,
+    pub consume_mib_per_s: f64,
+    pub publish_latency_ms: Percentiles,
+    pub e2e_latency_ms: Percentiles,
+    pub produce_errors: u64,
+    /// Fetches that failed with a retriable error and were retried.
+    #[serde(default)]
+    pub fetch_errors: u64,
+    /// (percentile, ms) points.
+    pub publish_latency_distribution: Vec<(f64, f64)>,
+    pub e2e_latency_distribution: Vec<(f64, f64)>,
+    /// One sample per second over the whole run, warm-up included.
+    pub timeseries: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub bootstrap: String,
+    pub acks: String,
+    pub batch_bytes: usize,
+    pub linger_ms: f64,
+    pub compression: String,
+    pub max_in_flight: usize,
+    pub replication_factor: i16,
+    #[serde(default)]
+    pub topic_configs: Vec<String>,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub produce_msgs_per_s: f64,
+    pub produce_mib_per_s: f64,
+    pub consume_msgs_per_s: f64,
+    pub consume_mib_per_s: f64,
+}
+
+pub fn mib(bytes: f64) -> f64 {
+    bytes / MIB
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let kernel = std::process::Command::new("uname")
+            .arg("-srm")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Machine {
+            cores,
+            kernel,
+            cpu_model,
+            hostname,
+        }
+    }
+}
+
+/// Formats seconds since the Unix epoch as RFC 3339 UTC.
+pub fn rfc3339(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+pub fn now_rfc3339() -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(s)
+}
+
+impl RunResult {
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn read(path: &Path) -> Result<RunResult> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The summary table printed at the end of a run.
+    pub fn summary_table(&self) -> String {
+        let mut s = String::new();
+        let p = &self.publish_latency_ms;
+        let e = &self.e2e_latency_ms;
+        let _ = writeln!(
+            s,
+            "workload {} | acks={} | {} s measured after {} s warm-up",
+            self.workload.name,
+            self.settings.acks,
+            self.settings.duration_s,
+            self.settings.warmup_s
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>14} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "", "msg/s", "MiB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>14.0} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "publish", self.produce_msgs_per_s, self.produce_mib_per_s, p.p50, p.p99, p.p999, p.max
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>14.0} {:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "end-to-end",
+            self.consume_msgs_per_s,
+            self.consume_mib_per_s,
+            e.p50,
+            e.p99,
+            e.p999,
+            e.max
+        );
+        if self.target_msgs_per_s > 0.0 {
+            let _ = writeln!(
+                s,
+                "target rate {:.0} msg/s, achieved {:.1}%",
+                self.target_msgs_per_s,
+                100.0 * self.produce_msgs_per_s / self.target_msgs_per_s
+            );
+        }
+        if self.fetch_errors > 0 {
+            let _ = writeln!(s, "fetch errors (retried): {}", self.fetch_errors);
+        }
+        if self.produce_errors > 0 {
+            let _ = writeln!(s, "produce errors: {}", self.produce_errors);
+        }
+        s
+    }
+}
+
+/// Sequential-write bandwidth in MiB/s from a fio JSON report (sum over jobs).
+pub fn fio_write_mib_per_s(json: &serde_json::Value) -> Option<f64> {
+    // scripts/disk-baseline --json gives the figure directly.
+    if let Some(v) = json.get("fio_seq_write_mib_per_s").and_then(|v| v.as_f64()) {
+        return Some(v);
+    }
+    let jobs = json.get("jobs")?.as_array()?;
+    let bw: f64 = jobs
+        .iter()
+        .filter_map(|j| j.get("write")?.get("bw_bytes")?.as_f64())
+        .sum();
+    (bw > 0.0).then(|| mib(bw))
+}
+
+/// Builds results/README.md from every run JSON in `dir` and an optional
+/// fio baseline report.
+pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        if let Ok(r) = RunResult::read(&path) {
+            if r.schema == SCHEMA {
+                runs.push((path, r));
+            }
+        }
+    }
+    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    let fio = match fio_json {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            fio_write_mib_per_s(&v)
+        }
+        None => None,
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmark results\n");
+    let _ = writeln!(s, "Generated by `scripts/bench` (`strom-bench report`); each row is the latest run of that workload.");
+    let _ = writeln!(s, "Throughput is payload bytes; latency is measured from the intended send time (coordinated omission corrected).\n");
+    match fio {
+        Some(f) => {
+            let _ = writeln!(s, "Disk baseline (fio sequential O_DIRECT write, 1 MiB blocks, iodepth 16, same run): **{f:.1} MiB/s**\n");
+        }
+        None => {
+            let _ = writeln!(s, "Disk baseline: not measured in this run.\n");
+        }
+    }
+    let _ = writeln!(s, "| result | acks | target msg/s | produce msg/s | produce MiB/s | % of disk | consume MiB/s | publish p50/p99/p99.9 ms | e2e p50/p99/p99.9 ms | errors (produce / fetch retried) | machine | when |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (path, r) in &runs {
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("?");
+        let target = if r.target_msgs_per_s > 0.0 {
+            format!("{:.0}", r.target_msgs_per_s)
+        } else {
+            "max".into()
+        };
+        let pct = fio
+            .map(|f| format!("{:.0}%", 100.0 * r.produce_mib_per_s / f))
+            .unwrap_or_else(|| "-".into());
+        let (p, e) = (&r.publish_latency_ms, &r.e2e_latency_ms);
+        let _ = writeln!(
+            s,
+            "| [{}]({file}) | {} | {target} | {:.0} | {:.1} | {pct} | {:.1} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} / {} | {} cores, {} | {} |",
+            r.workload.name, r.settings.acks, r.produce_msgs_per_s, r.produce_mib_per_s, r.consume_mib_per_s, p.p50, p.p99, p.p999, e.p50, e.p99, e.p999, r.produce_errors, r.fetch_errors, r.machine.cores, r.machine.kernel, r.timestamp
+        );
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn fio_bandwidth() {
+        let v = serde_json::json!({"jobs": [{"write": {"bw_bytes": 1048576.0 * 300.0}}, {"write": {"bw_bytes": 1048576.0 * 100.0}}]});
+        assert_eq!(fio_write_mib_per_s(&v), Some(400.0));
+        assert_eq!(fio_write_mib_per_s(&serde_json::json!({})), None);
+        let baseline =
+            serde_json::json!({"bench": "disk-baseline", "fio_seq_write_mib_per_s": 1500.5});
+        assert_eq!(fio_write_mib_per_s(&baseline), Some(1500.5));
+    }
+}
