@@ -244,26 +244,7 @@ def pytest_runtest_makereport(item, call):
 # Tests that fail because of known broker bugs (not test bugs), as
 # "file.py::test_name" (all parametrizations) -> reason. They stay in the suite,
 # marked xfail(strict=False), so CI shows them and a fix turns them XPASS.
-_TIMESTAMP_LOOKUP = (
-    "ListOffsets by timestamp answers the matching batch's base offset and max "
-    "timestamp instead of the first record with timestamp >= target (Kafka looks "
-    "inside the batch); MAX_TIMESTAMP (-3) answers the batch's base offset too"
-)
-KNOWN_BROKER_BUGS: dict[str, str] = {
-    "test_confluent.py::test_watermarks_and_offsets_for_times": _TIMESTAMP_LOOKUP,
-    "test_confluent.py::test_admin_list_offsets": _TIMESTAMP_LOOKUP,
-    "test_kafka_python.py::test_offsets_for_times": _TIMESTAMP_LOOKUP,
-    "test_kafka_python.py::test_admin_list_and_describe_topics": (
-        "Metadata v8+ answers authorized_operations = INT32_MIN although the request "
-        "sets include_*_authorized_operations; KafkaAdminClient.list_topics fails "
-        "with 'ValueError: 31 is not a valid ACLOperation'"
-    ),
-    "test_restart.py::test_sigkill_keeps_acknowledged_records[same-port]": (
-        "intermittent: after SIGKILL with client connections open, strom cannot start on the same "
-        "listen address: 'Address already in use' (server-side TIME_WAIT; the bind "
-        "needs SO_REUSEADDR); the new-port variant shows the data itself survives"
-    ),
-}
+KNOWN_BROKER_BUGS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items):
