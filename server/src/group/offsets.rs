@@ -73,10 +73,14 @@ impl GroupCoordinator {
             }
             tracing::debug!(partition, records = loaded, "loaded __consumer_offsets partition");
         }
-        for group in self.inner.groups.borrow_mut().values_mut() {
+        let mut groups = self.inner.groups.borrow_mut();
+        // Groups whose offsets were all deleted are gone.
+        groups.retain(|_, g| !g.offsets.is_empty());
+        for group in groups.values_mut() {
             // Offsets rebuilt from the log expire from their commit time.
             group.empty_since_ms = None;
         }
+        drop(groups);
         self.inner.loaded.set(true);
         Ok(())
     }
