@@ -1,7 +1,34 @@
 //! strom-server: the broker.
 //!
-//! Module map:
-//! - `group`: consumer groups (the classic group protocol, committed
-//!   offsets in `__consumer_offsets`, FindCoordinator).
+//! Module map (a request flows top to bottom, its response back up):
+//! - `config`: broker configuration (TOML file with Kafka's key names, CLI
+//!   overrides) and topic-level configs mapped onto the engine's `LogConfig`.
+//! - `metadata`: the cluster metadata snapshot (topics, partition counts,
+//!   topic configs), its atomic persistence in the data dir, and partition
+//!   placement on shards.
+//! - `shard`: one per core. Owns the logs of the partitions placed on it, a
+//!   read-only copy of the metadata, and the cross-shard job mesh used to run
+//!   work on the shard that owns a partition. Shard 0 serializes metadata
+//!   updates and publishes each new snapshot to every shard.
+//! - `server`: starts the shards (glommio executors pinned to cores), the
+//!   listeners (SO_REUSEPORT), the periodic log ticks and graceful shutdown.
+//! - `conn`: one task per connection: frame reading with size limits,
+//!   pipelined in-order responses, acks=0 silence.
+//! - `alloc`: the process allocator (huge reservations are lazily mapped,
+//!   so a hostile array length cannot abort the process).
+//! - `api`: the Kafka APIs, one module per API family, dispatched by a single
+//!   `match` over `ApiKey` in `api::dispatch`.
+//!
+//! - `group`: consumer groups: the classic group protocol, committed offsets
+//!   in `__consumer_offsets`, FindCoordinator. One `GroupCoordinator` per
+//!   shard owns the groups whose offsets partition is placed on that shard;
+//!   `api::groups` routes each group request there.
 
+pub mod alloc;
+pub mod api;
+pub mod config;
+pub mod conn;
 pub mod group;
+pub mod metadata;
+pub mod server;
+pub mod shard;
