@@ -145,6 +145,10 @@ async fn run_shard(
     }
 
     shard.apply_metadata(metadata).await;
+    if let Err(e) = crate::group::broker::start_shard(&shard).await {
+        let _ = ready.send(Err(anyhow!("shard {id}: loading {}: {e}", crate::group::OFFSETS_TOPIC)));
+        return;
+    }
 
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
@@ -189,6 +193,7 @@ async fn run_shard(
     }
     drop(listener);
     shard.close_all_logs().await;
+    crate::group::broker::stop_shard().await;
     tracing::info!(shard = id, "shard stopped");
 }
 

@@ -124,6 +124,16 @@ impl GroupCoordinator {
         self.inner.active.set(false);
     }
 
+    /// Stops answering and closes the `__consumer_offsets` logs.
+    pub async fn close(&self) {
+        self.shutdown();
+        for (p, log) in &self.inner.logs {
+            if let Err(e) = log.close().await {
+                tracing::error!(partition = p, "closing {} log failed: {e}", super::OFFSETS_TOPIC);
+            }
+        }
+    }
+
     /// Starts the task that expires sessions, ends rebalances at their
     /// deadline and expires old offsets. It stops after [`Self::shutdown`]
     /// or when the coordinator is dropped. Must run inside a glommio executor.

@@ -12,6 +12,9 @@
 //! - `records`: the `__consumer_offsets` key/value schemas (Kafka's
 //!   OffsetCommitKey v1 / OffsetCommitValue v3) and RecordBatch framing.
 //! - `find_coordinator`: FindCoordinator, which needs no group state.
+//! - `broker`: the glue to the shards: starts each shard's coordinator over
+//!   its `__consumer_offsets` partitions, decodes group requests and runs
+//!   them on the coordinator shard.
 //!
 //! Data flow: the broker routes a group request to the shard owning the
 //! group's `__consumer_offsets` partition ([`offsets_partition_for`]); that
@@ -19,6 +22,7 @@
 //! log with `Durability::Synced` before the answer; at start the coordinator
 //! replays the log to rebuild the committed offsets.
 
+pub mod broker;
 mod coordinator;
 mod find_coordinator;
 mod offsets;
