@@ -146,7 +146,10 @@ async fn run_shard(
 
     shard.apply_metadata(metadata).await;
     if let Err(e) = crate::group::broker::start_shard(&shard).await {
-        let _ = ready.send(Err(anyhow!("shard {id}: loading {}: {e}", crate::group::OFFSETS_TOPIC)));
+        let _ = ready.send(Err(anyhow!(
+            "shard {id}: loading {}: {e}",
+            crate::group::OFFSETS_TOPIC
+        )));
         return;
     }
 

@@ -14,15 +14,22 @@ use std::rc::{Rc, Weak};
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::*;
 use strom_engine::{EngineError, LogConfig, PartitionLog};
 
-use super::codes::COORDINATOR_NOT_AVAILABLE;
+use super::codes::COORDINATOR_LOAD_IN_PROGRESS;
+
+/// The answer when the coordinator shard has no loaded coordinator (it is
+/// still starting, or stopping): retriable for every client, where
+/// NO_COORDINATOR_YET makes librdkafka's `committed()` give up.
+const NO_COORDINATOR_YET: i16 = COORDINATOR_LOAD_IN_PROGRESS;
 use super::{
-    find_coordinator, offsets_partition_for, system_clock, ClientInfo, CoordinatorNode, GroupCoordinator,
-    TopicLookup, OFFSETS_TOPIC,
+    find_coordinator, offsets_partition_for, system_clock, ClientInfo, CoordinatorNode,
+    GroupCoordinator, TopicLookup, OFFSETS_TOPIC,
 };
 use crate::api::{decode, respond, Reply, RequestContext};
 use crate::metadata::{owner_shard, partition_dir};
@@ -44,7 +51,12 @@ pub fn local() -> Option<GroupCoordinator> {
 /// (offsets expire by their own retention, as tombstones), small segments
 /// not preallocated, since most of the 50 partitions stay tiny.
 fn offsets_log_config() -> LogConfig {
-    LogConfig { segment_bytes: OFFSETS_SEGMENT_BYTES, retention_ms: -1, preallocate: false, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: OFFSETS_SEGMENT_BYTES,
+        retention_ms: -1,
+        preallocate: false,
+        ..LogConfig::default()
+    }
 }
 
 /// Opens (recovering) this shard's `__consumer_offsets` partitions, replays
@@ -60,11 +72,20 @@ pub async fn start_shard(shard: &Rc<Shard>) -> Result<(), EngineError> {
         logs.push((p, PartitionLog::open(&dir, offsets_log_config()).await?));
     }
     let owned = logs.len();
-    let coord = GroupCoordinator::new(config, logs, Rc::new(ShardTopics(Rc::downgrade(shard))), system_clock());
+    let coord = GroupCoordinator::new(
+        config,
+        logs,
+        Rc::new(ShardTopics(Rc::downgrade(shard))),
+        system_clock(),
+    );
     LOCAL.with(|c| *c.borrow_mut() = Some(coord.clone()));
     coord.load().await?;
     coord.spawn_timer().detach();
-    tracing::info!(shard = shard.id, partitions = owned, "group coordinator loaded");
+    tracing::info!(
+        shard = shard.id,
+        partitions = owned,
+        "group coordinator loaded"
+    );
     Ok(())
 }
 
@@ -81,9 +102,13 @@ struct ShardTopics(Weak<Shard>);
 
 impl TopicLookup for ShardTopics {
     fn partition_exists(&self, topic: &str, partition: i32) -> bool {
-        let Some(shard) = self.0.upgrade() else { return false };
+        let Some(shard) = self.0.upgrade() else {
+            return false;
+        };
         let meta = shard.metadata();
-        meta.topics.get(topic).is_some_and(|t| partition >= 0 && partition < t.partitions)
+        meta.topics
+            .get(topic)
+            .is_some_and(|t| partition >= 0 && partition < t.partitions)
     }
 }
 
@@ -119,7 +144,11 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
         ApiKey::FindCoordinator => match decode::<FindCoordinatorRequest>(&mut body, v) {
             Some(req) => {
                 let (host, port) = shard.config.advertised();
-                let node = CoordinatorNode { node_id: shard.config.node_id, host, port };
+                let node = CoordinatorNode {
+                    node_id: shard.config.node_id,
+                    host,
+                    port,
+                };
                 respond(ctx, &find_coordinator(&req, v, &node))
             }
             None => Reply::Close,
@@ -131,32 +160,64 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
                     client_host: String::new(),
                 };
                 let group = req.group_id.0.to_string();
-                let resp = on_coordinator(shard, &group, move |c| async move { c.join_group(req, v, &client).await }).await;
+                let resp = on_coordinator(shard, &group, move |c| async move {
+                    c.join_group(req, v, &client).await
+                })
+                .await;
                 respond(ctx, &resp.unwrap_or_else(|| join_unavailable(v)))
             }
             None => Reply::Close,
         },
-        ApiKey::SyncGroup => match decode::<SyncGroupRequest>(&mut body, v) {
-            Some(req) => {
-                let group = req.group_id.0.to_string();
-                let resp = on_coordinator(shard, &group, move |c| async move { c.sync_group(req, v).await }).await;
-                respond(ctx, &resp.unwrap_or_else(|| SyncGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE)))
+        ApiKey::SyncGroup => {
+            match decode::<SyncGroupRequest>(&mut body, v) {
+                Some(req) => {
+                    let group = req.group_id.0.to_string();
+                    let resp = on_coordinator(shard, &group, move |c| async move {
+                        c.sync_group(req, v).await
+                    })
+                    .await;
+                    respond(
+                        ctx,
+                        &resp.unwrap_or_else(|| {
+                            SyncGroupResponse::default().with_error_code(NO_COORDINATOR_YET)
+                        }),
+                    )
+                }
+                None => Reply::Close,
             }
-            None => Reply::Close,
-        },
+        }
         ApiKey::Heartbeat => match decode::<HeartbeatRequest>(&mut body, v) {
             Some(req) => {
                 let group = req.group_id.0.to_string();
-                let resp = on_coordinator(shard, &group, move |c| async move { c.heartbeat(req, v).await }).await;
-                respond(ctx, &resp.unwrap_or_else(|| HeartbeatResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE)))
+                let resp =
+                    on_coordinator(
+                        shard,
+                        &group,
+                        move |c| async move { c.heartbeat(req, v).await },
+                    )
+                    .await;
+                respond(
+                    ctx,
+                    &resp.unwrap_or_else(|| {
+                        HeartbeatResponse::default().with_error_code(NO_COORDINATOR_YET)
+                    }),
+                )
             }
             None => Reply::Close,
         },
         ApiKey::LeaveGroup => match decode::<LeaveGroupRequest>(&mut body, v) {
             Some(req) => {
                 let group = req.group_id.0.to_string();
-                let resp = on_coordinator(shard, &group, move |c| async move { c.leave_group(req, v).await }).await;
-                respond(ctx, &resp.unwrap_or_else(|| LeaveGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE)))
+                let resp = on_coordinator(shard, &group, move |c| async move {
+                    c.leave_group(req, v).await
+                })
+                .await;
+                respond(
+                    ctx,
+                    &resp.unwrap_or_else(|| {
+                        LeaveGroupResponse::default().with_error_code(NO_COORDINATOR_YET)
+                    }),
+                )
             }
             None => Reply::Close,
         },
@@ -164,7 +225,10 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
             Some(req) => {
                 let group = req.group_id.0.to_string();
                 let fallback = commit_unavailable(&req);
-                let resp = on_coordinator(shard, &group, move |c| async move { c.offset_commit(req, v).await }).await;
+                let resp = on_coordinator(shard, &group, move |c| async move {
+                    c.offset_commit(req, v).await
+                })
+                .await;
                 respond(ctx, &resp.unwrap_or(fallback))
             }
             None => Reply::Close,
@@ -176,8 +240,16 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
         ApiKey::OffsetDelete => match decode::<OffsetDeleteRequest>(&mut body, v) {
             Some(req) => {
                 let group = req.group_id.0.to_string();
-                let resp = on_coordinator(shard, &group, move |c| async move { c.offset_delete(req, v).await }).await;
-                respond(ctx, &resp.unwrap_or_else(|| OffsetDeleteResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE)))
+                let resp = on_coordinator(shard, &group, move |c| async move {
+                    c.offset_delete(req, v).await
+                })
+                .await;
+                respond(
+                    ctx,
+                    &resp.unwrap_or_else(|| {
+                        OffsetDeleteResponse::default().with_error_code(NO_COORDINATOR_YET)
+                    }),
+                )
             }
             None => Reply::Close,
         },
@@ -198,7 +270,7 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
 }
 
 fn join_unavailable(version: i16) -> JoinGroupResponse {
-    let resp = JoinGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE);
+    let resp = JoinGroupResponse::default().with_error_code(NO_COORDINATOR_YET);
     if version >= 7 {
         resp.with_protocol_name(None)
     } else {
@@ -217,10 +289,12 @@ fn commit_unavailable(req: &OffsetCommitRequest) -> OffsetCommitResponse {
                 .map(|p| {
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(COORDINATOR_NOT_AVAILABLE)
+                        .with_error_code(NO_COORDINATOR_YET)
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
@@ -230,12 +304,15 @@ fn commit_unavailable(req: &OffsetCommitRequest) -> OffsetCommitResponse {
 async fn offset_fetch(shard: &Rc<Shard>, req: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
     if v < 8 {
         let group = req.group_id.0.to_string();
-        let resp = on_coordinator(shard, &group, move |c| async move { c.offset_fetch(req, v).await }).await;
+        let resp = on_coordinator(shard, &group, move |c| async move {
+            c.offset_fetch(req, v).await
+        })
+        .await;
         return resp.unwrap_or_else(|| {
             // v1 has no top-level error code; an empty answer makes the client retry.
             let r = OffsetFetchResponse::default();
             if v >= 2 {
-                r.with_error_code(COORDINATOR_NOT_AVAILABLE)
+                r.with_error_code(NO_COORDINATOR_YET)
             } else {
                 r
             }
@@ -244,45 +321,74 @@ async fn offset_fetch(shard: &Rc<Shard>, req: OffsetFetchRequest, v: i16) -> Off
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
         let id = g.group_id.clone();
-        let one = OffsetFetchRequest::default().with_groups(vec![g]).with_require_stable(req.require_stable);
-        let resp = on_coordinator(shard, &id, move |c| async move { c.offset_fetch(one, v).await }).await;
+        let one = OffsetFetchRequest::default()
+            .with_groups(vec![g])
+            .with_require_stable(req.require_stable);
+        let resp = on_coordinator(
+            shard,
+            &id,
+            move |c| async move { c.offset_fetch(one, v).await },
+        )
+        .await;
         match resp.and_then(|r| r.groups.into_iter().next()) {
             Some(group) => groups.push(group),
             None => groups.push(
-                OffsetFetchResponseGroup::default().with_group_id(id).with_error_code(COORDINATOR_NOT_AVAILABLE),
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(NO_COORDINATOR_YET),
             ),
         }
     }
     OffsetFetchResponse::default().with_groups(groups)
 }
 
-async fn describe_groups(shard: &Rc<Shard>, req: DescribeGroupsRequest, v: i16) -> DescribeGroupsResponse {
+async fn describe_groups(
+    shard: &Rc<Shard>,
+    req: DescribeGroupsRequest,
+    v: i16,
+) -> DescribeGroupsResponse {
     let mut out = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let one = DescribeGroupsRequest::default()
             .with_groups(vec![id.clone()])
             .with_include_authorized_operations(req.include_authorized_operations);
         let key = id.0.to_string();
-        let resp = on_coordinator(shard, &key, move |c| async move { c.describe_groups(one, v).await }).await;
+        let resp = on_coordinator(shard, &key, move |c| async move {
+            c.describe_groups(one, v).await
+        })
+        .await;
         match resp.and_then(|r| r.groups.into_iter().next()) {
             Some(g) => out.push(g),
-            None => out.push(DescribedGroup::default().with_group_id(id).with_error_code(COORDINATOR_NOT_AVAILABLE)),
+            None => out.push(
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(NO_COORDINATOR_YET),
+            ),
         }
     }
     DescribeGroupsResponse::default().with_groups(out)
 }
 
-async fn delete_groups(shard: &Rc<Shard>, req: DeleteGroupsRequest, v: i16) -> DeleteGroupsResponse {
+async fn delete_groups(
+    shard: &Rc<Shard>,
+    req: DeleteGroupsRequest,
+    v: i16,
+) -> DeleteGroupsResponse {
     let mut out = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
         let one = DeleteGroupsRequest::default().with_groups_names(vec![id.clone()]);
         let key = id.0.to_string();
-        let resp = on_coordinator(shard, &key, move |c| async move { c.delete_groups(one, v).await }).await;
+        let resp = on_coordinator(shard, &key, move |c| async move {
+            c.delete_groups(one, v).await
+        })
+        .await;
         match resp.and_then(|r| r.results.into_iter().next()) {
             Some(r) => out.push(r),
-            None => {
-                out.push(DeletableGroupResult::default().with_group_id(id).with_error_code(COORDINATOR_NOT_AVAILABLE))
-            }
+            None => out.push(
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(NO_COORDINATOR_YET),
+            ),
         }
     }
     DeleteGroupsResponse::default().with_results(out)
@@ -310,9 +416,10 @@ async fn list_groups(shard: &Rc<Shard>, req: ListGroupsRequest, v: i16) -> ListG
                 }
                 out.groups.extend(r.groups);
             }
-            None => out.error_code = COORDINATOR_NOT_AVAILABLE,
+            None => out.error_code = NO_COORDINATOR_YET,
         }
     }
-    out.groups.sort_by(|a, b| a.group_id.0.as_str().cmp(b.group_id.0.as_str()));
+    out.groups
+        .sort_by(|a, b| a.group_id.0.as_str().cmp(b.group_id.0.as_str()));
     out
 }

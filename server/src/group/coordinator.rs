@@ -19,8 +19,8 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use strom_engine::PartitionLog;
@@ -129,7 +129,11 @@ impl GroupCoordinator {
         self.shutdown();
         for (p, log) in &self.inner.logs {
             if let Err(e) = log.close().await {
-                tracing::error!(partition = p, "closing {} log failed: {e}", super::OFFSETS_TOPIC);
+                tracing::error!(
+                    partition = p,
+                    "closing {} log failed: {e}",
+                    super::OFFSETS_TOPIC
+                );
             }
         }
     }
@@ -174,18 +178,29 @@ impl GroupCoordinator {
 
     // ---- JoinGroup ----------------------------------------------------
 
-    pub async fn join_group(&self, req: JoinGroupRequest, version: i16, client: &ClientInfo) -> JoinGroupResponse {
+    pub async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client: &ClientInfo,
+    ) -> JoinGroupResponse {
         let member_id = req.member_id.to_string();
         let outcome = match self.join_step(req, version, client) {
             Step::Done(outcome) => outcome,
-            Step::Wait(rx) => {
-                rx.recv().await.unwrap_or_else(|| JoinOutcome::error(COORDINATOR_NOT_AVAILABLE, &member_id))
-            }
+            Step::Wait(rx) => rx
+                .recv()
+                .await
+                .unwrap_or_else(|| JoinOutcome::error(COORDINATOR_NOT_AVAILABLE, &member_id)),
         };
         join_response(outcome, version)
     }
 
-    fn join_step(&self, req: JoinGroupRequest, version: i16, client: &ClientInfo) -> Step<JoinOutcome> {
+    fn join_step(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client: &ClientInfo,
+    ) -> Step<JoinOutcome> {
         let group_id = req.group_id.0.to_string();
         let args = JoinArgs {
             member_id: req.member_id.to_string(),
@@ -193,16 +208,26 @@ impl GroupCoordinator {
             client: client.clone(),
             session_timeout_ms: req.session_timeout_ms,
             // JoinGroup v0 has no rebalance timeout; Kafka uses the session timeout.
-            rebalance_timeout_ms: if version == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms },
+            rebalance_timeout_ms: if version == 0 {
+                req.session_timeout_ms
+            } else {
+                req.rebalance_timeout_ms
+            },
             protocol_type: req.protocol_type.to_string(),
-            protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+            protocols: req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect(),
             version,
         };
         if let Err(e) = self.check_group(&group_id, true) {
             return Step::Done(JoinOutcome::error(e, &args.member_id));
         }
         let cfg = &self.inner.config;
-        if args.session_timeout_ms < cfg.min_session_timeout_ms || args.session_timeout_ms > cfg.max_session_timeout_ms {
+        if args.session_timeout_ms < cfg.min_session_timeout_ms
+            || args.session_timeout_ms > cfg.max_session_timeout_ms
+        {
             return Step::Done(JoinOutcome::error(INVALID_SESSION_TIMEOUT, &args.member_id));
         }
         let now = self.now();
@@ -218,7 +243,10 @@ impl GroupCoordinator {
             }
         };
         if !group.supports_protocols(&args.protocol_type, &args.protocols, &args.member_id) {
-            return Step::Done(JoinOutcome::error(INCONSISTENT_GROUP_PROTOCOL, &args.member_id));
+            return Step::Done(JoinOutcome::error(
+                INCONSISTENT_GROUP_PROTOCOL,
+                &args.member_id,
+            ));
         }
         if args.member_id.is_empty() {
             self.join_unknown_member(group, args, now)
@@ -227,7 +255,12 @@ impl GroupCoordinator {
         }
     }
 
-    fn join_unknown_member(&self, group: &mut Group, args: JoinArgs, now: i64) -> Step<JoinOutcome> {
+    fn join_unknown_member(
+        &self,
+        group: &mut Group,
+        args: JoinArgs,
+        now: i64,
+    ) -> Step<JoinOutcome> {
         if let Some(instance) = &args.instance_id {
             if let Some(old_id) = group.static_members.get(instance).cloned() {
                 return self.replace_static_member(group, old_id, args, now);
@@ -236,12 +269,18 @@ impl GroupCoordinator {
         if group.members.len() + group.pending_members.len() >= self.inner.config.max_group_size {
             return Step::Done(JoinOutcome::error(GROUP_MAX_SIZE_REACHED, ""));
         }
-        let prefix = args.instance_id.as_deref().unwrap_or(&args.client.client_id).to_string();
+        let prefix = args
+            .instance_id
+            .as_deref()
+            .unwrap_or(&args.client.client_id)
+            .to_string();
         let new_id = format!("{prefix}-{}", new_uuid());
         if args.instance_id.is_none() && args.version >= 4 {
             // KIP-394: the member must come back with its id, so that a
             // client that never got this answer leaves no ghost member.
-            group.pending_members.insert(new_id.clone(), now + args.session_timeout_ms as i64);
+            group
+                .pending_members
+                .insert(new_id.clone(), now + args.session_timeout_ms as i64);
             return Step::Done(JoinOutcome::error(MEMBER_ID_REQUIRED, &new_id));
         }
         let member = args.into_member(new_id, now);
@@ -265,12 +304,18 @@ impl GroupCoordinator {
         member.last_heartbeat_ms = now;
         let unchanged = member.same_protocols(&args.protocols);
         match state {
-            GroupState::Empty | GroupState::Dead => Step::Done(JoinOutcome::error(UNKNOWN_MEMBER_ID, &member_id)),
+            GroupState::Empty | GroupState::Dead => {
+                Step::Done(JoinOutcome::error(UNKNOWN_MEMBER_ID, &member_id))
+            }
             GroupState::CompletingRebalance if unchanged => {
                 Step::Done(current_generation(group, &member_id, false))
             }
-            GroupState::Stable if unchanged && !is_leader => Step::Done(current_generation(group, &member_id, false)),
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance | GroupState::Stable => {
+            GroupState::Stable if unchanged && !is_leader => {
+                Step::Done(current_generation(group, &member_id, false))
+            }
+            GroupState::PreparingRebalance
+            | GroupState::CompletingRebalance
+            | GroupState::Stable => {
                 update_member(member, args);
                 let (tx, rx) = local_channel::new_bounded(1);
                 member.join_waiter = Some(tx);
@@ -286,7 +331,13 @@ impl GroupCoordinator {
     /// A static member restarted: it takes its old slot under a new member
     /// id, fencing the old id. In a stable group with the same protocols no
     /// rebalance is needed.
-    fn replace_static_member(&self, group: &mut Group, old_id: String, args: JoinArgs, now: i64) -> Step<JoinOutcome> {
+    fn replace_static_member(
+        &self,
+        group: &mut Group,
+        old_id: String,
+        args: JoinArgs,
+        now: i64,
+    ) -> Step<JoinOutcome> {
         let Some(mut old) = group.members.shift_remove(&old_id) else {
             group.static_members.retain(|_, id| *id != old_id);
             return Step::Done(JoinOutcome::error(UNKNOWN_MEMBER_ID, ""));
@@ -307,7 +358,11 @@ impl GroupCoordinator {
         match group.state {
             GroupState::Stable if unchanged => {
                 group.members.insert(new_id.clone(), member);
-                Step::Done(current_generation(group, &new_id, was_leader && version >= 9))
+                Step::Done(current_generation(
+                    group,
+                    &new_id,
+                    was_leader && version >= 9,
+                ))
             }
             _ => {
                 let (tx, rx) = local_channel::new_bounded(1);
@@ -322,7 +377,12 @@ impl GroupCoordinator {
         }
     }
 
-    fn add_member_and_rebalance(&self, group: &mut Group, mut member: Member, now: i64) -> Step<JoinOutcome> {
+    fn add_member_and_rebalance(
+        &self,
+        group: &mut Group,
+        mut member: Member,
+        now: i64,
+    ) -> Step<JoinOutcome> {
         let (tx, rx) = local_channel::new_bounded(1);
         member.join_waiter = Some(tx);
         group.pending_members.remove(&member.id);
@@ -333,7 +393,9 @@ impl GroupCoordinator {
             group.leader = Some(member.id.clone());
         }
         if let Some(instance) = &member.instance_id {
-            group.static_members.insert(instance.clone(), member.id.clone());
+            group
+                .static_members
+                .insert(instance.clone(), member.id.clone());
         }
         group.members.insert(member.id.clone(), member);
         match group.state {
@@ -362,7 +424,8 @@ impl GroupCoordinator {
         }
         let timeout_ms = group.max_rebalance_timeout_ms();
         let delay_ms = self.inner.config.initial_rebalance_delay_ms;
-        let initial = (group.state == GroupState::Empty && delay_ms > 0).then(|| now + delay_ms.min(timeout_ms));
+        let initial = (group.state == GroupState::Empty && delay_ms > 0)
+            .then(|| now + delay_ms.min(timeout_ms));
         group.rebalance = Some(Rebalance {
             deadline_ms: now + timeout_ms,
             initial_delay_until_ms: initial,
@@ -390,7 +453,12 @@ impl GroupCoordinator {
     /// generation advances, the leader gets everyone's metadata.
     fn complete_join(&self, group: &mut Group, now: i64) {
         assert_eq!(group.state, GroupState::PreparingRebalance);
-        let gone: Vec<String> = group.members.values().filter(|m| !m.is_awaiting_join()).map(|m| m.id.clone()).collect();
+        let gone: Vec<String> = group
+            .members
+            .values()
+            .filter(|m| !m.is_awaiting_join())
+            .map(|m| m.id.clone())
+            .collect();
         for id in gone {
             tracing::info!(group = %group.id, member = %id, "member did not rejoin in time");
             if let Some(mut m) = group.remove_member(&id) {
@@ -406,15 +474,27 @@ impl GroupCoordinator {
             return;
         }
         group.protocol_name = group.select_protocol();
-        let leader_ok = group.leader.as_ref().is_some_and(|l| group.members.contains_key(l));
+        let leader_ok = group
+            .leader
+            .as_ref()
+            .is_some_and(|l| group.members.contains_key(l));
         if !leader_ok {
             group.leader = group.members.keys().next().cloned();
         }
         group.transition(GroupState::CompletingRebalance, now);
         tracing::info!(group = %group.id, generation = group.generation, members = group.members.len(), "rebalance joined");
         let protocol = group.protocol_name.clone().unwrap_or_default();
-        let all: Vec<(String, Option<String>, Bytes)> =
-            group.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(&protocol))).collect();
+        let all: Vec<(String, Option<String>, Bytes)> = group
+            .members
+            .values()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata_for(&protocol),
+                )
+            })
+            .collect();
         let leader = group.leader.clone().unwrap_or_default();
         for m in group.members.values_mut() {
             m.assignment = Bytes::new();
@@ -426,7 +506,11 @@ impl GroupCoordinator {
                 protocol_name: group.protocol_name.clone(),
                 leader: leader.clone(),
                 member_id: m.id.clone(),
-                members: if m.id == leader { all.clone() } else { Vec::new() },
+                members: if m.id == leader {
+                    all.clone()
+                } else {
+                    Vec::new()
+                },
                 skip_assignment: false,
             };
             m.answer_join(outcome);
@@ -450,9 +534,14 @@ impl GroupCoordinator {
     pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
         let outcome = match self.sync_step(&req, version) {
             Step::Done(outcome) => outcome,
-            Step::Wait(rx) => rx.recv().await.unwrap_or_else(|| SyncOutcome::error(REBALANCE_IN_PROGRESS)),
+            Step::Wait(rx) => rx
+                .recv()
+                .await
+                .unwrap_or_else(|| SyncOutcome::error(REBALANCE_IN_PROGRESS)),
         };
-        let mut resp = SyncGroupResponse::default().with_error_code(outcome.error).with_assignment(outcome.assignment);
+        let mut resp = SyncGroupResponse::default()
+            .with_error_code(outcome.error)
+            .with_assignment(outcome.assignment);
         if version >= 5 {
             resp = resp
                 .with_protocol_type(outcome.protocol_type.map(StrBytes::from_string))
@@ -472,12 +561,23 @@ impl GroupCoordinator {
             return Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID));
         };
         let member_id = req.member_id.as_str();
-        if let Err(e) = check_member(group, member_id, req.group_instance_id.as_deref(), req.generation_id) {
+        if let Err(e) = check_member(
+            group,
+            member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        ) {
             return Step::Done(SyncOutcome::error(e));
         }
         if version >= 5 {
-            let type_ok = req.protocol_type.as_ref().is_none_or(|t| group.protocol_type.as_deref() == Some(t.as_str()));
-            let name_ok = req.protocol_name.as_ref().is_none_or(|n| group.protocol_name.as_deref() == Some(n.as_str()));
+            let type_ok = req
+                .protocol_type
+                .as_ref()
+                .is_none_or(|t| group.protocol_type.as_deref() == Some(t.as_str()));
+            let name_ok = req
+                .protocol_name
+                .as_ref()
+                .is_none_or(|n| group.protocol_name.as_deref() == Some(n.as_str()));
             if !type_ok || !name_ok {
                 return Step::Done(SyncOutcome::error(INCONSISTENT_GROUP_PROTOCOL));
             }
@@ -489,10 +589,16 @@ impl GroupCoordinator {
             assignment,
         };
         match group.state {
-            GroupState::Empty | GroupState::Dead => Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID)),
+            GroupState::Empty | GroupState::Dead => {
+                Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID))
+            }
             GroupState::PreparingRebalance => Step::Done(SyncOutcome::error(REBALANCE_IN_PROGRESS)),
             GroupState::Stable => {
-                let assignment = group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
+                let assignment = group
+                    .members
+                    .get(member_id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
                 let outcome = ok(assignment);
                 if let Some(m) = group.members.get_mut(member_id) {
                     m.last_heartbeat_ms = now;
@@ -507,12 +613,18 @@ impl GroupCoordinator {
                     m.sync_waiter = Some(tx);
                 }
                 if is_leader {
-                    let mut assignments: HashMap<&str, &Bytes> =
-                        req.assignments.iter().map(|a| (a.member_id.as_str(), &a.assignment)).collect();
+                    let mut assignments: HashMap<&str, &Bytes> = req
+                        .assignments
+                        .iter()
+                        .map(|a| (a.member_id.as_str(), &a.assignment))
+                        .collect();
                     let protocol_type = group.protocol_type.clone();
                     let protocol_name = group.protocol_name.clone();
                     for m in group.members.values_mut() {
-                        m.assignment = assignments.remove(m.id.as_str()).cloned().unwrap_or_default();
+                        m.assignment = assignments
+                            .remove(m.id.as_str())
+                            .cloned()
+                            .unwrap_or_default();
                         let outcome = SyncOutcome {
                             error: NONE,
                             protocol_type: protocol_type.clone(),
@@ -542,9 +654,16 @@ impl GroupCoordinator {
         }
         let now = self.now();
         let mut groups = self.inner.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id) else { return UNKNOWN_MEMBER_ID };
+        let Some(group) = groups.get_mut(group_id) else {
+            return UNKNOWN_MEMBER_ID;
+        };
         let member_id = req.member_id.as_str();
-        if let Err(e) = check_member(group, member_id, req.group_instance_id.as_deref(), req.generation_id) {
+        if let Err(e) = check_member(
+            group,
+            member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        ) {
             return e;
         }
         let state = group.state;
@@ -564,11 +683,23 @@ impl GroupCoordinator {
         let leaving: Vec<(String, Option<String>)> = if version <= 2 {
             vec![(req.member_id.to_string(), None)]
         } else {
-            req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+            req.members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.group_instance_id.as_ref().map(|s| s.to_string()),
+                    )
+                })
+                .collect()
         };
         let (top, results) = self.leave_members(req.group_id.0.as_str(), &leaving);
         if version <= 2 {
-            let error = if top != NONE { top } else { results.first().copied().unwrap_or(NONE) };
+            let error = if top != NONE {
+                top
+            } else {
+                results.first().copied().unwrap_or(NONE)
+            };
             return LeaveGroupResponse::default().with_error_code(error);
         }
         if top != NONE {
@@ -587,7 +718,11 @@ impl GroupCoordinator {
         LeaveGroupResponse::default().with_members(members)
     }
 
-    fn leave_members(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> (i16, Vec<i16>) {
+    fn leave_members(
+        &self,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> (i16, Vec<i16>) {
         if let Err(e) = self.check_group(group_id, true) {
             return (e, Vec::new());
         }
@@ -666,7 +801,9 @@ impl GroupCoordinator {
             .members
             .values()
             .filter(|m| {
-                !m.is_awaiting_join() && m.sync_waiter.is_none() && now >= m.last_heartbeat_ms + m.session_timeout_ms as i64
+                !m.is_awaiting_join()
+                    && m.sync_waiter.is_none()
+                    && now >= m.last_heartbeat_ms + m.session_timeout_ms as i64
             })
             .map(|m| m.id.clone())
             .collect();
@@ -682,7 +819,9 @@ impl GroupCoordinator {
             self.maybe_complete_join(group, now);
         }
         if group.state == GroupState::PreparingRebalance {
-            let Some(r) = group.rebalance.as_mut() else { return };
+            let Some(r) = group.rebalance.as_mut() else {
+                return;
+            };
             if r.initial_delay_until_ms.is_some_and(|until| now >= until) {
                 r.initial_delay_until_ms = None;
             }
@@ -701,7 +840,17 @@ fn current_generation(group: &Group, member_id: &str, skip_assignment: bool) -> 
     let leader = group.leader.clone().unwrap_or_default();
     let protocol = group.protocol_name.clone().unwrap_or_default();
     let members = if leader == member_id {
-        group.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(&protocol))).collect()
+        group
+            .members
+            .values()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata_for(&protocol),
+                )
+            })
+            .collect()
     } else {
         Vec::new()
     };
@@ -739,9 +888,18 @@ fn check_static(group: &Group, member_id: &str, instance_id: Option<&str>) -> Re
 }
 
 /// Kafka's order of checks for SyncGroup, Heartbeat and OffsetCommit.
-pub(super) fn check_member(group: &Group, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), i16> {
+pub(super) fn check_member(
+    group: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation: i32,
+) -> Result<(), i16> {
     if let Some(instance) = instance_id {
-        if group.static_members.get(instance).is_some_and(|id| id != member_id) {
+        if group
+            .static_members
+            .get(instance)
+            .is_some_and(|id| id != member_id)
+        {
             return Err(FENCED_INSTANCE_ID);
         }
     }
@@ -761,7 +919,11 @@ fn join_response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
         .map(|(id, instance, metadata)| {
             JoinGroupResponseMember::default()
                 .with_member_id(StrBytes::from_string(id))
-                .with_group_instance_id(if version >= 5 { instance.map(StrBytes::from_string) } else { None })
+                .with_group_instance_id(if version >= 5 {
+                    instance.map(StrBytes::from_string)
+                } else {
+                    None
+                })
                 .with_metadata(metadata)
         })
         .collect();
@@ -774,7 +936,11 @@ fn join_response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(o.error)
         .with_generation_id(o.generation)
-        .with_protocol_type(if version >= 7 { o.protocol_type.map(StrBytes::from_string) } else { None })
+        .with_protocol_type(if version >= 7 {
+            o.protocol_type.map(StrBytes::from_string)
+        } else {
+            None
+        })
         .with_protocol_name(protocol_name)
         .with_leader(StrBytes::from_string(o.leader))
         .with_skip_assignment(version >= 9 && o.skip_assignment)
@@ -786,5 +952,12 @@ fn join_response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
 fn new_uuid() -> String {
     let v: u128 = rand::random();
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

@@ -19,7 +19,11 @@ pub struct CoordinatorNode {
 }
 
 /// Answers v0..v3 (one `key`) and v4+ (batched `coordinator_keys`).
-pub fn find_coordinator(req: &FindCoordinatorRequest, version: i16, node: &CoordinatorNode) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    req: &FindCoordinatorRequest,
+    version: i16,
+    node: &CoordinatorNode,
+) -> FindCoordinatorResponse {
     let error = match req.key_type {
         KEY_TYPE_GROUP => NONE,
         // No transaction coordinator yet: retriable, so a transactional
@@ -27,15 +31,21 @@ pub fn find_coordinator(req: &FindCoordinatorRequest, version: i16, node: &Coord
         KEY_TYPE_TRANSACTION => COORDINATOR_NOT_AVAILABLE,
         _ => INVALID_REQUEST,
     };
-    let message = |e: i16| (e != NONE).then(|| StrBytes::from_static_str("no coordinator for this key type"));
+    let message =
+        |e: i16| (e != NONE).then(|| StrBytes::from_static_str("no coordinator for this key type"));
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
             .map(|key| {
-                let c = Coordinator::default().with_key(key.clone()).with_error_code(error).with_error_message(message(error));
+                let c = Coordinator::default()
+                    .with_key(key.clone())
+                    .with_error_code(error)
+                    .with_error_message(message(error));
                 if error == NONE {
-                    c.with_node_id(BrokerId(node.node_id)).with_host(StrBytes::from_string(node.host.clone())).with_port(node.port)
+                    c.with_node_id(BrokerId(node.node_id))
+                        .with_host(StrBytes::from_string(node.host.clone()))
+                        .with_port(node.port)
                 } else {
                     c.with_node_id(BrokerId(-1)).with_port(-1)
                 }
@@ -44,9 +54,15 @@ pub fn find_coordinator(req: &FindCoordinatorRequest, version: i16, node: &Coord
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let resp = FindCoordinatorResponse::default().with_error_code(error);
-    let resp = if version >= 1 { resp.with_error_message(message(error)) } else { resp };
+    let resp = if version >= 1 {
+        resp.with_error_message(message(error))
+    } else {
+        resp
+    };
     if error == NONE {
-        resp.with_node_id(BrokerId(node.node_id)).with_host(StrBytes::from_string(node.host.clone())).with_port(node.port)
+        resp.with_node_id(BrokerId(node.node_id))
+            .with_host(StrBytes::from_string(node.host.clone()))
+            .with_port(node.port)
     } else {
         resp.with_node_id(BrokerId(-1)).with_port(-1)
     }

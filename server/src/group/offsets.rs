@@ -11,16 +11,20 @@ use std::collections::{BTreeMap, HashMap};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use strom_engine::{Durability, EngineError};
@@ -54,15 +58,26 @@ impl GroupCoordinator {
             while offset < log.log_end_offset() {
                 let read = log.read(offset, LOAD_READ_BYTES).await?;
                 let mut recs = Vec::new();
-                let next = records::parse_batches(&read.batches, offset, &mut recs)
-                    .map_err(|e| EngineError::Corrupt(format!("{OFFSETS_TOPIC}-{partition} at {offset}: {e}")))?;
+                let next =
+                    records::parse_batches(&read.batches, offset, &mut recs).map_err(|e| {
+                        EngineError::Corrupt(format!(
+                            "{OFFSETS_TOPIC}-{partition} at {offset}: {e}"
+                        ))
+                    })?;
                 if next <= offset {
                     break;
                 }
                 offset = next;
                 let mut groups = self.inner.groups.borrow_mut();
                 for rec in recs {
-                    let OffsetRecord::Offset { key, value, log_offset } = rec else { continue };
+                    let OffsetRecord::Offset {
+                        key,
+                        value,
+                        log_offset,
+                    } = rec
+                    else {
+                        continue;
+                    };
                     if offsets_partition_for(&key.group, n) != partition {
                         tracing::warn!(group = %key.group, partition, "offset record in the wrong partition, skipped");
                         continue;
@@ -71,7 +86,11 @@ impl GroupCoordinator {
                     apply_record(&mut groups, key, value, log_offset, now);
                 }
             }
-            tracing::debug!(partition, records = loaded, "loaded __consumer_offsets partition");
+            tracing::debug!(
+                partition,
+                records = loaded,
+                "loaded __consumer_offsets partition"
+            );
         }
         let mut groups = self.inner.groups.borrow_mut();
         // Groups whose offsets were all deleted are gone.
@@ -87,11 +106,16 @@ impl GroupCoordinator {
 
     async fn append(&self, group_id: &str, records: &[RecordPair], now: i64) -> Result<i64, i16> {
         let p = offsets_partition_for(group_id, self.inner.config.offsets_topic_num_partitions);
-        let Some(log) = self.inner.logs.get(&p) else { return Err(NOT_COORDINATOR) };
+        let Some(log) = self.inner.logs.get(&p) else {
+            return Err(NOT_COORDINATOR);
+        };
         let bytes = records::build_batches(records, now);
         match log.append(&bytes, Durability::Synced, now).await {
             Ok(info) => {
-                assert_eq!(info.last_offset - info.base_offset + 1, records.len() as i64);
+                assert_eq!(
+                    info.last_offset - info.base_offset + 1,
+                    records.len() as i64
+                );
                 Ok(info.base_offset)
             }
             Err(e) => {
@@ -108,12 +132,26 @@ impl GroupCoordinator {
 
     // ---- OffsetCommit -------------------------------------------------
 
-    pub async fn offset_commit(&self, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+    pub async fn offset_commit(
+        &self,
+        req: OffsetCommitRequest,
+        version: i16,
+    ) -> OffsetCommitResponse {
         let group_id = req.group_id.0.to_string();
         let now = self.now();
-        let instance_id = if version >= 7 { req.group_instance_id.as_deref() } else { None };
+        let instance_id = if version >= 7 {
+            req.group_instance_id.as_deref()
+        } else {
+            None
+        };
         let status = self.check_group(&group_id, false).and_then(|_| {
-            self.validate_commit(&group_id, req.generation_id_or_member_epoch, &req.member_id, instance_id, now)
+            self.validate_commit(
+                &group_id,
+                req.generation_id_or_member_epoch,
+                &req.member_id,
+                instance_id,
+                now,
+            )
         });
         let max_metadata = self.inner.config.offset_metadata_max_bytes;
         let mut errors: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
@@ -124,7 +162,12 @@ impl GroupCoordinator {
                 let metadata = p.committed_metadata.as_deref().unwrap_or("");
                 let error = match status {
                     Err(e) => e,
-                    Ok(()) if !self.inner.topics.partition_exists(&topic.name, p.partition_index) => {
+                    Ok(())
+                        if !self
+                            .inner
+                            .topics
+                            .partition_exists(&topic.name, p.partition_index) =>
+                    {
                         UNKNOWN_TOPIC_OR_PARTITION
                     }
                     Ok(()) if metadata.len() > max_metadata => OFFSET_METADATA_TOO_LARGE,
@@ -136,7 +179,11 @@ impl GroupCoordinator {
                         };
                         let value = OffsetValue {
                             offset: p.committed_offset,
-                            leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+                            leader_epoch: if version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
                             metadata: metadata.to_string(),
                             commit_timestamp_ms: now,
                         };
@@ -149,8 +196,10 @@ impl GroupCoordinator {
             errors.push(row);
         }
         if !pending.is_empty() {
-            let recs: Vec<RecordPair> =
-                pending.iter().map(|(_, _, k, v)| (records::encode_key(k), Some(records::encode_value(v)))).collect();
+            let recs: Vec<RecordPair> = pending
+                .iter()
+                .map(|(_, _, k, v)| (records::encode_key(k), Some(records::encode_value(v))))
+                .collect();
             match self.append(&group_id, &recs, now).await {
                 Ok(base) => {
                     let mut groups = self.inner.groups.borrow_mut();
@@ -175,10 +224,14 @@ impl GroupCoordinator {
                     .iter()
                     .zip(row)
                     .map(|(p, e)| {
-                        OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(e)
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(e)
                     })
                     .collect();
-                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
             })
             .collect();
         OffsetCommitResponse::default().with_topics(topics)
@@ -229,7 +282,9 @@ impl GroupCoordinator {
                 .iter()
                 .map(|g| {
                     let wanted = g.topics.as_ref().map(|ts| {
-                        ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect::<Vec<_>>()
+                        ts.iter()
+                            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                            .collect::<Vec<_>>()
                     });
                     let (error, topics) = self.fetch_group(&g.group_id, wanted);
                     let topics = topics
@@ -251,20 +306,28 @@ impl GroupCoordinator {
                                 .with_partitions(partitions)
                         })
                         .collect();
-                    OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(topics).with_error_code(error)
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_topics(topics)
+                        .with_error_code(error)
                 })
                 .collect();
             return OffsetFetchResponse::default().with_groups(groups);
         }
-        let wanted = req
-            .topics
-            .as_ref()
-            .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect::<Vec<_>>());
+        let wanted = req.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                .collect::<Vec<_>>()
+        });
         let (error, mut topics) = self.fetch_group(&req.group_id, wanted.clone());
         // v1 has no top-level error: the error goes into every partition.
         let partition_error = if version < 2 { error } else { NONE };
         if error != NONE && version < 2 {
-            topics = wanted.unwrap_or_default().into_iter().map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect())).collect();
+            topics = wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect()))
+                .collect();
         }
         let topics = topics
             .into_iter()
@@ -281,20 +344,29 @@ impl GroupCoordinator {
                             .with_error_code(partition_error)
                     })
                     .collect();
-                OffsetFetchResponseTopic::default().with_name(TopicName(StrBytes::from_string(name))).with_partitions(partitions)
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions)
             })
             .collect();
-        OffsetFetchResponse::default().with_topics(topics).with_error_code(if version >= 2 { error } else { NONE })
+        OffsetFetchResponse::default()
+            .with_topics(topics)
+            .with_error_code(if version >= 2 { error } else { NONE })
     }
 
     /// The committed offsets of `wanted` (all of the group's when `None`).
-    fn fetch_group(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> (i16, FetchedTopics) {
+    fn fetch_group(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> (i16, FetchedTopics) {
         if let Err(e) = self.check_group(group_id, false) {
             return (e, Vec::new());
         }
         let groups = self.inner.groups.borrow();
         let group = groups.get(group_id);
-        let lookup = |t: &str, p: i32| group.and_then(|g| g.offsets.get(&(t.to_string(), p)).cloned());
+        let lookup =
+            |t: &str, p: i32| group.and_then(|g| g.offsets.get(&(t.to_string(), p)).cloned());
         let topics = match wanted {
             Some(wanted) => wanted
                 .into_iter()
@@ -306,7 +378,10 @@ impl GroupCoordinator {
             None => {
                 let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
                 for ((t, p), c) in group.map(|g| g.offsets.iter()).into_iter().flatten() {
-                    by_topic.entry(t.clone()).or_default().push((*p, Some(c.clone())));
+                    by_topic
+                        .entry(t.clone())
+                        .or_default()
+                        .push((*p, Some(c.clone())));
                 }
                 by_topic.into_iter().collect()
             }
@@ -316,7 +391,11 @@ impl GroupCoordinator {
 
     // ---- OffsetDelete -------------------------------------------------
 
-    pub async fn offset_delete(&self, req: OffsetDeleteRequest, _version: i16) -> OffsetDeleteResponse {
+    pub async fn offset_delete(
+        &self,
+        req: OffsetDeleteRequest,
+        _version: i16,
+    ) -> OffsetDeleteResponse {
         let group_id = req.group_id.0.to_string();
         let now = self.now();
         let fail = |e: i16| OffsetDeleteResponse::default().with_error_code(e);
@@ -327,22 +406,33 @@ impl GroupCoordinator {
         let mut doomed: Vec<(String, i32)> = Vec::new();
         {
             let groups = self.inner.groups.borrow();
-            let Some(group) = groups.get(&group_id) else { return fail(GROUP_ID_NOT_FOUND) };
+            let Some(group) = groups.get(&group_id) else {
+                return fail(GROUP_ID_NOT_FOUND);
+            };
             let subscribed = if group.state == GroupState::Empty {
                 Some(Vec::new())
             } else {
                 group.subscribed_topics()
             };
-            let Some(subscribed) = subscribed else { return fail(NON_EMPTY_GROUP) };
+            let Some(subscribed) = subscribed else {
+                return fail(NON_EMPTY_GROUP);
+            };
             for t in &req.topics {
                 let mut row = Vec::new();
                 for p in &t.partitions {
-                    let error = if !self.inner.topics.partition_exists(&t.name, p.partition_index) {
+                    let error = if !self
+                        .inner
+                        .topics
+                        .partition_exists(&t.name, p.partition_index)
+                    {
                         UNKNOWN_TOPIC_OR_PARTITION
                     } else if subscribed.iter().any(|s| s == t.name.as_str()) {
                         GROUP_SUBSCRIBED_TO_TOPIC
                     } else {
-                        if group.offsets.contains_key(&(t.name.to_string(), p.partition_index)) {
+                        if group
+                            .offsets
+                            .contains_key(&(t.name.to_string(), p.partition_index))
+                        {
                             doomed.push((t.name.to_string(), p.partition_index));
                         }
                         NONE
@@ -369,31 +459,48 @@ impl GroupCoordinator {
                     .iter()
                     .zip(row)
                     .map(|(p, e)| {
-                        OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(e)
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(e)
                     })
                     .collect();
-                OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
             })
             .collect();
         OffsetDeleteResponse::default().with_topics(topics)
     }
 
     /// Writes tombstones for `doomed` and then forgets them.
-    async fn delete_offsets(&self, group_id: &str, doomed: Vec<(String, i32)>, now: i64) -> Result<(), i16> {
+    async fn delete_offsets(
+        &self,
+        group_id: &str,
+        doomed: Vec<(String, i32)>,
+        now: i64,
+    ) -> Result<(), i16> {
         if doomed.is_empty() {
             return Ok(());
         }
         let recs: Vec<RecordPair> = doomed
             .iter()
             .map(|(t, p)| {
-                let key = OffsetKey { group: group_id.to_string(), topic: t.clone(), partition: *p };
+                let key = OffsetKey {
+                    group: group_id.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                };
                 (records::encode_key(&key), None)
             })
             .collect();
         let base = self.append(group_id, &recs, now).await?;
         let mut groups = self.inner.groups.borrow_mut();
         for (i, (topic, partition)) in doomed.into_iter().enumerate() {
-            let key = OffsetKey { group: group_id.to_string(), topic, partition };
+            let key = OffsetKey {
+                group: group_id.to_string(),
+                topic,
+                partition,
+            };
             apply_record(&mut groups, key, None, base + i as i64, now);
         }
         Ok(())
@@ -401,11 +508,19 @@ impl GroupCoordinator {
 
     // ---- DeleteGroups -------------------------------------------------
 
-    pub async fn delete_groups(&self, req: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
+    pub async fn delete_groups(
+        &self,
+        req: DeleteGroupsRequest,
+        _version: i16,
+    ) -> DeleteGroupsResponse {
         let mut results = Vec::with_capacity(req.groups_names.len());
         for name in &req.groups_names {
             let error = self.delete_group(name.0.as_str()).await;
-            results.push(DeletableGroupResult::default().with_group_id(name.clone()).with_error_code(error));
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(name.clone())
+                    .with_error_code(error),
+            );
         }
         DeleteGroupsResponse::default().with_results(results)
     }
@@ -417,7 +532,9 @@ impl GroupCoordinator {
         let now = self.now();
         let doomed: Vec<(String, i32)> = {
             let groups = self.inner.groups.borrow();
-            let Some(group) = groups.get(group_id) else { return GROUP_ID_NOT_FOUND };
+            let Some(group) = groups.get(group_id) else {
+                return GROUP_ID_NOT_FOUND;
+            };
             if group.state != GroupState::Empty || !group.members.is_empty() {
                 return NON_EMPTY_GROUP;
             }
@@ -427,7 +544,10 @@ impl GroupCoordinator {
             return e;
         }
         let mut groups = self.inner.groups.borrow_mut();
-        if groups.get(group_id).is_some_and(|g| g.state == GroupState::Empty && g.offsets.is_empty()) {
+        if groups
+            .get(group_id)
+            .is_some_and(|g| g.state == GroupState::Empty && g.offsets.is_empty())
+        {
             groups.remove(group_id);
         }
         tracing::info!(group = group_id, "group deleted");
@@ -453,7 +573,9 @@ impl GroupCoordinator {
             .map(|g| {
                 let mut l = ListedGroup::default()
                     .with_group_id(GroupId(StrBytes::from_string(g.id.clone())))
-                    .with_protocol_type(StrBytes::from_string(g.protocol_type.clone().unwrap_or_default()));
+                    .with_protocol_type(StrBytes::from_string(
+                        g.protocol_type.clone().unwrap_or_default(),
+                    ));
                 if version >= 4 {
                     l = l.with_group_state(StrBytes::from_static_str(g.state.name()));
                 }
@@ -467,8 +589,16 @@ impl GroupCoordinator {
         ListGroupsResponse::default().with_groups(listed)
     }
 
-    pub async fn describe_groups(&self, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
-        let groups = req.groups.iter().map(|id| self.describe_group(id, version)).collect();
+    pub async fn describe_groups(
+        &self,
+        req: DescribeGroupsRequest,
+        version: i16,
+    ) -> DescribeGroupsResponse {
+        let groups = req
+            .groups
+            .iter()
+            .map(|id| self.describe_group(id, version))
+            .collect();
         DescribeGroupsResponse::default().with_groups(groups)
     }
 
@@ -481,10 +611,18 @@ impl GroupCoordinator {
         let Some(group) = groups.get(id.0.as_str()) else {
             // Before v6 an unknown group is described as Dead, without error.
             let out = out.with_group_state(StrBytes::from_static_str("Dead"));
-            return if version >= 6 { out.with_error_code(GROUP_ID_NOT_FOUND) } else { out };
+            return if version >= 6 {
+                out.with_error_code(GROUP_ID_NOT_FOUND)
+            } else {
+                out
+            };
         };
         let stable = group.state == GroupState::Stable;
-        let protocol = if stable { group.protocol_name.clone().unwrap_or_default() } else { String::new() };
+        let protocol = if stable {
+            group.protocol_name.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
         let members = group
             .members
             .values()
@@ -497,13 +635,17 @@ impl GroupCoordinator {
                     d = d.with_group_instance_id(m.instance_id.clone().map(StrBytes::from_string));
                 }
                 if stable {
-                    d = d.with_member_metadata(m.metadata_for(&protocol)).with_member_assignment(m.assignment.clone());
+                    d = d
+                        .with_member_metadata(m.metadata_for(&protocol))
+                        .with_member_assignment(m.assignment.clone());
                 }
                 d
             })
             .collect();
         out.with_group_state(StrBytes::from_static_str(group.state.name()))
-            .with_protocol_type(StrBytes::from_string(group.protocol_type.clone().unwrap_or_default()))
+            .with_protocol_type(StrBytes::from_string(
+                group.protocol_type.clone().unwrap_or_default(),
+            ))
             .with_protocol_data(StrBytes::from_string(protocol))
             .with_members(members)
     }
@@ -524,7 +666,9 @@ impl GroupCoordinator {
                         .offsets
                         .iter()
                         .filter(|(_, c)| {
-                            let since = g.empty_since_ms.map_or(c.commit_timestamp_ms, |e| e.max(c.commit_timestamp_ms));
+                            let since = g
+                                .empty_since_ms
+                                .map_or(c.commit_timestamp_ms, |e| e.max(c.commit_timestamp_ms));
                             now >= since.saturating_add(retention)
                         })
                         .map(|(k, _)| k.clone())
@@ -557,8 +701,14 @@ fn apply_record(
     let tp = (key.topic, key.partition);
     match value {
         Some(v) => {
-            let group = groups.entry(key.group.clone()).or_insert_with(|| Group::new(&key.group, now));
-            if group.offsets.get(&tp).is_some_and(|c| c.log_offset > log_offset) {
+            let group = groups
+                .entry(key.group.clone())
+                .or_insert_with(|| Group::new(&key.group, now));
+            if group
+                .offsets
+                .get(&tp)
+                .is_some_and(|c| c.log_offset > log_offset)
+            {
                 return;
             }
             group.offsets.insert(
@@ -574,7 +724,11 @@ fn apply_record(
         }
         None => {
             if let Some(group) = groups.get_mut(&key.group) {
-                if group.offsets.get(&tp).is_some_and(|c| c.log_offset < log_offset) {
+                if group
+                    .offsets
+                    .get(&tp)
+                    .is_some_and(|c| c.log_offset < log_offset)
+                {
                     group.offsets.remove(&tp);
                 }
             }
@@ -584,5 +738,11 @@ fn apply_record(
 
 /// Kafka's answer for a partition without a committed offset.
 fn committed_or_none(c: Option<Committed>) -> Committed {
-    c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: -1, log_offset: -1 })
+    c.unwrap_or(Committed {
+        offset: -1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: -1,
+        log_offset: -1,
+    })
 }

@@ -56,7 +56,11 @@ pub struct OffsetValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetRecord {
     /// An offset commit (`Some`) or its tombstone (`None`), at `log_offset`.
-    Offset { key: OffsetKey, value: Option<OffsetValue>, log_offset: i64 },
+    Offset {
+        key: OffsetKey,
+        value: Option<OffsetValue>,
+        log_offset: i64,
+    },
     /// A record this coordinator does not interpret (group metadata, newer
     /// key versions).
     Other,
@@ -103,7 +107,11 @@ pub fn decode_key(buf: &[u8]) -> Result<Option<OffsetKey>, RecordError> {
     let group = r.string()?;
     let topic = r.string()?;
     let partition = r.i32()?;
-    Ok(Some(OffsetKey { group, topic, partition }))
+    Ok(Some(OffsetKey {
+        group,
+        topic,
+        partition,
+    }))
 }
 
 pub fn decode_value(buf: &[u8]) -> Result<OffsetValue, RecordError> {
@@ -126,7 +134,12 @@ pub fn decode_value(buf: &[u8]) -> Result<OffsetValue, RecordError> {
         }
         v => return Err(RecordError::ValueVersion(v)),
     };
-    Ok(OffsetValue { offset, leader_epoch, metadata, commit_timestamp_ms })
+    Ok(OffsetValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+    })
 }
 
 /// Builds RecordBatch v2 bytes (one or more concatenated batches, each at
@@ -210,16 +223,23 @@ pub fn parse_batches(
         }
         next = next.max(h.last_offset() + 1);
         if h.attributes & 0x7 != 0 || h.is_control() {
-            tracing::warn!(base_offset = h.base_offset, "skipping compressed or control batch in __consumer_offsets");
+            tracing::warn!(
+                base_offset = h.base_offset,
+                "skipping compressed or control batch in __consumer_offsets"
+            );
             continue;
         }
-        let mut r = Reader { buf: &batch[HEADER_BYTES..h.total_bytes()] };
+        let mut r = Reader {
+            buf: &batch[HEADER_BYTES..h.total_bytes()],
+        };
         for _ in 0..h.record_count {
             let len = r.varint()?;
             if len < 0 {
                 return Err(RecordError::Truncated);
             }
-            let mut rec = Reader { buf: r.take(len as usize)? };
+            let mut rec = Reader {
+                buf: r.take(len as usize)?,
+            };
             rec.take(1)?; // attributes
             rec.varint()?; // timestamp delta
             let offset = h.base_offset + rec.varint()?;
@@ -231,7 +251,11 @@ pub fn parse_batches(
             let record = match key.map(decode_key).transpose()?.flatten() {
                 Some(key) => {
                     let value = value.map(decode_value).transpose()?;
-                    OffsetRecord::Offset { key, value, log_offset: offset }
+                    OffsetRecord::Offset {
+                        key,
+                        value,
+                        log_offset: offset,
+                    }
                 }
                 None => OffsetRecord::Other,
             };
@@ -244,7 +268,10 @@ pub fn parse_batches(
 fn put_string(out: &mut Vec<u8>, s: &str) {
     // Group ids, topic names and metadata are bounded far below i16::MAX
     // by the request validation before they reach here.
-    assert!(s.len() <= i16::MAX as usize, "string too long for an int16 length");
+    assert!(
+        s.len() <= i16::MAX as usize,
+        "string too long for an int16 length"
+    );
     out.extend_from_slice(&(s.len() as i16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
 }
@@ -324,9 +351,18 @@ mod tests {
 
     #[test]
     fn key_and_value_round_trip() {
-        let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: 7 };
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 7,
+        };
         assert_eq!(decode_key(&encode_key(&key)).unwrap(), Some(key));
-        let value = OffsetValue { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp_ms: 1000 };
+        let value = OffsetValue {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp_ms: 1000,
+        };
         assert_eq!(decode_value(&encode_value(&value)).unwrap(), value);
         // Kafka's byte layout of OffsetCommitValue v3.
         let bytes = encode_value(&value);
@@ -337,9 +373,21 @@ mod tests {
 
     #[test]
     fn batches_validate_in_the_engine_and_parse_back() {
-        let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: 0 };
-        let value = OffsetValue { offset: 5, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 9 };
-        let records = vec![(encode_key(&key), Some(encode_value(&value))), (encode_key(&key), None)];
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = OffsetValue {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 9,
+        };
+        let records = vec![
+            (encode_key(&key), Some(encode_value(&value))),
+            (encode_key(&key), None),
+        ];
         let mut bytes = build_batches(&records, 9);
         let parsed = strom_engine::batch::split_and_validate(&bytes).unwrap();
         assert_eq!(parsed.len(), 1);
@@ -350,8 +398,16 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                OffsetRecord::Offset { key: key.clone(), value: Some(value), log_offset: 100 },
-                OffsetRecord::Offset { key, value: None, log_offset: 101 },
+                OffsetRecord::Offset {
+                    key: key.clone(),
+                    value: Some(value),
+                    log_offset: 100
+                },
+                OffsetRecord::Offset {
+                    key,
+                    value: None,
+                    log_offset: 101
+                },
             ]
         );
     }
@@ -360,16 +416,26 @@ mod tests {
     fn large_commits_split_into_several_valid_batches() {
         let records: Vec<_> = (0..2000)
             .map(|p| {
-                let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: p };
-                let value =
-                    OffsetValue { offset: 1, leader_epoch: -1, metadata: "x".repeat(500), commit_timestamp_ms: 0 };
+                let key = OffsetKey {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    partition: p,
+                };
+                let value = OffsetValue {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: "x".repeat(500),
+                    commit_timestamp_ms: 0,
+                };
                 (encode_key(&key), Some(encode_value(&value)))
             })
             .collect();
         let bytes = build_batches(&records, 0);
         let parsed = strom_engine::batch::split_and_validate(&bytes).unwrap();
         assert!(parsed.len() > 1);
-        assert!(parsed.iter().all(|(_, r)| r.len() <= MAX_BATCH_BYTES + 1024));
+        assert!(parsed
+            .iter()
+            .all(|(_, r)| r.len() <= MAX_BATCH_BYTES + 1024));
         let total: i32 = parsed.iter().map(|(h, _)| h.record_count).sum();
         assert_eq!(total, 2000);
     }
@@ -378,6 +444,9 @@ mod tests {
     fn truncated_input_is_an_error_not_a_panic() {
         assert_eq!(decode_value(&[0, 3, 1]), Err(RecordError::Truncated));
         assert_eq!(decode_key(&[0]), Err(RecordError::Truncated));
-        assert_eq!(decode_value(&[0, 9, 0, 0, 0, 0, 0, 0, 0, 0]), Err(RecordError::ValueVersion(9)));
+        assert_eq!(
+            decode_value(&[0, 9, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(RecordError::ValueVersion(9))
+        );
     }
 }

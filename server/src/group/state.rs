@@ -54,7 +54,12 @@ pub struct JoinOutcome {
 
 impl JoinOutcome {
     pub fn error(error: i16, member_id: &str) -> JoinOutcome {
-        JoinOutcome { error, generation: -1, member_id: member_id.to_string(), ..Default::default() }
+        JoinOutcome {
+            error,
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
     }
 }
 
@@ -69,7 +74,10 @@ pub struct SyncOutcome {
 
 impl SyncOutcome {
     pub fn error(error: i16) -> SyncOutcome {
-        SyncOutcome { error, ..Default::default() }
+        SyncOutcome {
+            error,
+            ..Default::default()
+        }
     }
 }
 
@@ -95,7 +103,11 @@ impl Member {
     }
 
     pub fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
     }
 
     pub fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
@@ -190,7 +202,9 @@ impl Group {
     /// Protocols every member supports; with no members, none.
     pub fn candidate_protocols(&self) -> Vec<String> {
         let mut iter = self.members.values();
-        let Some(first) = iter.next() else { return Vec::new() };
+        let Some(first) = iter.next() else {
+            return Vec::new();
+        };
         let mut out: Vec<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
         for m in iter {
             out.retain(|name| m.protocols.iter().any(|(n, _)| n == name));
@@ -201,18 +215,35 @@ impl Group {
     /// Whether a member with `protocols` could join (or rejoin, replacing
     /// `member_id`'s protocols) without leaving the group without a common
     /// protocol.
-    pub fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Bytes)], member_id: &str) -> bool {
+    pub fn supports_protocols(
+        &self,
+        protocol_type: &str,
+        protocols: &[(String, Bytes)],
+        member_id: &str,
+    ) -> bool {
         if protocols.is_empty() || protocol_type.is_empty() {
             return false;
         }
-        let others: Vec<&Member> = self.members.values().filter(|m| m.id != member_id).collect();
+        let others: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.id != member_id)
+            .collect();
         if others.is_empty() {
             return true;
         }
-        if self.protocol_type.as_deref().is_some_and(|t| t != protocol_type) {
+        if self
+            .protocol_type
+            .as_deref()
+            .is_some_and(|t| t != protocol_type)
+        {
             return false;
         }
-        protocols.iter().any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+        protocols.iter().any(|(name, _)| {
+            others
+                .iter()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
     }
 
     /// Kafka's vote: each member votes for its most preferred protocol among
@@ -221,16 +252,28 @@ impl Group {
     pub fn select_protocol(&self) -> Option<String> {
         let candidates = self.candidate_protocols();
         if candidates.is_empty() {
-            return self.members.values().next().and_then(|m| m.protocols.first().map(|(n, _)| n.clone()));
+            return self
+                .members
+                .values()
+                .next()
+                .and_then(|m| m.protocols.first().map(|(n, _)| n.clone()));
         }
         let mut votes = vec![0usize; candidates.len()];
         for m in self.members.values() {
-            if let Some(i) = m.protocols.iter().find_map(|(n, _)| candidates.iter().position(|c| c == n)) {
+            if let Some(i) = m
+                .protocols
+                .iter()
+                .find_map(|(n, _)| candidates.iter().position(|c| c == n))
+            {
                 votes[i] += 1;
             }
         }
         let best = votes.iter().copied().max().unwrap_or(0);
-        candidates.into_iter().zip(votes).find(|(_, v)| *v == best).map(|(c, _)| c)
+        candidates
+            .into_iter()
+            .zip(votes)
+            .find(|(_, v)| *v == best)
+            .map(|(c, _)| c)
     }
 
     pub fn all_members_joined(&self) -> bool {
@@ -238,7 +281,11 @@ impl Group {
     }
 
     pub fn max_rebalance_timeout_ms(&self) -> i64 {
-        self.members.values().map(|m| m.rebalance_timeout_ms as i64).max().unwrap_or(0)
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms as i64)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Removes a member; returns it. Clears the leader if it was the leader.
