@@ -51,7 +51,7 @@ impl Harness {
         for p in 0..config.offsets_topic_num_partitions {
             let log = PartitionLog::open(
                 dir.path().join(format!("{OFFSETS_TOPIC}-{p}")),
-                LogConfig::default(),
+                small_log_config(),
             )
             .await
             .unwrap();
@@ -81,6 +81,15 @@ impl Harness {
 
     fn advance(&self, ms: i64) {
         self.clock.set(self.clock.get() + ms);
+    }
+}
+
+/// Small, not preallocated segments: tests open many logs at once.
+fn small_log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        preallocate: false,
+        ..LogConfig::default()
     }
 }
 
