@@ -33,11 +33,18 @@ use crate::notify::Notify;
 /// Largest tail buffer / chunk: the unit of an O_DIRECT log write.
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// O_DIRECT chunk writes in flight at once per log.
-const MAX_INFLIGHT_WRITES: usize = 16;
+const MAX_INFLIGHT_WRITES: usize = 32;
 /// Chunks one flush round submits before it ends (bounds sync latency).
-const MAX_ROUND_CHUNKS: usize = 64;
+const MAX_ROUND_CHUNKS: usize = 256;
 /// Appended-but-unwritten bytes above which appends wait for the disk.
-const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
+/// Preallocation of a new segment, and how far ahead of the writes it is
+/// extended (never past `segment.bytes`). Preallocating a whole 1 GiB
+/// segment per partition up front fills a disk with idle partitions.
+const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
+const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
+/// Free chunk buffers kept for reuse (MiB of memory per log at most).
+const MAX_FREE_BUFS: usize = 16;
 /// Written chunks kept in memory as the hot-read cache.
 const CACHE_CHUNKS: usize = 4;
 /// Bytes read at a time when scanning batch headers.
@@ -120,6 +127,8 @@ struct Segment<F: StorageFile> {
     max_timestamp_offset: i64,
     /// When the first batch was appended in this process (segment.ms).
     first_append_ms: Option<i64>,
+    /// File bytes preallocated so far (0 without preallocation).
+    allocated_bytes: u64,
 }
 
 impl<F: StorageFile> Segment<F> {
@@ -135,6 +144,7 @@ impl<F: StorageFile> Segment<F> {
             max_timestamp: -1,
             max_timestamp_offset: -1,
             first_append_ms: None,
+            allocated_bytes: 0,
         }
     }
 
@@ -219,6 +229,8 @@ struct Inner<S: Storage> {
     /// Fired when a flush round or a roll ends.
     progress: Notify,
     rounds: Cell<u64>,
+    /// Full-size chunk buffers to reuse: fresh 1 MiB buffers cost page faults.
+    free_bufs: RefCell<Vec<BufOf<S>>>,
 }
 
 fn segment_name(base: i64, ext: &str) -> String {
@@ -309,6 +321,7 @@ impl<S: Storage> PartitionLog<S> {
                 appended: Notify::default(),
                 progress: Notify::default(),
                 rounds: Cell::new(0),
+                free_bufs: RefCell::new(Vec::new()),
             }),
         })
     }
@@ -477,6 +490,14 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// A chunk-sized buffer, reused when one is free.
+    fn take_buf(&self, file: &S::File) -> BufOf<S> {
+        match self.inner.free_bufs.borrow_mut().pop() {
+            Some(buf) => buf,
+            None => file.alloc_buf(self.inner.chunk_bytes as usize),
+        }
+    }
+
     fn has_unsubmitted_chunks(&self) -> bool {
         let st = self.inner.state.borrow();
         st.tail
@@ -502,7 +523,7 @@ impl<S: Storage> PartitionLog<S> {
                 seg.len += n as u64;
                 rest = &rest[n..];
                 if used + n == chunk_bytes as usize {
-                    let next = seg.file.alloc_buf(chunk_bytes as usize);
+                    let next = self.take_buf(&seg.file);
                     let full = std::mem::replace(&mut tail.buf, next);
                     tail.chunks.push_back(Chunk {
                         start: tail.buf_start,
@@ -522,7 +543,6 @@ impl<S: Storage> PartitionLog<S> {
     /// tail buffer starts with a copy of the last partial block, which the
     /// next write rewrites.
     fn seal_partial(&self, st: &mut State<S>) {
-        let chunk_bytes = self.inner.chunk_bytes as usize;
         let State { segments, tail, .. } = st;
         let (Some(seg), Some(tail)) = (segments.last_mut(), tail.as_mut()) else {
             return;
@@ -533,7 +553,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         let padded = align_up(used as u64) as usize;
         let new_start = align_down(seg.len);
-        let mut next = seg.file.alloc_buf(chunk_bytes);
+        let mut next = self.take_buf(&seg.file);
         let keep = (seg.len - new_start) as usize;
         let from = (new_start - tail.buf_start) as usize;
         next.as_mut_slice()[..keep].copy_from_slice(&tail.buf.as_slice()[from..from + keep]);
@@ -555,7 +575,7 @@ impl<S: Storage> PartitionLog<S> {
     async fn sync_to(&self, end_offset: i64) -> Result<()> {
         loop {
             let progressed = self.inner.progress.notified();
-            {
+            let busy = {
                 let st = self.inner.state.borrow();
                 if st.synced_offset >= end_offset {
                     return Ok(());
@@ -565,11 +585,11 @@ impl<S: Storage> PartitionLog<S> {
                         "fdatasync failed: {msg}"
                     ))));
                 }
-                if st.flushing || st.rolling {
-                    drop(st);
-                    progressed.await;
-                    continue;
-                }
+                st.flushing || st.rolling
+            };
+            if busy {
+                progressed.await;
+                continue;
             }
             self.flush_round(true).await?;
         }
@@ -609,12 +629,22 @@ impl<S: Storage> PartitionLog<S> {
         } else {
             MAX_ROUND_CHUNKS
         };
+        let (preallocate, cap_bytes) = {
+            let c = self.inner.config.borrow();
+            (
+                c.preallocate,
+                align_up(c.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)),
+            )
+        };
         let mut submitted = 0usize;
         loop {
             while inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
                 let next = {
                     let mut st = self.inner.state.borrow_mut();
-                    let Some(tail) = st.tail.as_mut() else { break };
+                    let State { segments, tail, .. } = &mut *st;
+                    let (Some(tail), Some(seg)) = (tail.as_mut(), segments.last()) else {
+                        break;
+                    };
                     let Some(c) = tail.chunks.iter_mut().find(|c| !c.submitted) else {
                         break;
                     };
@@ -622,10 +652,25 @@ impl<S: Storage> PartitionLog<S> {
                     if busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
                         break;
                     }
-                    c.submitted = true;
-                    (c.start, end, c.buf.clone())
+                    if preallocate && end > seg.allocated_bytes && seg.allocated_bytes < cap_bytes {
+                        Err((end + PREALLOCATE_STEP_BYTES).min(cap_bytes).max(end))
+                    } else {
+                        c.submitted = true;
+                        Ok((c.start, end, c.buf.clone()))
+                    }
                 };
-                let (start, end, buf) = next;
+                let (start, end, buf) = match next {
+                    Ok(n) => n,
+                    Err(target) => {
+                        // Extend the preallocation ahead of the writes, so that
+                        // most writes do not change the file's metadata.
+                        file.preallocate(target).await.map_err(io_err)?;
+                        if let Some(seg) = self.inner.state.borrow_mut().segments.last_mut() {
+                            seg.allocated_bytes = seg.allocated_bytes.max(target);
+                        }
+                        continue;
+                    }
+                };
                 let id = Rc::as_ptr(&buf) as usize;
                 busy.push((id, start, end));
                 let file = file.clone();
@@ -647,6 +692,9 @@ impl<S: Storage> PartitionLog<S> {
                     c.written = true;
                 }
             }
+            drop(st);
+            // Appends held back by MAX_UNWRITTEN_BYTES may go on now.
+            self.inner.progress.notify_all();
         }
         if sync {
             if let Err(e) = file.fdatasync().await {
@@ -668,7 +716,17 @@ impl<S: Storage> PartitionLog<S> {
             // for all its writes.
             let written = tail.chunks.iter().take_while(|c| c.written).count();
             for _ in 0..written.saturating_sub(CACHE_CHUNKS) {
-                tail.chunks.pop_front();
+                let Some(c) = tail.chunks.pop_front() else {
+                    break;
+                };
+                if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                    let mut free = self.inner.free_bufs.borrow_mut();
+                    if buf.as_slice().len() as u64 == self.inner.chunk_bytes
+                        && free.len() < MAX_FREE_BUFS
+                    {
+                        free.push(buf);
+                    }
+                }
             }
         }
         Ok(())
@@ -1248,16 +1306,19 @@ async fn create_segment<S: Storage>(
             .await
             .map_err(io_err)?;
     }
+    let mut allocated_bytes = 0;
     if config.preallocate {
         let bytes = align_up(
             config
                 .segment_bytes
                 .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        );
+        )
+        .min(PREALLOCATE_FIRST_BYTES);
         if let Err(e) = file.preallocate(bytes).await {
             let _ = storage.remove_file(&path).await;
             return Err(io_err(e));
         }
+        allocated_bytes = bytes;
     }
     let buf = file.alloc_buf(chunk_bytes as usize);
     let tail = Tail {
@@ -1265,7 +1326,9 @@ async fn create_segment<S: Storage>(
         buf_start: 0,
         chunks: VecDeque::new(),
     };
-    Ok((Segment::new(base_offset, Rc::new(file)), tail))
+    let mut segment = Segment::new(base_offset, Rc::new(file));
+    segment.allocated_bytes = allocated_bytes;
+    Ok((segment, tail))
 }
 
 /// Opens the segments in `dir`, recovering the active one, and returns them
@@ -1367,11 +1430,13 @@ async fn recover<S: Storage>(
             config
                 .segment_bytes
                 .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        );
+        )
+        .min(align_up(seg.len) + PREALLOCATE_FIRST_BYTES);
         if seg.len < bytes {
             // Best effort: a full disk still lets the log open and serve reads.
-            if let Err(e) = seg.file.preallocate(bytes).await {
-                tracing::warn!(error = %e, "preallocation failed");
+            match seg.file.preallocate(bytes).await {
+                Ok(()) => seg.allocated_bytes = bytes,
+                Err(e) => tracing::warn!(error = %e, "preallocation failed"),
             }
         }
     }

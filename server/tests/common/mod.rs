@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Broker settings for tests: 64 MiB segments, no preallocation.
+pub const TEST_CONFIG: &str = "log.preallocate = false\nlog.segment.bytes = 67108864\n";
+
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 pub const KCAT_DEADLINE: Duration = Duration::from_secs(60);
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(30);
@@ -35,20 +38,38 @@ impl Broker {
         b
     }
 
-    /// Starts a broker on `dir` and `port` (restarts reuse both).
+    /// Starts a broker on `dir` and `port` (restarts reuse both). Unless
+    /// the test brings its own `--config`, segments are small and not
+    /// preallocated, so parallel tests do not reserve GiBs of disk.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Broker {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.contains(&"--config") {
+            let conf = dir.join("test-broker.toml");
+            std::fs::write(&conf, TEST_CONFIG).expect("write test config");
+            args.push("--config".into());
+            args.push(conf.to_str().expect("utf8 path").into());
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_strom"))
             .arg("serve")
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
+            .args(&args)
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn strom");
-        let b = Broker { child: Some(child), port, dir: dir.to_path_buf(), _tmp: None };
+        let b = Broker {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        };
         b.wait_ready();
         b
     }
@@ -65,7 +86,11 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("strom did not accept connections on {} within {:?}", self.addr(), START_DEADLINE);
+        panic!(
+            "strom did not accept connections on {} within {:?}",
+            self.addr(),
+            START_DEADLINE
+        );
     }
 
     pub fn pid(&self) -> i32 {
@@ -144,7 +169,11 @@ pub fn kcat(args: &[&str], stdin: &[u8]) -> Output {
     });
     let status = wait_exit(&mut child, KCAT_DEADLINE);
     let _ = writer.join();
-    Output { status, stdout: reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
 }
 
 /// Produces `lines` (each `key:value` when `keyed`) with compression `codec`.
@@ -159,9 +188,17 @@ pub fn produce(addr: &str, topic: &str, lines: &[String], codec: &str, extra: &[
 
 /// Consumes `topic` from `offset` to the end, one `format` line per record.
 pub fn consume(addr: &str, topic: &str, offset: &str, format: &str) -> Vec<String> {
-    let out = kcat(&["-b", addr, "-C", "-t", topic, "-o", offset, "-e", "-q", "-f", format], b"");
+    let out = kcat(
+        &[
+            "-b", addr, "-C", "-t", topic, "-o", offset, "-e", "-q", "-f", format,
+        ],
+        b"",
+    );
     assert!(out.status.success(), "kcat consume failed: {}", out.stderr);
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Produces three records and reads them back: the broker still serves.
