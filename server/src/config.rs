@@ -194,6 +194,8 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Broker-level defaults of topic configs (topic config names).
     pub topic_defaults: BTreeMap<String, String>,
+    /// Consumer-group settings (`group.*`, `offsets.*`).
+    pub groups: crate::group::GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -208,6 +210,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
             topic_defaults: BTreeMap::new(),
+            groups: crate::group::GroupConfig::default(),
         }
     }
 }
@@ -264,6 +267,28 @@ impl BrokerConfig {
                 self.socket_request_max_bytes = int(1024, i32::MAX as i64)? as usize
             }
             "node.id" | "broker.id" => self.node_id = int(0, i32::MAX as i64)? as i32,
+            "group.initial.rebalance.delay.ms" => {
+                self.groups.initial_rebalance_delay_ms = int(0, i32::MAX as i64)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.groups.min_session_timeout_ms = int(1, i32::MAX as i64)? as i32
+            }
+            "group.max.session.timeout.ms" => {
+                self.groups.max_session_timeout_ms = int(1, i32::MAX as i64)? as i32
+            }
+            "group.max.size" => self.groups.max_group_size = int(1, i32::MAX as i64)? as usize,
+            "offsets.topic.num.partitions" => {
+                self.groups.offsets_topic_num_partitions = int(1, 1000)? as i32
+            }
+            "offsets.retention.minutes" => {
+                self.groups.offsets_retention_ms = int(1, i64::MAX / 60_000)? * 60_000
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.groups.offsets_retention_check_interval_ms = int(1, i64::MAX)?
+            }
+            "offset.metadata.max.bytes" => {
+                self.groups.offset_metadata_max_bytes = int(0, i16::MAX as i64)? as usize
+            }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value),
             "log.retention.hours" => self.set_topic_default(
                 key,

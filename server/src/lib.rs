@@ -19,13 +19,16 @@
 //! - `api`: the Kafka APIs, one module per API family, dispatched by a single
 //!   `match` over `ApiKey` in `api::dispatch`.
 //!
-//! `group/` (consumer-group coordinator) is written separately and hooks into
-//! `api::dispatch`.
+//! - `group`: consumer groups: the classic group protocol, committed offsets
+//!   in `__consumer_offsets`, FindCoordinator. One `GroupCoordinator` per
+//!   shard owns the groups whose offsets partition is placed on that shard;
+//!   `api::groups` routes each group request there.
 
 pub mod alloc;
 pub mod api;
 pub mod config;
 pub mod conn;
+pub mod group;
 pub mod metadata;
 pub mod server;
 pub mod shard;

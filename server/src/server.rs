@@ -159,8 +159,18 @@ async fn run_shard(
     }
 
     shard.apply_metadata(metadata).await;
+    // The group coordinator loads `__consumer_offsets` before the barrier,
+    // so no shard answers a group request before every coordinator is up.
+    let groups = crate::group::broker::start_shard(&shard).await;
     // Blocking this thread is fine here: the shard serves nothing yet.
     logs_open.wait();
+    if let Err(e) = groups {
+        let _ = ready.send(Err(anyhow!(
+            "shard {id}: loading {}: {e}",
+            crate::group::OFFSETS_TOPIC
+        )));
+        return;
+    }
 
     let listener = match bind_listener(addr) {
         Ok(l) => l,
@@ -205,6 +215,7 @@ async fn run_shard(
     }
     drop(listener);
     shard.close_all_logs().await;
+    crate::group::broker::stop_shard().await;
     tracing::info!(shard = id, "shard stopped");
 }
 

@@ -43,10 +43,19 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
-    // TODO(groups): FindCoordinator (10), JoinGroup (11), Heartbeat (12),
-    // LeaveGroup (13), SyncGroup (14), DescribeGroups (15), ListGroups (16),
-    // OffsetCommit (8), OffsetFetch (9), DeleteGroups (42), OffsetDelete (47)
-    // and InitProducerId (22) are advertised here once `group/` implements them.
+    // Consumer groups (`crate::group`); keep equal to group::SUPPORTED_VERSIONS.
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    // TODO: InitProducerId (22) once transactions/idempotence land.
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -148,13 +157,17 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             Some(req) => respond(ctx, &admin::describe_configs(shard, req, v).await),
             None => Reply::Close,
         },
-        // TODO(groups): route FindCoordinator, JoinGroup, Heartbeat,
-        // LeaveGroup, SyncGroup, DescribeGroups, ListGroups, OffsetCommit,
-        // OffsetFetch, DeleteGroups, OffsetDelete and InitProducerId to
-        // `crate::group` here, e.g.
-        // `ApiKey::JoinGroup => match decode(&mut body, v) { Some(req) =>
-        //      respond(ctx, &group::join_group(shard, req, v).await), None => Reply::Close },`
-        // and add them to `SUPPORTED_APIS`.
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::OffsetDelete
+        | ApiKey::DescribeGroups
+        | ApiKey::DeleteGroups
+        | ApiKey::ListGroups => crate::group::broker::dispatch(shard, ctx, body).await,
         _ => Reply::Close,
     }
 }

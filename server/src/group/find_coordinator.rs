@@ -1,0 +1,69 @@
+//! FindCoordinator: a single broker is the coordinator of every group; the
+//! broker routes each group request to the owning shard internally.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::codes::{COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE};
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// This broker as clients should reach it (advertised host and port).
+#[derive(Debug, Clone)]
+pub struct CoordinatorNode {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// Answers v0..v3 (one `key`) and v4+ (batched `coordinator_keys`).
+pub fn find_coordinator(
+    req: &FindCoordinatorRequest,
+    version: i16,
+    node: &CoordinatorNode,
+) -> FindCoordinatorResponse {
+    let error = match req.key_type {
+        KEY_TYPE_GROUP => NONE,
+        // No transaction coordinator yet: retriable, so a transactional
+        // producer waits instead of failing with a wrong answer.
+        KEY_TYPE_TRANSACTION => COORDINATOR_NOT_AVAILABLE,
+        _ => INVALID_REQUEST,
+    };
+    let message =
+        |e: i16| (e != NONE).then(|| StrBytes::from_static_str("no coordinator for this key type"));
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let c = Coordinator::default()
+                    .with_key(key.clone())
+                    .with_error_code(error)
+                    .with_error_message(message(error));
+                if error == NONE {
+                    c.with_node_id(BrokerId(node.node_id))
+                        .with_host(StrBytes::from_string(node.host.clone()))
+                        .with_port(node.port)
+                } else {
+                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let resp = FindCoordinatorResponse::default().with_error_code(error);
+    let resp = if version >= 1 {
+        resp.with_error_message(message(error))
+    } else {
+        resp
+    };
+    if error == NONE {
+        resp.with_node_id(BrokerId(node.node_id))
+            .with_host(StrBytes::from_string(node.host.clone()))
+            .with_port(node.port)
+    } else {
+        resp.with_node_id(BrokerId(-1)).with_port(-1)
+    }
+}

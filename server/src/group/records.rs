@@ -1,0 +1,452 @@
+//! The records of the internal topic `__consumer_offsets`, in Kafka's own
+//! key and value schemas, so that the log reads like Kafka's.
+//!
+//! ```text
+//! OffsetCommitKey v1   (key version 0 and 1 share the layout)
+//!   int16  version = 1
+//!   string group        (int16 length, UTF-8)
+//!   string topic
+//!   int32  partition
+//!
+//! OffsetCommitValue v3 (null value = tombstone: the offset is deleted)
+//!   int16  version = 3
+//!   int64  offset           (the next offset to read)
+//!   int32  leader_epoch     (-1: unknown)
+//!   string metadata
+//!   int64  commit_timestamp (ms)
+//! ```
+//!
+//! Values v0..v2 are read too (v1 carries an expire timestamp that is
+//! ignored). GroupMetadata records (key version 2) are never written and are
+//! skipped when read.
+//!
+//! Records are framed in uncompressed RecordBatch v2 built here; the engine
+//! validates and stores them, and `parse_batches` walks them back at load.
+
+use bytes::Bytes;
+use strom_engine::batch::{BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
+
+/// Kafka's `offset.metadata.max.bytes` default bounds each value; this bounds
+/// one RecordBatch we build so that a huge commit is split into several.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+const OFFSET_KEY_VERSION: i16 = 1;
+const GROUP_METADATA_KEY_VERSION: i16 = 2;
+const OFFSET_VALUE_VERSION: i16 = 3;
+const CRC_START: usize = 21;
+
+/// The key of an offset commit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// The value of an offset commit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+}
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetRecord {
+    /// An offset commit (`Some`) or its tombstone (`None`), at `log_offset`.
+    Offset {
+        key: OffsetKey,
+        value: Option<OffsetValue>,
+        log_offset: i64,
+    },
+    /// A record this coordinator does not interpret (group metadata, newer
+    /// key versions).
+    Other,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("record truncated")]
+    Truncated,
+    #[error("string is not UTF-8")]
+    Utf8,
+    #[error("unsupported offset value version {0}")]
+    ValueVersion(i16),
+}
+
+pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.group.len() + key.topic.len());
+    out.extend_from_slice(&OFFSET_KEY_VERSION.to_be_bytes());
+    put_string(&mut out, &key.group);
+    put_string(&mut out, &key.topic);
+    out.extend_from_slice(&key.partition.to_be_bytes());
+    out
+}
+
+pub fn encode_value(value: &OffsetValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + value.metadata.len());
+    out.extend_from_slice(&OFFSET_VALUE_VERSION.to_be_bytes());
+    out.extend_from_slice(&value.offset.to_be_bytes());
+    out.extend_from_slice(&value.leader_epoch.to_be_bytes());
+    put_string(&mut out, &value.metadata);
+    out.extend_from_slice(&value.commit_timestamp_ms.to_be_bytes());
+    out
+}
+
+/// Decodes a record key; `Ok(None)` for keys that are not offset commits.
+pub fn decode_key(buf: &[u8]) -> Result<Option<OffsetKey>, RecordError> {
+    let mut r = Reader { buf };
+    let version = r.i16()?;
+    if version > 1 {
+        // Group metadata (2) and anything newer is not ours to interpret.
+        let _ = GROUP_METADATA_KEY_VERSION;
+        return Ok(None);
+    }
+    let group = r.string()?;
+    let topic = r.string()?;
+    let partition = r.i32()?;
+    Ok(Some(OffsetKey {
+        group,
+        topic,
+        partition,
+    }))
+}
+
+pub fn decode_value(buf: &[u8]) -> Result<OffsetValue, RecordError> {
+    let mut r = Reader { buf };
+    let version = r.i16()?;
+    let offset = r.i64()?;
+    let (leader_epoch, metadata, commit_timestamp_ms) = match version {
+        0 => {
+            let metadata = r.string()?;
+            (-1, metadata, r.i64()?)
+        }
+        1 | 2 => {
+            let metadata = r.string()?;
+            (-1, metadata, r.i64()?)
+        }
+        3 | 4 => {
+            let epoch = r.i32()?;
+            let metadata = r.string()?;
+            (epoch, metadata, r.i64()?)
+        }
+        v => return Err(RecordError::ValueVersion(v)),
+    };
+    Ok(OffsetValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+    })
+}
+
+/// Builds RecordBatch v2 bytes (one or more concatenated batches, each at
+/// most about `MAX_BATCH_BYTES`) holding `records` as (key, value) pairs,
+/// `None` values being tombstones. Returns empty bytes for no records.
+pub fn build_batches(records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp_ms: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < records.len() {
+            let (k, v) = &records[end];
+            let size = k.len() + v.as_ref().map_or(0, |v| v.len()) + 32;
+            if end > start && bytes + size > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        build_one_batch(&mut out, &records[start..end], timestamp_ms);
+        start = end;
+    }
+    out
+}
+
+fn build_one_batch(out: &mut Vec<u8>, records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp_ms: i64) {
+    assert!(!records.is_empty(), "a batch needs at least one record");
+    let mut body = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        let mut rec = Vec::with_capacity(16 + key.len());
+        rec.push(0u8); // attributes
+        put_varint(&mut rec, 0); // timestamp delta
+        put_varint(&mut rec, i as i64); // offset delta
+        put_varint(&mut rec, key.len() as i64);
+        rec.extend_from_slice(key);
+        match value {
+            Some(v) => {
+                put_varint(&mut rec, v.len() as i64);
+                rec.extend_from_slice(v);
+            }
+            None => put_varint(&mut rec, -1),
+        }
+        put_varint(&mut rec, 0); // header count
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let begin = out.len();
+    out.extend_from_slice(&0i64.to_be_bytes()); // base offset, assigned by the log
+    out.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    out.push(2); // magic
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed, CreateTime
+    out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
+    out.extend_from_slice(&timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[begin + CRC_START..]);
+    out[begin + 17..begin + 21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Walks stored batches and yields their records with absolute offsets.
+/// Records below `from_offset` (the head of a batch that a read returned
+/// whole) are skipped. Compressed and control batches are skipped: this
+/// coordinator never writes them. Returns the offset after the last batch.
+pub fn parse_batches(
+    batches: &[Bytes],
+    from_offset: i64,
+    out: &mut Vec<OffsetRecord>,
+) -> Result<i64, RecordError> {
+    let mut next = from_offset;
+    for batch in batches {
+        let h = BatchHeader::parse(batch).map_err(|_| RecordError::Truncated)?;
+        if h.total_bytes() > batch.len() {
+            return Err(RecordError::Truncated);
+        }
+        next = next.max(h.last_offset() + 1);
+        if h.attributes & 0x7 != 0 || h.is_control() {
+            tracing::warn!(
+                base_offset = h.base_offset,
+                "skipping compressed or control batch in __consumer_offsets"
+            );
+            continue;
+        }
+        let mut r = Reader {
+            buf: &batch[HEADER_BYTES..h.total_bytes()],
+        };
+        for _ in 0..h.record_count {
+            let len = r.varint()?;
+            if len < 0 {
+                return Err(RecordError::Truncated);
+            }
+            let mut rec = Reader {
+                buf: r.take(len as usize)?,
+            };
+            rec.take(1)?; // attributes
+            rec.varint()?; // timestamp delta
+            let offset = h.base_offset + rec.varint()?;
+            let key = rec.bytes_varint()?;
+            let value = rec.bytes_varint()?;
+            if offset < from_offset {
+                continue;
+            }
+            let record = match key.map(decode_key).transpose()?.flatten() {
+                Some(key) => {
+                    let value = value.map(decode_value).transpose()?;
+                    OffsetRecord::Offset {
+                        key,
+                        value,
+                        log_offset: offset,
+                    }
+                }
+                None => OffsetRecord::Other,
+            };
+            out.push(record);
+        }
+    }
+    Ok(next)
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    // Group ids, topic names and metadata are bounded far below i16::MAX
+    // by the request validation before they reach here.
+    assert!(
+        s.len() <= i16::MAX as usize,
+        "string too long for an int16 length"
+    );
+    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        if self.buf.len() < n {
+            return Err(RecordError::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16, RecordError> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32, RecordError> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn i64(&mut self) -> Result<i64, RecordError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(i64::from_be_bytes(a))
+    }
+
+    fn string(&mut self) -> Result<String, RecordError> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Ok(String::new());
+        }
+        let b = self.take(len as usize)?;
+        String::from_utf8(b.to_vec()).map_err(|_| RecordError::Utf8)
+    }
+
+    fn varint(&mut self) -> Result<i64, RecordError> {
+        let mut z: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let b = self.take(1)?[0];
+            z |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+            }
+        }
+        Err(RecordError::Truncated)
+    }
+
+    fn bytes_varint(&mut self) -> Result<Option<&'a [u8]>, RecordError> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.take(len as usize)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_and_value_round_trip() {
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 7,
+        };
+        assert_eq!(decode_key(&encode_key(&key)).unwrap(), Some(key));
+        let value = OffsetValue {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp_ms: 1000,
+        };
+        assert_eq!(decode_value(&encode_value(&value)).unwrap(), value);
+        // Kafka's byte layout of OffsetCommitValue v3.
+        let bytes = encode_value(&value);
+        assert_eq!(&bytes[0..2], &3i16.to_be_bytes());
+        assert_eq!(&bytes[2..10], &42i64.to_be_bytes());
+        assert_eq!(bytes.len(), 2 + 8 + 4 + 2 + 1 + 8);
+    }
+
+    #[test]
+    fn batches_validate_in_the_engine_and_parse_back() {
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = OffsetValue {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 9,
+        };
+        let records = vec![
+            (encode_key(&key), Some(encode_value(&value))),
+            (encode_key(&key), None),
+        ];
+        let mut bytes = build_batches(&records, 9);
+        let parsed = strom_engine::batch::split_and_validate(&bytes).unwrap();
+        assert_eq!(parsed.len(), 1);
+        strom_engine::batch::set_base_offset(&mut bytes, 100);
+        let mut out = Vec::new();
+        let next = parse_batches(&[Bytes::from(bytes)], 100, &mut out).unwrap();
+        assert_eq!(next, 102);
+        assert_eq!(
+            out,
+            vec![
+                OffsetRecord::Offset {
+                    key: key.clone(),
+                    value: Some(value),
+                    log_offset: 100
+                },
+                OffsetRecord::Offset {
+                    key,
+                    value: None,
+                    log_offset: 101
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn large_commits_split_into_several_valid_batches() {
+        let records: Vec<_> = (0..2000)
+            .map(|p| {
+                let key = OffsetKey {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    partition: p,
+                };
+                let value = OffsetValue {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: "x".repeat(500),
+                    commit_timestamp_ms: 0,
+                };
+                (encode_key(&key), Some(encode_value(&value)))
+            })
+            .collect();
+        let bytes = build_batches(&records, 0);
+        let parsed = strom_engine::batch::split_and_validate(&bytes).unwrap();
+        assert!(parsed.len() > 1);
+        assert!(parsed
+            .iter()
+            .all(|(_, r)| r.len() <= MAX_BATCH_BYTES + 1024));
+        let total: i32 = parsed.iter().map(|(h, _)| h.record_count).sum();
+        assert_eq!(total, 2000);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        assert_eq!(decode_value(&[0, 3, 1]), Err(RecordError::Truncated));
+        assert_eq!(decode_key(&[0]), Err(RecordError::Truncated));
+        assert_eq!(
+            decode_value(&[0, 9, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(RecordError::ValueVersion(9))
+        );
+    }
+}
