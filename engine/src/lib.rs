@@ -8,6 +8,8 @@
 //!   CRC32C) and in-place offset assignment. Records are never decoded.
 //! - `config`: [`LogConfig`], Kafka's topic configs for one log.
 //! - `notify`: single-threaded broadcast used by long polls.
+//! - `producer_state`: idempotent-producer dedup (epoch and last five
+//!   sequence ranges per producer id), its snapshots and rebuild.
 //! - `error`: typed errors.
 
 pub mod batch;
@@ -15,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod notify;
+pub mod producer_state;
 
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};
