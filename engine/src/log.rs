@@ -88,12 +88,7 @@ impl PartitionLog {
             inner: Rc::new(Inner {
                 dir,
                 config: RefCell::new(config),
-                state: RefCell::new(State {
-                    batches: Vec::new(),
-                    log_start_offset: 0,
-                    log_end_offset: 0,
-                    closed: false,
-                }),
+                state: RefCell::new(State { batches: Vec::new(), log_start_offset: 0, log_end_offset: 0, closed: false }),
                 appended: Notify::default(),
             }),
         })
@@ -115,22 +110,13 @@ impl PartitionLog {
 
     /// Validates and appends the batches in `records` (one or more complete
     /// RecordBatch v2), assigning offsets. All or nothing.
-    pub async fn append(
-        &self,
-        records: &[u8],
-        _durability: Durability,
-        now_ms: i64,
-    ) -> Result<AppendInfo> {
+    pub async fn append(&self, records: &[u8], _durability: Durability, now_ms: i64) -> Result<AppendInfo> {
         let max = self.inner.config.borrow().max_message_bytes;
         let log_append_time = self.inner.config.borrow().log_append_time;
         let parsed = batch::split_and_validate(records)?;
         for (_, range) in &parsed {
             if range.len() > max {
-                return Err(BatchError::TooLarge {
-                    bytes: range.len(),
-                    max,
-                }
-                .into());
+                return Err(BatchError::TooLarge { bytes: range.len(), max }.into());
             }
         }
         let mut st = self.inner.state.borrow_mut();
@@ -148,12 +134,7 @@ impl PartitionLog {
                 max_ts = now_ms;
             }
             let last = next + h.last_offset_delta as i64;
-            st.batches.push(StoredBatch {
-                base_offset: next,
-                last_offset: last,
-                max_timestamp: max_ts,
-                bytes: Bytes::from(b),
-            });
+            st.batches.push(StoredBatch { base_offset: next, last_offset: last, max_timestamp: max_ts, bytes: Bytes::from(b) });
             next = last + 1;
         }
         st.log_end_offset = next;
@@ -213,10 +194,7 @@ impl PartitionLog {
     /// (ListOffsets -3, KIP-734).
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let st = self.inner.state.borrow();
-        st.batches
-            .iter()
-            .max_by_key(|b| b.max_timestamp)
-            .map(|b| (b.base_offset, b.max_timestamp))
+        st.batches.iter().max_by_key(|b| b.max_timestamp).map(|b| (b.base_offset, b.max_timestamp))
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -234,13 +212,7 @@ impl PartitionLog {
 
     /// Bytes of all segments of the log.
     pub fn size_bytes(&self) -> u64 {
-        self.inner
-            .state
-            .borrow()
-            .batches
-            .iter()
-            .map(|b| b.bytes.len() as u64)
-            .sum()
+        self.inner.state.borrow().batches.iter().map(|b| b.bytes.len() as u64).sum()
     }
 
     /// Resolves once the log end offset is past `offset` or the log closes.
