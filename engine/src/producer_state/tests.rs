@@ -421,18 +421,16 @@ fn snapshot_files_are_kept_loaded_and_discarded_by_offset() {
 fn rebuild_from_snapshot_and_replay_matches_the_live_table() {
     let mut t = ProducerStateTable::new();
     let mut log: Vec<BatchHeader> = Vec::new();
-    let mut next = 0;
     let mut snap = None;
-    for i in 0..40 {
-        let pid = (i % 3) as i64;
-        let h = hdr(pid, 0, (i / 3) as i32, 1);
+    for i in 0..40i32 {
+        let next = i as i64;
+        let h = hdr((i % 3) as i64, 0, i / 3, 1);
         assert_eq!(t.check(&h), Ok(Decision::Append));
         t.record(&h, next);
         log.push(BatchHeader {
             base_offset: next,
             ..h
         });
-        next += 1;
         if i == 17 {
             snap = Some(t.to_snapshot_bytes());
         }
