@@ -35,6 +35,10 @@ pub enum EngineError {
     Corrupt(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("idempotent producer: {0}")]
+    Producer(#[from] crate::producer_state::ProducerError),
+    #[error("producer state snapshot: {0}")]
+    ProducerSnapshot(#[from] crate::producer_state::SnapshotError),
 }
 
 impl EngineError {

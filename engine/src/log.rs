@@ -13,6 +13,7 @@ use crate::batch;
 use crate::config::LogConfig;
 use crate::error::{BatchError, EngineError, Result};
 use crate::notify::Notify;
+use crate::producer_state::{self, Decision, ProducerStateTable};
 
 /// What an append waits for before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,9 @@ struct State {
     log_start_offset: i64,
     log_end_offset: i64,
     closed: bool,
+    /// Idempotent-producer dedup; checked and recorded under the same
+    /// borrow as the offset assignment.
+    producers: ProducerStateTable,
 }
 
 /// One partition's log. Cheap to clone (shared handle); not `Send`: it lives
@@ -84,11 +88,17 @@ impl PartitionLog {
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(EngineError::from_io)?;
+        // IDEMPOTENCE: restore the newest snapshot at or below the log end,
+        // then replay the headers of the batches past it. The stub keeps no
+        // batches, so there is nothing to replay.
+        let (log_start_offset, log_end_offset) = (0, 0);
+        let mut producers = producer_state::load_latest(&dir, log_start_offset, log_end_offset)?;
+        producers.replay(std::iter::empty());
         Ok(PartitionLog {
             inner: Rc::new(Inner {
                 dir,
                 config: RefCell::new(config),
-                state: RefCell::new(State { batches: Vec::new(), log_start_offset: 0, log_end_offset: 0, closed: false }),
+                state: RefCell::new(State { batches: Vec::new(), log_start_offset, log_end_offset, closed: false, producers }),
                 appended: Notify::default(),
             }),
         })
@@ -110,7 +120,12 @@ impl PartitionLog {
 
     /// Validates and appends the batches in `records` (one or more complete
     /// RecordBatch v2), assigning offsets. All or nothing.
-    pub async fn append(&self, records: &[u8], _durability: Durability, now_ms: i64) -> Result<AppendInfo> {
+    ///
+    /// Idempotent producers: a retry of one of a producer's last five batches
+    /// appends nothing and returns the original batch's offsets (Kafka
+    /// answers it with NONE); a sequence gap, a stale epoch or an unknown
+    /// producer mid-sequence fails with [`EngineError::Producer`].
+    pub async fn append(&self, records: &[u8], durability: Durability, now_ms: i64) -> Result<AppendInfo> {
         let max = self.inner.config.borrow().max_message_bytes;
         let log_append_time = self.inner.config.borrow().log_append_time;
         let parsed = batch::split_and_validate(records)?;
@@ -123,6 +138,22 @@ impl PartitionLog {
         if st.closed {
             return Err(EngineError::Closed);
         }
+        let headers: Vec<batch::BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
+        if let Decision::Duplicate(original) = st.producers.check_all(&headers)? {
+            let info = AppendInfo {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: if log_append_time { original.max_timestamp } else { -1 },
+                log_start_offset: st.log_start_offset,
+            };
+            drop(st);
+            // The original may still wait for its fsync: the duplicate's
+            // answer promises no less than the original's would.
+            if durability == Durability::Synced {
+                self.flush().await?;
+            }
+            return Ok(info);
+        }
         let base = st.log_end_offset;
         let mut next = base;
         for (h, range) in parsed {
@@ -134,6 +165,7 @@ impl PartitionLog {
                 max_ts = now_ms;
             }
             let last = next + h.last_offset_delta as i64;
+            st.producers.record(&batch::BatchHeader { max_timestamp: max_ts, ..h }, next);
             st.batches.push(StoredBatch { base_offset: next, last_offset: last, max_timestamp: max_ts, bytes: Bytes::from(b) });
             next = last + 1;
         }
@@ -236,7 +268,8 @@ impl PartitionLog {
     }
 
     /// Periodic work: `flush.ms` syncs, `segment.ms` rolls and retention.
-    pub async fn tick(&self, _now_ms: i64) -> Result<()> {
+    pub async fn tick(&self, now_ms: i64) -> Result<()> {
+        self.inner.state.borrow_mut().producers.remove_expired(now_ms, producer_state::PRODUCER_ID_EXPIRATION_MS);
         Ok(())
     }
 
@@ -244,7 +277,12 @@ impl PartitionLog {
     /// with `Closed`.
     pub async fn close(&self) -> Result<()> {
         self.flush().await?;
-        self.inner.state.borrow_mut().closed = true;
+        let mut st = self.inner.state.borrow_mut();
+        if !st.closed {
+            producer_state::write_snapshot(&self.inner.dir, &st.producers)?;
+        }
+        st.closed = true;
+        drop(st);
         self.inner.appended.notify_all();
         Ok(())
     }
