@@ -134,25 +134,19 @@ impl PartitionLog {
                 return Err(BatchError::TooLarge { bytes: range.len(), max }.into());
             }
         }
-        let mut st = self.inner.state.borrow_mut();
-        if st.closed {
-            return Err(EngineError::Closed);
-        }
-        let headers: Vec<batch::BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
-        if let Decision::Duplicate(original) = st.producers.check_all(&headers)? {
-            let info = AppendInfo {
-                base_offset: original.base_offset,
-                last_offset: original.last_offset,
-                log_append_time_ms: if log_append_time { original.max_timestamp } else { -1 },
-                log_start_offset: st.log_start_offset,
-            };
-            drop(st);
+        if let Some(original) = self.find_duplicate(&parsed, log_append_time)? {
             // The original may still wait for its fsync: the duplicate's
             // answer promises no less than the original's would.
             if durability == Durability::Synced {
                 self.flush().await?;
             }
-            return Ok(info);
+            return Ok(original);
+        }
+        // No await between the producer check above and the offset
+        // assignment below, so no other append can come in between.
+        let mut st = self.inner.state.borrow_mut();
+        if st.closed {
+            return Err(EngineError::Closed);
         }
         let base = st.log_end_offset;
         let mut next = base;
@@ -179,6 +173,26 @@ impl PartitionLog {
         drop(st);
         self.inner.appended.notify_all();
         Ok(info)
+    }
+
+    /// Checks the batches of one request against the producer state: the
+    /// original batch's offsets when the request is a retry, `None` when it
+    /// is to be appended, an error when it is refused.
+    fn find_duplicate(&self, parsed: &[(batch::BatchHeader, std::ops::Range<usize>)], log_append_time: bool) -> Result<Option<AppendInfo>> {
+        let st = self.inner.state.borrow();
+        if st.closed {
+            return Err(EngineError::Closed);
+        }
+        let headers: Vec<batch::BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
+        Ok(match st.producers.check_all(&headers)? {
+            Decision::Append => None,
+            Decision::Duplicate(original) => Some(AppendInfo {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: if log_append_time { original.max_timestamp } else { -1 },
+                log_start_offset: st.log_start_offset,
+            }),
+        })
     }
 
     /// Reads whole batches from the one containing `offset`, up to
