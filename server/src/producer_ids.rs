@@ -29,6 +29,7 @@ use std::sync::Mutex;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use strom_engine::producer_state::ProducerError;
 use thiserror::Error;
 
 /// Ids reserved per durable write.
@@ -133,6 +134,18 @@ impl ProducerIdManager {
                 response.with_error_code(ResponseError::CoordinatorNotAvailable.code())
             }
         }
+    }
+}
+
+/// The Produce error code for a batch the producer state refused. A
+/// duplicate is not an error: the log answers it with the original offsets
+/// and the partition response carries NONE, as in Kafka.
+pub fn produce_error(e: &ProducerError) -> ResponseError {
+    match e {
+        ProducerError::InvalidSequence { .. } => ResponseError::InvalidRecord,
+        ProducerError::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
+        ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
     }
 }
 
@@ -258,6 +271,33 @@ mod tests {
             ProducerIdManager::open(dir.path()),
             Err(ProducerIdError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn producer_errors_map_to_kafka_codes() {
+        let e = ProducerError::OutOfOrderSequence {
+            producer_id: 1,
+            epoch: 0,
+            sequence: 3,
+            expected: 1,
+        };
+        assert_eq!(produce_error(&e).code(), 45);
+        let e = ProducerError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current_epoch: 1,
+        };
+        assert_eq!(produce_error(&e).code(), 47);
+        let e = ProducerError::UnknownProducerId {
+            producer_id: 1,
+            sequence: 3,
+        };
+        assert_eq!(produce_error(&e).code(), 59);
+        let e = ProducerError::InvalidSequence {
+            producer_id: 1,
+            sequence: -3,
+        };
+        assert_eq!(produce_error(&e).code(), 87);
     }
 
     #[test]
