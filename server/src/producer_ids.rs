@@ -23,9 +23,10 @@
 //! lock for a few nanoseconds, and once per block for one small synchronous
 //! write and two fsyncs; InitProducerId is rare next to Produce.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -133,6 +134,42 @@ impl ProducerIdManager {
                 // Retriable for every client: it tries again after a backoff.
                 response.with_error_code(ResponseError::CoordinatorNotAvailable.code())
             }
+        }
+    }
+}
+
+/// Managers by data directory, shared by every shard of the process.
+static MANAGERS: OnceLock<Mutex<HashMap<PathBuf, Arc<ProducerIdManager>>>> = OnceLock::new();
+
+/// The manager of `data_dir`, opened on first use and shared by every shard
+/// (all shards of a broker see the same data directory). The broker calls it
+/// once at startup, so that a corrupt file stops it there.
+pub fn manager_for(data_dir: &Path) -> Result<Arc<ProducerIdManager>, ProducerIdError> {
+    let mut managers = MANAGERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = managers.get(data_dir) {
+        return Ok(m.clone());
+    }
+    let m = Arc::new(ProducerIdManager::open(data_dir)?);
+    managers.insert(data_dir.to_path_buf(), m.clone());
+    Ok(m)
+}
+
+/// InitProducerId for the broker whose data directory is `data_dir`.
+pub fn init_producer_id(
+    data_dir: &Path,
+    request: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    match manager_for(data_dir) {
+        Ok(m) => m.handle_init_producer_id(request),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the producer id allocator");
+            InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
         }
     }
 }
@@ -298,6 +335,20 @@ mod tests {
             sequence: -3,
         };
         assert_eq!(produce_error(&e).code(), 87);
+    }
+
+    #[test]
+    fn managers_are_shared_per_data_dir() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let req = InitProducerIdRequest::default().with_transactional_id(None);
+        assert_eq!(init_producer_id(a.path(), &req).producer_id, ProducerId(0));
+        assert_eq!(init_producer_id(a.path(), &req).producer_id, ProducerId(1));
+        assert_eq!(init_producer_id(b.path(), &req).producer_id, ProducerId(0));
+        assert!(Arc::ptr_eq(
+            &manager_for(a.path()).unwrap(),
+            &manager_for(a.path()).unwrap()
+        ));
     }
 
     #[test]
