@@ -76,7 +76,10 @@ impl BatchHeader {
     /// least the header; the batch body may be cut short.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_BYTES {
-            return Err(BatchError::Truncated { need: HEADER_BYTES, have: buf.len() });
+            return Err(BatchError::Truncated {
+                need: HEADER_BYTES,
+                have: buf.len(),
+            });
         }
         let h = BatchHeader {
             base_offset: i64::from_be_bytes(buf[0..8].try_into().unwrap()),
@@ -100,7 +103,10 @@ impl BatchHeader {
             return Err(BatchError::BadLength(h.batch_length));
         }
         if h.record_count < 0 || h.last_offset_delta < 0 {
-            return Err(BatchError::BadCount { record_count: h.record_count, last_offset_delta: h.last_offset_delta });
+            return Err(BatchError::BadCount {
+                record_count: h.record_count,
+                last_offset_delta: h.last_offset_delta,
+            });
         }
         Ok(h)
     }
@@ -111,14 +117,20 @@ impl BatchHeader {
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     if h.total_bytes() != buf.len() {
-        return Err(BatchError::Truncated { need: h.total_bytes(), have: buf.len() });
+        return Err(BatchError::Truncated {
+            need: h.total_bytes(),
+            have: buf.len(),
+        });
     }
     if h.record_count == 0 {
         return Err(BatchError::Empty);
     }
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     if crc != h.crc {
-        return Err(BatchError::BadCrc { stored: h.crc, computed: crc });
+        return Err(BatchError::BadCrc {
+            stored: h.crc,
+            computed: crc,
+        });
     }
     Ok(h)
 }
@@ -126,7 +138,9 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Splits a produce request's `records` bytes into batches, validating each.
 /// Returns the headers with the byte range of each batch. Nothing partial is
 /// accepted: one bad batch rejects the whole set.
-pub fn split_and_validate(buf: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, BatchError> {
+pub fn split_and_validate(
+    buf: &[u8],
+) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     if buf.is_empty() {
@@ -135,7 +149,10 @@ pub fn split_and_validate(buf: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Rang
     while pos < buf.len() {
         let rest = &buf[pos..];
         if rest.len() < LOG_OVERHEAD {
-            return Err(BatchError::Truncated { need: LOG_OVERHEAD, have: rest.len() });
+            return Err(BatchError::Truncated {
+                need: LOG_OVERHEAD,
+                have: rest.len(),
+            });
         }
         let len = i32::from_be_bytes(rest[8..12].try_into().unwrap());
         if len < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
@@ -143,7 +160,10 @@ pub fn split_and_validate(buf: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Rang
         }
         let total = LOG_OVERHEAD + len as usize;
         if total > rest.len() {
-            return Err(BatchError::Truncated { need: total, have: rest.len() });
+            return Err(BatchError::Truncated {
+                need: total,
+                have: rest.len(),
+            });
         }
         let h = validate(&rest[..total])?;
         out.push((h, pos..pos + total));
@@ -257,7 +277,10 @@ mod tests {
         assert!(matches!(validate(&bad), Err(BatchError::BadMagic(1))));
         let mut bad = good.clone();
         bad[8..12].copy_from_slice(&10_000i32.to_be_bytes());
-        assert!(matches!(split_and_validate(&bad), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            split_and_validate(&bad),
+            Err(BatchError::Truncated { .. })
+        ));
         let empty = build_batch(1, &[]);
         assert!(matches!(validate(&empty), Err(BatchError::Empty)));
         assert!(matches!(split_and_validate(&[]), Err(BatchError::Empty)));

@@ -12,7 +12,10 @@ pub enum BatchError {
     #[error("invalid batch length {0}")]
     BadLength(i32),
     #[error("invalid record count {record_count} / last offset delta {last_offset_delta}")]
-    BadCount { record_count: i32, last_offset_delta: i32 },
+    BadCount {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("CRC32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     BadCrc { stored: u32, computed: u32 },
     #[error("empty batch")]
@@ -26,7 +29,11 @@ pub enum EngineError {
     #[error("invalid record batch: {0}")]
     Batch(#[from] BatchError),
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("no space left on device")]
     NoSpace,
     #[error("log is closed")]

@@ -15,6 +15,8 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod index;
+pub mod io;
 pub mod log;
 pub mod notify;
 pub mod producer_state;

@@ -1,19 +1,55 @@
-//! `PartitionLog`: the public API of one partition's log.
+//! `PartitionLog`: the public API of one partition's log, and the segmented
+//! log behind it (see `FORMAT.md` for the bytes on disk).
 //!
-//! STUB: this in-memory implementation fixes the API for the server while the
-//! real segmented O_DIRECT log is built behind it. It keeps nothing on disk.
+//! Write path: `append` validates the batches, assigns offsets in place and
+//! copies them into the active segment's 4096-aligned tail buffer (they are
+//! readable from there at once). Full tail buffers are sealed into chunks.
+//! Whoever needs data on disk (a `Synced` append, a full chunk, `flush`,
+//! `tick`) leads a *flush round* if none is running, else waits for the
+//! running one and checks again: every append that arrives while a round is
+//! in flight joins the next round, which does one write per chunk (several in
+//! flight) and at most one fdatasync for all of them (group commit).
+//!
+//! Read path: segment by base offset, position by the sparse index, then
+//! batch headers are scanned; bytes come from the tail buffer and recently
+//! written chunks when hot, else from an O_DIRECT read.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::batch;
+use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use crate::config::LogConfig;
 use crate::error::{BatchError, EngineError, Result};
+use crate::index::{self, OffsetEntry, TimeEntry};
+use crate::io::dma::DmaStorage;
+use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile, ALIGN_BYTES};
 use crate::notify::Notify;
-use crate::producer_state::{self, Decision, ProducerStateTable};
+
+/// Largest tail buffer / chunk: the unit of an O_DIRECT log write.
+pub const CHUNK_BYTES: u64 = 1 << 20;
+/// O_DIRECT chunk writes in flight at once per log.
+const MAX_INFLIGHT_WRITES: usize = 16;
+/// Chunks one flush round submits before it ends (bounds sync latency).
+const MAX_ROUND_CHUNKS: usize = 64;
+/// Appended-but-unwritten bytes above which appends wait for the disk.
+const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+/// Written chunks kept in memory as the hot-read cache.
+const CACHE_CHUNKS: usize = 4;
+/// Bytes read at a time when scanning batch headers.
+const SCAN_WINDOW_BYTES: u64 = 64 * 1024;
+/// Bytes read at a time when recovering a segment.
+const RECOVERY_WINDOW_BYTES: u64 = 1 << 20;
+/// Segments are addressed with u32 positions in the index.
+const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+const MIN_SEGMENT_BYTES: u64 = 4 * ALIGN_BYTES;
+/// Written by `close`, removed by `open`: its presence means the last
+/// shutdown was clean.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 /// What an append waits for before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,56 +86,229 @@ impl ReadResult {
     }
 }
 
-struct StoredBatch {
-    base_offset: i64,
-    last_offset: i64,
-    max_timestamp: i64,
-    bytes: Bytes,
+type BufOf<S> = <<S as Storage>::File as StorageFile>::Buf;
+
+/// A sealed tail buffer: `[start, start + data_bytes)` of the active segment,
+/// padded with zeros to a multiple of 4096.
+struct Chunk<B> {
+    start: u64,
+    data_bytes: u64,
+    buf: Rc<B>,
+    submitted: bool,
+    written: bool,
 }
 
-struct State {
-    batches: Vec<StoredBatch>,
+/// Write state of the active segment.
+struct Tail<B> {
+    /// Holds `[buf_start, segment.len)`; `buf_start` is 4096-aligned.
+    buf: B,
+    buf_start: u64,
+    chunks: VecDeque<Chunk<B>>,
+}
+
+struct Segment<F: StorageFile> {
+    base_offset: i64,
+    file: Rc<F>,
+    /// Logical length: bytes of whole batches. The file may be longer
+    /// (preallocation, padding); those bytes are never served.
+    len: u64,
+    next_offset: i64,
+    index: Vec<OffsetEntry>,
+    time_index: Vec<TimeEntry>,
+    bytes_since_index: u64,
+    max_timestamp: i64,
+    max_timestamp_offset: i64,
+    /// When the first batch was appended in this process (segment.ms).
+    first_append_ms: Option<i64>,
+}
+
+impl<F: StorageFile> Segment<F> {
+    fn new(base_offset: i64, file: Rc<F>) -> Segment<F> {
+        Segment {
+            base_offset,
+            file,
+            len: 0,
+            next_offset: base_offset,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            max_timestamp_offset: -1,
+            first_append_ms: None,
+        }
+    }
+
+    /// Records a batch stored at `pos` in the indexes.
+    fn track_batch(&mut self, pos: u64, h: &BatchHeader, max_ts: i64, interval: u64) {
+        debug_assert_eq!(h.base_offset, self.next_offset);
+        if pos > 0 && self.bytes_since_index >= interval {
+            let rel = (h.base_offset - self.base_offset) as u32;
+            self.index.push(OffsetEntry::new(rel, pos as u32));
+            self.push_time_entry();
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_bytes() as u64;
+        if max_ts > self.max_timestamp {
+            self.max_timestamp = max_ts;
+            self.max_timestamp_offset = h.base_offset;
+        }
+        self.next_offset = h.last_offset() + 1;
+    }
+
+    fn push_time_entry(&mut self) {
+        if self.max_timestamp < 0 {
+            return;
+        }
+        if self
+            .time_index
+            .last()
+            .is_some_and(|e| e.ts() >= self.max_timestamp)
+        {
+            return;
+        }
+        let rel = (self.max_timestamp_offset - self.base_offset) as u32;
+        self.time_index
+            .push(TimeEntry::new(self.max_timestamp, rel));
+    }
+}
+
+struct State<S: Storage> {
+    /// Oldest first; the last one is active.
+    segments: Vec<Segment<S::File>>,
+    tail: Option<Tail<BufOf<S>>>,
     log_start_offset: i64,
     log_end_offset: i64,
+    /// Every offset below is covered by an fdatasync.
+    synced_offset: i64,
+    messages_since_sync: u64,
+    last_sync_ms: i64,
+    clock_ms: i64,
+    flushing: bool,
+    rolling: bool,
     closed: bool,
-    /// Idempotent-producer dedup; checked and recorded under the same
-    /// borrow as the offset assignment.
-    producers: ProducerStateTable,
+    /// Set when an fdatasync failed: what was acknowledged as written may be
+    /// lost, so the log refuses appends until it is reopened.
+    failed: Option<String>,
 }
 
 /// One partition's log. Cheap to clone (shared handle); not `Send`: it lives
 /// on the shard that owns the partition. Methods take `&self`, so concurrent
 /// appends from several tasks join the same group commit.
-#[derive(Clone)]
-pub struct PartitionLog {
-    inner: Rc<Inner>,
+///
+/// `S` is the storage under it: O_DIRECT files in production, the simulated
+/// file system in tests.
+pub struct PartitionLog<S: Storage = DmaStorage> {
+    inner: Rc<Inner<S>>,
 }
 
-struct Inner {
+impl<S: Storage> Clone for PartitionLog<S> {
+    fn clone(&self) -> Self {
+        PartitionLog {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S: Storage> {
+    storage: S,
     dir: PathBuf,
+    chunk_bytes: u64,
     config: RefCell<LogConfig>,
-    state: RefCell<State>,
+    state: RefCell<State<S>>,
     appended: Notify,
+    /// Fired when a flush round or a roll ends.
+    progress: Notify,
+    rounds: Cell<u64>,
 }
 
-impl PartitionLog {
+fn segment_name(base: i64, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+fn io_err(e: std::io::Error) -> EngineError {
+    EngineError::from_io(e)
+}
+
+/// Resets `flushing` (and un-submits unfinished chunks) however a round
+/// ends, including when its future is dropped.
+struct RoundGuard<'a, S: Storage> {
+    inner: &'a Inner<S>,
+}
+
+impl<S: Storage> Drop for RoundGuard<'_, S> {
+    fn drop(&mut self) {
+        let mut st = self.inner.state.borrow_mut();
+        st.flushing = false;
+        if let Some(tail) = st.tail.as_mut() {
+            for c in tail.chunks.iter_mut() {
+                if !c.written {
+                    c.submitted = false;
+                }
+            }
+        }
+        drop(st);
+        self.inner.progress.notify_all();
+    }
+}
+
+struct RollGuard<'a, S: Storage> {
+    inner: &'a Inner<S>,
+}
+
+impl<S: Storage> Drop for RollGuard<'_, S> {
+    fn drop(&mut self) {
+        self.inner.state.borrow_mut().rolling = false;
+        self.inner.progress.notify_all();
+    }
+}
+
+impl PartitionLog<DmaStorage> {
     /// Opens (recovering if needed) or creates the log in `dir`. Must run
     /// inside a glommio executor.
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
+        PartitionLog::open_with(DmaStorage, dir, config).await
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens the log in `dir` on the given storage.
+    pub async fn open_with(
+        storage: S,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<PartitionLog<S>> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(EngineError::from_io)?;
-        // IDEMPOTENCE: restore the newest snapshot at or below the log end,
-        // then replay the headers of the batches past it. The stub keeps no
-        // batches, so there is nothing to replay.
-        let (log_start_offset, log_end_offset) = (0, 0);
-        let mut producers = producer_state::load_latest(&dir, log_start_offset, log_end_offset)?;
-        producers.replay(std::iter::empty());
+        let segment_bytes = config
+            .segment_bytes
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        let chunk_bytes = align_up(segment_bytes).min(CHUNK_BYTES);
+        let (segments, tail) = recover::<S>(&storage, &dir, &config, chunk_bytes).await?;
+        let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
         Ok(PartitionLog {
             inner: Rc::new(Inner {
+                storage,
                 dir,
+                chunk_bytes,
                 config: RefCell::new(config),
-                state: RefCell::new(State { batches: Vec::new(), log_start_offset, log_end_offset, closed: false, producers }),
+                state: RefCell::new(State {
+                    segments,
+                    tail: Some(tail),
+                    log_start_offset,
+                    log_end_offset,
+                    synced_offset: log_end_offset,
+                    messages_since_sync: 0,
+                    last_sync_ms: 0,
+                    clock_ms: 0,
+                    flushing: false,
+                    rolling: false,
+                    closed: false,
+                    failed: None,
+                }),
                 appended: Notify::default(),
+                progress: Notify::default(),
+                rounds: Cell::new(0),
             }),
         })
     }
@@ -120,107 +329,612 @@ impl PartitionLog {
 
     /// Validates and appends the batches in `records` (one or more complete
     /// RecordBatch v2), assigning offsets. All or nothing.
-    ///
-    /// Idempotent producers: a retry of one of a producer's last five batches
-    /// appends nothing and returns the original batch's offsets (Kafka
-    /// answers it with NONE); a sequence gap, a stale epoch or an unknown
-    /// producer mid-sequence fails with [`EngineError::Producer`].
-    pub async fn append(&self, records: &[u8], durability: Durability, now_ms: i64) -> Result<AppendInfo> {
-        let max = self.inner.config.borrow().max_message_bytes;
-        let log_append_time = self.inner.config.borrow().log_append_time;
+    pub async fn append(
+        &self,
+        records: &[u8],
+        durability: Durability,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        let (max, log_append_time, segment_bytes, flush_messages) = {
+            let c = self.inner.config.borrow();
+            (
+                c.max_message_bytes,
+                c.log_append_time,
+                c.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+                c.flush_messages,
+            )
+        };
         let parsed = batch::split_and_validate(records)?;
         for (_, range) in &parsed {
             if range.len() > max {
-                return Err(BatchError::TooLarge { bytes: range.len(), max }.into());
+                return Err(BatchError::TooLarge {
+                    bytes: range.len(),
+                    max,
+                }
+                .into());
             }
         }
-        if let Some(original) = self.find_duplicate(&parsed, log_append_time)? {
-            // The original may still wait for its fsync: the duplicate's
-            // answer promises no less than the original's would.
-            if durability == Durability::Synced {
-                self.flush().await?;
+        // Wait for room: no roll in progress, bounded unwritten bytes, and a
+        // segment with space for the whole append.
+        enum Next {
+            Go,
+            Wait,
+            Write,
+            Roll,
+        }
+        loop {
+            let progressed = self.inner.progress.notified();
+            let next = {
+                let st = self.inner.state.borrow();
+                self.check_open(&st)?;
+                let seg = st
+                    .segments
+                    .last()
+                    .ok_or_else(|| EngineError::Corrupt("no active segment".into()))?;
+                let unwritten = self.unwritten_bytes(&st);
+                if st.rolling || (st.flushing && unwritten >= MAX_UNWRITTEN_BYTES) {
+                    Next::Wait
+                } else if unwritten >= MAX_UNWRITTEN_BYTES {
+                    Next::Write
+                } else if seg.len > 0 && seg.len + records.len() as u64 > segment_bytes {
+                    Next::Roll
+                } else {
+                    Next::Go
+                }
+            };
+            match next {
+                Next::Go => break,
+                Next::Wait => progressed.await,
+                Next::Write => self.flush_round(false).await?,
+                Next::Roll => self.roll().await?,
             }
-            return Ok(original);
         }
-        // No await between the producer check above and the offset
-        // assignment below, so no other append can come in between.
-        let mut st = self.inner.state.borrow_mut();
-        if st.closed {
-            return Err(EngineError::Closed);
-        }
-        let base = st.log_end_offset;
-        let mut next = base;
-        for (h, range) in parsed {
-            let mut b = records[range].to_vec();
-            batch::set_base_offset(&mut b, next);
-            let mut max_ts = h.max_timestamp;
-            if log_append_time {
-                batch::set_log_append_time(&mut b, now_ms);
-                max_ts = now_ms;
+        let info = {
+            let mut st = self.inner.state.borrow_mut();
+            st.clock_ms = st.clock_ms.max(now_ms);
+            let interval = self.inner.config.borrow().index_interval_bytes as u64;
+            let base = st.log_end_offset;
+            let mut next = base;
+            let mut messages = 0u64;
+            for (h, range) in &parsed {
+                let src = &records[range.clone()];
+                let mut header = [0u8; HEADER_BYTES];
+                header.copy_from_slice(&src[..HEADER_BYTES]);
+                batch::set_base_offset(&mut header, next);
+                let mut max_ts = h.max_timestamp;
+                let owned;
+                let (head, body): (&[u8], &[u8]) = if log_append_time {
+                    let mut b = src.to_vec();
+                    batch::set_base_offset(&mut b, next);
+                    batch::set_log_append_time(&mut b, now_ms);
+                    max_ts = now_ms;
+                    owned = b;
+                    (&owned[..], &[])
+                } else {
+                    (&header[..], &src[HEADER_BYTES..])
+                };
+                let pos = self.tail_write(&mut st, head, body);
+                let stored = BatchHeader {
+                    base_offset: next,
+                    ..*h
+                };
+                let seg = st
+                    .segments
+                    .last_mut()
+                    .ok_or_else(|| EngineError::Corrupt("no active segment".into()))?;
+                seg.first_append_ms.get_or_insert(now_ms);
+                seg.track_batch(pos, &stored, max_ts, interval);
+                next = stored.last_offset() + 1;
+                messages += h.record_count as u64;
             }
-            let last = next + h.last_offset_delta as i64;
-            st.producers.record(&batch::BatchHeader { max_timestamp: max_ts, ..h }, next);
-            st.batches.push(StoredBatch { base_offset: next, last_offset: last, max_timestamp: max_ts, bytes: Bytes::from(b) });
-            next = last + 1;
-        }
-        st.log_end_offset = next;
-        let info = AppendInfo {
-            base_offset: base,
-            last_offset: next - 1,
-            log_append_time_ms: if log_append_time { now_ms } else { -1 },
-            log_start_offset: st.log_start_offset,
+            debug_assert!(next > base, "offsets must move forward");
+            st.log_end_offset = next;
+            st.messages_since_sync += messages;
+            AppendInfo {
+                base_offset: base,
+                last_offset: next - 1,
+                log_append_time_ms: if log_append_time { now_ms } else { -1 },
+                log_start_offset: st.log_start_offset,
+            }
         };
-        drop(st);
         self.inner.appended.notify_all();
+        let must_sync = durability == Durability::Synced
+            || self.inner.state.borrow().messages_since_sync >= flush_messages;
+        if must_sync {
+            self.sync_to(info.last_offset + 1).await?;
+        } else if self.has_unsubmitted_chunks() && !self.inner.state.borrow().flushing {
+            // A full chunk is waiting: write it now so the disk keeps busy.
+            // The batches are in the log already, so a failed write is not
+            // this append's failure; the chunk stays in memory for a retry.
+            if let Err(e) = self.flush_round(false).await {
+                tracing::warn!(dir = %self.inner.dir.display(), error = %e, "background chunk write failed");
+            }
+        }
         Ok(info)
     }
 
-    /// Checks the batches of one request against the producer state: the
-    /// original batch's offsets when the request is a retry, `None` when it
-    /// is to be appended, an error when it is refused.
-    fn find_duplicate(&self, parsed: &[(batch::BatchHeader, std::ops::Range<usize>)], log_append_time: bool) -> Result<Option<AppendInfo>> {
-        let st = self.inner.state.borrow();
+    fn check_open(&self, st: &State<S>) -> Result<()> {
         if st.closed {
             return Err(EngineError::Closed);
         }
-        let headers: Vec<batch::BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
-        Ok(match st.producers.check_all(&headers)? {
-            Decision::Append => None,
-            Decision::Duplicate(original) => Some(AppendInfo {
-                base_offset: original.base_offset,
-                last_offset: original.last_offset,
-                log_append_time_ms: if log_append_time { original.max_timestamp } else { -1 },
-                log_start_offset: st.log_start_offset,
-            }),
-        })
+        if let Some(msg) = &st.failed {
+            return Err(EngineError::Io(std::io::Error::other(format!(
+                "log failed earlier: {msg}"
+            ))));
+        }
+        Ok(())
+    }
+
+    fn unwritten_bytes(&self, st: &State<S>) -> u64 {
+        match &st.tail {
+            Some(t) => t
+                .chunks
+                .iter()
+                .filter(|c| !c.written)
+                .map(|c| c.data_bytes)
+                .sum(),
+            None => 0,
+        }
+    }
+
+    fn has_unsubmitted_chunks(&self) -> bool {
+        let st = self.inner.state.borrow();
+        st.tail
+            .as_ref()
+            .is_some_and(|t| t.chunks.iter().any(|c| !c.submitted))
+    }
+
+    /// Copies `head` then `body` to the end of the active segment's tail,
+    /// sealing full buffers into chunks. Returns the batch's position.
+    fn tail_write(&self, st: &mut State<S>, head: &[u8], body: &[u8]) -> u64 {
+        let chunk_bytes = self.inner.chunk_bytes;
+        let State { segments, tail, .. } = st;
+        let (Some(seg), Some(tail)) = (segments.last_mut(), tail.as_mut()) else {
+            unreachable!("append on a log without an active segment")
+        };
+        let pos = seg.len;
+        for part in [head, body] {
+            let mut rest = part;
+            while !rest.is_empty() {
+                let used = (seg.len - tail.buf_start) as usize;
+                let n = (chunk_bytes as usize - used).min(rest.len());
+                tail.buf.as_mut_slice()[used..used + n].copy_from_slice(&rest[..n]);
+                seg.len += n as u64;
+                rest = &rest[n..];
+                if used + n == chunk_bytes as usize {
+                    let next = seg.file.alloc_buf(chunk_bytes as usize);
+                    let full = std::mem::replace(&mut tail.buf, next);
+                    tail.chunks.push_back(Chunk {
+                        start: tail.buf_start,
+                        data_bytes: chunk_bytes,
+                        buf: Rc::new(full),
+                        submitted: false,
+                        written: false,
+                    });
+                    tail.buf_start += chunk_bytes;
+                }
+            }
+        }
+        pos
+    }
+
+    /// Seals the partial tail buffer into a chunk padded with zeros; the new
+    /// tail buffer starts with a copy of the last partial block, which the
+    /// next write rewrites.
+    fn seal_partial(&self, st: &mut State<S>) {
+        let chunk_bytes = self.inner.chunk_bytes as usize;
+        let State { segments, tail, .. } = st;
+        let (Some(seg), Some(tail)) = (segments.last_mut(), tail.as_mut()) else {
+            return;
+        };
+        let used = (seg.len - tail.buf_start) as usize;
+        if used == 0 {
+            return;
+        }
+        let padded = align_up(used as u64) as usize;
+        let new_start = align_down(seg.len);
+        let mut next = seg.file.alloc_buf(chunk_bytes);
+        let keep = (seg.len - new_start) as usize;
+        let from = (new_start - tail.buf_start) as usize;
+        next.as_mut_slice()[..keep].copy_from_slice(&tail.buf.as_slice()[from..from + keep]);
+        let mut full = std::mem::replace(&mut tail.buf, next);
+        full.as_mut_slice()[used..padded].fill(0);
+        full.trim_to(padded);
+        tail.chunks.push_back(Chunk {
+            start: tail.buf_start,
+            data_bytes: used as u64,
+            buf: Rc::new(full),
+            submitted: false,
+            written: false,
+        });
+        tail.buf_start = new_start;
+    }
+
+    /// Waits until every offset below `end_offset` is synced, leading flush
+    /// rounds as needed.
+    async fn sync_to(&self, end_offset: i64) -> Result<()> {
+        loop {
+            let progressed = self.inner.progress.notified();
+            {
+                let st = self.inner.state.borrow();
+                if st.synced_offset >= end_offset {
+                    return Ok(());
+                }
+                if let Some(msg) = &st.failed {
+                    return Err(EngineError::Io(std::io::Error::other(format!(
+                        "fdatasync failed: {msg}"
+                    ))));
+                }
+                if st.flushing || st.rolling {
+                    drop(st);
+                    progressed.await;
+                    continue;
+                }
+            }
+            self.flush_round(true).await?;
+        }
+    }
+
+    /// One flush round: writes the unsubmitted chunks (and, when `sync`, the
+    /// partial tail) with several O_DIRECT writes in flight, then at most one
+    /// fdatasync. The caller must have seen `flushing == false`.
+    async fn flush_round(&self, sync: bool) -> Result<()> {
+        let (file, end_offset) = {
+            let mut st = self.inner.state.borrow_mut();
+            if st.flushing {
+                return Ok(());
+            }
+            st.flushing = true;
+            if sync {
+                self.seal_partial(&mut st);
+            }
+            let Some(seg) = st.segments.last() else {
+                return Ok(());
+            };
+            (seg.file.clone(), st.log_end_offset)
+        };
+        let _guard = RoundGuard { inner: &self.inner };
+        self.inner.rounds.set(self.inner.rounds.get() + 1);
+        let mut inflight = FuturesUnordered::new();
+        // File ranges of writes in flight: a chunk overlapping one of them
+        // (the rewritten last block of a partial chunk) waits, so that an
+        // older write can never land after a newer one.
+        let mut busy: Vec<(usize, u64, u64)> = Vec::new();
+        let limit = if sync {
+            let st = self.inner.state.borrow();
+            st.tail
+                .as_ref()
+                .map(|t| t.chunks.iter().filter(|c| !c.submitted).count())
+                .unwrap_or(0)
+        } else {
+            MAX_ROUND_CHUNKS
+        };
+        let mut submitted = 0usize;
+        loop {
+            while inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
+                let next = {
+                    let mut st = self.inner.state.borrow_mut();
+                    let Some(tail) = st.tail.as_mut() else { break };
+                    let Some(c) = tail.chunks.iter_mut().find(|c| !c.submitted) else {
+                        break;
+                    };
+                    let end = c.start + c.buf.as_slice().len() as u64;
+                    if busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
+                        break;
+                    }
+                    c.submitted = true;
+                    (c.start, end, c.buf.clone())
+                };
+                let (start, end, buf) = next;
+                let id = Rc::as_ptr(&buf) as usize;
+                busy.push((id, start, end));
+                let file = file.clone();
+                inflight.push(async move { file.write_at(buf, start).await.map(|()| id) });
+                submitted += 1;
+            }
+            let Some(done) = inflight.next().await else {
+                break;
+            };
+            let id = done.map_err(io_err)?;
+            busy.retain(|&(b, _, _)| b != id);
+            let mut st = self.inner.state.borrow_mut();
+            if let Some(tail) = st.tail.as_mut() {
+                if let Some(c) = tail
+                    .chunks
+                    .iter_mut()
+                    .find(|c| Rc::as_ptr(&c.buf) as usize == id)
+                {
+                    c.written = true;
+                }
+            }
+        }
+        if sync {
+            if let Err(e) = file.fdatasync().await {
+                let mut st = self.inner.state.borrow_mut();
+                st.failed = Some(e.to_string());
+                tracing::error!(dir = %self.inner.dir.display(), error = %e, "fdatasync failed; log refuses appends until reopened");
+                return Err(io_err(e));
+            }
+        }
+        let mut st = self.inner.state.borrow_mut();
+        if sync {
+            st.synced_offset = st.synced_offset.max(end_offset);
+            st.messages_since_sync = 0;
+            st.last_sync_ms = st.clock_ms;
+        }
+        if let Some(tail) = st.tail.as_mut() {
+            // Drop written chunks beyond the hot cache; written chunks are a
+            // prefix because chunks are submitted in order and a round waits
+            // for all its writes.
+            let written = tail.chunks.iter().take_while(|c| c.written).count();
+            for _ in 0..written.saturating_sub(CACHE_CHUNKS) {
+                tail.chunks.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls to a new segment at the log end offset: syncs the active one,
+    /// writes its indexes and trims its file to the logical length.
+    async fn roll(&self) -> Result<()> {
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if st.rolling {
+                return Ok(());
+            }
+            st.rolling = true;
+        }
+        let _guard = RollGuard { inner: &self.inner };
+        // Wait out any running round, then sync everything.
+        loop {
+            let progressed = self.inner.progress.notified();
+            let (flushing, end, has_chunks) = {
+                let st = self.inner.state.borrow();
+                self.check_open(&st)?;
+                let has = st
+                    .tail
+                    .as_ref()
+                    .is_some_and(|t| t.chunks.iter().any(|c| !c.written));
+                (st.flushing, st.log_end_offset, has)
+            };
+            if flushing {
+                progressed.await;
+                continue;
+            }
+            if self.inner.state.borrow().synced_offset >= end && !has_chunks {
+                break;
+            }
+            self.flush_round(true).await?;
+        }
+        let (old_file, base, len, index_bytes, time_bytes, next_offset) = {
+            let mut st = self.inner.state.borrow_mut();
+            let Some(seg) = st.segments.last_mut() else {
+                return Ok(());
+            };
+            if seg.len == 0 {
+                return Ok(());
+            }
+            seg.push_time_entry();
+            (
+                seg.file.clone(),
+                seg.base_offset,
+                seg.len,
+                index::encode_offset_index(&seg.index),
+                index::encode_time_index(&seg.time_index),
+                seg.next_offset,
+            )
+        };
+        let dir = &self.inner.dir;
+        let storage = &self.inner.storage;
+        crate::io::write_whole_file(
+            storage,
+            &dir.join(segment_name(base, "index")),
+            &index_bytes,
+        )
+        .await
+        .map_err(io_err)?;
+        crate::io::write_whole_file(
+            storage,
+            &dir.join(segment_name(base, "timeindex")),
+            &time_bytes,
+        )
+        .await
+        .map_err(io_err)?;
+        old_file.truncate(len).await.map_err(io_err)?;
+        old_file.fdatasync().await.map_err(io_err)?;
+        let (segment, tail) = create_segment::<S>(
+            storage,
+            dir,
+            next_offset,
+            &self.config(),
+            self.inner.chunk_bytes,
+        )
+        .await?;
+        storage.sync_dir(dir).await.map_err(io_err)?;
+        let mut st = self.inner.state.borrow_mut();
+        st.segments.push(segment);
+        st.tail = Some(tail);
+        tracing::debug!(dir = %dir.display(), base_offset = next_offset, "segment rolled");
+        Ok(())
+    }
+
+    /// Reads bytes `[pos, pos + len)` of the segment with base `base`
+    /// (clamped to its logical length), from memory when hot, else from disk.
+    async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<Bytes> {
+        let (file, disk_end, mem) = {
+            let st = self.inner.state.borrow();
+            let i = st
+                .segments
+                .binary_search_by_key(&base, |s| s.base_offset)
+                .map_err(|_| EngineError::OffsetOutOfRange {
+                    offset: base,
+                    log_start: st.log_start_offset,
+                    log_end: st.log_end_offset,
+                })?;
+            let seg = &st.segments[i];
+            let end = (pos + len).min(seg.len);
+            if pos >= end {
+                return Ok(Bytes::new());
+            }
+            let is_active = i + 1 == st.segments.len();
+            match (&st.tail, is_active) {
+                (Some(tail), true) => {
+                    let mem_start = tail
+                        .chunks
+                        .front()
+                        .map(|c| c.start)
+                        .unwrap_or(tail.buf_start)
+                        .min(tail.buf_start);
+                    let mut out = BytesMut::new();
+                    let from = pos.max(mem_start);
+                    if from < end {
+                        copy_from_memory(tail, from, end, &mut out);
+                    }
+                    (seg.file.clone(), mem_start.min(end), out)
+                }
+                _ => (seg.file.clone(), end, BytesMut::new()),
+            }
+        };
+        if pos >= disk_end {
+            return Ok(mem.freeze());
+        }
+        let disk = file
+            .read_at(pos, (disk_end - pos) as usize)
+            .await
+            .map_err(io_err)?;
+        if disk.len() as u64 != disk_end - pos {
+            return Err(EngineError::Corrupt(format!(
+                "short read at {pos}: {} of {} bytes",
+                disk.len(),
+                disk_end - pos
+            )));
+        }
+        if mem.is_empty() {
+            return Ok(disk);
+        }
+        let mut out = BytesMut::with_capacity(disk.len() + mem.len());
+        out.extend_from_slice(&disk);
+        out.extend_from_slice(&mem);
+        Ok(out.freeze())
+    }
+
+    /// Finds the segment holding `offset`: its base, length and the index
+    /// position to scan from.
+    fn locate(&self, offset: i64) -> Option<(i64, u64, u64)> {
+        let st = self.inner.state.borrow();
+        let i = st
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .checked_sub(1)?;
+        let seg = &st.segments[i];
+        let rel = u32::try_from(offset - seg.base_offset).unwrap_or(u32::MAX);
+        let pos = index::lookup_offset(&seg.index, rel)
+            .map(|e| e.pos() as u64)
+            .unwrap_or(0);
+        Some((seg.base_offset, seg.len, pos))
+    }
+
+    /// Scans batch headers of segment `base` from `pos` and returns the
+    /// first batch for which `stop` holds, with its position and the bytes
+    /// read from there on (at least `want` when available).
+    async fn scan(
+        &self,
+        base: i64,
+        seg_len: u64,
+        mut pos: u64,
+        want: u64,
+        stop: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader, Bytes)>> {
+        while pos < seg_len {
+            let window = self
+                .read_range(base, pos, SCAN_WINDOW_BYTES.max(want + 2 * ALIGN_BYTES))
+                .await?;
+            let mut at = 0usize;
+            while at + HEADER_BYTES <= window.len() {
+                let h = BatchHeader::parse(&window[at..]).map_err(|e| {
+                    EngineError::Corrupt(format!(
+                        "segment {base} position {}: {e}",
+                        pos + at as u64
+                    ))
+                })?;
+                if stop(&h) {
+                    let here = pos + at as u64;
+                    let rest = window.slice(at..);
+                    if rest.len() as u64 >= want.max(h.total_bytes() as u64).min(seg_len - here) {
+                        return Ok(Some((here, h, rest)));
+                    }
+                    let more = self
+                        .read_range(base, here, want.max(h.total_bytes() as u64))
+                        .await?;
+                    return Ok(Some((here, h, more)));
+                }
+                at += h.total_bytes();
+            }
+            if at == 0 && window.len() < HEADER_BYTES {
+                return Err(EngineError::Corrupt(format!(
+                    "segment {base}: truncated header at {pos}"
+                )));
+            }
+            pos += at as u64;
+        }
+        Ok(None)
     }
 
     /// Reads whole batches from the one containing `offset`, up to
     /// `max_bytes`, but always the first batch even when it is larger
     /// (KIP-74). `offset == log_end_offset` gives an empty result.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        let st = self.inner.state.borrow();
-        if offset < st.log_start_offset || offset > st.log_end_offset {
-            return Err(EngineError::OffsetOutOfRange {
-                offset,
-                log_start: st.log_start_offset,
-                log_end: st.log_end_offset,
-            });
-        }
-        let mut out = ReadResult {
-            batches: Vec::new(),
-            high_watermark: st.log_end_offset,
-            log_start_offset: st.log_start_offset,
-            log_end_offset: st.log_end_offset,
+        let mut out = {
+            let st = self.inner.state.borrow();
+            if offset < st.log_start_offset || offset > st.log_end_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start: st.log_start_offset,
+                    log_end: st.log_end_offset,
+                });
+            }
+            ReadResult {
+                batches: Vec::new(),
+                high_watermark: st.log_end_offset,
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.log_end_offset,
+            }
         };
-        let start = st.batches.partition_point(|b| b.last_offset < offset);
+        if offset == out.log_end_offset {
+            return Ok(out);
+        }
+        let Some((base, seg_len, pos)) = self.locate(offset) else {
+            return Ok(out);
+        };
+        let found = self
+            .scan(base, seg_len, pos, max_bytes as u64, |h| {
+                h.last_offset() >= offset
+            })
+            .await?;
+        let Some((_, _, bytes)) = found else {
+            return Ok(out);
+        };
+        let mut at = 0usize;
         let mut total = 0usize;
-        for b in &st.batches[start..] {
-            if !out.batches.is_empty() && total + b.bytes.len() > max_bytes {
+        while at + LOG_OVERHEAD <= bytes.len() {
+            let len =
+                i32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]]);
+            let size = LOG_OVERHEAD + len.max(0) as usize;
+            if at + size > bytes.len() || (!out.batches.is_empty() && total + size > max_bytes) {
                 break;
             }
-            total += b.bytes.len();
-            out.batches.push(b.bytes.clone());
+            let b = bytes.slice(at..at + size);
+            batch::validate(&b).map_err(|e| {
+                EngineError::Corrupt(format!("segment {base} position {}: {e}", pos + at as u64))
+            })?;
+            total += size;
+            out.batches.push(b);
+            at += size;
+        }
+        if out.batches.is_empty() {
+            return Err(EngineError::Corrupt(format!(
+                "segment {base}: batch at offset {offset} cut short"
+            )));
         }
         Ok(out)
     }
@@ -228,19 +942,34 @@ impl PartitionLog {
     /// The first offset whose batch max timestamp is >= `timestamp_ms`, with
     /// that timestamp; `None` when no record is that recent.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        let st = self.inner.state.borrow();
-        Ok(st
-            .batches
-            .iter()
-            .find(|b| b.max_timestamp >= timestamp_ms)
-            .map(|b| (b.base_offset.max(st.log_start_offset), b.max_timestamp)))
+        let (base, seg_len, pos, log_start) = {
+            let st = self.inner.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= timestamp_ms) else {
+                return Ok(None);
+            };
+            let start_rel = index::lookup_time(&seg.time_index, timestamp_ms)
+                .map(|e| e.rel())
+                .unwrap_or(0);
+            let pos = index::lookup_offset(&seg.index, start_rel)
+                .map(|e| e.pos() as u64)
+                .unwrap_or(0);
+            (seg.base_offset, seg.len, pos, st.log_start_offset)
+        };
+        let found = self
+            .scan(base, seg_len, pos, 0, |h| h.max_timestamp >= timestamp_ms)
+            .await?;
+        Ok(found.map(|(_, h, _)| (h.base_offset.max(log_start), h.max_timestamp)))
     }
 
     /// The offset and timestamp of the record with the largest timestamp
     /// (ListOffsets -3, KIP-734).
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let st = self.inner.state.borrow();
-        st.batches.iter().max_by_key(|b| b.max_timestamp).map(|b| (b.base_offset, b.max_timestamp))
+        st.segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.max_timestamp_offset, s.max_timestamp))
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -256,9 +985,30 @@ impl PartitionLog {
         self.log_end_offset()
     }
 
+    /// Every offset below this is covered by an fdatasync.
+    pub fn synced_offset(&self) -> i64 {
+        self.inner.state.borrow().synced_offset
+    }
+
+    /// Number of segments (closed and active).
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    /// Flush rounds run so far (each is one group commit).
+    pub fn flush_rounds(&self) -> u64 {
+        self.inner.rounds.get()
+    }
+
     /// Bytes of all segments of the log.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.state.borrow().batches.iter().map(|b| b.bytes.len() as u64).sum()
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.len)
+            .sum()
     }
 
     /// Resolves once the log end offset is past `offset` or the log closes.
@@ -278,33 +1028,456 @@ impl PartitionLog {
 
     /// Writes and fdatasyncs everything appended so far.
     pub async fn flush(&self) -> Result<()> {
-        Ok(())
+        let end = self.log_end_offset();
+        self.sync_to(end).await
+    }
+
+    /// Starts a new segment now (as `segment.ms` would).
+    pub async fn roll_now(&self) -> Result<()> {
+        self.roll().await
     }
 
     /// Periodic work: `flush.ms` syncs, `segment.ms` rolls and retention.
     pub async fn tick(&self, now_ms: i64) -> Result<()> {
-        self.inner.state.borrow_mut().producers.remove_expired(now_ms, producer_state::PRODUCER_ID_EXPIRATION_MS);
+        let (segment_ms, flush_ms) = {
+            let c = self.inner.config.borrow();
+            (c.segment_ms, c.flush_ms)
+        };
+        let (roll, sync) = {
+            let mut st = self.inner.state.borrow_mut();
+            if st.closed || st.failed.is_some() {
+                return Ok(());
+            }
+            st.clock_ms = st.clock_ms.max(now_ms);
+            let seg = st.segments.last();
+            let roll = seg.is_some_and(|s| {
+                s.len > 0 && s.first_append_ms.is_some_and(|t| now_ms - t >= segment_ms)
+            });
+            let sync = st.synced_offset < st.log_end_offset && now_ms - st.last_sync_ms >= flush_ms;
+            (roll, sync && !st.flushing)
+        };
+        if roll {
+            self.roll().await?;
+        } else if sync {
+            self.flush_round(true).await?;
+        }
+        self.apply_retention(now_ms).await?;
         Ok(())
+    }
+
+    /// Deletes closed segments past `retention.ms` / `retention.bytes`,
+    /// oldest first, moving the log start offset. Returns how many.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let (retention_ms, retention_bytes) = {
+            let c = self.inner.config.borrow();
+            (c.retention_ms, c.retention_bytes)
+        };
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.inner.state.borrow_mut();
+            let mut total: u64 = st.segments.iter().map(|s| s.len).sum();
+            while st.segments.len() > 1 {
+                let seg = &st.segments[0];
+                let by_time = retention_ms >= 0
+                    && seg.max_timestamp >= 0
+                    && now_ms - seg.max_timestamp > retention_ms;
+                let by_size = retention_bytes >= 0 && total - seg.len >= retention_bytes as u64;
+                if !(by_time || by_size) {
+                    break;
+                }
+                total -= seg.len;
+                let seg = st.segments.remove(0);
+                doomed.push(seg.base_offset);
+                st.log_start_offset = st.segments[0].base_offset;
+            }
+        }
+        for base in &doomed {
+            for ext in ["log", "index", "timeindex"] {
+                self.inner
+                    .storage
+                    .remove_file(&self.inner.dir.join(segment_name(*base, ext)))
+                    .await
+                    .map_err(io_err)?;
+            }
+        }
+        if !doomed.is_empty() {
+            self.inner
+                .storage
+                .sync_dir(&self.inner.dir)
+                .await
+                .map_err(io_err)?;
+            tracing::debug!(dir = %self.inner.dir.display(), segments = doomed.len(), log_start_offset = self.log_start_offset(), "retention deleted segments");
+        }
+        Ok(doomed.len())
     }
 
     /// Flushes, syncs and writes the clean-shutdown marker. Later calls fail
     /// with `Closed`.
     pub async fn close(&self) -> Result<()> {
-        self.flush().await?;
-        let mut st = self.inner.state.borrow_mut();
-        if !st.closed {
-            producer_state::write_snapshot(&self.inner.dir, &st.producers)?;
+        if self.inner.state.borrow().closed {
+            return Ok(());
         }
-        st.closed = true;
-        drop(st);
+        loop {
+            let progressed = self.inner.progress.notified();
+            if self.inner.state.borrow().rolling {
+                progressed.await;
+                continue;
+            }
+            break;
+        }
+        let healthy = self.inner.state.borrow().failed.is_none();
+        if healthy {
+            self.flush().await?;
+            let (file, base, len, index_bytes, time_bytes) = {
+                let mut st = self.inner.state.borrow_mut();
+                st.closed = true;
+                let Some(seg) = st.segments.last_mut() else {
+                    return Ok(());
+                };
+                seg.push_time_entry();
+                (
+                    seg.file.clone(),
+                    seg.base_offset,
+                    seg.len,
+                    index::encode_offset_index(&seg.index),
+                    index::encode_time_index(&seg.time_index),
+                )
+            };
+            let dir = &self.inner.dir;
+            let storage = &self.inner.storage;
+            crate::io::write_whole_file(
+                storage,
+                &dir.join(segment_name(base, "index")),
+                &index_bytes,
+            )
+            .await
+            .map_err(io_err)?;
+            crate::io::write_whole_file(
+                storage,
+                &dir.join(segment_name(base, "timeindex")),
+                &time_bytes,
+            )
+            .await
+            .map_err(io_err)?;
+            file.truncate(len).await.map_err(io_err)?;
+            file.fdatasync().await.map_err(io_err)?;
+            crate::io::write_whole_file(storage, &dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n")
+                .await
+                .map_err(io_err)?;
+            storage.sync_dir(dir).await.map_err(io_err)?;
+        }
+        self.inner.state.borrow_mut().closed = true;
         self.inner.appended.notify_all();
+        self.inner.progress.notify_all();
         Ok(())
     }
 
     /// Closes the log and removes its directory (DeleteTopics).
     pub async fn delete(&self) -> Result<()> {
-        self.close().await?;
-        std::fs::remove_dir_all(&self.inner.dir).map_err(EngineError::from_io)?;
+        let _ = self.close().await;
+        self.inner.state.borrow_mut().closed = true;
+        self.inner
+            .storage
+            .remove_dir_all(&self.inner.dir)
+            .await
+            .map_err(io_err)?;
         Ok(())
     }
+}
+
+/// Copies `[from, end)` of the active segment out of the tail buffer and
+/// chunks (which together hold everything from the first chunk's start).
+fn copy_from_memory<B: IoBuf>(tail: &Tail<B>, from: u64, end: u64, out: &mut BytesMut) {
+    let mut p = from;
+    while p < end {
+        let (start, data, avail_end) = if p >= tail.buf_start {
+            (tail.buf_start, tail.buf.as_slice(), end)
+        } else {
+            match tail
+                .chunks
+                .iter()
+                .find(|c| c.start <= p && p < c.start + c.data_bytes)
+            {
+                Some(c) => (c.start, c.buf.as_slice(), c.start + c.data_bytes),
+                None => {
+                    unreachable!("active segment bytes at {p} are neither in memory nor below it")
+                }
+            }
+        };
+        let stop = end.min(avail_end);
+        out.extend_from_slice(&data[(p - start) as usize..(stop - start) as usize]);
+        p = stop;
+    }
+}
+
+/// Creates a new, empty segment file (preallocated when configured).
+async fn create_segment<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base_offset: i64,
+    config: &LogConfig,
+    chunk_bytes: u64,
+) -> Result<(Segment<S::File>, Tail<BufOf<S>>)> {
+    let path = dir.join(segment_name(base_offset, "log"));
+    let file = storage.open(&path).await.map_err(io_err)?;
+    file.truncate(0).await.map_err(io_err)?;
+    for ext in ["index", "timeindex"] {
+        storage
+            .remove_file(&dir.join(segment_name(base_offset, ext)))
+            .await
+            .map_err(io_err)?;
+    }
+    if config.preallocate {
+        let bytes = align_up(
+            config
+                .segment_bytes
+                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+        );
+        if let Err(e) = file.preallocate(bytes).await {
+            let _ = storage.remove_file(&path).await;
+            return Err(io_err(e));
+        }
+    }
+    let buf = file.alloc_buf(chunk_bytes as usize);
+    let tail = Tail {
+        buf,
+        buf_start: 0,
+        chunks: VecDeque::new(),
+    };
+    Ok((Segment::new(base_offset, Rc::new(file)), tail))
+}
+
+/// Opens the segments in `dir`, recovering the active one, and returns them
+/// with the tail state of the active segment.
+async fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+    chunk_bytes: u64,
+) -> Result<(Vec<Segment<S::File>>, Tail<BufOf<S>>)> {
+    storage.create_dir_all(dir).await.map_err(io_err)?;
+    let names = storage.list_dir(dir).await.map_err(io_err)?;
+    let mut bases: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log"))
+        .filter(|stem| stem.len() == 20)
+        .filter_map(|stem| stem.parse::<i64>().ok())
+        .collect();
+    bases.sort_unstable();
+    let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+    let clean = storage.exists(&marker).await.map_err(io_err)?;
+    let interval = config.index_interval_bytes as u64;
+    let mut segments: Vec<Segment<S::File>> = Vec::new();
+    for (i, &base) in bases.iter().enumerate() {
+        let file = storage
+            .open(&dir.join(segment_name(base, "log")))
+            .await
+            .map_err(io_err)?;
+        let len = file.len().await.map_err(io_err)?;
+        let mut seg = Segment::new(base, Rc::new(file));
+        seg.len = len;
+        seg.next_offset = bases.get(i + 1).copied().unwrap_or(base);
+        let idx = crate::io::read_whole_file(storage, &dir.join(segment_name(base, "index")))
+            .await
+            .unwrap_or_default();
+        seg.index = index::parse_offset_index(&idx, len);
+        let tidx = crate::io::read_whole_file(storage, &dir.join(segment_name(base, "timeindex")))
+            .await
+            .unwrap_or_default();
+        let next_rel = (seg.next_offset - base).max(0) as u64;
+        seg.time_index = index::parse_time_index(
+            &tidx,
+            if i + 1 < bases.len() {
+                next_rel
+            } else {
+                u64::MAX
+            },
+        );
+        if let Some(last) = seg.time_index.last() {
+            seg.max_timestamp = last.ts();
+            seg.max_timestamp_offset = base + last.rel() as i64;
+        }
+        segments.push(seg);
+    }
+    // Recover the active segment: scan from its last index entry, checking
+    // every batch; an empty last segment (a crash during a roll) is dropped
+    // and the one before becomes active again.
+    loop {
+        let count = segments.len();
+        let Some(seg) = segments.last_mut() else {
+            break;
+        };
+        let file_len = seg.file.len().await.map_err(io_err)?;
+        recover_segment(seg, file_len, interval).await?;
+        if seg.len == 0 && count > 1 {
+            let base = seg.base_offset;
+            segments.pop();
+            for ext in ["log", "index", "timeindex"] {
+                storage
+                    .remove_file(&dir.join(segment_name(base, ext)))
+                    .await
+                    .map_err(io_err)?;
+            }
+            continue;
+        }
+        if seg.len != file_len || !clean {
+            tracing::info!(dir = %dir.display(), base_offset = seg.base_offset, logical_bytes = seg.len, file_bytes = file_len, clean, "recovered active segment");
+        }
+        if seg.len != file_len {
+            seg.file.truncate(seg.len).await.map_err(io_err)?;
+            seg.file.fdatasync().await.map_err(io_err)?;
+        }
+        break;
+    }
+    if clean {
+        storage.remove_file(&marker).await.map_err(io_err)?;
+        storage.sync_dir(dir).await.map_err(io_err)?;
+    }
+    if segments.is_empty() {
+        let (seg, tail) = create_segment::<S>(storage, dir, 0, config, chunk_bytes).await?;
+        storage.sync_dir(dir).await.map_err(io_err)?;
+        return Ok((vec![seg], tail));
+    }
+    let Some(seg) = segments.last_mut() else {
+        unreachable!()
+    };
+    if config.preallocate {
+        let bytes = align_up(
+            config
+                .segment_bytes
+                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+        );
+        if seg.len < bytes {
+            // Best effort: a full disk still lets the log open and serve reads.
+            if let Err(e) = seg.file.preallocate(bytes).await {
+                tracing::warn!(error = %e, "preallocation failed");
+            }
+        }
+    }
+    let buf_start = align_down(seg.len);
+    let mut buf = seg.file.alloc_buf(chunk_bytes as usize);
+    if seg.len > buf_start {
+        let head = seg
+            .file
+            .read_at(buf_start, (seg.len - buf_start) as usize)
+            .await
+            .map_err(io_err)?;
+        if head.len() as u64 != seg.len - buf_start {
+            return Err(EngineError::Corrupt("short read of the last block".into()));
+        }
+        buf.as_mut_slice()[..head.len()].copy_from_slice(&head);
+    }
+    Ok((
+        segments,
+        Tail {
+            buf,
+            buf_start,
+            chunks: VecDeque::new(),
+        },
+    ))
+}
+
+/// Scans `seg` from its last trusted index entry to the first torn, corrupt
+/// or out-of-sequence batch and sets its logical length, next offset and
+/// index tail accordingly.
+async fn recover_segment<F: StorageFile>(
+    seg: &mut Segment<F>,
+    file_len: u64,
+    interval: u64,
+) -> Result<()> {
+    // Trust the last index entry only if a batch with the expected offset
+    // starts there; otherwise rebuild the whole index.
+    let mut start = (0u64, seg.base_offset);
+    while let Some(last) = seg.index.last().copied() {
+        let expect = seg.base_offset + last.rel() as i64;
+        let head = seg
+            .file
+            .read_at(last.pos() as u64, HEADER_BYTES)
+            .await
+            .map_err(io_err)?;
+        match BatchHeader::parse(&head) {
+            Ok(h) if h.base_offset == expect => {
+                start = (last.pos() as u64, expect);
+                break;
+            }
+            _ => {
+                seg.index.clear();
+                seg.time_index.clear();
+            }
+        }
+    }
+    let (mut pos, expected) = start;
+    seg.next_offset = expected;
+    seg.time_index
+        .retain(|e| seg.base_offset + (e.rel() as i64) < expected);
+    seg.bytes_since_index = 0;
+    seg.max_timestamp = seg.time_index.last().map(|e| e.ts()).unwrap_or(-1);
+    seg.max_timestamp_offset = seg
+        .time_index
+        .last()
+        .map(|e| seg.base_offset + e.rel() as i64)
+        .unwrap_or(-1);
+    let mut valid_end = pos;
+    'scan: while pos < file_len {
+        let window = seg
+            .file
+            .read_at(pos, RECOVERY_WINDOW_BYTES.min(file_len - pos) as usize)
+            .await
+            .map_err(io_err)?;
+        let mut at = 0usize;
+        loop {
+            let rest = &window[at..];
+            if rest.len() < LOG_OVERHEAD {
+                break;
+            }
+            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            if len < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
+                break 'scan;
+            }
+            let total = LOG_OVERHEAD + len as usize;
+            if pos + at as u64 + total as u64 > file_len {
+                break 'scan;
+            }
+            if total > rest.len() {
+                if at == 0 {
+                    // One batch larger than the window: read it whole.
+                    let whole = seg.file.read_at(pos, total).await.map_err(io_err)?;
+                    match check_stored(&whole, seg.next_offset) {
+                        Some(h) => {
+                            seg.track_batch(pos, &h, h.max_timestamp, interval);
+                            pos += total as u64;
+                            valid_end = pos;
+                            continue 'scan;
+                        }
+                        None => break 'scan,
+                    }
+                }
+                break;
+            }
+            match check_stored(&rest[..total], seg.next_offset) {
+                Some(h) => {
+                    seg.track_batch(pos + at as u64, &h, h.max_timestamp, interval);
+                    at += total;
+                    valid_end = pos + at as u64;
+                }
+                None => break 'scan,
+            }
+        }
+        if at == 0 {
+            break;
+        }
+        pos += at as u64;
+    }
+    seg.len = valid_end;
+    if seg.len == 0 {
+        seg.next_offset = seg.base_offset;
+    }
+    Ok(())
+}
+
+/// A stored batch is valid when it validates (length, magic, CRC32C, not
+/// empty) and carries the next expected offset.
+fn check_stored(buf: &[u8], expected_offset: i64) -> Option<BatchHeader> {
+    let h = batch::validate(buf).ok()?;
+    (h.base_offset == expected_offset).then_some(h)
 }

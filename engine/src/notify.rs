@@ -24,7 +24,10 @@ impl Notify {
 
     /// A future that resolves at the next `notify_all` after this call.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, epoch: self.epoch.get() }
+        Notified {
+            notify: self,
+            epoch: self.epoch.get(),
+        }
     }
 }
 

@@ -1,0 +1,134 @@
+//! Production storage: glommio `DmaFile` (O_DIRECT over io_uring).
+//!
+//! Directory operations are rare (segment roll, retention, open) and use
+//! blocking `std::fs` calls.
+
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use super::{IoBuf, Storage, StorageFile};
+
+/// Storage on the local file system with O_DIRECT files. Must be used inside
+/// a glommio executor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DmaStorage;
+
+impl IoBuf for DmaBuffer {
+    fn as_slice(&self) -> &[u8] {
+        self.as_bytes()
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.as_bytes_mut()
+    }
+    fn trim_to(&mut self, len: usize) {
+        self.trim_to_size(len)
+    }
+}
+
+fn to_io<T: std::fmt::Debug>(e: glommio::GlommioError<T>) -> io::Error {
+    io::Error::from(e)
+}
+
+impl StorageFile for DmaFile {
+    type Buf = DmaBuffer;
+
+    fn alloc_buf(&self, len: usize) -> DmaBuffer {
+        self.alloc_dma_buffer(len)
+    }
+
+    async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
+        let want = buf.len();
+        let n = self.write_rc_at(buf, pos).await.map_err(to_io)?;
+        if n != want {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {want} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let aligned = pos % super::ALIGN_BYTES == 0 && len as u64 % super::ALIGN_BYTES == 0;
+        let r = if aligned {
+            DmaFile::read_at_aligned(self, pos, len).await
+        } else {
+            DmaFile::read_at(self, pos, len).await
+        }
+        .map_err(to_io)?;
+        let n = r.len().min(len);
+        Ok(Bytes::copy_from_slice(&r[..n]))
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        DmaFile::fdatasync(self).await.map_err(to_io)
+    }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.pre_allocate(len, false).await.map_err(to_io)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        DmaFile::truncate(self, len).await.map_err(to_io)
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        self.file_size().await.map_err(to_io)
+    }
+}
+
+impl Storage for DmaStorage {
+    type File = DmaFile;
+
+    async fn open(&self, path: &Path) -> io::Result<DmaFile> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io)
+    }
+
+    async fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    async fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(dir)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}

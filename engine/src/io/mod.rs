@@ -1,0 +1,103 @@
+//! The I/O seam: the few file operations the log needs, as two small traits.
+//!
+//! The log's decisions (what to write where, when to sync, what to truncate)
+//! are plain code over [`Storage`] and [`StorageFile`]. Production uses
+//! [`dma::DmaStorage`] (glommio `DmaFile`, O_DIRECT, io_uring); tests use
+//! [`sim::SimStorage`], an in-memory file system driven by a seed that tears
+//! writes, loses unsynced data on a crash, fails fdatasync, flips bits and
+//! runs out of space.
+//!
+//! Everything is single-threaded (`!Send`), like the shard that owns a log.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+pub mod dma;
+pub mod sim;
+
+/// O_DIRECT alignment of positions, lengths and buffers, in bytes.
+pub const ALIGN_BYTES: u64 = 4096;
+
+pub fn align_down(v: u64) -> u64 {
+    v & !(ALIGN_BYTES - 1)
+}
+
+pub fn align_up(v: u64) -> u64 {
+    (v + ALIGN_BYTES - 1) & !(ALIGN_BYTES - 1)
+}
+
+/// A buffer suitable for an O_DIRECT write: 4096-aligned in memory, with a
+/// length that is a multiple of 4096 when written.
+pub trait IoBuf: 'static {
+    fn as_slice(&self) -> &[u8];
+    fn as_mut_slice(&mut self) -> &mut [u8];
+    /// Shortens the buffer (never grows it).
+    fn trim_to(&mut self, len: usize);
+}
+
+/// One open file.
+#[allow(async_fn_in_trait)]
+pub trait StorageFile: 'static {
+    type Buf: IoBuf;
+    /// Allocates an aligned buffer of `len` bytes (a multiple of 4096).
+    fn alloc_buf(&self, len: usize) -> Self::Buf;
+    /// Writes the whole buffer at `pos` (aligned). A short write is an error.
+    async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<()>;
+    /// Reads up to `len` bytes at `pos` (any alignment); short at end of file.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
+    async fn fdatasync(&self) -> io::Result<()>;
+    /// Allocates blocks up to `len` bytes; the file length becomes at least `len`.
+    async fn preallocate(&self, len: u64) -> io::Result<()>;
+    async fn truncate(&self, len: u64) -> io::Result<()>;
+    async fn len(&self) -> io::Result<u64>;
+}
+
+/// A file system: opens files and changes directories.
+#[allow(async_fn_in_trait)]
+pub trait Storage: Clone + 'static {
+    type File: StorageFile;
+    /// Opens `path` for reading and writing, creating it when missing.
+    async fn open(&self, path: &Path) -> io::Result<Self::File>;
+    async fn exists(&self, path: &Path) -> io::Result<bool>;
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// File names (not paths) in `dir`.
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    async fn remove_file(&self, path: &Path) -> io::Result<()>;
+    async fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes creations, removals and renames in `dir` durable.
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// Writes `data` as the whole content of the file at `path` (aligned write,
+/// then truncate to the exact length, then fdatasync).
+pub async fn write_whole_file<S: Storage>(storage: &S, path: &Path, data: &[u8]) -> io::Result<()> {
+    let file = storage.open(path).await?;
+    let padded = align_up(data.len() as u64).max(ALIGN_BYTES) as usize;
+    let mut buf = file.alloc_buf(padded);
+    let slice = buf.as_mut_slice();
+    slice[..data.len()].copy_from_slice(data);
+    slice[data.len()..padded].fill(0);
+    if !data.is_empty() {
+        file.write_at(Rc::new(buf), 0).await?;
+    }
+    file.truncate(data.len() as u64).await?;
+    file.fdatasync().await
+}
+
+/// Reads the whole content of the file at `path`.
+pub async fn read_whole_file<S: Storage>(storage: &S, path: &Path) -> io::Result<Bytes> {
+    let file = storage.open(path).await?;
+    let len = file.len().await?;
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    file.read_at(0, len as usize).await
+}
+
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
