@@ -1,6 +1,31 @@
 //! strom-server: the broker.
 //!
-//! Module map:
-//! - `producer_ids`: durable producer id allocation and InitProducerId.
+//! Module map (a request flows top to bottom, its response back up):
+//! - `config`: broker configuration (TOML file with Kafka's key names, CLI
+//!   overrides) and topic-level configs mapped onto the engine's `LogConfig`.
+//! - `metadata`: the cluster metadata snapshot (topics, partition counts,
+//!   topic configs), its atomic persistence in the data dir, and partition
+//!   placement on shards.
+//! - `shard`: one per core. Owns the logs of the partitions placed on it, a
+//!   read-only copy of the metadata, and the cross-shard job mesh used to run
+//!   work on the shard that owns a partition. Shard 0 serializes metadata
+//!   updates and publishes each new snapshot to every shard.
+//! - `server`: starts the shards (glommio executors pinned to cores), the
+//!   listeners (SO_REUSEPORT), the periodic log ticks and graceful shutdown.
+//! - `conn`: one task per connection: frame reading with size limits,
+//!   pipelined in-order responses, acks=0 silence.
+//! - `api`: the Kafka APIs, one module per API family, dispatched by a single
+//!   `match` over `ApiKey` in `api::dispatch`.
+//! - `producer_ids`: durable producer id allocation and InitProducerId
+//!   (idempotent producers; the dedup itself is the engine's `producer_state`).
+//!
+//! `group/` (consumer-group coordinator) is written separately and hooks into
+//! `api::dispatch`.
 
+pub mod api;
+pub mod config;
+pub mod conn;
+pub mod metadata;
 pub mod producer_ids;
+pub mod server;
+pub mod shard;

@@ -1,0 +1,137 @@
+//! Metadata (v0-v12): this broker as the only node, leader of everything;
+//! auto-creates requested topics when both the request and the broker allow.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::admin::{create_topic_in, NewTopic};
+use crate::metadata::{validate_topic_name, Metadata, TopicMeta};
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let node_id = shard.config.node_id;
+    let (host, port) = shard.config.advertised();
+    let mut meta = shard.metadata();
+
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        None => None,
+        Some(list) if list.is_empty() && version == 0 => None,
+        Some(list) => Some(
+            list.into_iter()
+                .map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+
+    // Auto-create what is missing (v4+ lets the client opt out).
+    let allow_auto_create =
+        shard.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    if let (true, Some(list)) = (allow_auto_create, &requested) {
+        let missing: Vec<String> = list
+            .iter()
+            .filter_map(|(name, _)| name.clone())
+            .filter(|n| !meta.topics.contains_key(n) && validate_topic_name(n).is_ok())
+            .collect();
+        if !missing.is_empty() {
+            let partitions = shard.config.num_partitions;
+            let created = shard
+                .update_metadata(move |m| {
+                    for name in missing {
+                        let topic = NewTopic {
+                            name,
+                            partitions,
+                            configs: Default::default(),
+                        };
+                        if let Err((code, msg)) = create_topic_in(m, topic) {
+                            tracing::warn!(code, "auto-create failed: {msg}");
+                        }
+                    }
+                })
+                .await;
+            if let Err(e) = created {
+                tracing::warn!("auto-create failed: {e}");
+            }
+            meta = shard.metadata();
+        }
+    }
+
+    let topics = match requested {
+        None => meta
+            .topics
+            .iter()
+            .map(|(name, t)| topic_entry(name, Some(t), node_id))
+            .collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|(name, id)| match name {
+                Some(name) => {
+                    if let Err(msg) = validate_topic_name(&name) {
+                        tracing::debug!("metadata for invalid topic: {msg}");
+                        return error_entry(Some(name), id, ResponseError::InvalidTopicException);
+                    }
+                    topic_entry(&name, meta.topics.get(&name), node_id)
+                }
+                None => match lookup_by_id(&meta, id) {
+                    Some((name, t)) => topic_entry(name, Some(t), node_id),
+                    None => error_entry(None, id, ResponseError::UnknownTopicId),
+                },
+            })
+            .collect(),
+    };
+
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node_id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)])
+        .with_cluster_id(Some(StrBytes::from_string(meta.cluster_id.clone())))
+        .with_controller_id(BrokerId(node_id))
+        .with_topics(topics)
+}
+
+fn lookup_by_id(meta: &Metadata, id: Uuid) -> Option<(&String, &TopicMeta)> {
+    if id.is_nil() {
+        return None;
+    }
+    meta.topic_by_id(id)
+}
+
+fn error_entry(name: Option<String>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(id)
+}
+
+fn topic_entry(name: &str, topic: Option<&TopicMeta>, node_id: i32) -> MetadataResponseTopic {
+    let Some(topic) = topic else {
+        return error_entry(
+            Some(name.to_string()),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
+    };
+    let partitions = (0..topic.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(node_id))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(name == "__consumer_offsets" || name == "__transaction_state")
+        .with_partitions(partitions)
+}

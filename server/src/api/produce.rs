@@ -1,0 +1,221 @@
+//! Produce (v3-v9): partitions are grouped by owner shard, each group is
+//! appended on its shard (concurrently, so acks=all appends share a group
+//! commit), and the response is assembled in request order. Batches are
+//! validated by the engine (length, magic, CRC32C) and never decoded.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use strom_engine::{BatchError, Durability, EngineError};
+
+use super::now_ms;
+use crate::shard::Shard;
+
+/// Outcome of appending one partition's records.
+#[derive(Debug, Clone)]
+pub struct AppendOutcome {
+    pub error: Option<ResponseError>,
+    pub message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+impl AppendOutcome {
+    fn error(error: ResponseError, message: impl Into<String>) -> AppendOutcome {
+        AppendOutcome {
+            error: Some(error),
+            message: Some(message.into()),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+/// One partition's records, in request order.
+struct Item {
+    topic: String,
+    partition: i32,
+    records: Option<Bytes>,
+}
+
+/// Maps an engine error to the Kafka error a producer expects.
+pub fn engine_error_code(e: &EngineError) -> ResponseError {
+    match e {
+        EngineError::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        EngineError::Batch(_) => ResponseError::CorruptMessage,
+        EngineError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        // A closed log belongs to a topic being deleted or a broker shutting
+        // down; clients retry NOT_LEADER_OR_FOLLOWER after a metadata refresh.
+        EngineError::Closed => ResponseError::NotLeaderOrFollower,
+        EngineError::NoSpace | EngineError::Corrupt(_) | EngineError::Io(_) => {
+            ResponseError::KafkaStorageError
+        }
+    }
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: ProduceRequest,
+    _version: i16,
+) -> Option<ProduceResponse> {
+    let durability = match req.acks {
+        0 | 1 => Ok(Durability::Written),
+        -1 => Ok(Durability::Synced),
+        _ => Err(ResponseError::InvalidRequiredAcks),
+    };
+    let mut items = Vec::new();
+    let mut shape = Vec::new();
+    for topic in req.topic_data {
+        let name = topic.name.0.as_str().to_string();
+        let mut partitions = Vec::new();
+        for p in topic.partition_data {
+            partitions.push(p.index);
+            items.push(Item {
+                topic: name.clone(),
+                partition: p.index,
+                records: p.records,
+            });
+        }
+        shape.push((name, partitions));
+    }
+
+    let outcomes = match durability {
+        Ok(durability) => append_all(shard, items, durability).await,
+        Err(e) => items
+            .iter()
+            .map(|_| AppendOutcome::error(e, "acks must be -1, 0 or 1"))
+            .collect(),
+    };
+    if req.acks == 0 {
+        return None;
+    }
+
+    let mut outcomes = outcomes.into_iter();
+    let responses = shape
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partition_responses = partitions
+                .into_iter()
+                .map(|index| {
+                    let o = outcomes.next().unwrap_or_else(|| {
+                        AppendOutcome::error(ResponseError::UnknownServerError, "")
+                    });
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(o.error.map_or(0, |e| e.code()))
+                        .with_base_offset(o.base_offset)
+                        .with_log_append_time_ms(o.log_append_time_ms)
+                        .with_log_start_offset(o.log_start_offset)
+                        .with_error_message(
+                            o.message
+                                .filter(|_| o.error.is_some())
+                                .map(StrBytes::from_string),
+                        )
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    name,
+                )))
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Appends every item on its owner shard; outcomes in item order.
+async fn append_all(
+    shard: &Rc<Shard>,
+    items: Vec<Item>,
+    durability: Durability,
+) -> Vec<AppendOutcome> {
+    let count = items.len();
+    let mut by_shard: Vec<Vec<(usize, Item)>> = (0..shard.shards).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        let owner = shard.owner(&item.topic, item.partition);
+        by_shard[owner].push((i, item));
+    }
+    let jobs = by_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(target, group)| {
+            let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+            let group: Vec<Item> = group.into_iter().map(|(_, item)| item).collect();
+            async move {
+                let result = shard
+                    .run_on(target, move |owner| async move {
+                        join_all(
+                            group
+                                .into_iter()
+                                .map(|item| append_local(&owner, item, durability)),
+                        )
+                        .await
+                    })
+                    .await;
+                (indexes, result)
+            }
+        });
+    let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; count];
+    for (indexes, result) in join_all(jobs).await {
+        match result {
+            Ok(results) => {
+                for (i, o) in indexes.into_iter().zip(results) {
+                    outcomes[i] = Some(o);
+                }
+            }
+            Err(e) => {
+                for i in indexes {
+                    outcomes[i] = Some(AppendOutcome::error(
+                        ResponseError::NotLeaderOrFollower,
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                AppendOutcome::error(ResponseError::UnknownServerError, "no outcome")
+            })
+        })
+        .collect()
+}
+
+/// Appends one partition's records on the shard that owns it.
+async fn append_local(shard: &Shard, item: Item, durability: Durability) -> AppendOutcome {
+    if let Err(msg) = crate::metadata::validate_topic_name(&item.topic) {
+        return AppendOutcome::error(ResponseError::InvalidTopicException, msg);
+    }
+    let Some(log) = shard.log(&item.topic, item.partition) else {
+        return AppendOutcome::error(
+            ResponseError::UnknownTopicOrPartition,
+            format!("{}-{} is not hosted here", item.topic, item.partition),
+        );
+    };
+    let Some(records) = item.records.filter(|r| !r.is_empty()) else {
+        return AppendOutcome::error(ResponseError::CorruptMessage, "no records");
+    };
+    match log.append(&records, durability, now_ms()).await {
+        Ok(info) => AppendOutcome {
+            error: None,
+            message: None,
+            base_offset: info.base_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset: info.log_start_offset,
+        },
+        Err(e) => {
+            tracing::debug!(topic = %item.topic, partition = item.partition, "append failed: {e}");
+            AppendOutcome::error(engine_error_code(&e), e.to_string())
+        }
+    }
+}

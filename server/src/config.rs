@@ -1,0 +1,416 @@
+//! Broker configuration and topic configs.
+//!
+//! Keys are Kafka's (`num.partitions`, `log.retention.ms`, ...). Broker keys
+//! that set a topic default (`log.segment.bytes` → `segment.bytes`) are kept
+//! as topic-config defaults, so a topic's effective `LogConfig` is: engine
+//! defaults, then broker-level defaults, then the topic's own configs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strom_engine::LogConfig;
+use thiserror::Error;
+
+/// Kafka's default `socket.request.max.bytes` (100 MiB).
+pub const DEFAULT_SOCKET_REQUEST_MAX_BYTES: usize = 100 * 1024 * 1024;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown config key `{0}`")]
+    UnknownKey(String),
+    #[error("invalid value `{value}` for config `{key}`: {reason}")]
+    BadValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn bad(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// How a topic config is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Integer in `[min, i64::MAX]`.
+    Long(i64),
+    /// Integer in `[min, i32::MAX]`.
+    Int(i64),
+    Bool,
+    Ratio,
+    OneOf(&'static [&'static str]),
+    CleanupPolicy,
+}
+
+/// Every topic config Strom accepts, with its default as Strom applies it.
+/// Configs without an engine effect yet are stored and described, so clients
+/// that set them keep working.
+const TOPIC_CONFIGS: &[(&str, Kind, &str)] = &[
+    ("cleanup.policy", Kind::CleanupPolicy, "delete"),
+    (
+        "compression.type",
+        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        "producer",
+    ),
+    ("delete.retention.ms", Kind::Long(0), "86400000"),
+    ("file.delete.delay.ms", Kind::Long(0), "60000"),
+    ("flush.messages", Kind::Long(1), "9223372036854775807"),
+    ("flush.ms", Kind::Long(0), "1000"),
+    ("index.interval.bytes", Kind::Int(0), "4096"),
+    (
+        "max.compaction.lag.ms",
+        Kind::Long(1),
+        "9223372036854775807",
+    ),
+    ("max.message.bytes", Kind::Int(0), "1048588"),
+    (
+        "message.timestamp.difference.max.ms",
+        Kind::Long(0),
+        "9223372036854775807",
+    ),
+    (
+        "message.timestamp.type",
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        "CreateTime",
+    ),
+    ("min.cleanable.dirty.ratio", Kind::Ratio, "0.5"),
+    ("min.compaction.lag.ms", Kind::Long(0), "0"),
+    ("min.insync.replicas", Kind::Int(1), "1"),
+    ("preallocate", Kind::Bool, "true"),
+    ("retention.bytes", Kind::Long(-1), "-1"),
+    ("retention.ms", Kind::Long(-1), "604800000"),
+    ("segment.bytes", Kind::Int(14), "1073741824"),
+    ("segment.index.bytes", Kind::Int(4), "10485760"),
+    ("segment.jitter.ms", Kind::Long(0), "0"),
+    ("segment.ms", Kind::Long(1), "604800000"),
+    ("unclean.leader.election.enable", Kind::Bool, "false"),
+];
+
+/// All topic config names with their defaults, in name order.
+pub fn topic_config_defaults() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TOPIC_CONFIGS.iter().map(|(k, _, d)| (*k, *d))
+}
+
+/// Checks a topic config and returns its normalized value.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<String, ConfigError> {
+    let Some((_, kind, _)) = TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key) else {
+        return Err(ConfigError::UnknownKey(key.to_string()));
+    };
+    let v = value.trim();
+    match *kind {
+        Kind::Long(min) | Kind::Int(min) => {
+            let n: i64 = v.parse().map_err(|_| bad(key, value, "not an integer"))?;
+            let max = if matches!(kind, Kind::Int(_)) {
+                i32::MAX as i64
+            } else {
+                i64::MAX
+            };
+            if n < min || n > max {
+                return Err(bad(key, value, &format!("must be in [{min}, {max}]")));
+            }
+            Ok(n.to_string())
+        }
+        Kind::Bool => match v.to_ascii_lowercase().as_str() {
+            "true" => Ok("true".into()),
+            "false" => Ok("false".into()),
+            _ => Err(bad(key, value, "must be true or false")),
+        },
+        Kind::Ratio => {
+            let r: f64 = v.parse().map_err(|_| bad(key, value, "not a number"))?;
+            if !(0.0..=1.0).contains(&r) {
+                return Err(bad(key, value, "must be in [0, 1]"));
+            }
+            Ok(v.to_string())
+        }
+        Kind::OneOf(options) => options
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(v))
+            .map(|o| o.to_string())
+            .ok_or_else(|| {
+                bad(
+                    key,
+                    value,
+                    &format!("must be one of {}", options.join(", ")),
+                )
+            }),
+        Kind::CleanupPolicy => {
+            let mut parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            parts.sort_unstable();
+            parts.dedup();
+            match parts.as_slice() {
+                ["delete"] | ["compact"] | ["compact", "delete"] => Ok(parts.join(",")),
+                _ => Err(bad(key, value, "must be delete, compact or compact,delete")),
+            }
+        }
+    }
+}
+
+/// Applies one validated topic config to the engine's `LogConfig`. Configs
+/// the engine has no field for leave it unchanged.
+fn apply_to_log_config(cfg: &mut LogConfig, key: &str, value: &str) {
+    let num = || value.parse::<i64>().unwrap_or(0);
+    match key {
+        "segment.bytes" => cfg.segment_bytes = num().max(0) as u64,
+        "segment.ms" => cfg.segment_ms = num(),
+        "index.interval.bytes" => cfg.index_interval_bytes = num().clamp(0, u32::MAX as i64) as u32,
+        "flush.messages" => {
+            cfg.flush_messages = if num() == i64::MAX {
+                u64::MAX
+            } else {
+                num().max(1) as u64
+            };
+        }
+        "flush.ms" => cfg.flush_ms = num(),
+        "retention.ms" => cfg.retention_ms = num(),
+        "retention.bytes" => cfg.retention_bytes = num(),
+        "max.message.bytes" => cfg.max_message_bytes = num().max(0) as usize,
+        "message.timestamp.type" => cfg.log_append_time = value == "LogAppendTime",
+        "preallocate" => cfg.preallocate = value == "true",
+        _ => {}
+    }
+}
+
+/// The broker's configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// `host:port` given to clients in Metadata; defaults to `listen`.
+    pub advertised_listener: Option<String>,
+    /// Number of shards (cores); `None`: all available cores.
+    pub shards: Option<usize>,
+    /// `node.id` / `broker.id`.
+    pub node_id: i32,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+    /// Broker-level defaults of topic configs (topic config names).
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("data"),
+            listen: "0.0.0.0:9092".into(),
+            advertised_listener: None,
+            shards: None,
+            node_id: 0,
+            num_partitions: 1,
+            auto_create_topics: true,
+            socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+/// Broker keys that set a topic-config default.
+const BROKER_TOPIC_KEYS: &[(&str, &str)] = &[
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.retention.ms", "retention.ms"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("log.preallocate", "preallocate"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    ("compression.type", "compression.type"),
+    ("min.insync.replicas", "min.insync.replicas"),
+];
+
+/// Broker keys accepted for compatibility that have no effect on a single node.
+const IGNORED_BROKER_KEYS: &[&str] = &[
+    "default.replication.factor",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+];
+
+impl BrokerConfig {
+    /// Sets one broker config by its Kafka name.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let int = |min: i64, max: i64| -> Result<i64, ConfigError> {
+            let n: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| bad(key, value, "not an integer"))?;
+            if n < min || n > max {
+                return Err(bad(key, value, &format!("must be in [{min}, {max}]")));
+            }
+            Ok(n)
+        };
+        match key {
+            "num.partitions" => self.num_partitions = int(1, 1_000_000)? as i32,
+            "auto.create.topics.enable" => {
+                self.auto_create_topics = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(key, value, "must be true or false")),
+                }
+            }
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = int(1024, i32::MAX as i64)? as usize
+            }
+            "node.id" | "broker.id" => self.node_id = int(0, i32::MAX as i64)? as i32,
+            "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value),
+            "log.retention.hours" => self.set_topic_default(
+                key,
+                "retention.ms",
+                &(int(-1, i64::MAX / 3_600_000)? * 3_600_000).to_string(),
+            )?,
+            "log.retention.minutes" => self.set_topic_default(
+                key,
+                "retention.ms",
+                &(int(-1, i64::MAX / 60_000)? * 60_000).to_string(),
+            )?,
+            k if IGNORED_BROKER_KEYS.contains(&k) => {
+                int(1, i16::MAX as i64)?;
+            }
+            k => {
+                let Some((_, topic_key)) = BROKER_TOPIC_KEYS.iter().find(|(b, _)| *b == k) else {
+                    return Err(ConfigError::UnknownKey(k.to_string()));
+                };
+                self.set_topic_default(key, topic_key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_topic_default(
+        &mut self,
+        broker_key: &str,
+        topic_key: &str,
+        value: &str,
+    ) -> Result<(), ConfigError> {
+        let v = validate_topic_config(topic_key, value).map_err(|e| match e {
+            ConfigError::BadValue { value, reason, .. } => ConfigError::BadValue {
+                key: broker_key.to_string(),
+                value,
+                reason,
+            },
+            other => other,
+        })?;
+        self.topic_defaults.insert(topic_key.to_string(), v);
+        Ok(())
+    }
+
+    /// Applies a TOML config file's text. Dotted keys (`log.retention.ms = 1`)
+    /// and quoted keys (`"log.retention.ms" = 1`) both work.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| bad("<file>", "", &e.to_string()))?;
+        let mut flat = Vec::new();
+        flatten("", &table, &mut flat);
+        for (key, value) in flat {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => return Err(bad(&key, &other.to_string(), "unsupported value type")),
+            };
+            self.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The effective `LogConfig` of a topic with these topic configs.
+    pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> LogConfig {
+        let mut cfg = LogConfig::default();
+        for (k, v) in self.topic_defaults.iter().chain(topic_configs.iter()) {
+            apply_to_log_config(&mut cfg, k, v);
+        }
+        cfg
+    }
+
+    /// Address given to clients: the advertised listener or the listen address.
+    pub fn advertised(&self) -> (String, i32) {
+        let addr = self.advertised_listener.as_deref().unwrap_or(&self.listen);
+        match addr.rsplit_once(':') {
+            Some((host, port)) => {
+                let host = if host.is_empty() || host == "0.0.0.0" {
+                    "localhost"
+                } else {
+                    host
+                };
+                (
+                    host.trim_matches(|c| c == '[' || c == ']').to_string(),
+                    port.parse().unwrap_or(9092),
+                )
+            }
+            None => (addr.to_string(), 9092),
+        }
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            other => out.push((key, other.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_dotted_and_quoted_keys() {
+        let mut c = BrokerConfig::default();
+        c.apply_toml(
+            "num.partitions = 3\n\"log.retention.ms\" = 1000\nauto.create.topics.enable = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.log_config(&BTreeMap::new()).retention_ms, 1000);
+    }
+
+    #[test]
+    fn unknown_key_and_bad_value_are_named() {
+        let mut c = BrokerConfig::default();
+        let e = c.apply_toml("no.such.key = 1").unwrap_err();
+        assert!(e.to_string().contains("no.such.key"));
+        let e = c.apply_toml("num.partitions = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("num.partitions"));
+    }
+
+    #[test]
+    fn topic_configs_map_to_log_config() {
+        let c = BrokerConfig::default();
+        let mut t = BTreeMap::new();
+        t.insert(
+            "segment.bytes".to_string(),
+            validate_topic_config("segment.bytes", "4096").unwrap(),
+        );
+        t.insert(
+            "message.timestamp.type".to_string(),
+            validate_topic_config("message.timestamp.type", "logappendtime").unwrap(),
+        );
+        let cfg = c.log_config(&t);
+        assert_eq!(cfg.segment_bytes, 4096);
+        assert!(cfg.log_append_time);
+        assert!(validate_topic_config("retention.ms", "-2").is_err());
+        assert!(validate_topic_config("bogus", "1").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Starting and stopping the broker: one glommio executor per shard, pinned
+//! to a core, each with its own SO_REUSEPORT listener on the same address.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use futures_lite::future::or;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::metadata::Metadata;
+use crate::shard::{Job, Shard, MESH_QUEUE_JOBS};
+
+/// Client connections accepted across all shards; more are closed at once.
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// How often each shard calls `PartitionLog::tick` on its logs.
+pub const TICK_INTERVAL_MS: u64 = 100;
+/// How often shards look at the shutdown flag set by the signal thread.
+pub const SHUTDOWN_POLL_MS: u64 = 50;
+
+/// A running broker.
+pub struct Broker {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Broker {
+    /// Starts every shard and returns once all of them listen.
+    pub fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let metadata = Metadata::load(&config.data_dir)?;
+        if metadata.version == 0 {
+            metadata
+                .persist(&config.data_dir)
+                .context("writing initial metadata")?;
+        }
+        let metadata = Arc::new(metadata);
+        let addr = config
+            .listen
+            .to_socket_addrs()
+            .with_context(|| format!("resolving listen address {}", config.listen))?
+            .next()
+            .ok_or_else(|| anyhow!("listen address {} resolves to nothing", config.listen))?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let shards = config.shards.unwrap_or(cores).max(1);
+        let config = Arc::new(config);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mesh = MeshBuilder::<Job, _>::full(shards, MESH_QUEUE_JOBS);
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<SocketAddr>>();
+
+        let mut handles = Vec::new();
+        for id in 0..shards {
+            let config = config.clone();
+            let metadata = metadata.clone();
+            let stop = stop.clone();
+            let mesh = mesh.clone();
+            let ready = ready_tx.clone();
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
+                .name(&format!("strom-shard-{id}"))
+                .spawn(move || async move {
+                    run_shard(id, shards, config, metadata, addr, stop, mesh, ready).await;
+                })
+                .map_err(|e| anyhow!("starting shard {id}: {e}"))?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        let mut bound = addr;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(a)) => bound = a,
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+                Err(_) => return Err(anyhow!("a shard exited during startup")),
+            }
+        }
+        Ok(Broker {
+            addr: bound,
+            stop,
+            handles,
+        })
+    }
+
+    /// Asks every shard to stop: stop accepting, close logs, exit.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) -> anyhow::Result<()> {
+        for h in self.handles {
+            h.join().map_err(|e| anyhow!("shard failed: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    id: usize,
+    shards: usize,
+    config: Arc<BrokerConfig>,
+    metadata: Arc<Metadata>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    ready: mpsc::Sender<anyhow::Result<SocketAddr>>,
+) {
+    let (senders, mut receivers) = if shards > 1 {
+        match mesh.join().await {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(_) => {
+                let _ = ready.send(Err(anyhow!("shard {id}: joining the shard mesh failed")));
+                return;
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let shard = Rc::new(Shard::new(id, shards, config.clone(), senders));
+
+    // Serve jobs from every other shard.
+    if let Some(receivers) = receivers.as_mut() {
+        for (_, stream) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(job) = stream.recv().await {
+                    glommio::spawn_local(job(shard.clone())).detach();
+                }
+            })
+            .detach();
+        }
+    }
+
+    shard.apply_metadata(metadata).await;
+
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("shard {id}: binding {addr}: {e}")));
+            return;
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    let _ = ready.send(Ok(bound));
+
+    glommio::spawn_local(tick_loop(shard.clone())).detach();
+    glommio::spawn_local(watch_stop(shard.clone(), stop)).detach();
+
+    let per_shard_max = CONNECTIONS_MAX.div_ceil(shards);
+    loop {
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.notified().await;
+            None
+        });
+        if shard.is_shutting_down() {
+            break;
+        }
+        match accepted.await {
+            None => break,
+            Some(Ok(stream)) => {
+                if shard.connections.get() >= per_shard_max {
+                    tracing::warn!(
+                        limit = per_shard_max,
+                        "too many connections; closing new one"
+                    );
+                    drop(stream);
+                    continue;
+                }
+                glommio::spawn_local(crate::conn::serve(shard.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    shard.close_all_logs().await;
+    tracing::info!(shard = id, "shard stopped");
+}
+
+async fn tick_loop(shard: Rc<Shard>) {
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(Duration::from_millis(TICK_INTERVAL_MS)).await;
+        let now = crate::api::now_ms();
+        for log in shard.all_logs() {
+            if let Err(e) = log.tick(now).await {
+                tracing::warn!(dir = %log.dir().display(), "log tick failed: {e}");
+            }
+        }
+    }
+}
+
+async fn watch_stop(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+    }
+    shard.begin_shutdown();
+}

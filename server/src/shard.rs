@@ -1,0 +1,275 @@
+//! A shard: one core's share of the broker.
+//!
+//! A shard owns the logs of the partitions placed on it (only it touches
+//! them), holds a read-only `Arc<Metadata>` snapshot, and reaches the other
+//! shards through a glommio channel mesh that carries *jobs*: `Send` closures
+//! that build a (non-`Send`) future on the receiving shard. `run_on` sends a
+//! job and awaits its reply over a oneshot channel; on the shard itself it
+//! runs the closure directly.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+use strom_engine::notify::Notify;
+use strom_engine::PartitionLog;
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{owner_shard, partition_dir, Metadata};
+
+/// Work sent to another shard. Built on the sender, run on the receiver.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Capacity of each shard-to-shard job queue.
+pub const MESH_QUEUE_JOBS: usize = 1024;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ShardError {
+    #[error("shard {0} is gone (shutting down)")]
+    Gone(usize),
+    #[error("metadata could not be persisted: {0}")]
+    Persist(String),
+}
+
+/// The logs of one topic that live on this shard.
+struct TopicLogs {
+    id: Uuid,
+    partitions: HashMap<i32, PartitionLog>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub config: Arc<BrokerConfig>,
+    metadata: RefCell<Arc<Metadata>>,
+    logs: RefCell<HashMap<String, TopicLogs>>,
+    senders: Option<Senders<Job>>,
+    /// Serializes metadata updates; used on shard 0 only.
+    metadata_lock: glommio::sync::Semaphore,
+    shutting_down: Cell<bool>,
+    /// Woken once when shutdown starts.
+    pub shutdown: Notify,
+    /// Open client connections on this shard.
+    pub connections: Cell<usize>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        shards: usize,
+        config: Arc<BrokerConfig>,
+        senders: Option<Senders<Job>>,
+    ) -> Shard {
+        Shard {
+            id,
+            shards,
+            config,
+            metadata: RefCell::new(Arc::new(Metadata::new())),
+            logs: RefCell::new(HashMap::new()),
+            senders,
+            metadata_lock: glommio::sync::Semaphore::new(1),
+            shutting_down: Cell::new(false),
+            shutdown: Notify::default(),
+            connections: Cell::new(0),
+        }
+    }
+
+    /// The current metadata snapshot.
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        owner_shard(topic, partition, self.shards)
+    }
+
+    /// The log of a partition this shard owns, if it exists.
+    pub fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
+        self.logs
+            .borrow()
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition).cloned())
+    }
+
+    /// Every log this shard owns.
+    pub fn all_logs(&self) -> Vec<PartitionLog> {
+        self.logs
+            .borrow()
+            .values()
+            .flat_map(|t| t.partitions.values().cloned())
+            .collect()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    pub fn begin_shutdown(&self) {
+        if !self.shutting_down.replace(true) {
+            self.shutdown.notify_all();
+        }
+    }
+
+    /// Runs `f` on shard `target` and returns its result.
+    pub async fn run_on<T, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<T, ShardError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let Some(senders) = &self.senders else {
+            return Err(ShardError::Gone(target));
+        };
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                let out = f(shard).await;
+                let _ = tx.send(out);
+            })
+        });
+        senders
+            .send_to(target, job)
+            .await
+            .map_err(|_| ShardError::Gone(target))?;
+        rx.await.map_err(|_| ShardError::Gone(target))
+    }
+
+    /// Applies `f` to a copy of the metadata on shard 0; when it changed,
+    /// persists it and publishes it to every shard before returning. Updates
+    /// are serialized, so `f` always sees the latest version.
+    pub async fn update_metadata<R, F>(self: &Rc<Self>, f: F) -> Result<R, ShardError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Metadata) -> R + Send + 'static,
+    {
+        self.run_on(0, move |shard| async move {
+            shard.update_metadata_local(f).await
+        })
+        .await?
+    }
+
+    async fn update_metadata_local<R, F>(self: &Rc<Self>, f: F) -> Result<R, ShardError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Metadata) -> R,
+    {
+        assert_eq!(
+            self.id, 0,
+            "metadata updates are serialized through shard 0"
+        );
+        let _permit = self
+            .metadata_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ShardError::Gone(0))?;
+        let current = self.metadata();
+        let mut next = (*current).clone();
+        let out = f(&mut next);
+        if next != *current {
+            next.version = current.version + 1;
+            next.persist(&self.config.data_dir)
+                .map_err(|e| ShardError::Persist(e.to_string()))?;
+            let next = Arc::new(next);
+            for target in 0..self.shards {
+                let snapshot = next.clone();
+                self.run_on(target, move |shard| async move {
+                    shard.apply_metadata(snapshot).await
+                })
+                .await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes this shard's logs match `next` (delete logs of removed topics,
+    /// open logs of new partitions, push config changes), then installs it.
+    pub async fn apply_metadata(&self, next: Arc<Metadata>) {
+        let previous = self.metadata();
+        // Deletions first, so a topic deleted and re-created under the same
+        // name starts from an empty directory.
+        let removed: Vec<(String, Vec<PartitionLog>)> = {
+            let mut logs = self.logs.borrow_mut();
+            let gone: Vec<String> = logs
+                .iter()
+                .filter(|(name, t)| next.topics.get(*name).map(|m| m.id) != Some(t.id))
+                .map(|(name, _)| name.clone())
+                .collect();
+            gone.into_iter()
+                .filter_map(|name| {
+                    logs.remove(&name)
+                        .map(|t| (name, t.partitions.into_values().collect()))
+                })
+                .collect()
+        };
+        for (name, logs) in removed {
+            for log in logs {
+                if let Err(e) = log.delete().await {
+                    tracing::warn!(topic = %name, dir = %log.dir().display(), "deleting log failed: {e}");
+                }
+            }
+        }
+        for (name, topic) in &next.topics {
+            let is_new_topic = previous.topics.get(name).map(|t| t.id) != Some(topic.id);
+            let log_config = self.config.log_config(&topic.configs);
+            for p in 0..topic.partitions {
+                if self.owner(name, p) != self.id || self.log(name, p).is_some() {
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, name, p);
+                if is_new_topic && previous.version > 0 {
+                    // A created topic never inherits files of an older topic
+                    // with the same name (crash between metadata and delete).
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                match PartitionLog::open(&dir, log_config.clone()).await {
+                    Ok(log) => {
+                        let mut logs = self.logs.borrow_mut();
+                        let entry = logs.entry(name.clone()).or_insert_with(|| TopicLogs {
+                            id: topic.id,
+                            partitions: HashMap::new(),
+                        });
+                        entry.partitions.insert(p, log);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition = p, "opening log failed: {e}")
+                    }
+                }
+            }
+            if previous.topics.get(name).map(|t| &t.configs) != Some(&topic.configs) {
+                if let Some(t) = self.logs.borrow().get(name) {
+                    for log in t.partitions.values() {
+                        log.set_config(log_config.clone());
+                    }
+                }
+            }
+        }
+        *self.metadata.borrow_mut() = next;
+    }
+
+    /// Flushes and closes every log of this shard (clean-shutdown marker).
+    pub async fn close_all_logs(&self) {
+        let logs: Vec<(String, HashMap<i32, PartitionLog>)> = self
+            .logs
+            .borrow_mut()
+            .drain()
+            .map(|(name, t)| (name, t.partitions))
+            .collect();
+        for (name, partitions) in logs {
+            for (p, log) in partitions {
+                if let Err(e) = log.close().await {
+                    tracing::error!(topic = %name, partition = p, "closing log failed: {e}");
+                }
+            }
+        }
+    }
+}
