@@ -44,8 +44,6 @@ pub enum EngineError {
     Io(#[from] std::io::Error),
     #[error("idempotent producer: {0}")]
     Producer(#[from] crate::producer_state::ProducerError),
-    #[error("producer state snapshot: {0}")]
-    ProducerSnapshot(#[from] crate::producer_state::SnapshotError),
 }
 
 impl EngineError {

@@ -43,12 +43,12 @@
 //! not match is skipped in favour of an older one (or a replay from the start).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use crate::batch::BatchHeader;
+use crate::io::Storage;
 
 /// Batches remembered per producer for duplicate detection. Kafka's value:
 /// a producer has at most five requests in flight per partition with
@@ -559,52 +559,49 @@ impl<'a> Reader<'a> {
 }
 
 // ---------------------------------------------------------------------------
-// Snapshot files. Plain blocking std::fs: a snapshot is small (at most a few
-// MiB at MAX_PRODUCERS_PER_PARTITION) and is written on segment roll and on
-// close, not on the append path.
+// Snapshot files, through the log's storage seam (O_DIRECT files in
+// production, the simulated file system in tests). A snapshot is small (at
+// most a few MiB at MAX_PRODUCERS_PER_PARTITION) and is written on segment
+// roll and on close, never on the append path.
 
 /// Path of the snapshot covering the log below `offset`.
 pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))
 }
 
-/// Offsets of the snapshot files in `dir`, ascending. Temporary files and
-/// names that do not parse are ignored.
-pub fn list_snapshots(dir: &Path) -> std::io::Result<Vec<i64>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(SNAPSHOT_SUFFIX) else {
-            continue;
-        };
-        if stem.len() == 20 {
-            if let Ok(offset) = stem.parse::<i64>() {
-                out.push(offset);
-            }
-        }
-    }
+/// The offsets of the snapshot files among `names` (file names in a
+/// partition directory), ascending. Temporary files and names that do not
+/// parse are ignored.
+pub fn snapshot_offsets(names: &[String]) -> Vec<i64> {
+    let mut out: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(SNAPSHOT_SUFFIX))
+        .filter(|stem| stem.len() == 20)
+        .filter_map(|stem| stem.parse::<i64>().ok())
+        .collect();
     out.sort_unstable();
-    Ok(out)
+    out
 }
 
-/// Writes the table as `<end_offset:020>.snapshot` atomically (tmp, fsync,
-/// rename, fsync of the directory), then deletes all but the newest
-/// [`SNAPSHOTS_RETAINED`] snapshots.
-pub fn write_snapshot(dir: &Path, table: &ProducerStateTable) -> Result<PathBuf, SnapshotError> {
-    let path = snapshot_path(dir, table.end_offset);
+/// Writes `bytes` (a serialized table) as `<offset:020>.snapshot`
+/// atomically: tmp file, fdatasync, rename, directory sync. Then deletes all
+/// but the newest [`SNAPSHOTS_RETAINED`] snapshots. Callers pass a table that
+/// covers only synced data, so a snapshot never claims more than a crash keeps.
+pub async fn write_snapshot<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    offset: i64,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("snapshot.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&table.to_snapshot_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    let all = list_snapshots(dir)?;
+    crate::io::write_whole_file(storage, &tmp, bytes).await?;
+    storage.rename(&tmp, &path).await?;
+    storage.sync_dir(dir).await?;
+    let all = snapshot_offsets(&storage.list_dir(dir).await?);
     if all.len() > SNAPSHOTS_RETAINED {
-        for offset in &all[..all.len() - SNAPSHOTS_RETAINED] {
-            remove_if_exists(&snapshot_path(dir, *offset))?;
+        for old in &all[..all.len() - SNAPSHOTS_RETAINED] {
+            storage.remove_file(&snapshot_path(dir, *old)).await?;
         }
     }
     Ok(path)
@@ -613,49 +610,35 @@ pub fn write_snapshot(dir: &Path, table: &ProducerStateTable) -> Result<PathBuf,
 /// Loads the newest valid snapshot that covers at most `log_end_offset`.
 /// Snapshots past the log end (the log's tail was cut on recovery) are
 /// deleted; corrupt ones are skipped (and deleted) in favour of older ones.
-/// Without any, the table starts empty at `log_start_offset` and the caller
-/// replays the whole log. The caller then replays the log's batch headers
-/// from the returned table's [`end_offset`](ProducerStateTable::end_offset).
-pub fn load_latest(
+/// Without any, the table starts empty at `log_start_offset`. The caller
+/// then replays the log's batch headers from the returned table's
+/// [`end_offset`](ProducerStateTable::end_offset).
+pub async fn load_latest<S: Storage>(
+    storage: &S,
     dir: &Path,
     log_start_offset: i64,
     log_end_offset: i64,
-) -> Result<ProducerStateTable, SnapshotError> {
-    let mut offsets = list_snapshots(dir)?;
+) -> std::io::Result<ProducerStateTable> {
+    let mut offsets = snapshot_offsets(&storage.list_dir(dir).await?);
     while let Some(offset) = offsets.pop() {
         let path = snapshot_path(dir, offset);
         if offset > log_end_offset {
-            tracing::warn!(
-                ?path,
-                log_end_offset,
-                "producer state snapshot is past the log end; deleting it"
-            );
-            remove_if_exists(&path)?;
+            tracing::warn!(?path, log_end_offset, "producer state snapshot is past the log end; deleting it");
+            storage.remove_file(&path).await?;
             continue;
         }
-        match std::fs::read(&path)
-            .map_err(SnapshotError::from)
-            .and_then(|b| ProducerStateTable::from_snapshot_bytes(&b))
-        {
+        let parsed = match crate::io::read_whole_file(storage, &path).await {
+            Ok(bytes) => ProducerStateTable::from_snapshot_bytes(&bytes),
+            Err(e) => Err(SnapshotError::Io(e)),
+        };
+        match parsed {
             Ok(table) if table.end_offset == offset => return Ok(table),
-            Ok(_) => tracing::warn!(
-                ?path,
-                "producer state snapshot offset does not match its name; skipping it"
-            ),
-            Err(e) => {
-                tracing::warn!(?path, error = %e, "unreadable producer state snapshot; skipping it")
-            }
+            Ok(_) => tracing::warn!(?path, "producer state snapshot offset does not match its name; skipping it"),
+            Err(e) => tracing::warn!(?path, error = %e, "unreadable producer state snapshot; skipping it"),
         }
-        remove_if_exists(&path)?;
+        storage.remove_file(&path).await?;
     }
     Ok(ProducerStateTable::starting_at(log_start_offset))
-}
-
-fn remove_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

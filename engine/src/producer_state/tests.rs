@@ -381,40 +381,49 @@ fn snapshot_round_trips_and_rejects_damage() {
 
 #[test]
 fn snapshot_files_are_kept_loaded_and_discarded_by_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    assert_eq!(
-        load_latest(d, 7, 100).unwrap(),
-        ProducerStateTable::starting_at(7)
-    );
+    use crate::io::sim::SimStorage;
+    use crate::io::Storage;
+    use futures_lite::future::block_on;
+
+    let fs = SimStorage::new(1);
+    let d = Path::new("/data/t-0");
+    let snapshots = || block_on(async { snapshot_offsets(&fs.list_dir(d).await.unwrap()) });
+    let load = |start, end| block_on(load_latest(&fs, d, start, end)).unwrap();
+    let write = |t: &ProducerStateTable| {
+        block_on(write_snapshot(&fs, d, t.end_offset(), &t.to_snapshot_bytes())).unwrap();
+    };
+    assert_eq!(load(7, 100), ProducerStateTable::starting_at(7));
 
     let mut t = ProducerStateTable::new();
     let mut next = 0;
     let mut written = Vec::new();
     for i in 0..4 {
         append(&mut t, &mut next, hdr(1, 0, i * 10, 10)).unwrap();
-        write_snapshot(d, &t).unwrap();
+        write(&t);
         written.push(t.clone());
     }
-    // Only the newest two remain.
-    assert_eq!(list_snapshots(d).unwrap(), vec![30, 40]);
-    std::fs::write(d.join("junk.snapshot"), b"x").unwrap();
-    std::fs::write(d.join("00000000000000000050.snapshot.tmp"), b"x").unwrap();
-    assert_eq!(load_latest(d, 0, 40).unwrap(), written[3]);
+    // Only the newest two remain, and they survive a crash.
+    fs.crash();
+    assert_eq!(snapshots(), vec![30, 40]);
+    block_on(async {
+        crate::io::write_whole_file(&fs, &d.join("junk.snapshot"), b"x").await.unwrap();
+        crate::io::write_whole_file(&fs, &d.join("00000000000000000050.snapshot.tmp"), b"x")
+            .await
+            .unwrap();
+    });
+    assert_eq!(load(0, 40), written[3]);
 
     // The log was cut below the newest snapshot: it is deleted and the older used.
-    assert_eq!(load_latest(d, 0, 35).unwrap(), written[2]);
-    assert_eq!(list_snapshots(d).unwrap(), vec![30]);
+    assert_eq!(load(0, 35), written[2]);
+    assert_eq!(snapshots(), vec![30]);
 
-    // A corrupt snapshot is skipped.
-    write_snapshot(d, &written[3]).unwrap();
+    // A corrupt snapshot is skipped (and deleted).
+    write(&written[3]);
     let p = snapshot_path(d, 40);
-    let mut b = std::fs::read(&p).unwrap();
-    let last = b.len() - 1;
-    b[last] ^= 1;
-    std::fs::write(&p, b).unwrap();
-    assert_eq!(load_latest(d, 0, 40).unwrap(), written[2]);
-    assert_eq!(list_snapshots(d).unwrap(), vec![30]);
+    let len = fs.file_len(&p).unwrap();
+    assert!(fs.flip_bit(&p, len - 1, 0));
+    assert_eq!(load(0, 40), written[2]);
+    assert_eq!(snapshots(), vec![30]);
 }
 
 #[test]
