@@ -907,7 +907,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Finds the segment holding `offset`: its base, length and the index
     /// position to scan from.
-    fn locate(&self, offset: i64) -> Option<(i64, u64, u64)> {
+    fn locate(&self, offset: i64) -> Option<(i64, u64, u64, i64)> {
         let st = self.inner.state.borrow();
         let i = st
             .segments
@@ -915,10 +915,10 @@ impl<S: Storage> PartitionLog<S> {
             .checked_sub(1)?;
         let seg = &st.segments[i];
         let rel = u32::try_from(offset - seg.base_offset).unwrap_or(u32::MAX);
-        let pos = index::lookup_offset(&seg.index, rel)
-            .map(|e| e.pos() as u64)
-            .unwrap_or(0);
-        Some((seg.base_offset, seg.len, pos))
+        let (pos, first) = index::lookup_offset(&seg.index, rel)
+            .map(|e| (e.pos() as u64, seg.base_offset + e.rel() as i64))
+            .unwrap_or((0, seg.base_offset));
+        Some((seg.base_offset, seg.len, pos, first))
     }
 
     /// Scans batch headers of segment `base` from `pos` and returns the
@@ -929,6 +929,7 @@ impl<S: Storage> PartitionLog<S> {
         base: i64,
         seg_len: u64,
         mut pos: u64,
+        mut expect_offset: i64,
         want: u64,
         stop: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader, Bytes)>> {
@@ -944,6 +945,14 @@ impl<S: Storage> PartitionLog<S> {
                         pos + at as u64
                     ))
                 })?;
+                if h.base_offset != expect_offset {
+                    return Err(EngineError::Corrupt(format!(
+                        "segment {base} position {}: batch has offset {}, expected {expect_offset}",
+                        pos + at as u64,
+                        h.base_offset
+                    )));
+                }
+                expect_offset = h.last_offset() + 1;
                 if stop(&h) {
                     let here = pos + at as u64;
                     let rest = window.slice(at..);
@@ -990,19 +999,20 @@ impl<S: Storage> PartitionLog<S> {
         if offset == out.log_end_offset {
             return Ok(out);
         }
-        let Some((base, seg_len, pos)) = self.locate(offset) else {
+        let Some((base, seg_len, pos, first)) = self.locate(offset) else {
             return Ok(out);
         };
         let found = self
-            .scan(base, seg_len, pos, max_bytes as u64, |h| {
+            .scan(base, seg_len, pos, first, max_bytes as u64, |h| {
                 h.last_offset() >= offset
             })
             .await?;
-        let Some((_, _, bytes)) = found else {
+        let Some((pos, _, bytes)) = found else {
             return Ok(out);
         };
         let mut at = 0usize;
         let mut total = 0usize;
+        let mut expect_offset: Option<i64> = None;
         while at + LOG_OVERHEAD <= bytes.len() {
             let len =
                 i32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]]);
@@ -1011,9 +1021,18 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             let b = bytes.slice(at..at + size);
-            batch::validate(&b).map_err(|e| {
+            let h = batch::validate(&b).map_err(|e| {
                 EngineError::Corrupt(format!("segment {base} position {}: {e}", pos + at as u64))
             })?;
+            // The CRC does not cover baseOffset: check the offsets chain.
+            if expect_offset.is_some_and(|e| e != h.base_offset) {
+                return Err(EngineError::Corrupt(format!(
+                    "segment {base} position {}: offset {} out of sequence",
+                    pos + at as u64,
+                    h.base_offset
+                )));
+            }
+            expect_offset = Some(h.last_offset() + 1);
             total += size;
             out.batches.push(b);
             at += size;
@@ -1029,7 +1048,7 @@ impl<S: Storage> PartitionLog<S> {
     /// The first offset whose batch max timestamp is >= `timestamp_ms`, with
     /// that timestamp; `None` when no record is that recent.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        let (base, seg_len, pos, log_start) = {
+        let (base, seg_len, pos, first, log_start) = {
             let st = self.inner.state.borrow();
             let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= timestamp_ms) else {
                 return Ok(None);
@@ -1037,13 +1056,15 @@ impl<S: Storage> PartitionLog<S> {
             let start_rel = index::lookup_time(&seg.time_index, timestamp_ms)
                 .map(|e| e.rel())
                 .unwrap_or(0);
-            let pos = index::lookup_offset(&seg.index, start_rel)
-                .map(|e| e.pos() as u64)
-                .unwrap_or(0);
-            (seg.base_offset, seg.len, pos, st.log_start_offset)
+            let (pos, first) = index::lookup_offset(&seg.index, start_rel)
+                .map(|e| (e.pos() as u64, seg.base_offset + e.rel() as i64))
+                .unwrap_or((0, seg.base_offset));
+            (seg.base_offset, seg.len, pos, first, st.log_start_offset)
         };
         let found = self
-            .scan(base, seg_len, pos, 0, |h| h.max_timestamp >= timestamp_ms)
+            .scan(base, seg_len, pos, first, 0, |h| {
+                h.max_timestamp >= timestamp_ms
+            })
             .await?;
         Ok(found.map(|(_, h, _)| (h.base_offset.max(log_start), h.max_timestamp)))
     }

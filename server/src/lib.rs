@@ -14,6 +14,8 @@
 //!   listeners (SO_REUSEPORT), the periodic log ticks and graceful shutdown.
 //! - `conn`: one task per connection: frame reading with size limits,
 //!   pipelined in-order responses, acks=0 silence.
+//! - `alloc`: the process allocator (huge reservations are lazily mapped,
+//!   so a hostile array length cannot abort the process).
 //! - `api`: the Kafka APIs, one module per API family, dispatched by a single
 //!   `match` over `ApiKey` in `api::dispatch`.
 //! - `producer_ids`: durable producer id allocation and InitProducerId
@@ -22,6 +24,7 @@
 //! `group/` (consumer-group coordinator) is written separately and hooks into
 //! `api::dispatch`.
 
+pub mod alloc;
 pub mod api;
 pub mod config;
 pub mod conn;

@@ -11,6 +11,9 @@ use signal_hook::iterator::Signals;
 use strom_server::config::BrokerConfig;
 use strom_server::server::Broker;
 
+#[global_allocator]
+static ALLOCATOR: strom_server::alloc::HugeMapAllocator = strom_server::alloc::HugeMapAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "strom",

@@ -433,7 +433,8 @@ pub async fn describe_configs(
         .resources
         .into_iter()
         .map(|r| {
-            let keys = r.configuration_keys.as_deref();
+            // Null or empty: every config.
+            let keys = r.configuration_keys.as_deref().filter(|k| !k.is_empty());
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());

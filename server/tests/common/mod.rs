@@ -1,0 +1,172 @@
+//! Test support: start the real `strom` binary on a free port with a temp
+//! data dir, run kcat against it with bounded deadlines, kill on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+pub const KCAT_DEADLINE: Duration = Duration::from_secs(60);
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Broker {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Broker {
+    /// Starts a broker with a fresh temp data dir.
+    pub fn start(extra: &[&str]) -> Broker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut b = Broker::start_in(&dir, free_port(), extra);
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Starts a broker on `dir` and `port` (restarts reuse both).
+    pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Broker {
+        let child = Command::new(env!("CARGO_BIN_EXE_strom"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("spawn strom");
+        let b = Broker { child: Some(child), port, dir: dir.to_path_buf(), _tmp: None };
+        b.wait_ready();
+        b
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.addr()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("strom did not accept connections on {} within {:?}", self.addr(), START_DEADLINE);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `signal` and waits (bounded) for the process to exit.
+    pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        unsafe { libc::kill(self.pid(), signal) };
+        let mut child = self.child.take().expect("running");
+        wait_exit(&mut child, EXIT_DEADLINE)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Runs kcat with `args`, feeding `stdin`, bounded by `KCAT_DEADLINE`.
+pub fn kcat(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kcat (is kcat installed?)");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_exit(&mut child, KCAT_DEADLINE);
+    let _ = writer.join();
+    Output { status, stdout: reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
+}
+
+/// Produces `lines` (each `key:value` when `keyed`) with compression `codec`.
+pub fn produce(addr: &str, topic: &str, lines: &[String], codec: &str, extra: &[&str]) {
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let mut args = vec!["-b", addr, "-P", "-t", topic, "-z", codec];
+    args.extend_from_slice(extra);
+    let out = kcat(&args, input.as_bytes());
+    assert!(out.status.success(), "kcat produce failed: {}", out.stderr);
+}
+
+/// Consumes `topic` from `offset` to the end, one `format` line per record.
+pub fn consume(addr: &str, topic: &str, offset: &str, format: &str) -> Vec<String> {
+    let out = kcat(&["-b", addr, "-C", "-t", topic, "-o", offset, "-e", "-q", "-f", format], b"");
+    assert!(out.status.success(), "kcat consume failed: {}", out.stderr);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Produces three records and reads them back: the broker still serves.
+pub fn assert_round_trip(addr: &str, topic: &str) {
+    let lines: Vec<String> = (0..3).map(|i| format!("{topic}-value-{i}")).collect();
+    produce(addr, topic, &lines, "none", &[]);
+    assert_eq!(consume(addr, topic, "beginning", "%s\n"), lines);
+}
