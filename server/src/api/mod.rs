@@ -43,10 +43,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
     // TODO(groups): FindCoordinator (10), JoinGroup (11), Heartbeat (12),
     // LeaveGroup (13), SyncGroup (14), DescribeGroups (15), ListGroups (16),
-    // OffsetCommit (8), OffsetFetch (9), DeleteGroups (42), OffsetDelete (47)
-    // and InitProducerId (22) are advertised here once `group/` implements them.
+    // OffsetCommit (8), OffsetFetch (9), DeleteGroups (42) and OffsetDelete (47)
+    // are advertised here once `group/` implements them.
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -148,9 +149,16 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             Some(req) => respond(ctx, &admin::describe_configs(shard, req, v).await),
             None => Reply::Close,
         },
+        ApiKey::InitProducerId => match decode(&mut body, v) {
+            Some(req) => respond(
+                ctx,
+                &crate::producer_ids::init_producer_id(&shard.config.data_dir, &req),
+            ),
+            None => Reply::Close,
+        },
         // TODO(groups): route FindCoordinator, JoinGroup, Heartbeat,
         // LeaveGroup, SyncGroup, DescribeGroups, ListGroups, OffsetCommit,
-        // OffsetFetch, DeleteGroups, OffsetDelete and InitProducerId to
+        // OffsetFetch, DeleteGroups and OffsetDelete to
         // `crate::group` here, e.g.
         // `ApiKey::JoinGroup => match decode(&mut body, v) { Some(req) =>
         //      respond(ctx, &group::join_group(shard, req, v).await), None => Reply::Close },`
