@@ -49,7 +49,11 @@ impl Broker {
             ])
             .arg(data_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn strom");
         let stdout = child.stdout.take().expect("stdout");
