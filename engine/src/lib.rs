@@ -7,10 +7,19 @@
 //! - `batch`: Kafka RecordBatch v2 framing: validation (length, magic,
 //!   CRC32C) and in-place offset assignment. Records are never decoded.
 //! - `config`: [`LogConfig`], Kafka's topic configs for one log.
+//! - `index`: the sparse offset index and time index entries (zerocopy,
+//!   little-endian) and their lookups.
+//! - `io`: the I/O seam: `Storage`/`StorageFile` traits, with `io::dma`
+//!   (glommio DmaFile, O_DIRECT, io_uring) for production and `io::sim` (a
+//!   seeded in-memory file system that tears writes, loses unsynced data,
+//!   fails fdatasync, flips bits, runs out of space) for tests.
 //! - `notify`: single-threaded broadcast used by long polls.
 //! - `producer_state`: idempotent-producer dedup (epoch and last five
 //!   sequence ranges per producer id), its snapshots and rebuild.
 //! - `error`: typed errors.
+//!
+//! The on-disk format, byte by byte, with what the engine assumes about the
+//! storage (what is atomic, what fdatasync guarantees), is in `FORMAT.md`.
 
 pub mod batch;
 pub mod config;

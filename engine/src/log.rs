@@ -39,6 +39,11 @@ const MAX_INFLIGHT_WRITES: usize = 16;
 const MAX_ROUND_CHUNKS: usize = 64;
 /// Appended-but-unwritten bytes above which appends wait for the disk.
 const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+/// Preallocation of a new segment, and how far ahead of the writes it is
+/// extended (never past `segment.bytes`). Preallocating a whole 1 GiB
+/// segment per partition up front fills a disk with idle partitions.
+const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
+const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
 /// Written chunks kept in memory as the hot-read cache.
 const CACHE_CHUNKS: usize = 4;
 /// Bytes read at a time when scanning batch headers.
@@ -123,6 +128,8 @@ struct Segment<F: StorageFile> {
     max_timestamp_offset: i64,
     /// When the first batch was appended in this process (segment.ms).
     first_append_ms: Option<i64>,
+    /// File bytes preallocated so far (0 without preallocation).
+    allocated_bytes: u64,
 }
 
 impl<F: StorageFile> Segment<F> {
@@ -138,6 +145,7 @@ impl<F: StorageFile> Segment<F> {
             max_timestamp: -1,
             max_timestamp_offset: -1,
             first_append_ms: None,
+            allocated_bytes: 0,
         }
     }
 
@@ -687,12 +695,22 @@ impl<S: Storage> PartitionLog<S> {
         } else {
             MAX_ROUND_CHUNKS
         };
+        let (preallocate, cap_bytes) = {
+            let c = self.inner.config.borrow();
+            (
+                c.preallocate,
+                align_up(c.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)),
+            )
+        };
         let mut submitted = 0usize;
         loop {
             while inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
                 let next = {
                     let mut st = self.inner.state.borrow_mut();
-                    let Some(tail) = st.tail.as_mut() else { break };
+                    let State { segments, tail, .. } = &mut *st;
+                    let (Some(tail), Some(seg)) = (tail.as_mut(), segments.last()) else {
+                        break;
+                    };
                     let Some(c) = tail.chunks.iter_mut().find(|c| !c.submitted) else {
                         break;
                     };
@@ -700,10 +718,25 @@ impl<S: Storage> PartitionLog<S> {
                     if busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
                         break;
                     }
-                    c.submitted = true;
-                    (c.start, end, c.buf.clone())
+                    if preallocate && end > seg.allocated_bytes && seg.allocated_bytes < cap_bytes {
+                        Err((end + PREALLOCATE_STEP_BYTES).min(cap_bytes).max(end))
+                    } else {
+                        c.submitted = true;
+                        Ok((c.start, end, c.buf.clone()))
+                    }
                 };
-                let (start, end, buf) = next;
+                let (start, end, buf) = match next {
+                    Ok(n) => n,
+                    Err(target) => {
+                        // Extend the preallocation ahead of the writes, so that
+                        // most writes do not change the file's metadata.
+                        file.preallocate(target).await.map_err(io_err)?;
+                        if let Some(seg) = self.inner.state.borrow_mut().segments.last_mut() {
+                            seg.allocated_bytes = seg.allocated_bytes.max(target);
+                        }
+                        continue;
+                    }
+                };
                 let id = Rc::as_ptr(&buf) as usize;
                 busy.push((id, start, end));
                 let file = file.clone();
@@ -1336,16 +1369,19 @@ async fn create_segment<S: Storage>(
             .await
             .map_err(io_err)?;
     }
+    let mut allocated_bytes = 0;
     if config.preallocate {
         let bytes = align_up(
             config
                 .segment_bytes
                 .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        );
+        )
+        .min(PREALLOCATE_FIRST_BYTES);
         if let Err(e) = file.preallocate(bytes).await {
             let _ = storage.remove_file(&path).await;
             return Err(io_err(e));
         }
+        allocated_bytes = bytes;
     }
     let buf = file.alloc_buf(chunk_bytes as usize);
     let tail = Tail {
@@ -1353,7 +1389,9 @@ async fn create_segment<S: Storage>(
         buf_start: 0,
         chunks: VecDeque::new(),
     };
-    Ok((Segment::new(base_offset, Rc::new(file)), tail))
+    let mut segment = Segment::new(base_offset, Rc::new(file));
+    segment.allocated_bytes = allocated_bytes;
+    Ok((segment, tail))
 }
 
 /// Opens the segments in `dir`, recovering the active one, and returns them
@@ -1455,11 +1493,13 @@ async fn recover<S: Storage>(
             config
                 .segment_bytes
                 .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        );
+        )
+        .min(align_up(seg.len) + PREALLOCATE_FIRST_BYTES);
         if seg.len < bytes {
             // Best effort: a full disk still lets the log open and serve reads.
-            if let Err(e) = seg.file.preallocate(bytes).await {
-                tracing::warn!(error = %e, "preallocation failed");
+            match seg.file.preallocate(bytes).await {
+                Ok(()) => seg.allocated_bytes = bytes,
+                Err(e) => tracing::warn!(error = %e, "preallocation failed"),
             }
         }
     }

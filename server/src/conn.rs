@@ -7,6 +7,7 @@
 //! responses leave in order, and at most `IN_FLIGHT_REQUESTS_MAX` requests of
 //! one connection are pending at a time.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +19,9 @@ use glommio::task::JoinHandle;
 
 use crate::api::{self, Reply};
 use crate::shard::Shard;
+
+/// Most iovecs handed to one sendmsg (Linux's IOV_MAX is 1024).
+const IOVECS_PER_SEND_MAX: usize = 1024;
 
 /// Requests of one connection being processed or waiting to be written.
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
@@ -41,11 +45,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(IN_FLIGHT_REQUESTS_MAX);
 
     let read_side = Box::pin(read_loop(shard.clone(), reader, tx, peer.clone()));
-    let write_side = Box::pin(write_loop(writer, rx));
+    let write_side = Box::pin(write_loop(writer, fd, rx));
     match select(read_side, write_side).await {
         // The client finished sending (or sent a bad frame): answer what
         // was already accepted, then close.
@@ -88,17 +93,13 @@ async fn read_loop(
 
 async fn write_loop(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    fd: RawFd,
     rx: local_channel::LocalReceiver<JoinHandle<Reply>>,
 ) {
     while let Some(task) = rx.recv().await {
         match task.await {
             Some(Reply::Frame(chunks)) => {
-                for chunk in &chunks {
-                    if writer.write_all(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                if writer.flush().await.is_err() {
+                if write_vectored_all(&mut writer, fd, &chunks).await.is_err() {
                     return;
                 }
             }
@@ -110,4 +111,56 @@ async fn write_loop(
         }
     }
     let _ = writer.flush().await;
+}
+
+/// Writes `chunks` in order with as few `sendmsg` calls as the socket
+/// allows: the stored batches go to the kernel straight from their buffers.
+/// When the socket is full, the rest of the current chunk goes through the
+/// stream's own write, which waits for the socket to drain.
+async fn write_vectored_all(
+    writer: &mut futures_lite::io::WriteHalf<TcpStream>,
+    fd: RawFd,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < chunks.len() {
+        let iov: Vec<libc::iovec> = std::iter::once(&chunks[index][offset..])
+            .chain(chunks[index + 1..].iter().map(|c| &c[..]))
+            .take(IOVECS_PER_SEND_MAX)
+            .map(|c| libc::iovec {
+                iov_base: c.as_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            })
+            .collect();
+        // SAFETY: a zeroed msghdr is valid; it points at `iov`, which lives
+        // across the call and describes readable slices of `chunks`.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if sent < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock => {
+                    writer.write_all(&chunks[index][offset..]).await?;
+                    index += 1;
+                    offset = 0;
+                    continue;
+                }
+                std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            }
+        }
+        let mut sent = sent as usize;
+        while index < chunks.len() && sent >= chunks[index].len() - offset {
+            sent -= chunks[index].len() - offset;
+            index += 1;
+            offset = 0;
+        }
+        offset += sent;
+    }
+    Ok(())
 }

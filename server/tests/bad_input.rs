@@ -24,7 +24,10 @@ fn closed_without_reply(s: &mut TcpStream) -> bool {
     match s.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => false,
-        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
     }
 }
 
@@ -72,7 +75,8 @@ fn huge_frame_length_closes_connection_without_allocating() {
     s.write_all(&(i32::MAX).to_be_bytes()).expect("write");
     assert!(closed_without_reply(&mut s));
     let mut s = connect(&b);
-    s.write_all(&((100 << 20) + 1i32).to_be_bytes()).expect("write");
+    s.write_all(&((100 << 20) + 1i32).to_be_bytes())
+        .expect("write");
     assert!(closed_without_reply(&mut s));
     assert_round_trip(&b.addr(), "after-huge");
 }
@@ -160,8 +164,14 @@ fn unsupported_api_versions_version_gets_error_35_and_ranges() {
     s.write_all(&frame(&body)).expect("write");
     let resp = read_frame(&mut s);
     // Response header v0: correlation id only. Body v0: error, api array.
-    assert_eq!(i32::from_be_bytes(resp[0..4].try_into().expect("4 bytes")), 42);
-    assert_eq!(i16::from_be_bytes(resp[4..6].try_into().expect("2 bytes")), 35);
+    assert_eq!(
+        i32::from_be_bytes(resp[0..4].try_into().expect("4 bytes")),
+        42
+    );
+    assert_eq!(
+        i16::from_be_bytes(resp[4..6].try_into().expect("2 bytes")),
+        35
+    );
     let count = i32::from_be_bytes(resp[6..10].try_into().expect("4 bytes"));
     assert!(count > 0);
     let entries: Vec<(i16, i16, i16)> = resp[10..]
@@ -183,15 +193,25 @@ fn api_versions_v3_has_no_default_tagged_fields() {
     let mut s = connect(&b);
     let mut body = header(18, 3, 9);
     body.push(0); // header v2 tagged fields
-    // client_software_name, client_software_version (compact strings), tags.
+                  // client_software_name, client_software_version (compact strings), tags.
     body.extend_from_slice(&[5, b't', b'e', b's', b't', 2, b'1', 0]);
     s.write_all(&frame(&body)).expect("write");
     let resp = read_frame(&mut s);
     // Header v0 (no tags), error 0, compact array, throttle time, then the
     // tagged-field count must be 0: nothing default-valued is sent.
-    assert_eq!(i32::from_be_bytes(resp[0..4].try_into().expect("4 bytes")), 9);
-    assert_eq!(i16::from_be_bytes(resp[4..6].try_into().expect("2 bytes")), 0);
-    assert_eq!(*resp.last().expect("non-empty"), 0, "tagged fields present: {resp:?}");
+    assert_eq!(
+        i32::from_be_bytes(resp[0..4].try_into().expect("4 bytes")),
+        9
+    );
+    assert_eq!(
+        i16::from_be_bytes(resp[4..6].try_into().expect("2 bytes")),
+        0
+    );
+    assert_eq!(
+        *resp.last().expect("non-empty"),
+        0,
+        "tagged fields present: {resp:?}"
+    );
 }
 
 #[test]
@@ -221,6 +241,9 @@ fn pipelined_requests_are_answered_in_order() {
     s.write_all(&bytes).expect("write");
     for id in 0..20 {
         let resp = read_frame(&mut s);
-        assert_eq!(i32::from_be_bytes(resp[0..4].try_into().expect("4 bytes")), id);
+        assert_eq!(
+            i32::from_be_bytes(resp[0..4].try_into().expect("4 bytes")),
+            id
+        );
     }
 }

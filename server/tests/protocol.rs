@@ -27,11 +27,17 @@ struct Client {
 impl Client {
     fn connect(b: &Broker) -> Client {
         let s = TcpStream::connect(b.addr()).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         Client { s, next_id: 1 }
     }
 
-    fn send<Req: Encodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, req: &Req) -> i32 {
+    fn send<Req: Encodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> i32 {
         let id = self.next_id;
         self.next_id += 1;
         let header = RequestHeader::default()
@@ -41,7 +47,9 @@ impl Client {
             .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
-        header.encode(&mut buf, Req::header_version(version)).expect("encode header");
+        header
+            .encode(&mut buf, Req::header_version(version))
+            .expect("encode header");
         req.encode(&mut buf, version).expect("encode request");
         let size = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&size.to_be_bytes());
@@ -55,7 +63,8 @@ impl Client {
         let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
         self.s.read_exact(&mut body).expect("response body");
         let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, Resp::header_version(version)).expect("decode header");
+        let header = ResponseHeader::decode(&mut body, Resp::header_version(version))
+            .expect("decode header");
         assert_eq!(header.correlation_id, id);
         let resp = Resp::decode(&mut body, version).expect("decode response");
         assert!(body.is_empty(), "{} trailing bytes", body.len());
@@ -77,7 +86,13 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn create(c: &mut Client, version: i16, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsResponse {
+fn create(
+    c: &mut Client,
+    version: i16,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> CreateTopicsResponse {
     let t = CreatableTopic::default()
         .with_name(name(topic))
         .with_num_partitions(partitions)
@@ -92,12 +107,20 @@ fn create(c: &mut Client, version: i16, topic: &str, partitions: i32, configs: &
                 })
                 .collect(),
         );
-    c.call(ApiKey::CreateTopics, version, &CreateTopicsRequest::default().with_topics(vec![t]).with_timeout_ms(5000))
+    c.call(
+        ApiKey::CreateTopics,
+        version,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(5000),
+    )
 }
 
 fn metadata(c: &mut Client, topic: &str) -> MetadataResponse {
     let req = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(topic)))]))
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(topic)))
+        ]))
         .with_allow_auto_topic_creation(false);
     c.call(ApiKey::Metadata, 12, &req)
 }
@@ -107,23 +130,47 @@ fn create_describe_grow_delete_topics() {
     let b = Broker::start(&[]);
     let mut c = Client::connect(&b);
 
-    let r = create(&mut c, 7, "admin", 3, &[("retention.ms", "100000"), ("cleanup.policy", "compact")]);
+    let r = create(
+        &mut c,
+        7,
+        "admin",
+        3,
+        &[("retention.ms", "100000"), ("cleanup.policy", "compact")],
+    );
     let t = &r.topics[0];
     assert_eq!(t.error_code, 0, "{:?}", t.error_message);
     assert_eq!(t.num_partitions, 3);
     assert!(!t.topic_id.is_nil());
     let configs = t.configs.as_ref().expect("v5+ returns configs");
-    let retention = configs.iter().find(|c| c.name.as_str() == "retention.ms").expect("retention.ms");
+    let retention = configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .expect("retention.ms");
     assert_eq!(retention.value.as_ref().map(|v| v.as_str()), Some("100000"));
 
     // Errors: exists, bad config, bad name, bad replication factor.
     assert_eq!(create(&mut c, 5, "admin", 1, &[]).topics[0].error_code, 36);
-    assert_eq!(create(&mut c, 5, "bad-config", 1, &[("retention.ms", "soon")]).topics[0].error_code, 40);
-    assert_eq!(create(&mut c, 5, "bad-config", 1, &[("no.such.config", "1")]).topics[0].error_code, 40);
-    assert_eq!(create(&mut c, 2, "bad/name", 1, &[]).topics[0].error_code, 17);
-    let rf3 = CreatableTopic::default().with_name(name("rf3")).with_num_partitions(1).with_replication_factor(3);
-    let r: CreateTopicsResponse =
-        c.call(ApiKey::CreateTopics, 4, &CreateTopicsRequest::default().with_topics(vec![rf3]));
+    assert_eq!(
+        create(&mut c, 5, "bad-config", 1, &[("retention.ms", "soon")]).topics[0].error_code,
+        40
+    );
+    assert_eq!(
+        create(&mut c, 5, "bad-config", 1, &[("no.such.config", "1")]).topics[0].error_code,
+        40
+    );
+    assert_eq!(
+        create(&mut c, 2, "bad/name", 1, &[]).topics[0].error_code,
+        17
+    );
+    let rf3 = CreatableTopic::default()
+        .with_name(name("rf3"))
+        .with_num_partitions(1)
+        .with_replication_factor(3);
+    let r: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        4,
+        &CreateTopicsRequest::default().with_topics(vec![rf3]),
+    );
     assert_eq!(r.topics[0].error_code, 38);
 
     let m = metadata(&mut c, "admin");
@@ -133,21 +180,34 @@ fn create_describe_grow_delete_topics() {
 
     // DescribeConfigs: the topic's own value and the broker's.
     let req = DescribeConfigsRequest::default().with_resources(vec![
-        DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("admin")),
-        DescribeConfigsResource::default().with_resource_type(4).with_resource_name(StrBytes::from_static_str("0")),
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("admin")),
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str("0")),
     ]);
     let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
     let topic = &r.results[0];
     assert_eq!(topic.error_code, 0);
-    let cp = topic.configs.iter().find(|c| c.name.as_str() == "cleanup.policy").expect("cleanup.policy");
+    let cp = topic
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "cleanup.policy")
+        .expect("cleanup.policy");
     assert_eq!(cp.value.as_ref().map(|v| v.as_str()), Some("compact"));
     assert_eq!(cp.config_source, 1);
-    assert!(r.results[1].configs.iter().any(|c| c.name.as_str() == "num.partitions"));
+    assert!(r.results[1]
+        .configs
+        .iter()
+        .any(|c| c.name.as_str() == "num.partitions"));
 
     // CreatePartitions: grow to 5, refuse to shrink.
     let grow = |count| {
         CreatePartitionsRequest::default()
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(name("admin")).with_count(count)])
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("admin"))
+                .with_count(count)])
             .with_timeout_ms(5000)
     };
     let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(5));
@@ -157,26 +217,38 @@ fn create_describe_grow_delete_topics() {
     assert_eq!(metadata(&mut c, "admin").topics[0].partitions.len(), 5);
     let lines = vec!["on-p4".to_string()];
     produce(&b.addr(), "admin", &lines, "none", &["-p", "4"]);
-    assert_eq!(consume(&b.addr(), "admin", "beginning", "%p %s\n"), vec!["4 on-p4"]);
+    assert_eq!(
+        consume(&b.addr(), "admin", "beginning", "%p %s\n"),
+        vec!["4 on-p4"]
+    );
 
     // DeleteTopics (v1 by name), then re-create empty.
-    let r: DeleteTopicsResponse =
-        c.call(ApiKey::DeleteTopics, 1, &DeleteTopicsRequest::default().with_topic_names(vec![name("admin")]));
+    let r: DeleteTopicsResponse = c.call(
+        ApiKey::DeleteTopics,
+        1,
+        &DeleteTopicsRequest::default().with_topic_names(vec![name("admin")]),
+    );
     assert_eq!(r.responses[0].error_code, 0);
     assert_eq!(metadata(&mut c, "admin").topics[0].error_code, 3);
-    let r: DeleteTopicsResponse =
-        c.call(ApiKey::DeleteTopics, 4, &DeleteTopicsRequest::default().with_topic_names(vec![name("admin")]));
+    let r: DeleteTopicsResponse = c.call(
+        ApiKey::DeleteTopics,
+        4,
+        &DeleteTopicsRequest::default().with_topic_names(vec![name("admin")]),
+    );
     assert_eq!(r.responses[0].error_code, 3);
     assert_eq!(create(&mut c, 5, "admin", 5, &[]).topics[0].error_code, 0);
     assert!(consume(&b.addr(), "admin", "beginning", "%p %s\n").is_empty());
 }
 
 fn produce_req(topic: &str, partition: i32, acks: i16, records: Vec<u8>) -> ProduceRequest {
-    ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(name(topic))
-        .with_partition_data(vec![PartitionProduceData::default()
-            .with_index(partition)
-            .with_records(Some(Bytes::from(records)))])])
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(records)))])])
 }
 
 fn produce_error(r: &ProduceResponse) -> i16 {
@@ -187,7 +259,10 @@ fn produce_error(r: &ProduceResponse) -> i16 {
 fn produce_errors_acks_zero_and_list_offsets() {
     let b = Broker::start(&[]);
     let mut c = Client::connect(&b);
-    assert_eq!(create(&mut c, 5, "p", 1, &[("max.message.bytes", "200")]).topics[0].error_code, 0);
+    assert_eq!(
+        create(&mut c, 5, "p", 1, &[("max.message.bytes", "200")]).topics[0].error_code,
+        0
+    );
 
     let good = strom_engine::batch::build_batch(1_000, &[b"a", b"b"]);
     let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_req("p", 0, -1, good.clone()));
@@ -214,9 +289,13 @@ fn produce_errors_acks_zero_and_list_offsets() {
     assert_eq!(r.error_code, 0);
 
     let list = |ts: i64| {
-        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-            .with_name(name("p"))
-            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts)])])
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("p"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(ts)])])
     };
     let offset = |c: &mut Client, v: i16, ts: i64| {
         let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &list(ts));
@@ -237,14 +316,19 @@ fn produce_errors_acks_zero_and_list_offsets() {
             .with_max_wait_ms(100)
             .with_min_bytes(1)
             .with_max_bytes(1 << 20)
-            .with_topics(vec![FetchTopic::default().with_topic(name("p")).with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("p"))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])])
     };
     let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch(0));
     let p = &r.responses[0].partitions[0];
-    assert_eq!((p.error_code, p.high_watermark, p.log_start_offset), (0, 3, 0));
+    assert_eq!(
+        (p.error_code, p.high_watermark, p.log_start_offset),
+        (0, 3, 0)
+    );
     let records = p.records.as_ref().expect("records");
     assert!(records.len() > good.len(), "both batches returned");
     let r: FetchResponse = c.call(ApiKey::Fetch, 4, &fetch(99));

@@ -15,7 +15,18 @@ fn sigterm_exits_zero_and_topics_survive_restart() {
     assert!(status.success(), "exit status {status:?}");
 
     let b = Broker::start_in(tmp.path(), port, &[]);
-    let out = common::kcat(&["-b", &b.addr(), "-L", "-t", "kept", "-X", "allow.auto.create.topics=false"], b"");
+    let out = common::kcat(
+        &[
+            "-b",
+            &b.addr(),
+            "-L",
+            "-t",
+            "kept",
+            "-X",
+            "allow.auto.create.topics=false",
+        ],
+        b"",
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("topic \"kept\" with 1 partitions"), "{text}");
 }
@@ -28,7 +39,9 @@ fn sigint_also_exits_zero() {
 }
 
 fn records(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("k{i}:durable-{i}-{}", "y".repeat(i % 97))).collect()
+    (0..n)
+        .map(|i| format!("k{i}:durable-{i}-{}", "y".repeat(i % 97)))
+        .collect()
 }
 
 #[test]
@@ -38,7 +51,13 @@ fn acks_all_data_survives_sigterm_restart() {
     let port = common::free_port();
     let mut b = Broker::start_in(tmp.path(), port, &[]);
     let lines = records(500);
-    produce(&b.addr(), "durable", &lines, "lz4", &["-K:", "-X", "acks=all"]);
+    produce(
+        &b.addr(),
+        "durable",
+        &lines,
+        "lz4",
+        &["-K:", "-X", "acks=all"],
+    );
     assert!(b.stop_with(libc::SIGTERM).success());
     let b = Broker::start_in(tmp.path(), port, &[]);
     assert_eq!(consume(&b.addr(), "durable", "beginning", "%k:%s\n"), lines);
@@ -52,7 +71,13 @@ fn acks_all_data_survives_sigkill_restart() {
     let mut b = Broker::start_in(tmp.path(), port, &[]);
     let lines = records(500);
     // kcat exits 0 only after every message was acknowledged (acks=all).
-    produce(&b.addr(), "durable", &lines, "zstd", &["-K:", "-X", "acks=all"]);
+    produce(
+        &b.addr(),
+        "durable",
+        &lines,
+        "zstd",
+        &["-K:", "-X", "acks=all"],
+    );
     let _ = b.stop_with(libc::SIGKILL);
     let b = Broker::start_in(tmp.path(), port, &[]);
     assert_eq!(consume(&b.addr(), "durable", "beginning", "%k:%s\n"), lines);

@@ -59,7 +59,10 @@ impl StorageFile for DmaFile {
         } else {
             DmaFile::read_at(self, pos, len).await
         }
-        .map_err(to_io)?;
+        .map_err(|e| {
+            let e = to_io(e);
+            io::Error::new(e.kind(), format!("read of {len} bytes at {pos}: {e}"))
+        })?;
         let n = r.len().min(len);
         Ok(Bytes::copy_from_slice(&r[..n]))
     }
@@ -81,10 +84,43 @@ impl StorageFile for DmaFile {
     }
 }
 
+/// glommio decides once per device (per thread) whether it supports io_uring
+/// polled I/O by reading the first block of the first `DmaFile` opened on it.
+/// When that file is empty the probe read "succeeds" without touching the
+/// device, glommio marks the device pollable, and later reads fail with
+/// EOPNOTSUPP on devices without poll queues (like this machine's virtio
+/// disk). Opening a write-only probe file first makes the probe read fail
+/// with EBADF, which glommio records as "no polled I/O" for the device (and
+/// logs once).
+async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    thread_local! {
+        static PROBED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let dev = std::fs::metadata(dir)?.dev();
+    if PROBED.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let probe = dir.join(format!(".iopoll-probe-{}", std::process::id()));
+    let opened = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .dma_open(&probe)
+        .await
+        .map_err(to_io);
+    let _ = std::fs::remove_file(&probe);
+    drop(opened?);
+    PROBED.with(|p| p.borrow_mut().push(dev));
+    Ok(())
+}
+
 impl Storage for DmaStorage {
     type File = DmaFile;
 
     async fn open(&self, path: &Path) -> io::Result<DmaFile> {
+        if let Some(dir) = path.parent() {
+            prime_iopoll_probe(dir).await?;
+        }
         OpenOptions::new()
             .read(true)
             .write(true)

@@ -7,14 +7,13 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{join_all, select, select_all, Either};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
 use super::produce::engine_error_code;
+use super::{Reply, RequestContext};
 use crate::shard::{Shard, ShardError};
 
 /// Longest long poll honoured, whatever the client asks.
@@ -49,7 +48,7 @@ impl Got {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, _version: i16) -> FetchResponse {
+pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) -> Reply {
     let mut wants = Vec::new();
     let mut shape = Vec::new();
     for topic in req.topics {
@@ -79,7 +78,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, _version: i16) -> Fetc
             .sum();
         let any_error = got.iter().any(|g| g.error.is_some());
         let now = Instant::now();
-        if total >= min_bytes.max(1) || any_error || now >= deadline || shard.is_shutting_down() {
+        if total >= min_bytes || any_error || now >= deadline || shard.is_shutting_down() {
             break;
         }
         // Wait for any partition to grow past the end seen by the last read.
@@ -98,50 +97,33 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, _version: i16) -> Fetc
     trim_to_max_bytes(&mut got, req.max_bytes.max(0) as usize);
 
     let mut got = got.into_iter();
-    let responses = shape
+    let topics: Vec<TopicOut> = shape
         .into_iter()
-        .map(|(name, partitions)| {
-            let partitions = partitions
+        .map(|(name, partitions)| TopicOut {
+            name,
+            partitions: partitions
                 .into_iter()
                 .map(|index| {
                     let g = got
                         .next()
                         .unwrap_or_else(|| Got::error(ResponseError::UnknownServerError));
-                    PartitionData::default()
-                        .with_partition_index(index)
-                        .with_error_code(g.error.map_or(0, |e| e.code()))
-                        .with_high_watermark(g.high_watermark)
-                        .with_last_stable_offset(g.high_watermark)
-                        .with_log_start_offset(g.log_start_offset)
-                        .with_aborted_transactions(Some(Vec::new()))
-                        .with_preferred_read_replica(BrokerId(-1))
-                        .with_records(Some(concat(g.batches)))
+                    PartitionOut {
+                        index,
+                        error_code: g.error.map_or(0, |e| e.code()),
+                        high_watermark: g.high_watermark,
+                        last_stable_offset: g.high_watermark,
+                        log_start_offset: g.log_start_offset,
+                        batches: g.batches,
+                    }
                 })
-                .collect();
-            FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_string(name)))
-                .with_partitions(partitions)
+                .collect(),
         })
         .collect();
-    FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(responses)
-}
-
-/// Joins stored batches into the partition's `records` field. One batch is
-/// passed as is; several are copied once (never re-encoded).
-fn concat(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for b in batches {
-                out.extend_from_slice(&b);
-            }
-            out.freeze()
-        }
-    }
+    Reply::Frame(encode_fetch_response(
+        ctx.header.correlation_id,
+        ctx.version,
+        &topics,
+    ))
 }
 
 /// Keeps whole batches while the response stays within `max_bytes`, except
@@ -268,4 +250,206 @@ async fn wait_local(shard: &Shard, group: Vec<Want>, timeout: Duration) {
     let timer = Box::pin(glommio::timer::sleep(timeout));
     let shutdown = Box::pin(shard.shutdown.notified());
     let _ = select(select(select_all(waits), timer), shutdown).await;
+}
+
+/// One partition of a Fetch response, batches as stored.
+#[derive(Debug, Clone)]
+pub struct PartitionOut {
+    pub index: i32,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicOut {
+    pub name: String,
+    pub partitions: Vec<PartitionOut>,
+}
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// Encodes a whole Fetch response frame (size, header, body) for v4-v12 by
+/// hand, so the stored batches are not copied: the frame is returned as
+/// chunks, the encoded fixed parts interleaved with the batches' own
+/// `Bytes`, for one vectored write. Byte-for-byte what kafka-protocol
+/// encodes (see the test below); sessions are declined (`session_id` 0),
+/// there are no aborted transactions and no preferred read replica.
+pub fn encode_fetch_response(correlation_id: i32, version: i16, topics: &[TopicOut]) -> Vec<Bytes> {
+    debug_assert!((4..=12).contains(&version));
+    let flexible = version >= 12;
+    let mut fixed = BytesMut::with_capacity(128);
+    // (position in `fixed` where the records go, the batches)
+    let mut splices: Vec<(usize, &[Bytes])> = Vec::new();
+    let mut records_bytes = 0usize;
+
+    fixed.put_i32(0); // frame size, patched below
+    fixed.put_i32(correlation_id);
+    if flexible {
+        put_uvarint(&mut fixed, 0); // response header v1 tagged fields
+    }
+    fixed.put_i32(0); // throttle_time_ms
+    if version >= 7 {
+        fixed.put_i16(0); // error_code
+        fixed.put_i32(0); // session_id: sessions declined
+    }
+    let put_len = |fixed: &mut BytesMut, n: usize| {
+        if flexible {
+            put_uvarint(fixed, n as u64 + 1);
+        } else {
+            fixed.put_i32(n as i32);
+        }
+    };
+    put_len(&mut fixed, topics.len());
+    for t in topics {
+        if flexible {
+            put_uvarint(&mut fixed, t.name.len() as u64 + 1);
+        } else {
+            fixed.put_i16(t.name.len() as i16);
+        }
+        fixed.put_slice(t.name.as_bytes());
+        put_len(&mut fixed, t.partitions.len());
+        for p in &t.partitions {
+            fixed.put_i32(p.index);
+            fixed.put_i16(p.error_code);
+            fixed.put_i64(p.high_watermark);
+            fixed.put_i64(p.last_stable_offset);
+            if version >= 5 {
+                fixed.put_i64(p.log_start_offset);
+            }
+            put_len(&mut fixed, 0); // aborted_transactions: empty
+            if version >= 11 {
+                fixed.put_i32(-1); // preferred_read_replica
+            }
+            let len: usize = p.batches.iter().map(Bytes::len).sum();
+            put_len(&mut fixed, len);
+            splices.push((fixed.len(), &p.batches));
+            records_bytes += len;
+            if flexible {
+                put_uvarint(&mut fixed, 0); // partition tagged fields
+            }
+        }
+        if flexible {
+            put_uvarint(&mut fixed, 0); // topic tagged fields
+        }
+    }
+    if flexible {
+        put_uvarint(&mut fixed, 0); // response tagged fields
+    }
+    let size = (fixed.len() - 4 + records_bytes) as i32;
+    fixed[0..4].copy_from_slice(&size.to_be_bytes());
+
+    let fixed = fixed.freeze();
+    let mut chunks = Vec::with_capacity(2 * splices.len() + 1);
+    let mut at = 0;
+    for (pos, batches) in splices {
+        if pos > at {
+            chunks.push(fixed.slice(at..pos));
+        }
+        chunks.extend(batches.iter().filter(|b| !b.is_empty()).cloned());
+        at = pos;
+    }
+    if at < fixed.len() {
+        chunks.push(fixed.slice(at..));
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn reference(correlation_id: i32, version: i16, topics: &[TopicOut]) -> Vec<u8> {
+        let responses = topics
+            .iter()
+            .map(|t| {
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(t.name.clone())))
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let mut records = BytesMut::new();
+                                for b in &p.batches {
+                                    records.extend_from_slice(b);
+                                }
+                                PartitionData::default()
+                                    .with_partition_index(p.index)
+                                    .with_error_code(p.error_code)
+                                    .with_high_watermark(p.high_watermark)
+                                    .with_last_stable_offset(p.last_stable_offset)
+                                    .with_log_start_offset(p.log_start_offset)
+                                    .with_aborted_transactions(Some(Vec::new()))
+                                    .with_preferred_read_replica(BrokerId(-1))
+                                    .with_records(Some(records.freeze()))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let body = FetchResponse::default().with_responses(responses);
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut buf, ApiKey::Fetch.response_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        buf.to_vec()
+    }
+
+    #[test]
+    fn hand_encoding_matches_kafka_protocol_for_every_version() {
+        let batch = |n: u8| {
+            Bytes::from(strom_engine::batch::build_batch(
+                n as i64,
+                &[&[n; 10][..], b"x"],
+            ))
+        };
+        let topics = vec![
+            TopicOut {
+                name: "alpha".into(),
+                partitions: vec![
+                    PartitionOut {
+                        index: 0,
+                        error_code: 0,
+                        high_watermark: 7,
+                        last_stable_offset: 7,
+                        log_start_offset: 0,
+                        batches: vec![batch(1), batch(2)],
+                    },
+                    PartitionOut {
+                        index: 3,
+                        error_code: 1,
+                        high_watermark: 5,
+                        last_stable_offset: 5,
+                        log_start_offset: 2,
+                        batches: vec![],
+                    },
+                ],
+            },
+            TopicOut {
+                name: "b".into(),
+                partitions: vec![],
+            },
+        ];
+        for version in 4..=12 {
+            let chunks = encode_fetch_response(42, version, &topics);
+            let ours: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(ours, reference(42, version, &topics), "version {version}");
+        }
+    }
 }

@@ -50,8 +50,9 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
                             partitions,
                             configs: Default::default(),
                         };
+                        // A concurrent request may have created it first; that is fine.
                         if let Err((code, msg)) = create_topic_in(m, topic) {
-                            tracing::warn!(code, "auto-create failed: {msg}");
+                            tracing::debug!(code, "auto-create skipped: {msg}");
                         }
                     }
                 })

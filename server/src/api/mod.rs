@@ -126,7 +126,7 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             None => Reply::Close,
         },
         ApiKey::Fetch => match decode(&mut body, v) {
-            Some(req) => respond(ctx, &fetch::handle(shard, req, v).await),
+            Some(req) => fetch::handle(shard, ctx, req).await,
             None => Reply::Close,
         },
         ApiKey::ListOffsets => match decode(&mut body, v) {

@@ -45,10 +45,19 @@ impl Broker {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn strom");
-        let b = Broker { child: Some(child), port, dir: dir.to_path_buf(), _tmp: None };
+        let b = Broker {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        };
         b.wait_ready();
         b
     }
@@ -65,7 +74,11 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("strom did not accept connections on {} within {:?}", self.addr(), START_DEADLINE);
+        panic!(
+            "strom did not accept connections on {} within {:?}",
+            self.addr(),
+            START_DEADLINE
+        );
     }
 
     pub fn pid(&self) -> i32 {
@@ -144,7 +157,11 @@ pub fn kcat(args: &[&str], stdin: &[u8]) -> Output {
     });
     let status = wait_exit(&mut child, KCAT_DEADLINE);
     let _ = writer.join();
-    Output { status, stdout: reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
 }
 
 /// Produces `lines` (each `key:value` when `keyed`) with compression `codec`.
@@ -159,9 +176,17 @@ pub fn produce(addr: &str, topic: &str, lines: &[String], codec: &str, extra: &[
 
 /// Consumes `topic` from `offset` to the end, one `format` line per record.
 pub fn consume(addr: &str, topic: &str, offset: &str, format: &str) -> Vec<String> {
-    let out = kcat(&["-b", addr, "-C", "-t", topic, "-o", offset, "-e", "-q", "-f", format], b"");
+    let out = kcat(
+        &[
+            "-b", addr, "-C", "-t", topic, "-o", offset, "-e", "-q", "-f", format,
+        ],
+        b"",
+    );
     assert!(out.status.success(), "kcat consume failed: {}", out.stderr);
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Produces three records and reads them back: the broker still serves.

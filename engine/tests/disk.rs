@@ -1,0 +1,278 @@
+//! Real-disk tests: glommio `DmaFile` (O_DIRECT) on a temporary directory,
+//! and a child process SIGKILLed while appending with `Durability::Synced`.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use strom_engine::batch::{self, build_batch};
+use strom_engine::{Durability, LogConfig, PartitionLog};
+
+const CHILD_ENV: &str = "STROM_ENGINE_CHILD_DIR";
+
+fn run<T>(f: impl Future<Output = T>) -> T {
+    // A small io_memory: this machine's memlock limit is 8 MiB.
+    let ex = glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("glommio executor");
+    ex.run(f)
+}
+
+/// The deterministic batch number `i` (before its offset is assigned).
+fn batch_for(i: u64) -> Vec<u8> {
+    let values: Vec<Vec<u8>> = (0..(i % 7 + 1))
+        .map(|j| format!("record {i}.{j} {}", "x".repeat((i * 37 % 900) as usize)).into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+    build_batch(1_000 + i as i64, &refs)
+}
+
+fn stored(i: u64, base_offset: i64) -> Vec<u8> {
+    let mut b = batch_for(i);
+    batch::set_base_offset(&mut b, base_offset);
+    b
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 256 * 1024,
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
+}
+
+async fn read_all(log: &PartitionLog) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 100_000).await.unwrap();
+        assert!(!r.batches.is_empty());
+        for b in r.batches {
+            let h = batch::validate(&b).unwrap();
+            assert_eq!(h.base_offset, offset, "offsets must be contiguous");
+            offset = h.last_offset() + 1;
+            out.push(b.to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn real_disk_append_read_restart_recover() {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("t-0");
+    run(async move {
+        let log = PartitionLog::open(&path, small_config()).await.unwrap();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut want = Vec::new();
+        let mut i = 0u64;
+        while i < 1500 {
+            // Several appends in flight at once, so that they group-commit.
+            let n = rng.gen_range(1..=6u64);
+            let durabilities: Vec<Durability> = (0..n)
+                .map(|_| {
+                    if rng.gen_bool(0.3) {
+                        Durability::Synced
+                    } else {
+                        Durability::Written
+                    }
+                })
+                .collect();
+            let inputs: Vec<Vec<u8>> = (i..i + n).map(batch_for).collect();
+            let futs = inputs
+                .iter()
+                .zip(&durabilities)
+                .map(|(b, d)| log.append(b, *d, 5));
+            let infos = futures_util::future::join_all(futs).await;
+            for (k, info) in infos.into_iter().enumerate() {
+                let info = info.unwrap();
+                want.push((info.base_offset, stored(i + k as u64, info.base_offset)));
+            }
+            i += n;
+        }
+        want.sort_by_key(|w| w.0);
+        let want: Vec<Vec<u8>> = want.into_iter().map(|w| w.1).collect();
+        assert!(log.segment_count() > 3, "segments should have rolled");
+        assert_eq!(read_all(&log).await, want);
+        // Timestamps: batch i has timestamp 1000 + i.
+        let (o, ts) = log.offset_for_timestamp(1_700).await.unwrap().unwrap();
+        assert_eq!(ts, 1_700);
+        assert_eq!(
+            &log.read(o, 1).await.unwrap().batches[0][..],
+            &want[700][..]
+        );
+        log.close().await.unwrap();
+        drop(log);
+
+        // Clean restart: everything is there.
+        let log = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert_eq!(read_all(&log).await, want);
+        // Unclean: append more, sync part of it, drop without close.
+        let end = log.log_end_offset();
+        for k in 0..50u64 {
+            let d = if k == 30 {
+                Durability::Synced
+            } else {
+                Durability::Written
+            };
+            log.append(&batch_for(2000 + k), d, 5).await.unwrap();
+        }
+        drop(log);
+        let log = PartitionLog::open(&path, small_config()).await.unwrap();
+        let all = read_all(&log).await;
+        assert!(
+            all.len() >= want.len() + 31,
+            "synced batches lost: {} < {}",
+            all.len(),
+            want.len() + 31
+        );
+        assert_eq!(&all[..want.len()], &want[..]);
+        for (k, b) in all[want.len()..].iter().enumerate() {
+            let h = batch::validate(b).unwrap();
+            assert_eq!(b, &stored(2000 + k as u64, h.base_offset));
+        }
+        assert!(log.log_end_offset() > end);
+        // Retention by size drops whole old segments and moves the start.
+        let mut c = small_config();
+        c.retention_bytes = 300 * 1024;
+        log.set_config(c);
+        let deleted = log.apply_retention(10).await.unwrap();
+        assert!(deleted > 0);
+        assert!(log.log_start_offset() > 0);
+        assert!(log.read(0, 10).await.is_err());
+        assert!(!read_all(&log).await.is_empty());
+        log.close().await.unwrap();
+    });
+}
+
+/// Child half of the SIGKILL test: appends with `Synced` from four tasks and
+/// prints `ACK <index> <base_offset>` after each acknowledged append. Does
+/// nothing unless the parent test set the environment variable.
+#[test]
+fn sigkill_child_writer() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    run(async move {
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        let next = std::cell::Cell::new(0u64);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let tasks = (0..4).map(|_| {
+            let log = log.clone();
+            let next = &next;
+            async move {
+                while Instant::now() < deadline {
+                    let i = next.get();
+                    next.set(i + 1);
+                    let info = log
+                        .append(&batch_for(i), Durability::Synced, 5)
+                        .await
+                        .unwrap();
+                    println!("ACK {i} {}", info.base_offset);
+                }
+            }
+        });
+        futures_util::future::join_all(tasks).await;
+    });
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_batch() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("killed-0");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "sigkill_child_writer",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut acked: Vec<(u64, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.len() < 3000 && Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let mut it = rest.split_whitespace().map(|x| x.parse::<i64>().unwrap());
+                    let (i, base) = (it.next().unwrap(), it.next().unwrap());
+                    acked.push((i as u64, base));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Lines already printed before the kill are acknowledged too.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let mut it = rest.split_whitespace().map(|x| x.parse::<i64>().unwrap());
+            acked.push((it.next().unwrap() as u64, it.next().unwrap()));
+        }
+    }
+    reader.join().unwrap();
+    assert!(
+        acked.len() >= 100,
+        "child acknowledged only {} appends",
+        acked.len()
+    );
+    check_after_kill(&path, &acked);
+}
+
+fn check_after_kill(path: &Path, acked: &[(u64, i64)]) {
+    let path = path.to_path_buf();
+    let acked = acked.to_vec();
+    run(async move {
+        let log = PartitionLog::open(
+            &path,
+            LogConfig {
+                segment_bytes: 1 << 20,
+                ..LogConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let all = read_all(&log).await;
+        let max_acked = acked.iter().map(|a| a.1).max().unwrap();
+        assert!(
+            log.log_end_offset() > max_acked,
+            "acknowledged offset {max_acked} lost"
+        );
+        for (i, base) in acked {
+            let r = log.read(base, 1).await.unwrap();
+            assert_eq!(
+                &r.batches[0][..],
+                &stored(i, base)[..],
+                "acknowledged batch {i} at {base} differs"
+            );
+        }
+        assert!(!all.is_empty());
+    });
+}

@@ -1,0 +1,148 @@
+"""Just enough of the Kafka wire protocol, struct-packed by hand, to probe a
+broker without a client library: readiness checks and malformed-input tests.
+
+A frame is `int32 size` followed by `size` bytes. Request header v1:
+int16 api_key, int16 api_version, int32 correlation_id, nullable string
+client_id. Header v2 (flexible versions) adds an empty tagged-field section.
+"""
+
+import socket
+import struct
+import time
+
+API_VERSIONS = 18
+METADATA = 3
+FIND_COORDINATOR = 10
+JOIN_GROUP = 11
+INIT_PRODUCER_ID = 22
+
+UNSUPPORTED_VERSION = 35
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+def header_v1(api_key: int, version: int, correlation_id: int, client_id: bytes = b"compat") -> bytes:
+    return struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+
+
+def header_v2(api_key: int, version: int, correlation_id: int, client_id: bytes = b"compat") -> bytes:
+    return header_v1(api_key, version, correlation_id, client_id) + b"\x00"
+
+
+def api_versions_v0(correlation_id: int = 1) -> bytes:
+    return frame(header_v1(API_VERSIONS, 0, correlation_id))
+
+
+def metadata_v0(topics=(), correlation_id: int = 1) -> bytes:
+    body = struct.pack(">i", len(topics))
+    for t in topics:
+        raw = t.encode()
+        body += struct.pack(">h", len(raw)) + raw
+    return frame(header_v1(METADATA, 0, correlation_id) + body)
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.settimeout(timeout)
+    return s
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    """n bytes, or ConnectionError if the peer closes first."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(s: socket.socket) -> bytes:
+    (size,) = struct.unpack(">i", recv_exact(s, 4))
+    if size < 4 or size > 64 * 1024 * 1024:
+        raise ValueError(f"bad response frame size {size}")
+    return recv_exact(s, size)
+
+
+def parse_api_versions(resp: bytes, expect_correlation_id: int):
+    """Parses a response to ApiVersions v0 (or the v0-shaped error answer to an
+    unsupported version): (error_code, {api_key: (min, max)})."""
+    (cid, error_code, n) = struct.unpack(">ihi", resp[:10])
+    if cid != expect_correlation_id:
+        raise ValueError(f"correlation id {cid}, expected {expect_correlation_id}")
+    if n < 0 or 10 + 6 * n > len(resp):
+        raise ValueError(f"bad api array length {n} in {len(resp)}-byte response")
+    apis = {}
+    for i in range(n):
+        key, lo, hi = struct.unpack(">hhh", resp[10 + 6 * i : 16 + 6 * i])
+        apis[key] = (lo, hi)
+    return error_code, apis
+
+
+def api_versions(port: int, timeout: float = 5.0):
+    """(error_code, {api_key: (min, max)}) from an ApiVersions v0 round trip."""
+    with connect(port, timeout) as s:
+        s.sendall(api_versions_v0(7))
+        return parse_api_versions(recv_frame(s), 7)
+
+
+def parse_metadata_v0(resp: bytes):
+    """(brokers [(id, host, port)], topics {name: (error, [partition ids])})."""
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        vals = struct.unpack_from(fmt, resp, pos)
+        pos += struct.calcsize(fmt)
+        return vals
+
+    def string():
+        nonlocal pos
+        (n,) = take(">h")
+        s = resp[pos : pos + n].decode()
+        pos += n
+        return s
+
+    take(">i")  # correlation id
+    brokers = []
+    (n,) = take(">i")
+    for _ in range(n):
+        (node,) = take(">i")
+        host = string()
+        (port,) = take(">i")
+        brokers.append((node, host, port))
+    topics = {}
+    (n,) = take(">i")
+    for _ in range(n):
+        (err,) = take(">h")
+        name = string()
+        (np,) = take(">i")
+        parts = []
+        for _ in range(np):
+            _perr, pid, _leader = take(">hii")
+            (nr,) = take(">i")
+            take(f">{nr}i")
+            (ni,) = take(">i")
+            take(f">{ni}i")
+            parts.append(pid)
+        topics[name] = (err, parts)
+    return brokers, topics
+
+
+def wait_closed(s: socket.socket, timeout: float = 10.0) -> bool:
+    """True if the peer closes (EOF or reset) within timeout; reads and drops
+    anything it sends before that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            if not s.recv(65536):
+                return True
+        except socket.timeout:
+            return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
