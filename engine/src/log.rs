@@ -379,6 +379,7 @@ impl<S: Storage> PartitionLog<S> {
     /// The answer to a retried batch: the original's offsets, once the
     /// original is as durable as this request asks.
     async fn answer_duplicate(&self, original: BatchMetadata, durability: Durability, log_append_time: bool) -> Result<AppendInfo> {
+        tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
         if durability == Durability::Synced {
             self.sync_to(original.last_offset + 1).await?;
         }
