@@ -300,9 +300,10 @@ impl<S: Storage> PartitionLog<S> {
         let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
         tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
-        let producers = producer_state::load_latest(&storage, &dir, log_start_offset, log_end_offset)
-            .await
-            .map_err(io_err)?;
+        let producers =
+            producer_state::load_latest(&storage, &dir, log_start_offset, log_end_offset)
+                .await
+                .map_err(io_err)?;
         let log = PartitionLog {
             inner: Rc::new(Inner {
                 storage,
@@ -371,14 +372,22 @@ impl<S: Storage> PartitionLog<S> {
             (t.end_offset(), t.to_snapshot_bytes())
         };
         debug_assert!(offset <= self.inner.state.borrow().synced_offset);
-        if let Err(e) = producer_state::write_snapshot(&self.inner.storage, &self.inner.dir, offset, &bytes).await {
+        if let Err(e) =
+            producer_state::write_snapshot(&self.inner.storage, &self.inner.dir, offset, &bytes)
+                .await
+        {
             tracing::warn!(dir = %self.inner.dir.display(), offset, error = %e, "writing the producer state snapshot failed");
         }
     }
 
     /// The answer to a retried batch: the original's offsets, once the
     /// original is as durable as this request asks.
-    async fn answer_duplicate(&self, original: BatchMetadata, durability: Durability, log_append_time: bool) -> Result<AppendInfo> {
+    async fn answer_duplicate(
+        &self,
+        original: BatchMetadata,
+        durability: Durability,
+        log_append_time: bool,
+    ) -> Result<AppendInfo> {
         tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
         if durability == Durability::Synced {
             self.sync_to(original.last_offset + 1).await?;
@@ -386,7 +395,11 @@ impl<S: Storage> PartitionLog<S> {
         Ok(AppendInfo {
             base_offset: original.base_offset,
             last_offset: original.last_offset,
-            log_append_time_ms: if log_append_time { original.max_timestamp } else { -1 },
+            log_append_time_ms: if log_append_time {
+                original.max_timestamp
+            } else {
+                -1
+            },
             log_start_offset: self.log_start_offset(),
         })
     }
@@ -472,7 +485,9 @@ impl<S: Storage> PartitionLog<S> {
         let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
         let decision = self.inner.producers.borrow().check_all(&headers)?;
         if let Decision::Duplicate(original) = decision {
-            return self.answer_duplicate(original, durability, log_append_time).await;
+            return self
+                .answer_duplicate(original, durability, log_append_time)
+                .await;
         }
         let info = {
             let mut st = self.inner.state.borrow_mut();
@@ -510,7 +525,13 @@ impl<S: Storage> PartitionLog<S> {
                     .ok_or_else(|| EngineError::Corrupt("no active segment".into()))?;
                 seg.first_append_ms.get_or_insert(now_ms);
                 seg.track_batch(pos, &stored, max_ts, interval);
-                producers.record(&BatchHeader { max_timestamp: max_ts, ..stored }, next);
+                producers.record(
+                    &BatchHeader {
+                        max_timestamp: max_ts,
+                        ..stored
+                    },
+                    next,
+                );
                 next = stored.last_offset() + 1;
                 messages += h.record_count as u64;
             }

@@ -623,7 +623,11 @@ pub async fn load_latest<S: Storage>(
     while let Some(offset) = offsets.pop() {
         let path = snapshot_path(dir, offset);
         if offset > log_end_offset {
-            tracing::warn!(?path, log_end_offset, "producer state snapshot is past the log end; deleting it");
+            tracing::warn!(
+                ?path,
+                log_end_offset,
+                "producer state snapshot is past the log end; deleting it"
+            );
             storage.remove_file(&path).await?;
             continue;
         }
@@ -633,8 +637,13 @@ pub async fn load_latest<S: Storage>(
         };
         match parsed {
             Ok(table) if table.end_offset == offset => return Ok(table),
-            Ok(_) => tracing::warn!(?path, "producer state snapshot offset does not match its name; skipping it"),
-            Err(e) => tracing::warn!(?path, error = %e, "unreadable producer state snapshot; skipping it"),
+            Ok(_) => tracing::warn!(
+                ?path,
+                "producer state snapshot offset does not match its name; skipping it"
+            ),
+            Err(e) => {
+                tracing::warn!(?path, error = %e, "unreadable producer state snapshot; skipping it")
+            }
         }
         storage.remove_file(&path).await?;
     }

@@ -390,7 +390,13 @@ fn snapshot_files_are_kept_loaded_and_discarded_by_offset() {
     let snapshots = || block_on(async { snapshot_offsets(&fs.list_dir(d).await.unwrap()) });
     let load = |start, end| block_on(load_latest(&fs, d, start, end)).unwrap();
     let write = |t: &ProducerStateTable| {
-        block_on(write_snapshot(&fs, d, t.end_offset(), &t.to_snapshot_bytes())).unwrap();
+        block_on(write_snapshot(
+            &fs,
+            d,
+            t.end_offset(),
+            &t.to_snapshot_bytes(),
+        ))
+        .unwrap();
     };
     assert_eq!(load(7, 100), ProducerStateTable::starting_at(7));
 
@@ -406,7 +412,9 @@ fn snapshot_files_are_kept_loaded_and_discarded_by_offset() {
     fs.crash();
     assert_eq!(snapshots(), vec![30, 40]);
     block_on(async {
-        crate::io::write_whole_file(&fs, &d.join("junk.snapshot"), b"x").await.unwrap();
+        crate::io::write_whole_file(&fs, &d.join("junk.snapshot"), b"x")
+            .await
+            .unwrap();
         crate::io::write_whole_file(&fs, &d.join("00000000000000000050.snapshot.tmp"), b"x")
             .await
             .unwrap();
