@@ -49,6 +49,9 @@ pub struct EngineArgs {
     pub read_bytes: u64,
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub segment_bytes: u64,
+    /// Preallocate segment files (fallocate) ahead of the writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub preallocate: bool,
     /// Print one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -73,7 +76,10 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(serde::Serialize)]
@@ -86,6 +92,7 @@ struct Report {
     sync: String,
     producers: usize,
     readers: usize,
+    preallocate: bool,
     batches: u64,
     flush_rounds: u64,
     write_secs: f64,
@@ -103,7 +110,8 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
         bail!("--producers and --readers must be > 0");
     }
     if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir).with_context(|| format!("removing {}", args.dir.display()))?;
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("removing {}", args.dir.display()))?;
     }
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
@@ -134,8 +142,13 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
 async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
     let config = LogConfig {
         segment_bytes: args.segment_bytes,
-        flush_ms: if args.sync == SyncMode::Interval { 1000 } else { i64::MAX / 4 },
+        flush_ms: if args.sync == SyncMode::Interval {
+            1000
+        } else {
+            i64::MAX / 4
+        },
         retention_ms: -1,
+        preallocate: args.preallocate,
         ..LogConfig::default()
     };
     let log = PartitionLog::open(&args.dir, config).await?;
@@ -143,7 +156,11 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
     let value = vec![0x5Au8; args.record_bytes as usize];
     let values: Vec<&[u8]> = (0..records).map(|_| value.as_slice()).collect();
     let batch = Rc::new(build_batch(now_ms(), &values));
-    let durability = if args.sync == SyncMode::EveryBatch { Durability::Synced } else { Durability::Written };
+    let durability = if args.sync == SyncMode::EveryBatch {
+        Durability::Synced
+    } else {
+        Durability::Written
+    };
 
     // Write phase.
     let appended = Rc::new(Cell::new(0u64));
@@ -151,7 +168,8 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.producers {
-        let (log, batch, appended, failed) = (log.clone(), batch.clone(), appended.clone(), failed.clone());
+        let (log, batch, appended, failed) =
+            (log.clone(), batch.clone(), appended.clone(), failed.clone());
         let total = args.total_bytes;
         tasks.push(glommio::spawn_local(async move {
             while appended.get() < total {
@@ -160,6 +178,10 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
                     failed.set(Some(e.to_string()));
                     return;
                 }
+                // A Written append completes without ever yielding; let the
+                // reactor submit and reap I/O between appends, as a network
+                // server's tasks would.
+                glommio::executor().yield_task_queue_now().await;
             }
         }));
     }
@@ -205,8 +227,12 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
             while offset < stop {
                 match log.read(offset, max_bytes).await {
                     Ok(res) => {
-                        let Some(last) = res.batches.last() else { break };
-                        let Ok(h) = strom_engine::batch::BatchHeader::parse(last) else { break };
+                        let Some(last) = res.batches.last() else {
+                            break;
+                        };
+                        let Ok(h) = strom_engine::batch::BatchHeader::parse(last) else {
+                            break;
+                        };
                         offset = h.last_offset() + 1;
                         read_total.set(read_total.get() + res.bytes() as u64);
                     }
@@ -235,9 +261,15 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
         total_bytes: written,
         record_bytes: args.record_bytes,
         batch_bytes: batch.len() as u64,
-        sync: format!("{:?}", args.sync).to_lowercase(),
+        sync: match args.sync {
+            SyncMode::Never => "never",
+            SyncMode::Interval => "interval",
+            SyncMode::EveryBatch => "every-batch",
+        }
+        .to_string(),
         producers: args.producers,
         readers: args.readers,
+        preallocate: args.preallocate,
         batches,
         flush_rounds,
         write_secs,

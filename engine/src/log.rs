@@ -34,16 +34,18 @@ use crate::producer_state::{self, BatchMetadata, Decision, ProducerStateTable};
 /// Largest tail buffer / chunk: the unit of an O_DIRECT log write.
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// O_DIRECT chunk writes in flight at once per log.
-const MAX_INFLIGHT_WRITES: usize = 16;
+const MAX_INFLIGHT_WRITES: usize = 32;
 /// Chunks one flush round submits before it ends (bounds sync latency).
-const MAX_ROUND_CHUNKS: usize = 64;
+const MAX_ROUND_CHUNKS: usize = 256;
 /// Appended-but-unwritten bytes above which appends wait for the disk.
-const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
 /// Preallocation of a new segment, and how far ahead of the writes it is
 /// extended (never past `segment.bytes`). Preallocating a whole 1 GiB
 /// segment per partition up front fills a disk with idle partitions.
 const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
 const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
+/// Free chunk buffers kept for reuse (MiB of memory per log at most).
+const MAX_FREE_BUFS: usize = 16;
 /// Written chunks kept in memory as the hot-read cache.
 const CACHE_CHUNKS: usize = 4;
 /// Bytes read at a time when scanning batch headers.
@@ -233,6 +235,8 @@ struct Inner<S: Storage> {
     /// Idempotent-producer dedup. Checked and recorded with no await
     /// between the check and the offset assignment.
     producers: RefCell<ProducerStateTable>,
+    /// Full-size chunk buffers to reuse: fresh 1 MiB buffers cost page faults.
+    free_bufs: RefCell<Vec<BufOf<S>>>,
 }
 
 fn segment_name(base: i64, ext: &str) -> String {
@@ -328,6 +332,7 @@ impl<S: Storage> PartitionLog<S> {
                 progress: Notify::default(),
                 rounds: Cell::new(0),
                 producers: RefCell::new(producers),
+                free_bufs: RefCell::new(Vec::new()),
             }),
         };
         log.replay_producer_state().await?;
@@ -585,6 +590,14 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// A chunk-sized buffer, reused when one is free.
+    fn take_buf(&self, file: &S::File) -> BufOf<S> {
+        match self.inner.free_bufs.borrow_mut().pop() {
+            Some(buf) => buf,
+            None => file.alloc_buf(self.inner.chunk_bytes as usize),
+        }
+    }
+
     fn has_unsubmitted_chunks(&self) -> bool {
         let st = self.inner.state.borrow();
         st.tail
@@ -610,7 +623,7 @@ impl<S: Storage> PartitionLog<S> {
                 seg.len += n as u64;
                 rest = &rest[n..];
                 if used + n == chunk_bytes as usize {
-                    let next = seg.file.alloc_buf(chunk_bytes as usize);
+                    let next = self.take_buf(&seg.file);
                     let full = std::mem::replace(&mut tail.buf, next);
                     tail.chunks.push_back(Chunk {
                         start: tail.buf_start,
@@ -630,7 +643,6 @@ impl<S: Storage> PartitionLog<S> {
     /// tail buffer starts with a copy of the last partial block, which the
     /// next write rewrites.
     fn seal_partial(&self, st: &mut State<S>) {
-        let chunk_bytes = self.inner.chunk_bytes as usize;
         let State { segments, tail, .. } = st;
         let (Some(seg), Some(tail)) = (segments.last_mut(), tail.as_mut()) else {
             return;
@@ -641,7 +653,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         let padded = align_up(used as u64) as usize;
         let new_start = align_down(seg.len);
-        let mut next = seg.file.alloc_buf(chunk_bytes);
+        let mut next = self.take_buf(&seg.file);
         let keep = (seg.len - new_start) as usize;
         let from = (new_start - tail.buf_start) as usize;
         next.as_mut_slice()[..keep].copy_from_slice(&tail.buf.as_slice()[from..from + keep]);
@@ -663,7 +675,7 @@ impl<S: Storage> PartitionLog<S> {
     async fn sync_to(&self, end_offset: i64) -> Result<()> {
         loop {
             let progressed = self.inner.progress.notified();
-            {
+            let busy = {
                 let st = self.inner.state.borrow();
                 if st.synced_offset >= end_offset {
                     return Ok(());
@@ -673,11 +685,11 @@ impl<S: Storage> PartitionLog<S> {
                         "fdatasync failed: {msg}"
                     ))));
                 }
-                if st.flushing || st.rolling {
-                    drop(st);
-                    progressed.await;
-                    continue;
-                }
+                st.flushing || st.rolling
+            };
+            if busy {
+                progressed.await;
+                continue;
             }
             self.flush_round(true).await?;
         }
@@ -780,6 +792,9 @@ impl<S: Storage> PartitionLog<S> {
                     c.written = true;
                 }
             }
+            drop(st);
+            // Appends held back by MAX_UNWRITTEN_BYTES may go on now.
+            self.inner.progress.notify_all();
         }
         if sync {
             if let Err(e) = file.fdatasync().await {
@@ -801,7 +816,17 @@ impl<S: Storage> PartitionLog<S> {
             // for all its writes.
             let written = tail.chunks.iter().take_while(|c| c.written).count();
             for _ in 0..written.saturating_sub(CACHE_CHUNKS) {
-                tail.chunks.pop_front();
+                let Some(c) = tail.chunks.pop_front() else {
+                    break;
+                };
+                if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                    let mut free = self.inner.free_bufs.borrow_mut();
+                    if buf.as_slice().len() as u64 == self.inner.chunk_bytes
+                        && free.len() < MAX_FREE_BUFS
+                    {
+                        free.push(buf);
+                    }
+                }
             }
         }
         Ok(())

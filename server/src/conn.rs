@@ -5,17 +5,21 @@
 //! drains, awaiting each task before writing its response. So requests are
 //! processed concurrently (a long-poll fetch does not stall the read side),
 //! responses leave in order, and at most `IN_FLIGHT_REQUESTS_MAX` requests of
-//! one connection are pending at a time.
+//! one connection are pending at a time. Produce requests are the exception
+//! to the concurrency: each waits for the connection's previous Produce, so
+//! appends keep the order the client sent them in.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use futures_util::future::{select, Either};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
+use kafka_protocol::messages::ApiKey;
 
 use crate::api::{self, Reply};
 use crate::shard::Shard;
@@ -69,6 +73,7 @@ async fn read_loop(
     peer: String,
 ) {
     let max_bytes = shard.config.socket_request_max_bytes;
+    let mut previous_produce: Option<oneshot::Receiver<()>> = None;
     loop {
         let mut size_buf = [0u8; 4];
         if reader.read_exact(&mut size_buf).await.is_err() {
@@ -84,7 +89,27 @@ async fn read_loop(
             return;
         }
         let frame: Bytes = frame.freeze();
-        let task = glommio::spawn_local(api::handle_frame(shard.clone(), frame)).detach();
+        let is_produce =
+            frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16;
+        let task = if is_produce {
+            // Produce requests of one connection are applied one after the
+            // other, as Kafka does: a pipelining producer's batches must
+            // land in the order it sent them.
+            if let Some(previous) = previous_produce.take() {
+                let _ = previous.await;
+            }
+            let (done_tx, done_rx) = oneshot::channel::<()>();
+            previous_produce = Some(done_rx);
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let reply = api::handle_frame(shard, frame).await;
+                let _ = done_tx.send(());
+                reply
+            })
+            .detach()
+        } else {
+            glommio::spawn_local(api::handle_frame(shard.clone(), frame)).detach()
+        };
         if tx.send(task).await.is_err() {
             return;
         }

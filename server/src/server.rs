@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -53,6 +53,12 @@ impl Broker {
             .with_context(|| format!("resolving listen address {}", config.listen))?
             .next()
             .ok_or_else(|| anyhow!("listen address {} resolves to nothing", config.listen))?;
+        // SO_REUSEPORT would let this broker silently share a port with
+        // another process; a plain bind first fails if anyone listens there.
+        // It also turns port 0 into one concrete port for every shard.
+        let addr = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.local_addr())
+            .with_context(|| format!("listen address {addr} is not available"))?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -61,6 +67,9 @@ impl Broker {
         let stop = Arc::new(AtomicBool::new(false));
         let mesh = MeshBuilder::<Job, _>::full(shards, MESH_QUEUE_JOBS);
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<SocketAddr>>();
+        // No shard accepts a connection before every shard has opened its
+        // logs: a request may touch partitions of any shard.
+        let logs_open = Arc::new(Barrier::new(shards));
 
         let mut handles = Vec::new();
         for id in 0..shards {
@@ -69,10 +78,14 @@ impl Broker {
             let stop = stop.clone();
             let mesh = mesh.clone();
             let ready = ready_tx.clone();
+            let logs_open = logs_open.clone();
             let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
                 .name(&format!("strom-shard-{id}"))
                 .spawn(move || async move {
-                    run_shard(id, shards, config, metadata, addr, stop, mesh, ready).await;
+                    run_shard(
+                        id, shards, config, metadata, addr, stop, mesh, ready, logs_open,
+                    )
+                    .await;
                 })
                 .map_err(|e| anyhow!("starting shard {id}: {e}"))?;
             handles.push(handle);
@@ -120,6 +133,7 @@ async fn run_shard(
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
     ready: mpsc::Sender<anyhow::Result<SocketAddr>>,
+    logs_open: Arc<Barrier>,
 ) {
     let (senders, mut receivers) = if shards > 1 {
         match mesh.join().await {
@@ -148,6 +162,8 @@ async fn run_shard(
     }
 
     shard.apply_metadata(metadata).await;
+    // Blocking this thread is fine here: the shard serves nothing yet.
+    logs_open.wait();
 
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,

@@ -54,7 +54,10 @@ fn config_file_and_advertised_listener_apply() {
     let conf = tmp.path().join("strom.toml");
     std::fs::write(
         &conf,
-        "num.partitions = 4\nauto.create.topics.enable = true\ndefault.replication.factor = 1\n",
+        format!(
+            "{}num.partitions = 4\nauto.create.topics.enable = true\ndefault.replication.factor = 1\n",
+            common::TEST_CONFIG
+        ),
     )
     .expect("write config");
     let b = Broker::start(&[

@@ -73,7 +73,11 @@ fn consume_from_offsets() {
 fn multi_partition_topic_over_several_shards() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let conf = tmp.path().join("strom.toml");
-    std::fs::write(&conf, "num.partitions = 6\n").expect("write config");
+    std::fs::write(
+        &conf,
+        format!("{}num.partitions = 6\n", common::TEST_CONFIG),
+    )
+    .expect("write config");
     let b = Broker::start(&[
         "--shards",
         "2",
@@ -161,4 +165,30 @@ fn large_volume_round_trip() {
     let got = consume(&b.addr(), "volume", "beginning", "%s\n");
     assert_eq!(got.len(), lines.len());
     assert!(got == lines, "records differ");
+}
+
+#[test]
+fn one_shard_and_more_shards_than_cores() {
+    for shards in ["1", "3"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let conf = tmp.path().join("strom.toml");
+        std::fs::write(
+            &conf,
+            format!("{}num.partitions = 5\n", common::TEST_CONFIG),
+        )
+        .expect("write config");
+        let b = Broker::start(&[
+            "--shards",
+            shards,
+            "--config",
+            conf.to_str().expect("utf8 path"),
+        ]);
+        let lines: Vec<String> = (0..100).map(|i| format!("k{i}:v{i}")).collect();
+        produce(&b.addr(), "shards", &lines, "gzip", &["-K:"]);
+        let mut got = consume(&b.addr(), "shards", "beginning", "%k:%s\n");
+        got.sort();
+        let mut want = lines.clone();
+        want.sort();
+        assert_eq!(got, want, "{shards} shards");
+    }
 }

@@ -45,7 +45,6 @@ fn records(n: usize) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs the real engine: the stub log in engine/src/log.rs keeps nothing on disk"]
 fn acks_all_data_survives_sigterm_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let port = common::free_port();
@@ -64,7 +63,6 @@ fn acks_all_data_survives_sigterm_restart() {
 }
 
 #[test]
-#[ignore = "needs the real engine: the stub log in engine/src/log.rs keeps nothing on disk"]
 fn acks_all_data_survives_sigkill_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let port = common::free_port();

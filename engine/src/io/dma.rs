@@ -53,7 +53,7 @@ impl StorageFile for DmaFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let aligned = pos % super::ALIGN_BYTES == 0 && len as u64 % super::ALIGN_BYTES == 0;
+        let aligned = (pos | len as u64) & (super::ALIGN_BYTES - 1) == 0;
         let r = if aligned {
             DmaFile::read_at_aligned(self, pos, len).await
         } else {

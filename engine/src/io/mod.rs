@@ -39,7 +39,7 @@ pub trait IoBuf: 'static {
 }
 
 /// One open file.
-#[allow(async_fn_in_trait)]
+#[allow(async_fn_in_trait, clippy::len_without_is_empty)]
 pub trait StorageFile: 'static {
     type Buf: IoBuf;
     /// Allocates an aligned buffer of `len` bytes (a multiple of 4096).

@@ -223,10 +223,7 @@ impl SimFile {
     fn with<T>(&self, f: impl FnOnce(&mut SimState, u64) -> io::Result<T>) -> io::Result<T> {
         let mut st = self.state.borrow_mut();
         if st.generation != self.generation || !st.files.contains_key(&self.id) {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                "stale simulated file handle",
-            ));
+            return Err(io::Error::other("stale simulated file handle"));
         }
         f(&mut st, self.id)
     }

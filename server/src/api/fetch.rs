@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{join_all, select, select_all, Either};
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
+use strom_engine::EngineError;
 
 use super::produce::engine_error_code;
 use super::{Reply, RequestContext};
@@ -198,6 +199,9 @@ async fn read_local(shard: &Shard, w: Want) -> Got {
             batches: r.batches,
         },
         Err(e) => {
+            if !matches!(e, EngineError::OffsetOutOfRange { .. }) {
+                tracing::warn!(topic = %w.topic, partition = w.partition, offset = w.offset, "read failed: {e}");
+            }
             let mut g = Got::error(engine_error_code(&e));
             g.high_watermark = log.high_watermark();
             g.log_start_offset = log.log_start_offset();

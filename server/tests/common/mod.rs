@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Broker settings for tests: 64 MiB segments, no preallocation.
+pub const TEST_CONFIG: &str = "log.preallocate = false\nlog.segment.bytes = 67108864\n";
+
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 pub const KCAT_DEADLINE: Duration = Duration::from_secs(60);
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(30);
@@ -35,15 +38,24 @@ impl Broker {
         b
     }
 
-    /// Starts a broker on `dir` and `port` (restarts reuse both).
+    /// Starts a broker on `dir` and `port` (restarts reuse both). Unless
+    /// the test brings its own `--config`, segments are small and not
+    /// preallocated, so parallel tests do not reserve GiBs of disk.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Broker {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.contains(&"--config") {
+            let conf = dir.join("test-broker.toml");
+            std::fs::write(&conf, TEST_CONFIG).expect("write test config");
+            args.push("--config".into());
+            args.push(conf.to_str().expect("utf8 path").into());
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_strom"))
             .arg("serve")
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("STROM_TEST_LOG").is_some() {
                 Stdio::inherit()
