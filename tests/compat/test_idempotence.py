@@ -7,6 +7,7 @@ what was in flight, and afterwards every partition must hold every produced
 record exactly once, in produce order, at the offset its acknowledgement
 named."""
 
+import signal
 import threading
 import time
 
@@ -42,6 +43,26 @@ def idempotent_producer(bootstrap: str, errors: list) -> Producer:
         "reconnect.backoff.max.ms": 500,
         "error_cb": on_error,
     })
+
+
+RESTART_TIMEOUT_S = 30.0
+
+
+def crash_restart(b):
+    """SIGKILL, then start again on the same data dir and port. The broker
+    refuses a port that sockets of the killed process still hold (orphaned
+    connections in FIN_WAIT until the clients close their ends), so the
+    start is retried until those are gone, within a bounded time."""
+    b.stop(signal.SIGKILL)
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
+    while True:
+        try:
+            b.start()
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def end_offset(bootstrap: str, topic: str, partition: int) -> int:
@@ -124,7 +145,7 @@ def test_sigkill_restarts_lose_and_duplicate_nothing(own_broker, topic_name):
     try:
         for crash in range(1, CRASHES + 1):
             wait_for_acks(crash * ACKS_BETWEEN_CRASHES)
-            b.crash_restart()  # SIGKILL mid-stream, then start on the same data dir
+            crash_restart(b)  # SIGKILL mid-stream, then start on the same data dir
         wait_for_acks((CRASHES + 1) * ACKS_BETWEEN_CRASHES)
     finally:
         stop.set()
