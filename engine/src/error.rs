@@ -42,6 +42,8 @@ pub enum EngineError {
     Corrupt(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("idempotent producer: {0}")]
+    Producer(#[from] crate::producer_state::ProducerError),
 }
 
 impl EngineError {

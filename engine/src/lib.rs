@@ -14,6 +14,8 @@
 //!   seeded in-memory file system that tears writes, loses unsynced data,
 //!   fails fdatasync, flips bits, runs out of space) for tests.
 //! - `notify`: single-threaded broadcast used by long polls.
+//! - `producer_state`: idempotent-producer dedup (epoch and last five
+//!   sequence ranges per producer id), its snapshots and rebuild.
 //! - `error`: typed errors.
 //!
 //! The on-disk format, byte by byte, with what the engine assumes about the
@@ -26,6 +28,7 @@ pub mod index;
 pub mod io;
 pub mod log;
 pub mod notify;
+pub mod producer_state;
 
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};

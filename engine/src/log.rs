@@ -29,6 +29,7 @@ use crate::index::{self, OffsetEntry, TimeEntry};
 use crate::io::dma::DmaStorage;
 use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile, ALIGN_BYTES};
 use crate::notify::Notify;
+use crate::producer_state::{self, BatchMetadata, Decision, ProducerStateTable};
 
 /// Largest tail buffer / chunk: the unit of an O_DIRECT log write.
 pub const CHUNK_BYTES: u64 = 1 << 20;
@@ -49,6 +50,8 @@ const MAX_FREE_BUFS: usize = 16;
 const CACHE_CHUNKS: usize = 4;
 /// Bytes read at a time when scanning batch headers.
 const SCAN_WINDOW_BYTES: u64 = 64 * 1024;
+/// Bytes read at a time when replaying batches into the producer state.
+const PRODUCER_REPLAY_WINDOW_BYTES: usize = 1 << 20;
 /// Bytes read at a time when recovering a segment.
 const RECOVERY_WINDOW_BYTES: u64 = 1 << 20;
 /// Segments are addressed with u32 positions in the index.
@@ -229,6 +232,9 @@ struct Inner<S: Storage> {
     /// Fired when a flush round or a roll ends.
     progress: Notify,
     rounds: Cell<u64>,
+    /// Idempotent-producer dedup. Checked and recorded with no await
+    /// between the check and the offset assignment.
+    producers: RefCell<ProducerStateTable>,
     /// Full-size chunk buffers to reuse: fresh 1 MiB buffers cost page faults.
     free_bufs: RefCell<Vec<BufOf<S>>>,
 }
@@ -298,7 +304,11 @@ impl<S: Storage> PartitionLog<S> {
         let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
         tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
-        Ok(PartitionLog {
+        let producers =
+            producer_state::load_latest(&storage, &dir, log_start_offset, log_end_offset)
+                .await
+                .map_err(io_err)?;
+        let log = PartitionLog {
             inner: Rc::new(Inner {
                 storage,
                 dir,
@@ -321,8 +331,81 @@ impl<S: Storage> PartitionLog<S> {
                 appended: Notify::default(),
                 progress: Notify::default(),
                 rounds: Cell::new(0),
+                producers: RefCell::new(producers),
                 free_bufs: RefCell::new(Vec::new()),
             }),
+        };
+        log.replay_producer_state().await?;
+        Ok(log)
+    }
+
+    /// Brings the producer state up to the log end by replaying the headers
+    /// of the batches past its snapshot (all of the log without one).
+    async fn replay_producer_state(&self) -> Result<()> {
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        let mut offset = self.inner.producers.borrow().end_offset().max(log_start);
+        let from = offset;
+        while offset < log_end {
+            let read = self.read(offset, PRODUCER_REPLAY_WINDOW_BYTES).await?;
+            let mut headers = Vec::with_capacity(read.batches.len());
+            for b in &read.batches {
+                headers.push(BatchHeader::parse(b)?);
+            }
+            let Some(last) = headers.last() else {
+                return Err(EngineError::Corrupt(format!(
+                    "producer state replay: no batch at offset {offset} below the log end {log_end}"
+                )));
+            };
+            let next = last.last_offset() + 1;
+            assert!(next > offset, "replay must move forward");
+            self.inner.producers.borrow_mut().replay(headers);
+            offset = next;
+        }
+        if log_end > from {
+            tracing::debug!(dir = %self.inner.dir.display(), from, to = log_end, producers = self.inner.producers.borrow().len(), "producer state replayed");
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the producer state. Only called when every
+    /// appended batch is synced (on roll and on close), so the snapshot
+    /// never covers data a crash could lose. A failure only costs a longer
+    /// replay on the next open, so it is logged, not returned.
+    async fn snapshot_producer_state(&self) {
+        let (offset, bytes) = {
+            let t = self.inner.producers.borrow();
+            (t.end_offset(), t.to_snapshot_bytes())
+        };
+        debug_assert!(offset <= self.inner.state.borrow().synced_offset);
+        if let Err(e) =
+            producer_state::write_snapshot(&self.inner.storage, &self.inner.dir, offset, &bytes)
+                .await
+        {
+            tracing::warn!(dir = %self.inner.dir.display(), offset, error = %e, "writing the producer state snapshot failed");
+        }
+    }
+
+    /// The answer to a retried batch: the original's offsets, once the
+    /// original is as durable as this request asks.
+    async fn answer_duplicate(
+        &self,
+        original: BatchMetadata,
+        durability: Durability,
+        log_append_time: bool,
+    ) -> Result<AppendInfo> {
+        tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
+        if durability == Durability::Synced {
+            self.sync_to(original.last_offset + 1).await?;
+        }
+        Ok(AppendInfo {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            log_append_time_ms: if log_append_time {
+                original.max_timestamp
+            } else {
+                -1
+            },
+            log_start_offset: self.log_start_offset(),
         })
     }
 
@@ -402,8 +485,18 @@ impl<S: Storage> PartitionLog<S> {
                 Next::Roll => self.roll().await?,
             }
         }
+        // No await from here to the offset assignment: the producer check
+        // and the record of the appended batches see the same log end.
+        let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
+        let decision = self.inner.producers.borrow().check_all(&headers)?;
+        if let Decision::Duplicate(original) = decision {
+            return self
+                .answer_duplicate(original, durability, log_append_time)
+                .await;
+        }
         let info = {
             let mut st = self.inner.state.borrow_mut();
+            let mut producers = self.inner.producers.borrow_mut();
             st.clock_ms = st.clock_ms.max(now_ms);
             let interval = self.inner.config.borrow().index_interval_bytes as u64;
             let base = st.log_end_offset;
@@ -437,6 +530,13 @@ impl<S: Storage> PartitionLog<S> {
                     .ok_or_else(|| EngineError::Corrupt("no active segment".into()))?;
                 seg.first_append_ms.get_or_insert(now_ms);
                 seg.track_batch(pos, &stored, max_ts, interval);
+                producers.record(
+                    &BatchHeader {
+                        max_timestamp: max_ts,
+                        ..stored
+                    },
+                    next,
+                );
                 next = stored.last_offset() + 1;
                 messages += h.record_count as u64;
             }
@@ -764,6 +864,15 @@ impl<S: Storage> PartitionLog<S> {
             }
             self.flush_round(true).await?;
         }
+        // Everything is synced and appends wait for the roll: the producer
+        // state covers exactly the synced log. Idle producers are forgotten
+        // here (Kafka's `producer.id.expiration.ms`), not on every tick.
+        let clock_ms = self.inner.state.borrow().clock_ms;
+        self.inner
+            .producers
+            .borrow_mut()
+            .remove_expired(clock_ms, producer_state::PRODUCER_ID_EXPIRATION_MS);
+        self.snapshot_producer_state().await;
         let (old_file, base, len, index_bytes, time_bytes, next_offset) = {
             let mut st = self.inner.state.borrow_mut();
             let Some(seg) = st.segments.last_mut() else {
@@ -1247,6 +1356,7 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(io_err)?;
             file.truncate(len).await.map_err(io_err)?;
             file.fdatasync().await.map_err(io_err)?;
+            self.snapshot_producer_state().await;
             crate::io::write_whole_file(storage, &dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n")
                 .await
                 .map_err(io_err)?;

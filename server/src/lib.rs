@@ -18,6 +18,8 @@
 //!   so a hostile array length cannot abort the process).
 //! - `api`: the Kafka APIs, one module per API family, dispatched by a single
 //!   `match` over `ApiKey` in `api::dispatch`.
+//! - `producer_ids`: durable producer id allocation and InitProducerId
+//!   (idempotent producers; the dedup itself is the engine's `producer_state`).
 //!
 //! - `group`: consumer groups: the classic group protocol, committed offsets
 //!   in `__consumer_offsets`, FindCoordinator. One `GroupCoordinator` per
@@ -30,5 +32,6 @@ pub mod config;
 pub mod conn;
 pub mod group;
 pub mod metadata;
+pub mod producer_ids;
 pub mod server;
 pub mod shard;

@@ -38,6 +38,9 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let metadata = Metadata::load(&config.data_dir)?;
+        // Opened once here so that a corrupt producer id file stops the
+        // broker instead of risking reused ids.
+        crate::producer_ids::manager_for(&config.data_dir).context("opening producer ids")?;
         if metadata.version == 0 {
             metadata
                 .persist(&config.data_dir)

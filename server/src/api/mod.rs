@@ -55,7 +55,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    // TODO: InitProducerId (22) once transactions/idempotence land.
+    // Idempotent producers (`crate::producer_ids`).
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -168,6 +169,13 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
         | ApiKey::DescribeGroups
         | ApiKey::DeleteGroups
         | ApiKey::ListGroups => crate::group::broker::dispatch(shard, ctx, body).await,
+        ApiKey::InitProducerId => match decode(&mut body, v) {
+            Some(req) => respond(
+                ctx,
+                &crate::producer_ids::init_producer_id(&shard.config.data_dir, &req),
+            ),
+            None => Reply::Close,
+        },
         _ => Reply::Close,
     }
 }
