@@ -103,10 +103,18 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// Topics the broker itself writes; clients cannot create or produce to them.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("topic name is empty".into());
+    }
+    // The group coordinator owns these logs; a user topic of the same name
+    // would open the same directories behind its back.
+    if INTERNAL_TOPICS.contains(&name) {
+        return Err(format!("`{name}` is an internal topic"));
     }
     if name == "." || name == ".." {
         return Err(format!("topic name cannot be `{name}`"));
@@ -128,6 +136,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_topic_names_are_reserved() {
+        assert!(validate_topic_name("__consumer_offsets").is_err());
+        assert!(validate_topic_name("__consumer_offsets2").is_ok());
+    }
 
     #[test]
     fn persist_and_load_round_trip() {

@@ -157,6 +157,6 @@ fn topic_entry(name: &str, topic: Option<&TopicMeta>, node_id: i32) -> MetadataR
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
         .with_topic_id(topic.id)
-        .with_is_internal(name == "__consumer_offsets" || name == "__transaction_state")
+        .with_is_internal(crate::metadata::INTERNAL_TOPICS.contains(&name))
         .with_partitions(partitions)
 }
