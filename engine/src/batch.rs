@@ -247,7 +247,8 @@ pub fn build_batch_with_producer(
 /// qualifies. `batch` starts at the batch header and holds the whole batch.
 pub fn first_record_at_or_after(batch: &[u8], timestamp_ms: i64) -> Option<(i32, i64)> {
     let h = BatchHeader::parse(batch).ok()?;
-    if h.attributes & (ATTR_CODEC_MASK | ATTR_LOG_APPEND_TIME) != 0 || batch.len() < h.total_bytes() {
+    if h.attributes & (ATTR_CODEC_MASK | ATTR_LOG_APPEND_TIME) != 0 || batch.len() < h.total_bytes()
+    {
         return None;
     }
     let body = &batch[HEADER_BYTES..h.total_bytes()];

@@ -1509,7 +1509,7 @@ async fn recover<S: Storage>(
             break;
         };
         let file_len = seg.file.len().await.map_err(io_err)?;
-        recover_segment(seg, file_len, interval).await?;
+        recover_segment(seg, file_len, interval, clean).await?;
         if seg.len == 0 && count > 1 {
             let base = seg.base_offset;
             segments.pop();
@@ -1583,11 +1583,23 @@ async fn recover<S: Storage>(
 /// Scans `seg` from its last trusted index entry to the first torn, corrupt
 /// or out-of-sequence batch and sets its logical length, next offset and
 /// index tail accordingly.
+///
+/// The active segment's index files are only known to be complete and in
+/// agreement after a clean shutdown (they are written at roll and close).
+/// After a crash they may be left over from a roll that failed half way
+/// (the `.index` written, the `.timeindex` not), so both are rebuilt from
+/// the first batch: starting at a stale index entry would lose the maximum
+/// timestamp of the batches before it.
 async fn recover_segment<F: StorageFile>(
     seg: &mut Segment<F>,
     file_len: u64,
     interval: u64,
+    indexes_trusted: bool,
 ) -> Result<()> {
+    if !indexes_trusted {
+        seg.index.clear();
+        seg.time_index.clear();
+    }
     // Trust the last index entry only if a batch with the expected offset
     // starts there; otherwise rebuild the whole index.
     let mut start = (0u64, seg.base_offset);

@@ -453,6 +453,19 @@ fn model_random_operations_with_crashes() {
     }
 }
 
+/// Seeds that once failed, kept so the bug they found stays fixed.
+#[test]
+fn model_regression_seeds() {
+    // A roll that wrote the `.index` but crashed before the `.timeindex`:
+    // recovery started at the stale index entry and lost the maximum
+    // timestamp of the batches before it.
+    for seed in [1_592_591_598u64, 1_592_593_581] {
+        if let Err(e) = run_seed(seed) {
+            panic!("regression seed {seed} failed: {e}");
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_rejected_and_nothing_written() {
     block_on(async {
