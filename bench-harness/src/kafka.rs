@@ -14,9 +14,11 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    ListOffsetsRequest, MetadataRequest, RequestHeader, ResponseHeader, TopicName,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProducerId, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::ResponseError;
 
 /// Largest response frame accepted; bigger means a broken stream.
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
@@ -31,6 +33,8 @@ pub const FETCH_MAX_VERSION: i16 = 12;
 pub const METADATA_MAX_VERSION: i16 = 12;
 pub const LIST_OFFSETS_MAX_VERSION: i16 = 7;
 pub const CREATE_TOPICS_MAX_VERSION: i16 = 7;
+/// v0-v4 carry the same fields for a producer without transactions.
+pub const INIT_PRODUCER_ID_MAX_VERSION: i16 = 4;
 const API_VERSIONS_VERSION: i16 = 3;
 
 /// Kafka error codes the harness acts on.
@@ -39,6 +43,33 @@ pub const ERR_OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const ERR_LEADER_NOT_AVAILABLE: i16 = 5;
 pub const ERR_TOPIC_ALREADY_EXISTS: i16 = 36;
 const ERR_UNSUPPORTED_VERSION: i16 = 35;
+
+/// How long a transaction may stay open, as InitProducerId asks for it
+/// (Kafka's `transaction.timeout.ms` default). Unused without a
+/// transactional id, but part of the request.
+const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
+
+/// A Kafka error code with its name, e.g. `45 OUT_OF_ORDER_SEQUENCE_NUMBER`.
+pub fn describe_error(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => format!("{code} NONE"),
+        Some(ResponseError::Unknown(_)) => code.to_string(),
+        Some(e) => format!("{code} {}", upper_snake(&e.to_string())),
+    }
+}
+
+/// `OutOfOrderSequenceNumber` -> `OUT_OF_ORDER_SEQUENCE_NUMBER`, the name
+/// Kafka's documentation uses.
+fn upper_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
 
 /// Errors a Kafka client retries (after a metadata refresh).
 pub fn is_retriable(code: i16) -> bool {
@@ -208,6 +239,46 @@ impl Conn {
         }
         Ok(resp)
     }
+}
+
+/// The id and epoch an idempotent producer stamps on its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Asks for a producer id for an idempotent producer without transactions
+/// (InitProducerId with a null transactional id).
+pub fn init_producer_id(conn: &mut Conn) -> Result<ProducerIdentity> {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp = conn
+        .call(&req, INIT_PRODUCER_ID_MAX_VERSION)
+        .with_context(|| format!("InitProducerId with {}", conn.addr))?;
+    if resp.error_code != ERR_NONE {
+        bail!(
+            "InitProducerId with {}: error {}",
+            conn.addr,
+            describe_error(resp.error_code)
+        );
+    }
+    let identity = ProducerIdentity {
+        producer_id: resp.producer_id.0,
+        producer_epoch: resp.producer_epoch,
+    };
+    if identity.producer_id < 0 || identity.producer_epoch < 0 {
+        bail!(
+            "InitProducerId with {}: no error but producer id {} epoch {}",
+            conn.addr,
+            identity.producer_id,
+            identity.producer_epoch
+        );
+    }
+    Ok(identity)
 }
 
 /// Where each partition of a topic lives.
@@ -397,6 +468,16 @@ mod tests {
         let mut r = &frame[..];
         let body = read_frame(&mut r).unwrap();
         assert_eq!(body.len(), size);
+    }
+
+    #[test]
+    fn error_codes_are_named() {
+        assert_eq!(describe_error(45), "45 OUT_OF_ORDER_SEQUENCE_NUMBER");
+        assert_eq!(describe_error(46), "46 DUPLICATE_SEQUENCE_NUMBER");
+        assert_eq!(describe_error(59), "59 UNKNOWN_PRODUCER_ID");
+        assert_eq!(describe_error(-1), "-1 UNKNOWN_SERVER_ERROR");
+        assert_eq!(describe_error(30000), "30000");
+        assert_eq!(describe_error(0), "0 NONE");
     }
 
     #[test]

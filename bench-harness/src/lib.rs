@@ -4,16 +4,18 @@
 //! Module map, in the order data flows through a run:
 //! - `workload`: parses and validates an OMB workload YAML file.
 //! - `kafka`: a minimal blocking Kafka-protocol client (framing, ApiVersions
-//!   negotiation, CreateTopics, Metadata, ListOffsets) built on the
-//!   `kafka-protocol` crate. Nothing in it knows about Strom.
-//! - `records`: builds RecordBatch v2 for producers and walks fetched
-//!   batches for consumers (payload timestamps for end-to-end latency).
+//!   negotiation, CreateTopics, Metadata, ListOffsets, InitProducerId)
+//!   built on the `kafka-protocol` crate. Nothing in it knows about Strom.
+//! - `records`: builds RecordBatch v2 for producers (with an idempotent
+//!   producer's id, epoch and sequence) and walks fetched batches for
+//!   consumers (payload timestamps for end-to-end latency).
 //! - `pacer`: the fixed-rate schedule of intended send times (pure logic,
 //!   driven by any clock, so tests use a simulated one).
 //! - `latency`: HdrHistogram recording measured from the intended send
 //!   time, which corrects for coordinated omission.
 //! - `producer` / `consumer`: one thread (plus an ack reader) per client
-//!   connection, pipelined produce requests, long-poll fetches.
+//!   connection, pipelined produce requests (per-partition sequence
+//!   numbers when idempotent), long-poll fetches.
 //! - `run`: `strom-bench run`: orchestration, warm-up, progress line,
 //!   summary table; writes the result through `report` and `plot`.
 //! - `report`: the result JSON schema, machine info, the README table.

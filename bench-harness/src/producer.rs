@@ -7,8 +7,15 @@
 //! records fill one partition's batch until it is full (`batch_bytes`) or
 //! has lingered (`linger`), then the next batch goes to the next partition.
 //! At most one batch per partition goes into a request.
+//!
+//! An idempotent producer (`idempotence` set) stamps its producer id and
+//! epoch on every batch, and each partition's next sequence number, counted
+//! from 0 in records. Sequences are assigned when a batch is sealed: sealed
+//! batches wait in one FIFO, and a request takes the oldest batch of each
+//! partition, so each partition's batches go out in the order they were
+//! sealed, and the broker applies one connection's requests in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +29,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::kafka::{self, Conn};
+use crate::kafka::{self, Conn, ProducerIdentity};
 use crate::latency::LatencyRecorder;
 use crate::pacer::Pacer;
-use crate::records::BatchBuilder;
+use crate::records::{increment_sequence, BatchBuilder, ProducerFields};
 
 /// Largest produce request the harness builds.
 const MAX_REQUEST_BYTES: usize = 32 << 20;
@@ -34,6 +41,10 @@ const MAX_REQUEST_BYTES: usize = 32 << 20;
 const RECORD_OVERHEAD_MAX_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 5 + 1;
 /// How long producers wait for outstanding acks after the run ends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most produce requests in flight per connection with idempotence, as in
+/// Kafka's producer: the broker remembers the last five batches of each
+/// producer and partition to recognise a retry.
+pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
 /// A monotonic clock shared by all threads of a run, with its wall-clock
 /// origin so payload timestamps compare across threads.
@@ -124,6 +135,24 @@ impl Acks {
             Acks::All => -1,
         }
     }
+    /// The acks of a producer: `--acks` when given, else all for an
+    /// idempotent producer and 1 (the harness's default) otherwise. Like
+    /// Kafka's producer, which refuses `enable.idempotence=true` with acks 0
+    /// or 1 (ConfigException), an explicit conflict is an error.
+    pub fn for_producer(acks: Option<&str>, idempotent: bool) -> Result<Acks> {
+        let Some(s) = acks else {
+            return Ok(if idempotent { Acks::All } else { Acks::Leader });
+        };
+        let acks = Acks::parse(s)?;
+        if idempotent && acks != Acks::All {
+            bail!(
+                "--idempotent needs --acks all, got --acks {s}: an idempotent producer must have \
+                 every batch acknowledged by all replicas (Kafka's producer refuses \
+                 enable.idempotence=true with acks={s})"
+            );
+        }
+        Ok(acks)
+    }
     pub fn parse(s: &str) -> Result<Acks> {
         match s {
             "0" => Ok(Acks::None),
@@ -157,6 +186,8 @@ pub struct ProducerConfig {
     /// Bytes of sealed-but-unsent batches before generation pauses (Kafka's
     /// `buffer.memory`).
     pub buffer_bytes: usize,
+    /// The producer id and epoch of an idempotent producer (acks must be all).
+    pub idempotence: Option<ProducerIdentity>,
 }
 
 /// What a producer measured.
@@ -189,6 +220,36 @@ struct InFlight {
     batches: Vec<(i32, Vec<u64>, u64)>,
 }
 
+/// Each partition's next base sequence for one idempotent producer.
+#[derive(Debug)]
+struct Sequencer {
+    identity: ProducerIdentity,
+    next: HashMap<i32, i32>,
+}
+
+impl Sequencer {
+    fn new(identity: ProducerIdentity) -> Sequencer {
+        Sequencer {
+            identity,
+            next: HashMap::new(),
+        }
+    }
+
+    /// The header fields of the next batch of `records` records to
+    /// `partition`; the partition's sequence moves past them.
+    fn assign(&mut self, partition: i32, records: i32) -> ProducerFields {
+        assert!(records > 0, "an empty batch is never sent");
+        let next = self.next.entry(partition).or_insert(0);
+        let base_sequence = *next;
+        *next = increment_sequence(base_sequence, records);
+        ProducerFields {
+            producer_id: self.identity.producer_id,
+            producer_epoch: self.identity.producer_epoch,
+            base_sequence,
+        }
+    }
+}
+
 /// Runs one producer to the end of the timeline.
 pub fn run(
     cfg: ProducerConfig,
@@ -199,6 +260,9 @@ pub fn run(
 ) -> Result<ProducerResult> {
     if cfg.partitions.is_empty() || cfg.payloads.is_empty() {
         bail!("producer for {} without partitions or payloads", cfg.topic);
+    }
+    if cfg.idempotence.is_some() && cfg.acks != Acks::All {
+        bail!("an idempotent producer needs acks all");
     }
     let mut conn = Conn::connect(&cfg.addr)?;
     let version = conn
@@ -212,10 +276,21 @@ pub fn run(
         None
     } else {
         let (stats, tl_copy) = (stats.clone(), tl);
+        let idempotent = cfg.idempotence.is_some();
         Some(
             std::thread::Builder::new()
                 .name("ack-reader".into())
-                .spawn(move || ack_reader(reader_stream, meta_rx, done_tx, tb, tl_copy, stats))?,
+                .spawn(move || {
+                    ack_reader(
+                        reader_stream,
+                        meta_rx,
+                        done_tx,
+                        tb,
+                        tl_copy,
+                        stats,
+                        idempotent,
+                    )
+                })?,
         )
     };
     let mut w = Writer {
@@ -225,6 +300,7 @@ pub fn run(
         stats: &stats,
         version,
         pacer: Pacer::new(cfg.rate_per_s, tl.start_ns),
+        sequencer: cfg.idempotence.map(Sequencer::new),
         open: None,
         ready: VecDeque::new(),
         ready_bytes: 0,
@@ -261,6 +337,7 @@ struct Writer<'a> {
     stats: &'a Stats,
     version: i16,
     pacer: Pacer,
+    sequencer: Option<Sequencer>,
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
     ready_bytes: usize,
@@ -414,7 +491,11 @@ impl Writer<'_> {
     }
 
     fn seal(&mut self, open: OpenBatch) {
-        let bytes = Bytes::from(open.builder.finish());
+        let producer = match self.sequencer.as_mut() {
+            Some(s) => s.assign(open.partition, open.builder.count()),
+            None => ProducerFields::NONE,
+        };
+        let bytes = Bytes::from(open.builder.finish_with(producer));
         self.ready_bytes += bytes.len();
         self.ready.push_back(ReadyBatch {
             partition: open.partition,
@@ -543,6 +624,10 @@ impl Writer<'_> {
     }
 }
 
+/// Reads the produce responses in request order. Any error fails the run
+/// (counted in `produce_errors` first): the harness does not retry, and
+/// after a refused idempotent batch every later one of its partition would
+/// be out of sequence too.
 fn ack_reader(
     mut stream: TcpStream,
     meta_rx: Receiver<InFlight>,
@@ -550,9 +635,14 @@ fn ack_reader(
     tb: Timebase,
     tl: Timeline,
     stats: Arc<Stats>,
+    idempotent: bool,
 ) -> Result<ProducerResult> {
     let mut publish = LatencyRecorder::new(tl.measure_start_ns, tl.end_ns);
     let (mut window_msgs, mut window_bytes) = (0u64, 0u64);
+    // An idempotent producer never sends a batch twice, so a base offset at
+    // or below the partition's previous one means the broker took a new
+    // batch for a duplicate and answered with old offsets.
+    let mut last_base_offsets: HashMap<i32, i64> = HashMap::new();
     for req in meta_rx.iter() {
         let frame = kafka::read_frame(&mut stream).context("reading produce response")?;
         let done = tb.now_ns();
@@ -564,19 +654,29 @@ fn ack_reader(
             );
         }
         for (partition, intended, payload_bytes) in &req.batches {
-            let error = resp
+            let answer = resp
                 .responses
                 .iter()
                 .flat_map(|t| t.partition_responses.iter())
-                .find(|p| p.index == *partition)
-                .map(|p| {
-                    (
-                        p.error_code,
-                        p.error_message.as_ref().map(|m| m.as_str().to_string()),
-                    )
-                });
-            match error {
-                Some((kafka::ERR_NONE, _)) => {
+                .find(|p| p.index == *partition);
+            let outcome = match answer {
+                None => Err("no response for the partition".to_string()),
+                Some(p) if p.error_code != kafka::ERR_NONE => Err(format!(
+                    "error {} {}",
+                    kafka::describe_error(p.error_code),
+                    p.error_message.as_ref().map_or("", |m| m.as_str())
+                )),
+                Some(p) if idempotent => match last_base_offsets.insert(*partition, p.base_offset) {
+                    Some(previous) if p.base_offset <= previous => Err(format!(
+                        "base offset {} after {previous}: a new batch was answered as a duplicate",
+                        p.base_offset
+                    )),
+                    _ => Ok(()),
+                },
+                Some(_) => Ok(()),
+            };
+            match outcome {
+                Ok(()) => {
                     stats
                         .produced_msgs
                         .fetch_add(intended.len() as u64, Ordering::Relaxed);
@@ -591,14 +691,10 @@ fn ack_reader(
                         }
                     }
                 }
-                other => {
+                Err(what) => {
                     stats
                         .produce_errors
                         .fetch_add(intended.len() as u64, Ordering::Relaxed);
-                    let what = match other {
-                        Some((code, msg)) => format!("error {code} {}", msg.unwrap_or_default()),
-                        None => "no response for the partition".to_string(),
-                    };
                     let msg = format!("produce to partition {partition}: {what}");
                     stats.note_error(msg.clone());
                     // A benchmark with failed sends measures nothing: stop.
@@ -614,4 +710,57 @@ fn ack_reader(
         window_msgs,
         window_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotence_needs_acks_all() {
+        assert_eq!(Acks::for_producer(None, true).unwrap(), Acks::All);
+        assert_eq!(Acks::for_producer(None, false).unwrap(), Acks::Leader);
+        assert_eq!(Acks::for_producer(Some("all"), true).unwrap(), Acks::All);
+        assert_eq!(Acks::for_producer(Some("-1"), true).unwrap(), Acks::All);
+        for acks in ["0", "1"] {
+            let e = Acks::for_producer(Some(acks), true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--idempotent needs --acks all"), "{e}");
+            assert!(e.contains(&format!("--acks {acks}")), "{e}");
+            assert!(Acks::for_producer(Some(acks), false).is_ok());
+        }
+        assert!(Acks::for_producer(Some("2"), true).is_err());
+    }
+
+    #[test]
+    fn sequences_count_records_per_partition_from_zero() {
+        let identity = ProducerIdentity {
+            producer_id: 7,
+            producer_epoch: 3,
+        };
+        let mut s = Sequencer::new(identity);
+        let seqs: Vec<i32> = [(0, 10), (1, 4), (0, 5), (0, 1), (1, 2)]
+            .iter()
+            .map(|&(p, n)| s.assign(p, n).base_sequence)
+            .collect();
+        assert_eq!(seqs, [0, 0, 10, 15, 4]);
+        let f = s.assign(2, 1);
+        assert_eq!((f.producer_id, f.producer_epoch), (7, 3));
+    }
+
+    #[test]
+    fn sequences_wrap_to_zero_past_i32_max() {
+        let mut s = Sequencer::new(ProducerIdentity {
+            producer_id: 0,
+            producer_epoch: 0,
+        });
+        s.next.insert(0, i32::MAX - 2);
+        assert_eq!(s.assign(0, 3).base_sequence, i32::MAX - 2);
+        assert_eq!(s.assign(0, 2).base_sequence, 0);
+        assert_eq!(s.assign(0, 1).base_sequence, 2);
+        s.next.insert(1, i32::MAX - 1);
+        assert_eq!(s.assign(1, 5).base_sequence, i32::MAX - 1);
+        assert_eq!(s.assign(1, 1).base_sequence, 3);
+    }
 }

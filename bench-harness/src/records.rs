@@ -6,6 +6,11 @@
 //! baseTimestamp i64, maxTimestamp i64, producerId i64, producerEpoch i16,
 //! baseSequence i32, recordCount i32, records.
 //!
+//! An idempotent producer's batches carry its producer id and epoch and the
+//! partition's next sequence number ([`ProducerFields`]); a plain producer's
+//! carry -1 in all three. They lie inside the CRC, so they are written
+//! before it is computed.
+//!
 //! Each payload starts with the message's intended send time as u64
 //! nanoseconds since the Unix epoch (when the payload has 8 bytes), so a
 //! consumer measures end-to-end latency finer than the millisecond record
@@ -16,8 +21,43 @@ use anyhow::{bail, Result};
 pub const HEADER_BYTES: usize = 61;
 const LOG_OVERHEAD: usize = 12;
 const CRC_START: usize = 21;
+const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 const CODEC_MASK: i16 = 0x07;
 const ATTR_CONTROL: i16 = 1 << 5;
+
+/// The idempotent-producer fields of a batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl ProducerFields {
+    /// What a producer without idempotence sends.
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// The sequence number after `sequence` advanced by `delta` records,
+/// wrapping past `i32::MAX` to 0 as Kafka's producers and brokers do
+/// (`DefaultRecordBatch.incrementSequence`).
+pub fn increment_sequence(sequence: i32, delta: i32) -> i32 {
+    assert!(
+        sequence >= 0 && delta >= 0,
+        "sequence {sequence} delta {delta}"
+    );
+    if sequence > i32::MAX - delta {
+        delta - (i32::MAX - sequence) - 1
+    } else {
+        sequence + delta
+    }
+}
 
 /// An open batch that records are appended to.
 #[derive(Debug)]
@@ -92,9 +132,21 @@ impl BatchBuilder {
         self.count += 1;
     }
 
-    /// Fills in the header and returns the finished batch.
-    pub fn finish(mut self) -> Vec<u8> {
+    /// Fills in the header of a batch without a producer id and returns it.
+    pub fn finish(self) -> Vec<u8> {
+        self.finish_with(ProducerFields::NONE)
+    }
+
+    /// Fills in the header, with `producer`'s fields, and returns the
+    /// finished batch.
+    pub fn finish_with(mut self, producer: ProducerFields) -> Vec<u8> {
         assert!(self.count > 0, "an empty batch is never sent");
+        // Either all three fields are set or none (Kafka's NO_PRODUCER_ID).
+        assert_eq!(
+            producer.producer_id < 0,
+            producer.base_sequence < 0,
+            "{producer:?}"
+        );
         let b = &mut self.buf;
         let batch_length = (b.len() - LOG_OVERHEAD) as i32;
         b[0..8].copy_from_slice(&0i64.to_be_bytes());
@@ -105,9 +157,10 @@ impl BatchBuilder {
         b[23..27].copy_from_slice(&(self.count - 1).to_be_bytes());
         b[27..35].copy_from_slice(&self.base_ts_ms.to_be_bytes());
         b[35..43].copy_from_slice(&self.max_ts_ms.to_be_bytes());
-        b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-        b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-        b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        b[PRODUCER_ID_AT..PRODUCER_EPOCH_AT].copy_from_slice(&producer.producer_id.to_be_bytes());
+        b[PRODUCER_EPOCH_AT..BASE_SEQUENCE_AT]
+            .copy_from_slice(&producer.producer_epoch.to_be_bytes());
+        b[BASE_SEQUENCE_AT..57].copy_from_slice(&producer.base_sequence.to_be_bytes());
         b[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -289,6 +342,72 @@ mod tests {
         let mut reference = strom_engine::batch::build_batch(77, &values);
         strom_engine::batch::set_partition_leader_epoch(&mut reference, -1);
         assert_eq!(b.finish(), reference);
+    }
+
+    #[test]
+    fn carries_the_idempotent_producer_fields_inside_the_crc() {
+        let values: [&[u8]; 3] = [b"a", b"bb", &[5u8; 200]];
+        let producer = ProducerFields {
+            producer_id: 0x0102_0304_0506_0708,
+            producer_epoch: 0x090a,
+            base_sequence: 0x0b0c_0d0e,
+        };
+        let mut b = BatchBuilder::new(1024);
+        for v in values {
+            b.append(77, None, v);
+        }
+        let bytes = b.finish_with(producer);
+        // Kafka's RecordBatch v2 offsets, counted from the batch start.
+        assert_eq!(bytes[43..51], 0x0102_0304_0506_0708i64.to_be_bytes());
+        assert_eq!(bytes[51..53], 0x090ai16.to_be_bytes());
+        assert_eq!(bytes[53..57], 0x0b0c_0d0ei32.to_be_bytes());
+        let h = strom_engine::batch::validate(&bytes).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (0x0102_0304_0506_0708, 0x090a, 0x0b0c_0d0e)
+        );
+        assert_eq!(h.record_count, 3);
+        let mut reference = strom_engine::batch::build_batch_with_producer(
+            77,
+            &values,
+            producer.producer_id,
+            producer.producer_epoch,
+            producer.base_sequence,
+        );
+        strom_engine::batch::set_partition_leader_epoch(&mut reference, -1);
+        assert_eq!(bytes, reference);
+        // The CRC covers the producer fields: changing one breaks it.
+        let mut tampered = bytes.clone();
+        tampered[56] ^= 1;
+        assert!(strom_engine::batch::validate(&tampered).is_err());
+    }
+
+    #[test]
+    fn a_plain_batch_has_no_producer() {
+        let mut b = BatchBuilder::new(64);
+        b.append(1, None, b"x");
+        let h = strom_engine::batch::validate(&b.finish()).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (-1, -1, -1)
+        );
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max_to_zero() {
+        assert_eq!(increment_sequence(0, 5), 5);
+        assert_eq!(increment_sequence(i32::MAX - 5, 5), i32::MAX);
+        assert_eq!(increment_sequence(i32::MAX - 4, 5), 0);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX, 3), 2);
+        assert_eq!(increment_sequence(i32::MAX - 1, i32::MAX), i32::MAX - 2);
+        // Agrees with the broker's rule.
+        for (s, d) in [(0, 1), (i32::MAX, 1), (i32::MAX - 2, 7), (12345, 0)] {
+            assert_eq!(
+                increment_sequence(s, d),
+                strom_engine::producer_state::increment_sequence(s, d)
+            );
+        }
     }
 
     #[test]

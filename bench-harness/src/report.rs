@@ -29,6 +29,10 @@ pub struct RunResult {
     pub consume_mib_per_s: f64,
     pub publish_latency_ms: Percentiles,
     pub e2e_latency_ms: Percentiles,
+    /// Messages acknowledged over the whole run, warm-up and drain included:
+    /// what the run added to the log.
+    #[serde(default)]
+    pub produced_msgs_total: u64,
     pub produce_errors: u64,
     /// Fetches that failed with a retriable error and were retried.
     #[serde(default)]
@@ -44,6 +48,9 @@ pub struct RunResult {
 pub struct Settings {
     pub bootstrap: String,
     pub acks: String,
+    /// Idempotent producers (producer id, epoch and sequence on every batch).
+    #[serde(default)]
+    pub idempotent: bool,
     pub batch_bytes: usize,
     pub linger_ms: f64,
     pub compression: String,
@@ -159,9 +166,14 @@ impl RunResult {
         let e = &self.e2e_latency_ms;
         let _ = writeln!(
             s,
-            "workload {} | acks={} | {} s measured after {} s warm-up",
+            "workload {} | acks={}{} | {} s measured after {} s warm-up",
             self.workload.name,
             self.settings.acks,
+            if self.settings.idempotent {
+                " idempotent"
+            } else {
+                ""
+            },
             self.settings.duration_s,
             self.settings.warmup_s
         );
@@ -269,10 +281,15 @@ pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
             .map(|f| format!("{:.0}%", 100.0 * r.produce_mib_per_s / f))
             .unwrap_or_else(|| "-".into());
         let (p, e) = (&r.publish_latency_ms, &r.e2e_latency_ms);
+        let acks = if r.settings.idempotent {
+            format!("{} (idempotent)", r.settings.acks)
+        } else {
+            r.settings.acks.clone()
+        };
         let _ = writeln!(
             s,
             "| [{}]({file}) | {} | {target} | {:.0} | {:.1} | {pct} | {:.1} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} / {} | {} cores, {} | {} |",
-            r.workload.name, r.settings.acks, r.produce_msgs_per_s, r.produce_mib_per_s, r.consume_mib_per_s, p.p50, p.p99, p.p999, e.p50, e.p99, e.p999, r.produce_errors, r.fetch_errors, r.machine.cores, r.machine.kernel, r.timestamp
+            r.workload.name, acks, r.produce_msgs_per_s, r.produce_mib_per_s, r.consume_mib_per_s, p.p50, p.p99, p.p999, e.p50, e.p99, e.p999, r.produce_errors, r.fetch_errors, r.machine.cores, r.machine.kernel, r.timestamp
         );
     }
     Ok(s)

@@ -21,7 +21,9 @@ use crate::consumer::{self, ConsumerConfig, ConsumerResult};
 use crate::kafka::{self, Conn};
 use crate::latency::LatencyRecorder;
 use crate::plot;
-use crate::producer::{self, Acks, ProducerConfig, ProducerResult, Stats, Timebase, Timeline};
+use crate::producer::{
+    self, Acks, ProducerConfig, ProducerResult, Stats, Timebase, Timeline, MAX_IN_FLIGHT_IDEMPOTENT,
+};
 use crate::report::{self, Machine, RunResult, Sample, Settings};
 use crate::workload::Workload;
 
@@ -48,9 +50,15 @@ pub struct RunArgs {
     /// a fifth of the duration, between 1 and 60 s).
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Producer acks: 0, 1 or all.
-    #[arg(long, default_value = "1")]
-    pub acks: String,
+    /// Producer acks: 0, 1 or all [default: 1, or all with --idempotent].
+    #[arg(long)]
+    pub acks: Option<String>,
+    /// Idempotent producers (Kafka's enable.idempotence=true): each producer
+    /// gets a producer id from InitProducerId on the bootstrap broker and
+    /// stamps it, its epoch and per-partition sequence numbers on every
+    /// batch. Needs acks all and --max-in-flight at most 5, as in Kafka.
+    #[arg(long)]
+    pub idempotent: bool,
     /// Producer batch size per partition (Kafka's batch.size; OMB's Kafka
     /// driver uses 1 MiB).
     #[arg(long, default_value_t = 1 << 20)]
@@ -114,7 +122,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         workload.test_duration_minutes = d / 60.0;
     }
     workload.validate(&args.workload.display().to_string())?;
-    let acks = Acks::parse(&args.acks)?;
+    let acks = Acks::for_producer(args.acks.as_deref(), args.idempotent)?;
     if args.compression != "none" {
         bail!(
             "--compression {}: only `none` is implemented",
@@ -126,6 +134,13 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     }
     if args.linger_ms.is_nan() || args.linger_ms < 0.0 {
         bail!("--linger-ms must be >= 0");
+    }
+    if args.idempotent && args.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT {
+        bail!(
+            "--idempotent allows at most --max-in-flight {MAX_IN_FLIGHT_IDEMPOTENT}, got {} \
+             (Kafka's producer has the same limit)",
+            args.max_in_flight
+        );
     }
     let duration_s = workload.test_duration_minutes * 60.0;
     let warmup_s = match (args.warmup, workload.warmup_duration_minutes) {
@@ -228,6 +243,19 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         &args.topic_configs,
     )?;
     let layouts = kafka::wait_for_layout(&mut admin, &topics, kafka::REQUEST_TIMEOUT)?;
+    // One producer id per OMB producer, from the bootstrap broker as a Kafka
+    // producer gets it. Its connections (one per leader) write disjoint
+    // partitions, so they share it and keep their own sequences.
+    let producer_count = layouts.len() * w.producers_per_topic as usize;
+    let mut identities = Vec::with_capacity(producer_count);
+    for _ in 0..producer_count {
+        identities.push(if args.idempotent {
+            Some(kafka::init_producer_id(&mut admin)?)
+        } else {
+            None
+        });
+    }
+    let mut identities = identities.into_iter();
 
     let tb = Timebase::new();
     let stats = Arc::new(Stats::default());
@@ -285,6 +313,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     for layout in &layouts {
         let n_parts = layout.partitions.len();
         for j in 0..w.producers_per_topic as usize {
+            let idempotence = identities.next().flatten();
             // Each producer starts its sticky rotation at a different partition.
             let rotated: Vec<(i32, String)> = (0..n_parts)
                 .map(|i| layout.partitions[(i + j) % n_parts].clone())
@@ -303,6 +332,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                     linger_ns: (args.linger_ms * 1e6) as u64,
                     max_in_flight: args.max_in_flight,
                     buffer_bytes: args.buffer_bytes,
+                    idempotence,
                 };
                 let (stats, abort, stop) = (stats.clone(), abort.clone(), stop_consumers.clone());
                 producers.push(std::thread::Builder::new().name("producer".into()).spawn(
@@ -381,6 +411,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         settings: Settings {
             bootstrap: args.bootstrap.clone(),
             acks: plan.acks.label().to_string(),
+            idempotent: args.idempotent,
             batch_bytes: args.batch_bytes,
             linger_ms: args.linger_ms,
             compression: args.compression.clone(),
@@ -403,6 +434,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         consume_mib_per_s: report::mib(consumed_window_bytes as f64) / d,
         publish_latency_ms: publish.percentiles(),
         e2e_latency_ms: e2e.percentiles(),
+        produced_msgs_total: stats.produced_msgs.load(Ordering::Relaxed),
         produce_errors: stats.produce_errors.load(Ordering::Relaxed),
         fetch_errors: stats.fetch_errors.load(Ordering::Relaxed),
         publish_latency_distribution: publish.distribution(),

@@ -63,3 +63,25 @@ fn max_rate_acks_all_against_mock_broker() {
     assert!(r["produce_msgs_per_s"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn idempotent_with_acks_1_is_refused_before_connecting() {
+    let dir = temp_dir("mock-idem-acks");
+    let workload = fixed_rate_workload(&dir, 2_000.0, 4);
+    // Nothing listens on port 1: the check must come first.
+    let output = Command::new(env!("CARGO_BIN_EXE_strom-bench"))
+        .args(["run", "--bootstrap", "127.0.0.1:1", "--workload"])
+        .arg(&workload)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(["--idempotent", "--acks", "1", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--idempotent needs --acks all, got --acks 1"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

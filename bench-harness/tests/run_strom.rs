@@ -1,4 +1,5 @@
-//! Runs `strom-bench run` for a few seconds against a real `strom` broker.
+//! Runs `strom-bench run` for a few seconds against a real `strom` broker,
+//! plain and with idempotent producers.
 //!
 //! The broker binary comes from the server crate, which this crate cannot
 //! build from its tests; the test looks for it at $STROM_BIN, next to this
@@ -8,11 +9,12 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{check_outputs, fixed_rate_workload, temp_dir};
+use strom_bench::kafka::{self, Conn};
 
 const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,13 +52,15 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-#[test]
-fn fixed_rate_run_against_strom() {
+/// Starts `strom serve` on a free port with its data in a new temporary
+/// directory (returned too); `None` (the test is skipped) when there is no
+/// strom binary.
+fn start_broker(tag: &str) -> Option<(Broker, String, PathBuf)> {
     let Some(strom) = strom_binary() else {
         eprintln!("SKIPPED: no strom binary (set STROM_BIN or build it: cargo build --release -p strom-server)");
-        return;
+        return None;
     };
-    let dir = temp_dir("strom");
+    let dir = temp_dir(tag);
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -83,14 +87,17 @@ fn fixed_rate_run_against_strom() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let workload = fixed_rate_workload(&dir, 2_000.0, 4);
-    let out = dir.join("out");
+    Some((broker, addr, dir))
+}
+
+/// Runs `strom-bench run` with `args` after the workload and output options.
+fn run_bench(addr: &str, workload: &Path, out: &Path, args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_strom-bench"))
-        .args(["run", "--bootstrap", &addr, "--workload"])
-        .arg(&workload)
+        .args(["run", "--bootstrap", addr, "--workload"])
+        .arg(workload)
         .arg("--out")
-        .arg(&out)
-        .args(["--duration", "3", "--warmup", "1", "--quiet"])
+        .arg(out)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -99,7 +106,115 @@ fn fixed_rate_run_against_strom() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    check_outputs(&out, "fixed-test", 2_000.0);
+}
+
+/// The records in the run's topic (log end minus log start, summed over
+/// partitions), read back with ListOffsets.
+fn records_in_log(addr: &str, r: &serde_json::Value) -> u64 {
+    let topics = r["settings"]["topics"].as_array().unwrap();
+    assert_eq!(topics.len(), 1);
+    let topic = topics[0].as_str().unwrap();
+    let partitions: Vec<i32> =
+        (0..r["workload"]["partitionsPerTopic"].as_i64().unwrap() as i32).collect();
+    let mut conn = Conn::connect(addr).unwrap();
+    let start = kafka::list_offsets(&mut conn, topic, &partitions, -2).unwrap();
+    let end = kafka::list_offsets(&mut conn, topic, &partitions, -1).unwrap();
+    partitions.iter().map(|p| (end[p] - start[p]) as u64).sum()
+}
+
+#[test]
+fn fixed_rate_run_against_strom() {
+    let Some((broker, addr, dir)) = start_broker("strom") else {
+        return;
+    };
+    let workload = fixed_rate_workload(&dir, 2_000.0, 4);
+    let out = dir.join("out");
+    run_bench(
+        &addr,
+        &workload,
+        &out,
+        &["--duration", "3", "--warmup", "1", "--quiet"],
+    );
+    let r = check_outputs(&out, "fixed-test", 2_000.0);
+    assert_eq!(r["settings"]["idempotent"], false);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn idempotent_fixed_rate_run_against_strom() {
+    let Some((broker, addr, dir)) = start_broker("strom-idem") else {
+        return;
+    };
+    let workload = fixed_rate_workload(&dir, 2_000.0, 4);
+    let out = dir.join("out");
+    run_bench(
+        &addr,
+        &workload,
+        &out,
+        &[
+            "--idempotent",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--quiet",
+        ],
+    );
+    // No produce errors (checked there), the rate held, everything consumed.
+    let r = check_outputs(&out, "fixed-test", 2_000.0);
+    assert_eq!(r["settings"]["idempotent"], true);
+    assert_eq!(
+        r["settings"]["acks"], "all",
+        "--idempotent defaults to acks all"
+    );
+    let acked = r["produced_msgs_total"].as_u64().unwrap();
+    assert!(acked > 0);
+    // Every acked record is in the log once: none deduplicated by mistake,
+    // none appended twice.
+    assert_eq!(records_in_log(&addr, &r), acked);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn idempotent_max_rate_run_with_two_producers_against_strom() {
+    let Some((broker, addr, dir)) = start_broker("strom-idem-max") else {
+        return;
+    };
+    // Two producers (two producer ids) share the partitions; small batches
+    // keep several requests per partition in flight.
+    let workload = dir.join("idem-max.yaml");
+    std::fs::write(
+        &workload,
+        "name: idem-max\ntopics: 1\npartitionsPerTopic: 3\nmessageSize: 1024\nsubscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducersPerTopic: 2\nproducerRate: 0\nconsumerBacklogSizeGB: 0\ntestDurationMinutes: 0.05\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    run_bench(
+        &addr,
+        &workload,
+        &out,
+        &[
+            "--idempotent",
+            "--acks",
+            "all",
+            "--batch-bytes",
+            "16384",
+            "--max-in-flight",
+            "5",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--quiet",
+        ],
+    );
+    let r = check_outputs(&out, "idem-max", 0.0);
+    assert_eq!(r["settings"]["idempotent"], true);
+    let acked = r["produced_msgs_total"].as_u64().unwrap();
+    assert!(acked > 0);
+    assert_eq!(records_in_log(&addr, &r), acked);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
