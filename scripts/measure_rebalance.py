@@ -231,7 +231,7 @@ class Broker:
                 time.sleep(0.05)
         else:
             raise Failure(f"strom does not accept connections after {START_TIMEOUT_S:.0f} s\n{self.log_tail()}")
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 4})
         last = None
         while time.monotonic() < deadline:
             self.check_alive("during startup")
@@ -344,6 +344,11 @@ class Measurement:
         self.events = queue.Queue()
         self.members = []
         self.rng = random.Random(args.seed)
+        from confluent_kafka.admin import AdminClient
+
+        # One client for all runs; log_level 4 keeps librdkafka's notices about
+        # purging its queues when a client goes away off the output.
+        self.admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 4})
 
     # -- child management
 
@@ -449,9 +454,8 @@ class Measurement:
 
     def wait_stable(self, group):
         from confluent_kafka import ConsumerGroupState
-        from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
+        admin = self.admin
         n = self.args.partitions
         last_check = [0.0]
 
@@ -593,7 +597,7 @@ def broker_group_events(lines, runs):
 def create_topic(bootstrap, name, partitions, timeout):
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
     fut = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
                               operation_timeout=10, request_timeout=15)[name]
     fut.result(timeout=timeout)
