@@ -540,7 +540,10 @@ class Measurement:
 
             consumed, assigned = self.pump(f"consumption of partitions {victim_parts} by the other members",
                                            t0 + self.args.timeout, converged)
-            revokes = [e["t"] for m in survivors for e in after(m) if e["ev"] == "revoke"]
+            # When each other member learned of the rebalance (its first revoke since t0);
+            # the broker waits for all of them to rejoin.
+            revokes = [min((e["t"] for e in after(m) if e["ev"] == "revoke"), default=None) for m in survivors]
+            revokes = [t for t in revokes if t is not None]
             if case == "leave":
                 self.pump("the leaving consumer to finish close()", t0 + self.args.timeout,
                           lambda: next((e for e in victim.events if e["ev"] == "closed"), None))
@@ -557,6 +560,7 @@ class Measurement:
                 "consumed_again_s": round(max(consumed[p] for p in victim_parts) - t0, 4),
                 "per_partition_s": {str(p): round(consumed[p] - t0, 4) for p in victim_parts},
                 "survivors_revoked_s": round(min(revokes) - t0, 4) if revokes else None,
+                "survivors_revoked_last_s": round(max(revokes) - t0, 4) if revokes else None,
                 "reassigned_s": round(max(assigned.values()) - t0, 4),
                 "all_partitions_consumed_s": round(max(consumed.values()) - t0, 4),
                 "leave_close_s": round(close_s, 4) if close_s is not None else None,
@@ -694,8 +698,8 @@ def main(argv):
                 runs.append(r)
                 extra = f", close() took {r['leave_close_s']:.3f} s" if case == "leave" else ""
                 print(f"{case:5} run {i + 1}/{args.runs}: partitions {r['victim_partitions']} consumed again after "
-                      f"{r['consumed_again_s']:.3f} s (others told to rejoin at {r['survivors_revoked_s']} s, "
-                      f"reassigned at {r['reassigned_s']:.3f} s, all {args.partitions} partitions flowing at "
+                      f"{r['consumed_again_s']:.3f} s (other members told to rejoin at {r['survivors_revoked_s']} "
+                      f"and {r['survivors_revoked_last_s']} s, reassigned at {r['reassigned_s']:.3f} s, all {args.partitions} partitions flowing at "
                       f"{r['all_partitions_consumed_s']:.3f} s{extra})", flush=True)
     except Failure as e:
         failure = str(e)
