@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use futures_lite::future::or;
@@ -56,8 +56,7 @@ impl Broker {
         // SO_REUSEPORT would let this broker silently share a port with
         // another process; a plain bind first fails if anyone listens there.
         // It also turns port 0 into one concrete port for every shard.
-        let addr = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.local_addr())
+        let addr = probe_listen_address(addr)
             .with_context(|| format!("listen address {addr} is not available"))?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -239,6 +238,32 @@ async fn watch_stop(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     shard.begin_shutdown();
+}
+
+/// How long a start waits for its port to be given up by a broker that
+/// just died.
+const ADDRESS_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Binds `addr` without SO_REUSEPORT to learn that nobody listens there
+/// (and which port `:0` means). A broker killed with SIGKILL keeps its
+/// listening sockets for a moment after it is reaped, while the kernel
+/// tears its io_uring instances down, so `EADDRINUSE` is retried for
+/// [`ADDRESS_RELEASE_DEADLINE`] before it is reported.
+fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let deadline = Instant::now() + ADDRESS_RELEASE_DEADLINE;
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    tracing::info!(%addr, "listen address in use; waiting for it to be released");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Binds a shard's listener with SO_REUSEPORT (every shard shares the port)

@@ -23,6 +23,29 @@ pub struct Broker {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Whether a Kafka broker at `addr` answers ApiVersions v0 with the
+/// request's correlation id.
+fn answers_api_versions(addr: &str) -> bool {
+    const CORRELATION_ID: i32 = 0x5354_524d;
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
+        return false;
+    }
+    // size, api key 18, version 0, correlation id, null client id
+    let mut req = Vec::with_capacity(14);
+    req.extend_from_slice(&10i32.to_be_bytes());
+    req.extend_from_slice(&18i16.to_be_bytes());
+    req.extend_from_slice(&0i16.to_be_bytes());
+    req.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+    req.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut head = [0u8; 8];
+    s.write_all(&req).is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && i32::from_be_bytes([head[4], head[5], head[6], head[7]]) == CORRELATION_ID
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -78,10 +101,13 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Waits until the broker answers an ApiVersions request. A bare TCP
+    /// connect is not enough: right after a SIGKILL the dead broker's
+    /// listening socket can still accept for a moment.
     fn wait_ready(&self) {
         let deadline = Instant::now() + START_DEADLINE;
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr()).is_ok() {
+            if answers_api_versions(&self.addr()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
