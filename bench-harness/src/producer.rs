@@ -666,13 +666,15 @@ fn ack_reader(
                     kafka::describe_error(p.error_code),
                     p.error_message.as_ref().map_or("", |m| m.as_str())
                 )),
-                Some(p) if idempotent => match last_base_offsets.insert(*partition, p.base_offset) {
-                    Some(previous) if p.base_offset <= previous => Err(format!(
+                Some(p) if idempotent => {
+                    match last_base_offsets.insert(*partition, p.base_offset) {
+                        Some(previous) if p.base_offset <= previous => Err(format!(
                         "base offset {} after {previous}: a new batch was answered as a duplicate",
                         p.base_offset
                     )),
-                    _ => Ok(()),
-                },
+                        _ => Ok(()),
+                    }
+                }
                 Some(_) => Ok(()),
             };
             match outcome {
