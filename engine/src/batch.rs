@@ -112,9 +112,9 @@ impl BatchHeader {
     }
 }
 
-/// Validates one complete batch (`buf` is exactly the batch): header, length,
-/// magic, CRC32C, and a non-empty offset span.
-pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+/// Checks one complete batch's header, length, magic and record count, but
+/// not its CRC: for bytes that were fully validated before.
+pub fn validate_framing(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     if h.total_bytes() != buf.len() {
         return Err(BatchError::Truncated {
@@ -125,6 +125,13 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if h.record_count == 0 {
         return Err(BatchError::Empty);
     }
+    Ok(h)
+}
+
+/// Validates one complete batch (`buf` is exactly the batch): header, length,
+/// magic, CRC32C, and a non-empty offset span.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = validate_framing(buf)?;
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     if crc != h.crc {
         return Err(BatchError::BadCrc {

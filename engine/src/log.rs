@@ -16,7 +16,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -114,6 +116,10 @@ struct Tail<B> {
     buf: B,
     buf_start: u64,
     chunks: VecDeque<Chunk<B>>,
+    /// Bytes below this position were read back from the file when the log
+    /// was opened, not appended through this process: reads check them as
+    /// they check bytes read from disk.
+    loaded_end: u64,
 }
 
 struct Segment<F: StorageFile> {
@@ -237,7 +243,14 @@ struct Inner<S: Storage> {
     producers: RefCell<ProducerStateTable>,
     /// Full-size chunk buffers to reuse: fresh 1 MiB buffers cost page faults.
     free_bufs: RefCell<Vec<BufOf<S>>>,
+    /// Runs full-chunk writes in the background, so an append that only
+    /// needs to be in the log does not wait for the disk. Without one
+    /// (storage driven by a plain `block_on`), the append awaits the write.
+    write_behind: Option<Spawner>,
 }
+
+/// Starts a future on the log's executor without waiting for it.
+pub type Spawner = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
 
 fn segment_name(base: i64, ext: &str) -> String {
     format!("{base:020}.{ext}")
@@ -283,19 +296,33 @@ impl<S: Storage> Drop for RollGuard<'_, S> {
 impl PartitionLog<DmaStorage> {
     /// Opens (recovering if needed) or creates the log in `dir`. Must run
     /// inside a glommio executor.
+    /// Full chunks are written by background tasks on that executor.
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
-        PartitionLog::open_with(DmaStorage, dir, config).await
+        let spawn: Spawner = Rc::new(|f| {
+            glommio::spawn_local(f).detach();
+        });
+        PartitionLog::open_inner(DmaStorage, dir.as_ref(), config, Some(spawn)).await
     }
 }
 
 impl<S: Storage> PartitionLog<S> {
     /// Opens the log in `dir` on the given storage.
+    /// Appends that fill a chunk await its write themselves.
     pub async fn open_with(
         storage: S,
         dir: impl AsRef<Path>,
         config: LogConfig,
     ) -> Result<PartitionLog<S>> {
-        let dir = dir.as_ref().to_path_buf();
+        PartitionLog::open_inner(storage, dir.as_ref(), config, None).await
+    }
+
+    async fn open_inner(
+        storage: S,
+        dir: &Path,
+        config: LogConfig,
+        write_behind: Option<Spawner>,
+    ) -> Result<PartitionLog<S>> {
+        let dir = dir.to_path_buf();
         let segment_bytes = config
             .segment_bytes
             .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
@@ -333,6 +360,7 @@ impl<S: Storage> PartitionLog<S> {
                 rounds: Cell::new(0),
                 producers: RefCell::new(producers),
                 free_bufs: RefCell::new(Vec::new()),
+                write_behind,
             }),
         };
         log.replay_producer_state().await?;
@@ -556,14 +584,32 @@ impl<S: Storage> PartitionLog<S> {
         if must_sync {
             self.sync_to(info.last_offset + 1).await?;
         } else if self.has_unsubmitted_chunks() && !self.inner.state.borrow().flushing {
-            // A full chunk is waiting: write it now so the disk keeps busy.
-            // The batches are in the log already, so a failed write is not
-            // this append's failure; the chunk stays in memory for a retry.
-            if let Err(e) = self.flush_round(false).await {
-                tracing::warn!(dir = %self.inner.dir.display(), error = %e, "background chunk write failed");
+            // A full chunk is waiting: write it now so the disk keeps busy,
+            // in the background when the log can spawn.
+            match &self.inner.write_behind {
+                Some(spawn) => {
+                    let log = self.clone();
+                    spawn(Box::pin(async move { log.write_full_chunks().await }));
+                }
+                None => self.write_full_chunks().await,
             }
         }
         Ok(info)
+    }
+
+    /// Writes the full chunks not yet submitted (and those sealed while it
+    /// runs). The batches are in the log already, so a failed write is not
+    /// an append's failure; the chunk stays in memory for a retry.
+    async fn write_full_chunks(&self) {
+        {
+            let st = self.inner.state.borrow();
+            if st.closed || st.failed.is_some() || st.flushing {
+                return;
+            }
+        }
+        if let Err(e) = self.flush_round(false).await {
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "background chunk write failed");
+        }
     }
 
     fn check_open(&self, st: &State<S>) -> Result<()> {
@@ -927,8 +973,11 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Reads bytes `[pos, pos + len)` of the segment with base `base`
     /// (clamped to its logical length), from memory when hot, else from disk.
-    async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<Bytes> {
-        let (file, disk_end, mem) = {
+    /// Also returns how many leading bytes came from the file (now, or when
+    /// the log was opened): the rest were validated when they were appended
+    /// and have not left memory since.
+    async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<(Bytes, usize)> {
+        let (file, disk_end, mem, unchecked_end) = {
             let st = self.inner.state.borrow();
             let i = st
                 .segments
@@ -941,7 +990,7 @@ impl<S: Storage> PartitionLog<S> {
             let seg = &st.segments[i];
             let end = (pos + len).min(seg.len);
             if pos >= end {
-                return Ok(Bytes::new());
+                return Ok((Bytes::new(), 0));
             }
             let is_active = i + 1 == st.segments.len();
             match (&st.tail, is_active) {
@@ -952,18 +1001,23 @@ impl<S: Storage> PartitionLog<S> {
                         .map(|c| c.start)
                         .unwrap_or(tail.buf_start)
                         .min(tail.buf_start);
-                    let mut out = BytesMut::new();
                     let from = pos.max(mem_start);
+                    // One allocation of the final size: growing by doubling
+                    // would copy a large read several times.
+                    let mut out = BytesMut::with_capacity(end.saturating_sub(from) as usize);
                     if from < end {
                         copy_from_memory(tail, from, end, &mut out);
                     }
-                    (seg.file.clone(), mem_start.min(end), out)
+                    let unchecked_end = tail.loaded_end.min(end);
+                    (seg.file.clone(), mem_start.min(end), out, unchecked_end)
                 }
-                _ => (seg.file.clone(), end, BytesMut::new()),
+                _ => (seg.file.clone(), end, BytesMut::new(), end),
             }
         };
+        // Leading bytes that come from the file, now or at open.
+        let from_file = unchecked_end.max(disk_end).saturating_sub(pos) as usize;
         if pos >= disk_end {
-            return Ok(mem.freeze());
+            return Ok((mem.freeze(), from_file));
         }
         let disk = file
             .read_at(pos, (disk_end - pos) as usize)
@@ -977,12 +1031,12 @@ impl<S: Storage> PartitionLog<S> {
             )));
         }
         if mem.is_empty() {
-            return Ok(disk);
+            return Ok((disk, from_file));
         }
         let mut out = BytesMut::with_capacity(disk.len() + mem.len());
         out.extend_from_slice(&disk);
         out.extend_from_slice(&mem);
-        Ok(out.freeze())
+        Ok((out.freeze(), from_file))
     }
 
     /// Finds the segment holding `offset`: its base, length and the index
@@ -1012,9 +1066,9 @@ impl<S: Storage> PartitionLog<S> {
         mut expect_offset: i64,
         want: u64,
         stop: impl Fn(&BatchHeader) -> bool,
-    ) -> Result<Option<(u64, BatchHeader, Bytes)>> {
+    ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
         while pos < seg_len {
-            let window = self
+            let (window, disk_bytes) = self
                 .read_range(base, pos, SCAN_WINDOW_BYTES.max(want + 2 * ALIGN_BYTES))
                 .await?;
             let mut at = 0usize;
@@ -1037,12 +1091,12 @@ impl<S: Storage> PartitionLog<S> {
                     let here = pos + at as u64;
                     let rest = window.slice(at..);
                     if rest.len() as u64 >= want.max(h.total_bytes() as u64).min(seg_len - here) {
-                        return Ok(Some((here, h, rest)));
+                        return Ok(Some((here, h, rest, disk_bytes.saturating_sub(at))));
                     }
-                    let more = self
+                    let (more, more_disk_bytes) = self
                         .read_range(base, here, want.max(h.total_bytes() as u64))
                         .await?;
-                    return Ok(Some((here, h, more)));
+                    return Ok(Some((here, h, more, more_disk_bytes)));
                 }
                 at += h.total_bytes();
             }
@@ -1087,7 +1141,7 @@ impl<S: Storage> PartitionLog<S> {
                 h.last_offset() >= offset
             })
             .await?;
-        let Some((pos, _, bytes)) = found else {
+        let Some((pos, _, bytes, disk_bytes)) = found else {
             return Ok(out);
         };
         let mut at = 0usize;
@@ -1101,7 +1155,14 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             let b = bytes.slice(at..at + size);
-            let h = batch::validate(&b).map_err(|e| {
+            // What came from disk is checked (CRC included) before it is
+            // returned; bytes still in memory were checked at append.
+            let checked = if at < disk_bytes {
+                batch::validate(&b)
+            } else {
+                batch::validate_framing(&b)
+            };
+            let h = checked.map_err(|e| {
                 EngineError::Corrupt(format!("segment {base} position {}: {e}", pos + at as u64))
             })?;
             // The CRC does not cover baseOffset: check the offsets chain.
@@ -1148,7 +1209,7 @@ impl<S: Storage> PartitionLog<S> {
             .await?;
         // Within the batch, the first record at or after the timestamp when
         // the records are readable without decompressing; else the batch.
-        Ok(found.map(|(_, h, bytes)| {
+        Ok(found.map(|(_, h, bytes, _)| {
             match crate::batch::first_record_at_or_after(&bytes, timestamp_ms) {
                 Some((delta, ts)) => ((h.base_offset + i64::from(delta)).max(log_start), ts),
                 None => (h.base_offset.max(log_start), h.max_timestamp),
@@ -1442,6 +1503,7 @@ async fn create_segment<S: Storage>(
         buf,
         buf_start: 0,
         chunks: VecDeque::new(),
+        loaded_end: 0,
     };
     let mut segment = Segment::new(base_offset, Rc::new(file));
     segment.allocated_bytes = allocated_bytes;
@@ -1557,6 +1619,7 @@ async fn recover<S: Storage>(
             }
         }
     }
+    let loaded_end = seg.len;
     let buf_start = align_down(seg.len);
     let mut buf = seg.file.alloc_buf(chunk_bytes as usize);
     if seg.len > buf_start {
@@ -1576,6 +1639,7 @@ async fn recover<S: Storage>(
             buf,
             buf_start,
             chunks: VecDeque::new(),
+            loaded_end,
         },
     ))
 }
