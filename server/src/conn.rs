@@ -22,6 +22,7 @@ use glommio::task::JoinHandle;
 use kafka_protocol::messages::ApiKey;
 
 use crate::api::{self, Reply};
+use crate::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::shard::Shard;
 
 /// Most iovecs handed to one sendmsg (Linux's IOV_MAX is 1024).
@@ -74,10 +75,10 @@ async fn read_loop(
 ) {
     let max_bytes = shard.config.socket_request_max_bytes;
     let mut previous_produce: Option<oneshot::Receiver<()>> = None;
-    // Frames are cut from one buffer per connection. Once a request's frame
-    // is dropped (the engine copies produced batches into its own aligned
-    // buffers), `reserve` takes the memory back, so a steady producer reuses
-    // warm pages instead of faulting in a fresh allocation per request.
+    // Small frames are cut from one buffer per connection; large ones
+    // (produce requests) are read into warm buffers from the shard's pool.
+    // Either way the memory is reused once the request is done with it
+    // (the engine copies produced batches into its own aligned buffers).
     let mut buf = BytesMut::new();
     loop {
         let mut size_buf = [0u8; 4];
@@ -90,12 +91,20 @@ async fn read_loop(
             return;
         }
         let size = size as usize;
-        buf.reserve(size);
-        buf.resize(size, 0);
-        if reader.read_exact(&mut buf[..size]).await.is_err() {
-            return;
-        }
-        let frame: Bytes = buf.split_to(size).freeze();
+        let frame: Bytes = if size >= POOLED_FRAME_BYTES_MIN {
+            let mut pooled = shard.frames.take(size);
+            if reader.read_exact(pooled.as_mut_slice()).await.is_err() {
+                return;
+            }
+            pooled.freeze()
+        } else {
+            buf.reserve(size);
+            buf.resize(size, 0);
+            if reader.read_exact(&mut buf[..size]).await.is_err() {
+                return;
+            }
+            buf.split_to(size).freeze()
+        };
         let is_produce =
             frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16;
         let task = if is_produce {

@@ -30,6 +30,7 @@ pub mod alloc;
 pub mod api;
 pub mod config;
 pub mod conn;
+pub mod frame_pool;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;

@@ -22,6 +22,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::frame_pool::FramePool;
 use crate::metadata::{owner_shard, partition_dir, Metadata};
 
 /// Work sent to another shard. Built on the sender, run on the receiver.
@@ -58,6 +59,8 @@ pub struct Shard {
     pub shutdown: Notify,
     /// Open client connections on this shard.
     pub connections: Cell<usize>,
+    /// Warm buffers for large request frames.
+    pub frames: FramePool,
 }
 
 impl Shard {
@@ -78,6 +81,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             connections: Cell::new(0),
+            frames: FramePool::default(),
         }
     }
 
