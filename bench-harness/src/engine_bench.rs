@@ -115,6 +115,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
     }
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
+        .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
         .make()
         .map_err(|e| anyhow::anyhow!("glommio executor: {e}"))?;
     let report = ex.run(bench(&args))?;

@@ -33,3 +33,10 @@ pub mod producer_state;
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};
 pub use log::{AppendInfo, Durability, PartitionLog, ReadResult};
+
+/// The preempt timer for glommio executors that run logs. glommio reaps
+/// O_DIRECT write completions (main ring) only between task-queue runs, and
+/// by default lets a busy queue run for 100 ms: appenders that never block
+/// then leave the disk idle between write batches. At 1 ms the engine bench
+/// wrote about 20% faster (1306-1315 against 1075-1103 MiB/s, 4 GiB runs).
+pub const EXECUTOR_PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(1);

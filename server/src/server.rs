@@ -80,6 +80,7 @@ impl Broker {
             let logs_open = logs_open.clone();
             let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
                 .name(&format!("strom-shard-{id}"))
+                .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
                 .spawn(move || async move {
                     run_shard(
                         id, shards, config, metadata, addr, stop, mesh, ready, logs_open,
