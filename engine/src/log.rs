@@ -789,20 +789,23 @@ impl<S: Storage> PartitionLog<S> {
         if preallocate {
             // Ahead of everything this round may write, before any write
             // is in flight (see PREALLOCATE_STEP_BYTES).
-            let (allocated, data_end) = {
+            // A round writes at most `limit` chunks, contiguous from the
+            // first unsubmitted one, plus chunks sealed while it runs.
+            let (allocated, reach) = {
                 let st = self.inner.state.borrow();
                 let allocated = st.segments.last().map_or(0, |s| s.allocated_bytes);
-                let data_end = st.tail.as_ref().and_then(|t| {
-                    t.chunks
-                        .iter()
-                        .filter(|c| !c.submitted)
+                let reach = st.tail.as_ref().and_then(|t| {
+                    let unsubmitted = t.chunks.iter().filter(|c| !c.submitted);
+                    let first = unsubmitted.clone().map(|c| c.start).min()?;
+                    let data_end = unsubmitted
                         .map(|c| c.start + c.buf.as_slice().len() as u64)
-                        .max()
+                        .max()?;
+                    Some(data_end.max(first + limit as u64 * self.inner.chunk_bytes))
                 });
-                (allocated, data_end)
+                (allocated, reach)
             };
-            if let Some(end) = data_end.filter(|&e| e > allocated && allocated < cap_bytes) {
-                let target = (end + PREALLOCATE_STEP_BYTES).min(cap_bytes).max(end);
+            if let Some(end) = reach.filter(|&e| e > allocated && allocated < cap_bytes) {
+                let target = (end + PREALLOCATE_STEP_BYTES).min(cap_bytes);
                 file.preallocate(target).await.map_err(io_err)?;
                 if let Some(seg) = self.inner.state.borrow_mut().segments.last_mut() {
                     seg.allocated_bytes = seg.allocated_bytes.max(target);
