@@ -49,6 +49,12 @@ pub struct EngineArgs {
     pub read_bytes: u64,
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub segment_bytes: u64,
+    /// The glommio executor's preempt timer in milliseconds (how long a busy
+    /// task queue runs before the reactor reaps completions). Default
+    /// strom_engine::EXECUTOR_PREEMPT_TIMER; at 1 ms glommio was seen to hang
+    /// (see there).
+    #[arg(long)]
+    pub preempt_timer_ms: Option<u64>,
     /// Preallocate segment files (fallocate) ahead of the writes.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub preallocate: bool,
@@ -115,7 +121,11 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
     }
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
-        .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
+        .preempt_timer(
+            args.preempt_timer_ms
+                .map(Duration::from_millis)
+                .unwrap_or(strom_engine::EXECUTOR_PREEMPT_TIMER),
+        )
         .make()
         .map_err(|e| anyhow::anyhow!("glommio executor: {e}"))?;
     let report = ex.run(bench(&args))?;
