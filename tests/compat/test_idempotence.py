@@ -1,4 +1,5 @@
-"""Idempotent producers (enable.idempotence=true) with confluent-kafka.
+"""Idempotent producers (enable.idempotence=true) with confluent-kafka and
+kafka-python.
 
 The broker hands out producer ids (InitProducerId) and deduplicates retried
 batches by (producer id, epoch, sequence). The crash test kills the broker
@@ -12,6 +13,7 @@ import threading
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from kafka import KafkaProducer
 
 from clients import consume_exact
 from conftest import create_topic
@@ -63,6 +65,35 @@ def crash_restart(b):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def crash_while_producing(b, wait_for_acks):
+    """SIGKILLs and restarts the broker CRASHES times, each after another
+    ACKS_BETWEEN_CRASHES acknowledgements, while a producer keeps sending."""
+    for crash in range(1, CRASHES + 1):
+        wait_for_acks(crash * ACKS_BETWEEN_CRASHES)
+        crash_restart(b)  # SIGKILL mid-stream, then start on the same data dir
+    wait_for_acks((CRASHES + 1) * ACKS_BETWEEN_CRASHES)
+
+
+def check_exactly_once(b, topic_name, sent, acked_now):
+    """Every produced record (partition, seq < sent[partition]) was
+    acknowledged at increasing offsets, and the log holds exactly those
+    records in produce order: nothing lost, nothing twice."""
+    for part in range(PARTITIONS):
+        n = sent[part]
+        # With nothing failed, every produced record was acknowledged ...
+        assert all((part, s) in acked_now for s in range(n)), f"partition {part}: unacknowledged records"
+        offsets = [acked_now[(part, s)] for s in range(n)]
+        # ... at increasing offsets (produce order), each once ...
+        assert offsets == sorted(set(offsets)), f"partition {part}: acknowledged offsets out of order or repeated"
+        # ... and the log holds exactly those records, nothing twice.
+        end = end_offset(b.bootstrap, topic_name, part)
+        assert end == n, f"partition {part}: {end} records in the log, {n} produced (duplicates or losses)"
+        got = consume_exact(b.bootstrap, topic_name, part, 0, n)
+        keys = [r.key.decode() for r in got]
+        assert keys == [f"{part}:{s}" for s in range(n)], f"partition {part}: log differs from produce order"
+        assert [r.offset for r in got] == offsets
 
 
 def end_offset(bootstrap: str, topic: str, partition: int) -> int:
@@ -143,10 +174,7 @@ def test_sigkill_restarts_lose_and_duplicate_nothing(own_broker, topic_name):
     t = threading.Thread(target=produce_loop)
     t.start()
     try:
-        for crash in range(1, CRASHES + 1):
-            wait_for_acks(crash * ACKS_BETWEEN_CRASHES)
-            crash_restart(b)  # SIGKILL mid-stream, then start on the same data dir
-        wait_for_acks((CRASHES + 1) * ACKS_BETWEEN_CRASHES)
+        crash_while_producing(b, wait_for_acks)
     finally:
         stop.set()
         t.join(timeout=30)
@@ -155,17 +183,75 @@ def test_sigkill_restarts_lose_and_duplicate_nothing(own_broker, topic_name):
         assert not errors, errors[:5]
         acked_now = dict(acked)
 
-    for part in range(PARTITIONS):
-        n = sent[part]
-        # With nothing failed, every produced record was acknowledged ...
-        assert all((part, s) in acked_now for s in range(n)), f"partition {part}: unacknowledged records"
-        offsets = [acked_now[(part, s)] for s in range(n)]
-        # ... at increasing offsets (produce order), each once ...
-        assert offsets == sorted(set(offsets)), f"partition {part}: acknowledged offsets out of order or repeated"
-        # ... and the log holds exactly those records, nothing twice.
-        end = end_offset(b.bootstrap, topic_name, part)
-        assert end == n, f"partition {part}: {end} records in the log, {n} produced (duplicates or losses)"
-        got = consume_exact(b.bootstrap, topic_name, part, 0, n)
-        keys = [r.key.decode() for r in got]
-        assert keys == [f"{part}:{s}" for s in range(n)], f"partition {part}: log differs from produce order"
-        assert [r.offset for r in got] == offsets
+    check_exactly_once(b, topic_name, sent, acked_now)
+
+
+def test_kafka_python_idempotent_producer_across_sigkills(own_broker, topic_name):
+    b = own_broker
+    create_topic(b.bootstrap, topic_name, PARTITIONS)
+    p = KafkaProducer(
+        bootstrap_servers=b.bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        # kafka-python's idempotent producer insists on one request in flight.
+        max_in_flight_requests_per_connection=1,
+        # Long enough to ride out every restart: nothing may time out.
+        delivery_timeout_ms=120000,
+        request_timeout_ms=10000,
+        retry_backoff_ms=50,
+        reconnect_backoff_ms=50,
+        reconnect_backoff_max_ms=500,
+    )
+    lock = threading.Lock()
+    acked = {}  # (partition, seq) -> offset
+    errors = []
+    stop = threading.Event()
+    sent = [0] * PARTITIONS
+
+    def on_ack(part, seq):
+        def ok(md):
+            with lock:
+                acked[(part, seq)] = md.offset
+        def failed(exc):
+            with lock:
+                errors.append(f"delivery: {exc!r} for {part}:{seq}")
+        return ok, failed
+
+    def produce_loop():
+        while not stop.is_set():
+            for part in range(PARTITIONS):
+                seq = sent[part]
+                ok, failed = on_ack(part, seq)
+                f = p.send(topic_name, key=f"{part}:{seq}".encode(),
+                           value=f"value {part} {seq} ".encode() * (1 + seq % 13), partition=part)
+                f.add_callback(ok)
+                f.add_errback(failed)
+                sent[part] += 1
+
+    def wait_for_acks(n: int):
+        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+        while True:
+            with lock:
+                have = len(acked)
+                errs = list(errors)
+            assert not errs, errs[:5]
+            if have >= n:
+                return
+            assert time.monotonic() < deadline, f"only {have} of {n} records acknowledged\n{b.log_tail()}"
+            assert t.is_alive()
+            time.sleep(0.01)
+
+    t = threading.Thread(target=produce_loop)
+    t.start()
+    try:
+        crash_while_producing(b, wait_for_acks)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    p.flush(timeout=120)
+    p.close(timeout=30)
+    with lock:
+        assert not errors, errors[:5]
+        acked_now = dict(acked)
+    check_exactly_once(b, topic_name, sent, acked_now)
