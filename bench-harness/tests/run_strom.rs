@@ -57,6 +57,12 @@ fn free_port() -> u16 {
 /// strom binary.
 fn start_broker(tag: &str) -> Option<(Broker, String, PathBuf)> {
     let Some(strom) = strom_binary() else {
+        // Under CI (scripts/test builds the binaries first) a missing binary
+        // is a failure, never a silent pass.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no strom binary under CI (set STROM_BIN or cargo build --release -p strom-server)"
+        );
         eprintln!("SKIPPED: no strom binary (set STROM_BIN or build it: cargo build --release -p strom-server)");
         return None;
     };
