@@ -128,20 +128,28 @@ fn records_in_log(addr: &str, r: &serde_json::Value) -> u64 {
     partitions.iter().map(|p| (end[p] - start[p]) as u64).sum()
 }
 
-#[test]
-fn fixed_rate_run_against_strom() {
-    let Some((broker, addr, dir)) = start_broker("strom") else {
-        return;
-    };
+/// A 3 s run at 2000 msg/s (4 partitions) against a fresh broker with
+/// `extra` flags; checks the outputs and the held rate, returns the report.
+fn fixed_rate_run(
+    tag: &str,
+    extra: &[&str],
+) -> Option<(Broker, String, PathBuf, serde_json::Value)> {
+    let (broker, addr, dir) = start_broker(tag)?;
     let workload = fixed_rate_workload(&dir, 2_000.0, 4);
     let out = dir.join("out");
-    run_bench(
-        &addr,
-        &workload,
-        &out,
-        &["--duration", "3", "--warmup", "1", "--quiet"],
-    );
+    let mut args = extra.to_vec();
+    args.extend(["--duration", "3", "--warmup", "1", "--quiet"]);
+    run_bench(&addr, &workload, &out, &args);
+    // No produce errors (checked there), the rate held, everything consumed.
     let r = check_outputs(&out, "fixed-test", 2_000.0);
+    Some((broker, addr, dir, r))
+}
+
+#[test]
+fn fixed_rate_run_against_strom() {
+    let Some((broker, _addr, dir, r)) = fixed_rate_run("strom", &[]) else {
+        return;
+    };
     assert_eq!(r["settings"]["idempotent"], false);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
@@ -149,26 +157,9 @@ fn fixed_rate_run_against_strom() {
 
 #[test]
 fn idempotent_fixed_rate_run_against_strom() {
-    let Some((broker, addr, dir)) = start_broker("strom-idem") else {
+    let Some((broker, addr, dir, r)) = fixed_rate_run("strom-idem", &["--idempotent"]) else {
         return;
     };
-    let workload = fixed_rate_workload(&dir, 2_000.0, 4);
-    let out = dir.join("out");
-    run_bench(
-        &addr,
-        &workload,
-        &out,
-        &[
-            "--idempotent",
-            "--duration",
-            "3",
-            "--warmup",
-            "1",
-            "--quiet",
-        ],
-    );
-    // No produce errors (checked there), the rate held, everything consumed.
-    let r = check_outputs(&out, "fixed-test", 2_000.0);
     assert_eq!(r["settings"]["idempotent"], true);
     assert_eq!(
         r["settings"]["acks"], "all",

@@ -67,13 +67,41 @@ def crash_restart(b):
             time.sleep(0.2)
 
 
-def crash_while_producing(b, wait_for_acks):
-    """SIGKILLs and restarts the broker CRASHES times, each after another
-    ACKS_BETWEEN_CRASHES acknowledgements, while a producer keeps sending."""
-    for crash in range(1, CRASHES + 1):
-        wait_for_acks(crash * ACKS_BETWEEN_CRASHES)
-        crash_restart(b)  # SIGKILL mid-stream, then start on the same data dir
-    wait_for_acks((CRASHES + 1) * ACKS_BETWEEN_CRASHES)
+def crash_while_producing(b, produce_round, lock, acked, errors):
+    """Calls produce_round() in a thread until done, while the broker is
+    SIGKILLed and restarted CRASHES times, each after another
+    ACKS_BETWEEN_CRASHES acknowledgements (counted in `acked` under `lock`);
+    fails at once on an error in `errors` or when acks stop coming."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            produce_round()
+
+    t = threading.Thread(target=loop)
+
+    def wait_for_acks(n: int):
+        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+        while True:
+            with lock:
+                have = len(acked)
+                errs = list(errors)
+            assert not errs, errs[:5]
+            if have >= n:
+                return
+            assert time.monotonic() < deadline, f"only {have} of {n} records acknowledged\n{b.log_tail()}"
+            assert t.is_alive()
+            time.sleep(0.01)
+
+    t.start()
+    try:
+        for crash in range(1, CRASHES + 1):
+            wait_for_acks(crash * ACKS_BETWEEN_CRASHES)
+            crash_restart(b)  # SIGKILL mid-stream, then start on the same data dir
+        wait_for_acks((CRASHES + 1) * ACKS_BETWEEN_CRASHES)
+    finally:
+        stop.set()
+        t.join(timeout=30)
 
 
 def check_exactly_once(b, topic_name, sent, acked_now):
@@ -134,7 +162,6 @@ def test_sigkill_restarts_lose_and_duplicate_nothing(own_broker, topic_name):
     p = idempotent_producer(b.bootstrap, errors)
     lock = threading.Lock()
     acked = {}  # (partition, seq) -> offset
-    stop = threading.Event()
     sent = [0] * PARTITIONS
 
     def on_delivery(err, msg):
@@ -145,39 +172,19 @@ def test_sigkill_restarts_lose_and_duplicate_nothing(own_broker, topic_name):
                 part, seq = msg.key().decode().split(":")
                 acked[(int(part), int(seq))] = msg.offset()
 
-    def produce_loop():
-        while not stop.is_set():
-            for part in range(PARTITIONS):
-                seq = sent[part]
-                try:
-                    p.produce(topic_name, key=f"{part}:{seq}".encode(),
-                              value=f"value {part} {seq} ".encode() * (1 + seq % 13),
-                              partition=part, on_delivery=on_delivery)
-                    sent[part] += 1
-                except BufferError:
-                    pass
-            p.poll(0.001)
+    def produce_round():
+        for part in range(PARTITIONS):
+            seq = sent[part]
+            try:
+                p.produce(topic_name, key=f"{part}:{seq}".encode(),
+                          value=f"value {part} {seq} ".encode() * (1 + seq % 13),
+                          partition=part, on_delivery=on_delivery)
+                sent[part] += 1
+            except BufferError:
+                pass
+        p.poll(0.001)
 
-    def wait_for_acks(n: int):
-        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
-        while True:
-            with lock:
-                have = len(acked)
-                errs = list(errors)
-            assert not errs, errs[:5]
-            if have >= n:
-                return
-            assert time.monotonic() < deadline, f"only {have} of {n} records acknowledged\n{b.log_tail()}"
-            assert t.is_alive()
-            time.sleep(0.01)
-
-    t = threading.Thread(target=produce_loop)
-    t.start()
-    try:
-        crash_while_producing(b, wait_for_acks)
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    crash_while_producing(b, produce_round, lock, acked, errors)
     assert p.flush(120) == 0, "records still undelivered"
     with lock:
         assert not errors, errors[:5]
@@ -206,7 +213,6 @@ def test_kafka_python_idempotent_producer_across_sigkills(own_broker, topic_name
     lock = threading.Lock()
     acked = {}  # (partition, seq) -> offset
     errors = []
-    stop = threading.Event()
     sent = [0] * PARTITIONS
 
     def on_ack(part, seq):
@@ -218,37 +224,17 @@ def test_kafka_python_idempotent_producer_across_sigkills(own_broker, topic_name
                 errors.append(f"delivery: {exc!r} for {part}:{seq}")
         return ok, failed
 
-    def produce_loop():
-        while not stop.is_set():
-            for part in range(PARTITIONS):
-                seq = sent[part]
-                ok, failed = on_ack(part, seq)
-                f = p.send(topic_name, key=f"{part}:{seq}".encode(),
-                           value=f"value {part} {seq} ".encode() * (1 + seq % 13), partition=part)
-                f.add_callback(ok)
-                f.add_errback(failed)
-                sent[part] += 1
+    def produce_round():
+        for part in range(PARTITIONS):
+            seq = sent[part]
+            ok, failed = on_ack(part, seq)
+            f = p.send(topic_name, key=f"{part}:{seq}".encode(),
+                       value=f"value {part} {seq} ".encode() * (1 + seq % 13), partition=part)
+            f.add_callback(ok)
+            f.add_errback(failed)
+            sent[part] += 1
 
-    def wait_for_acks(n: int):
-        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
-        while True:
-            with lock:
-                have = len(acked)
-                errs = list(errors)
-            assert not errs, errs[:5]
-            if have >= n:
-                return
-            assert time.monotonic() < deadline, f"only {have} of {n} records acknowledged\n{b.log_tail()}"
-            assert t.is_alive()
-            time.sleep(0.01)
-
-    t = threading.Thread(target=produce_loop)
-    t.start()
-    try:
-        crash_while_producing(b, wait_for_acks)
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    crash_while_producing(b, produce_round, lock, acked, errors)
     p.flush(timeout=120)
     p.close(timeout=30)
     with lock:
