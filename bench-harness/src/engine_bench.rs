@@ -189,10 +189,14 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
                     failed.set(Some(e.to_string()));
                     return;
                 }
-                // A Written append completes without ever yielding; let the
-                // reactor submit and reap I/O between appends, as a network
-                // server's tasks would.
-                glommio::executor().yield_task_queue_now().await;
+                // A Written append completes without ever waiting, and
+                // glommio polls the ring (submits new writes, reaps finished
+                // ones) only when no task is runnable or the preempt timer
+                // fires (100 ms): yielding the task queue does not poll it.
+                // A network server's tasks wait on the socket between
+                // requests; waiting on a timer does the same here, so the
+                // reactor runs at least once per round of the producers.
+                glommio::timer::sleep(Duration::from_micros(1)).await;
             }
         }));
     }

@@ -37,8 +37,11 @@ use crate::producer_state::{self, BatchMetadata, Decision, ProducerStateTable};
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// O_DIRECT chunk writes in flight at once per log.
 const MAX_INFLIGHT_WRITES: usize = 32;
-/// Chunks one flush round submits before it ends (bounds sync latency).
-const MAX_ROUND_CHUNKS: usize = 256;
+/// How far ahead of its first chunk a write-behind round preallocates
+/// (the round ends where the preallocated space does). Write-behind rounds
+/// otherwise run for as long as there are chunks to write, keeping writes in
+/// flight; a sync request or a roll asks the running round to stop.
+const PREALLOCATE_ROUND_CHUNKS: usize = 256;
 /// Appended-but-unwritten bytes above which appends wait for the disk.
 const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
 /// Preallocation of a new segment, and how far ahead of the writes it is
@@ -50,8 +53,6 @@ const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
 /// (about 25% of sequential write throughput lost).
 const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
 const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
-/// Free chunk buffers kept for reuse (MiB of memory per log at most).
-const MAX_FREE_BUFS: usize = 16;
 /// Written chunks kept in memory as the hot-read cache.
 const CACHE_CHUNKS: usize = 4;
 /// Bytes read at a time when scanning batch headers.
@@ -66,6 +67,12 @@ const MIN_SEGMENT_BYTES: u64 = 4 * ALIGN_BYTES;
 /// Written by `close`, removed by `open`: its presence means the last
 /// shutdown was clean.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// The next segment's file, created and preallocated in the background
+/// while the active segment fills, and renamed to `<base>.log` at the roll.
+/// A new file's first large fallocate was seen to take 75-100 ms on ext4,
+/// with no log write in flight; made ahead of time it costs the roll
+/// nothing. A leftover one is removed when the log opens.
+const SPARE_SEGMENT_FILE: &str = ".next-segment";
 
 /// What an append waits for before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +214,9 @@ struct State<S: Storage> {
     last_sync_ms: i64,
     clock_ms: i64,
     flushing: bool,
+    /// Set by a sync request or a roll while a round runs: the round submits
+    /// nothing more, and the next round syncs (whoever leads it).
+    stop_round: bool,
     rolling: bool,
     closed: bool,
     /// Set when an fdatasync failed: what was acknowledged as written may be
@@ -245,12 +255,15 @@ struct Inner<S: Storage> {
     /// Idempotent-producer dedup. Checked and recorded with no await
     /// between the check and the offset assignment.
     producers: RefCell<ProducerStateTable>,
-    /// Full-size chunk buffers to reuse: fresh 1 MiB buffers cost page faults.
-    free_bufs: RefCell<Vec<BufOf<S>>>,
     /// Runs full-chunk writes in the background, so an append that only
     /// needs to be in the log does not wait for the disk. Without one
     /// (storage driven by a plain `block_on`), the append awaits the write.
     write_behind: Option<Spawner>,
+    /// The preallocated file the next roll renames into place.
+    spare: RefCell<Option<Rc<S::File>>>,
+    /// Base offset of the active segment a spare was last started for: one
+    /// attempt per segment, so a full disk is not retried on every append.
+    spare_started_for: Cell<Option<i64>>,
 }
 
 /// Starts a future on the log's executor without waiting for it.
@@ -355,6 +368,7 @@ impl<S: Storage> PartitionLog<S> {
                     last_sync_ms: 0,
                     clock_ms: 0,
                     flushing: false,
+                    stop_round: false,
                     rolling: false,
                     closed: false,
                     failed: None,
@@ -362,8 +376,9 @@ impl<S: Storage> PartitionLog<S> {
                 appended: Notify::default(),
                 progress: Notify::default(),
                 rounds: Cell::new(0),
+                spare: RefCell::new(None),
+                spare_started_for: Cell::new(None),
                 producers: RefCell::new(producers),
-                free_bufs: RefCell::new(Vec::new()),
                 write_behind,
             }),
         };
@@ -583,6 +598,7 @@ impl<S: Storage> PartitionLog<S> {
             }
         };
         self.inner.appended.notify_all();
+        self.maybe_prepare_spare(segment_bytes).await;
         let must_sync = durability == Durability::Synced
             || self.inner.state.borrow().messages_since_sync >= flush_messages;
         if must_sync {
@@ -616,6 +632,102 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// Starts preparing the spare segment once the active one is half full
+    /// (so idle partitions never hold one), in the background when the log
+    /// can spawn.
+    async fn maybe_prepare_spare(&self, segment_bytes: u64) {
+        if !self.inner.config.borrow().preallocate {
+            return;
+        }
+        let base = {
+            let st = self.inner.state.borrow();
+            match st.segments.last() {
+                Some(seg) if seg.len >= segment_bytes / 2 => seg.base_offset,
+                _ => return,
+            }
+        };
+        if self.inner.spare_started_for.get() == Some(base) {
+            return;
+        }
+        self.inner.spare_started_for.set(Some(base));
+        match &self.inner.write_behind {
+            Some(spawn) => {
+                let log = self.clone();
+                spawn(Box::pin(
+                    async move { log.prepare_spare(segment_bytes).await },
+                ));
+            }
+            None => self.prepare_spare(segment_bytes).await,
+        }
+    }
+
+    /// Creates the spare segment file, preallocated to `segment.bytes`.
+    /// Failure (a full disk) only means the roll creates the file itself.
+    async fn prepare_spare(&self, segment_bytes: u64) {
+        let storage = &self.inner.storage;
+        let path = self.inner.dir.join(SPARE_SEGMENT_FILE);
+        let made = async {
+            let file = storage.open(&path).await?;
+            file.truncate(0).await?;
+            file.preallocate(align_up(segment_bytes)).await?;
+            Ok::<_, std::io::Error>(file)
+        }
+        .await;
+        let closed = self.inner.state.borrow().closed;
+        match made {
+            Ok(file) if !closed => {
+                *self.inner.spare.borrow_mut() = Some(Rc::new(file));
+            }
+            Ok(_) => {
+                let _ = storage.remove_file(&path).await;
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.inner.dir.display(), error = %e, "preparing the next segment failed; the roll will create it");
+                let _ = storage.remove_file(&path).await;
+            }
+        }
+    }
+
+    /// The next segment at `base_offset`: the spare renamed into place when
+    /// there is one, else a new file.
+    async fn next_segment(&self, base_offset: i64) -> Result<(Segment<S::File>, Tail<BufOf<S>>)> {
+        let storage = &self.inner.storage;
+        let dir = &self.inner.dir;
+        let config = self.config();
+        let spare = self.inner.spare.borrow_mut().take();
+        if let Some(file) = spare {
+            let path = dir.join(segment_name(base_offset, "log"));
+            let renamed = storage.rename(&dir.join(SPARE_SEGMENT_FILE), &path).await;
+            match renamed {
+                Ok(()) => {
+                    for ext in ["index", "timeindex"] {
+                        storage
+                            .remove_file(&dir.join(segment_name(base_offset, ext)))
+                            .await
+                            .map_err(io_err)?;
+                    }
+                    let tail = Tail {
+                        buf: self.take_buf(&file),
+                        buf_start: 0,
+                        chunks: VecDeque::new(),
+                        loaded_end: 0,
+                    };
+                    let mut segment = Segment::new(base_offset, file);
+                    segment.allocated_bytes = align_up(
+                        config
+                            .segment_bytes
+                            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+                    );
+                    return Ok((segment, tail));
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "renaming the prepared segment failed; creating it");
+                }
+            }
+        }
+        create_segment::<S>(storage, dir, base_offset, &config, self.inner.chunk_bytes).await
+    }
+
     fn check_open(&self, st: &State<S>) -> Result<()> {
         if st.closed {
             return Err(EngineError::Closed);
@@ -640,12 +752,9 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// A chunk-sized buffer, reused when one is free.
+    /// A chunk-sized buffer (the storage reuses freed ones).
     fn take_buf(&self, file: &S::File) -> BufOf<S> {
-        match self.inner.free_bufs.borrow_mut().pop() {
-            Some(buf) => buf,
-            None => file.alloc_buf(self.inner.chunk_bytes as usize),
-        }
+        file.alloc_buf(self.inner.chunk_bytes as usize)
     }
 
     fn has_unsubmitted_chunks(&self) -> bool {
@@ -738,6 +847,7 @@ impl<S: Storage> PartitionLog<S> {
                 st.flushing || st.rolling
             };
             if busy {
+                self.inner.state.borrow_mut().stop_round = true;
                 progressed.await;
                 continue;
             }
@@ -745,25 +855,32 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// One flush round: writes the unsubmitted chunks (and, when `sync`, the
-    /// partial tail) with several O_DIRECT writes in flight, then at most one
-    /// fdatasync. The caller must have seen `flushing == false`.
+    /// One flush round: writes the unsubmitted chunks with several O_DIRECT
+    /// writes in flight. A sync round writes the chunks there are when it
+    /// starts (and the partial tail), then fdatasyncs once. A write-behind
+    /// round (`sync == false`) goes on with chunks sealed while it runs until
+    /// there are none, the preallocated space ends or `stop_round` is set; a
+    /// round started while `stop_round` is set syncs. The caller must have
+    /// seen `flushing == false`.
     async fn flush_round(&self, sync: bool) -> Result<()> {
-        let (file, end_offset) = {
+        let (file, end_offset, sync) = {
             let mut st = self.inner.state.borrow_mut();
             if st.flushing {
                 return Ok(());
             }
             st.flushing = true;
+            let sync = sync || st.stop_round;
             if sync {
+                st.stop_round = false;
                 self.seal_partial(&mut st);
             }
             let Some(seg) = st.segments.last() else {
                 return Ok(());
             };
-            (seg.file.clone(), st.log_end_offset)
+            (seg.file.clone(), st.log_end_offset, sync)
         };
         let _guard = RoundGuard { inner: &self.inner };
+        let started = std::time::Instant::now();
         self.inner.rounds.set(self.inner.rounds.get() + 1);
         let mut inflight = FuturesUnordered::new();
         // File ranges of writes in flight: a chunk overlapping one of them
@@ -777,8 +894,10 @@ impl<S: Storage> PartitionLog<S> {
                 .map(|t| t.chunks.iter().filter(|c| !c.submitted).count())
                 .unwrap_or(0)
         } else {
-            MAX_ROUND_CHUNKS
+            usize::MAX
         };
+        // Writes stay below this file position (preallocated space).
+        let mut write_limit = u64::MAX;
         let (preallocate, cap_bytes) = {
             let c = self.inner.config.borrow();
             (
@@ -788,9 +907,8 @@ impl<S: Storage> PartitionLog<S> {
         };
         if preallocate {
             // Ahead of everything this round may write, before any write
-            // is in flight (see PREALLOCATE_STEP_BYTES).
-            // A round writes at most `limit` chunks, contiguous from the
-            // first unsubmitted one, plus chunks sealed while it runs.
+            // is in flight (see PREALLOCATE_STEP_BYTES): the chunks there
+            // are, and PREALLOCATE_ROUND_CHUNKS from the first unsubmitted.
             let (allocated, reach) = {
                 let st = self.inner.state.borrow();
                 let allocated = st.segments.last().map_or(0, |s| s.allocated_bytes);
@@ -800,16 +918,22 @@ impl<S: Storage> PartitionLog<S> {
                     let data_end = unsubmitted
                         .map(|c| c.start + c.buf.as_slice().len() as u64)
                         .max()?;
-                    Some(data_end.max(first + limit as u64 * self.inner.chunk_bytes))
+                    let ahead = limit.min(PREALLOCATE_ROUND_CHUNKS) as u64;
+                    Some(data_end.max(first + ahead * self.inner.chunk_bytes))
                 });
                 (allocated, reach)
             };
+            let mut allocated = allocated;
             if let Some(end) = reach.filter(|&e| e > allocated && allocated < cap_bytes) {
                 let target = (end + PREALLOCATE_STEP_BYTES).min(cap_bytes);
                 file.preallocate(target).await.map_err(io_err)?;
                 if let Some(seg) = self.inner.state.borrow_mut().segments.last_mut() {
                     seg.allocated_bytes = seg.allocated_bytes.max(target);
                 }
+                allocated = target;
+            }
+            if allocated < cap_bytes {
+                write_limit = allocated;
             }
         }
         let mut submitted = 0usize;
@@ -817,6 +941,9 @@ impl<S: Storage> PartitionLog<S> {
             while inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
                 let next = {
                     let mut st = self.inner.state.borrow_mut();
+                    if !sync && st.stop_round {
+                        break;
+                    }
                     let Some(tail) = st.tail.as_mut() else {
                         break;
                     };
@@ -824,7 +951,7 @@ impl<S: Storage> PartitionLog<S> {
                         break;
                     };
                     let end = c.start + c.buf.as_slice().len() as u64;
-                    if busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
+                    if end > write_limit || busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
                         break;
                     }
                     c.submitted = true;
@@ -851,11 +978,13 @@ impl<S: Storage> PartitionLog<S> {
                 {
                     c.written = true;
                 }
+                trim_written(tail, &*file);
             }
             drop(st);
             // Appends held back by MAX_UNWRITTEN_BYTES may go on now.
             self.inner.progress.notify_all();
         }
+        tracing::trace!(dir = %self.inner.dir.display(), sync, chunks = submitted, write_ms = started.elapsed().as_secs_f64() * 1e3, "flush round written");
         if sync {
             if let Err(e) = file.fdatasync().await {
                 let mut st = self.inner.state.borrow_mut();
@@ -863,31 +992,10 @@ impl<S: Storage> PartitionLog<S> {
                 tracing::error!(dir = %self.inner.dir.display(), error = %e, "fdatasync failed; log refuses appends until reopened");
                 return Err(io_err(e));
             }
-        }
-        let mut st = self.inner.state.borrow_mut();
-        if sync {
+            let mut st = self.inner.state.borrow_mut();
             st.synced_offset = st.synced_offset.max(end_offset);
             st.messages_since_sync = 0;
             st.last_sync_ms = st.clock_ms;
-        }
-        if let Some(tail) = st.tail.as_mut() {
-            // Drop written chunks beyond the hot cache; written chunks are a
-            // prefix because chunks are submitted in order and a round waits
-            // for all its writes.
-            let written = tail.chunks.iter().take_while(|c| c.written).count();
-            for _ in 0..written.saturating_sub(CACHE_CHUNKS) {
-                let Some(c) = tail.chunks.pop_front() else {
-                    break;
-                };
-                if let Ok(buf) = Rc::try_unwrap(c.buf) {
-                    let mut free = self.inner.free_bufs.borrow_mut();
-                    if buf.as_slice().len() as u64 == self.inner.chunk_bytes
-                        && free.len() < MAX_FREE_BUFS
-                    {
-                        free.push(buf);
-                    }
-                }
-            }
         }
         Ok(())
     }
@@ -903,6 +1011,7 @@ impl<S: Storage> PartitionLog<S> {
             st.rolling = true;
         }
         let _guard = RollGuard { inner: &self.inner };
+        let started = std::time::Instant::now();
         // Wait out any running round, then sync everything.
         loop {
             let progressed = self.inner.progress.notified();
@@ -916,6 +1025,7 @@ impl<S: Storage> PartitionLog<S> {
                 (st.flushing, st.log_end_offset, has)
             };
             if flushing {
+                self.inner.state.borrow_mut().stop_round = true;
                 progressed.await;
                 continue;
             }
@@ -969,19 +1079,19 @@ impl<S: Storage> PartitionLog<S> {
         .map_err(io_err)?;
         old_file.truncate(len).await.map_err(io_err)?;
         old_file.fdatasync().await.map_err(io_err)?;
-        let (segment, tail) = create_segment::<S>(
-            storage,
-            dir,
-            next_offset,
-            &self.config(),
-            self.inner.chunk_bytes,
-        )
-        .await?;
+        let (segment, tail) = self.next_segment(next_offset).await?;
         storage.sync_dir(dir).await.map_err(io_err)?;
         let mut st = self.inner.state.borrow_mut();
         st.segments.push(segment);
-        st.tail = Some(tail);
-        tracing::debug!(dir = %dir.display(), base_offset = next_offset, "segment rolled");
+        if let Some(old) = st.tail.replace(tail) {
+            old_file.recycle_buf(old.buf);
+            for c in old.chunks {
+                if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                    old_file.recycle_buf(buf);
+                }
+            }
+        }
+        tracing::debug!(dir = %dir.display(), base_offset = next_offset, roll_ms = started.elapsed().as_secs_f64() * 1e3, "segment rolled");
         Ok(())
     }
 
@@ -1324,6 +1434,10 @@ impl<S: Storage> PartitionLog<S> {
                 s.len > 0 && s.first_append_ms.is_some_and(|t| now_ms - t >= segment_ms)
             });
             let sync = st.synced_offset < st.log_end_offset && now_ms - st.last_sync_ms >= flush_ms;
+            if sync && st.flushing {
+                // The running round ends soon, and the next one syncs.
+                st.stop_round = true;
+            }
             (roll, sync && !st.flushing)
         };
         if roll {
@@ -1438,6 +1552,13 @@ impl<S: Storage> PartitionLog<S> {
             storage.sync_dir(dir).await.map_err(io_err)?;
         }
         self.inner.state.borrow_mut().closed = true;
+        if self.inner.spare.borrow_mut().take().is_some() {
+            let _ = self
+                .inner
+                .storage
+                .remove_file(&self.inner.dir.join(SPARE_SEGMENT_FILE))
+                .await;
+        }
         self.inner.appended.notify_all();
         self.inner.progress.notify_all();
         Ok(())
@@ -1458,6 +1579,21 @@ impl<S: Storage> PartitionLog<S> {
 
 /// Copies `[from, end)` of the active segment out of the tail buffer and
 /// chunks (which together hold everything from the first chunk's start).
+/// Drops written chunks beyond the hot cache (the oldest first), handing
+/// their buffers back to the storage. Only a written prefix is dropped:
+/// writes finish out of order.
+fn trim_written<F: StorageFile>(tail: &mut Tail<F::Buf>, file: &F) {
+    let written = tail.chunks.iter().take_while(|c| c.written).count();
+    for _ in 0..written.saturating_sub(CACHE_CHUNKS) {
+        let Some(c) = tail.chunks.pop_front() else {
+            break;
+        };
+        if let Ok(buf) = Rc::try_unwrap(c.buf) {
+            file.recycle_buf(buf);
+        }
+    }
+}
+
 fn copy_from_memory<B: IoBuf>(tail: &Tail<B>, from: u64, end: u64, out: &mut BytesMut) {
     let mut p = from;
     while p < end {
@@ -1534,6 +1670,12 @@ async fn recover<S: Storage>(
 ) -> Result<(Vec<Segment<S::File>>, Tail<BufOf<S>>)> {
     storage.create_dir_all(dir).await.map_err(io_err)?;
     let names = storage.list_dir(dir).await.map_err(io_err)?;
+    if names.iter().any(|n| n == SPARE_SEGMENT_FILE) {
+        storage
+            .remove_file(&dir.join(SPARE_SEGMENT_FILE))
+            .await
+            .map_err(io_err)?;
+    }
     let mut bases: Vec<i64> = names
         .iter()
         .filter_map(|n| n.strip_suffix(".log"))

@@ -276,3 +276,81 @@ fn check_after_kill(path: &Path, acked: &[(u64, i64)]) {
         assert!(!all.is_empty());
     });
 }
+
+/// Appends batch `i` with `Durability::Written`, records it in `want`, and
+/// moves `i` on.
+async fn append_written(log: &PartitionLog, i: &mut u64, want: &mut Vec<Vec<u8>>) {
+    let info = log
+        .append(&batch_for(*i), Durability::Written, 0)
+        .await
+        .unwrap();
+    want.push(stored(*i, info.base_offset));
+    *i += 1;
+}
+
+/// The next segment's file is created and preallocated in the background
+/// once the active segment is half full, and the roll renames it into place
+/// (same inode). A leftover one is removed when the log opens.
+#[test]
+fn roll_renames_the_prepared_segment() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("t-0");
+    let spare = path.join(".next-segment");
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    assert!(config.preallocate, "preallocation is on by default");
+    let (p, s) = (path.clone(), spare.clone());
+    run(async move {
+        let log = PartitionLog::open(&p, config.clone()).await.unwrap();
+        let mut want = Vec::new();
+        let mut i = 0u64;
+        // Fill the first segment past half: that starts the spare.
+        while log.size_bytes() < (1 << 20) / 2 + 1024 {
+            append_written(&log, &mut i, &mut want).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.exists() || std::fs::metadata(&s).unwrap().len() < 1 << 20 {
+            assert!(
+                Instant::now() < deadline,
+                "the spare segment was never prepared"
+            );
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        let inode = std::fs::metadata(&s).unwrap().ino();
+
+        // Then fill it up: the roll must use the spare.
+        while log.segment_count() < 2 {
+            append_written(&log, &mut i, &mut want).await;
+        }
+        let active = std::fs::read_dir(&p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .max()
+            .unwrap();
+        assert_ne!(active, format!("{:020}.log", 0));
+        assert_eq!(
+            std::fs::metadata(p.join(&active)).unwrap().ino(),
+            inode,
+            "the roll must reuse the prepared file"
+        );
+        assert!(!s.exists(), "the spare was renamed away");
+        for j in i..i + 20 {
+            let info = log
+                .append(&batch_for(j), Durability::Synced, 0)
+                .await
+                .unwrap();
+            want.push(stored(j, info.base_offset));
+        }
+        log.close().await.unwrap();
+        // A leftover spare (a crash before the roll) is removed at open.
+        std::fs::write(&s, b"leftover").unwrap();
+        let log = PartitionLog::open(&p, config).await.unwrap();
+        assert!(!s.exists(), "a leftover spare must be removed at open");
+        assert_eq!(read_all(&log).await, want);
+        log.close().await.unwrap();
+    });
+}

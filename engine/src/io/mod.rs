@@ -44,6 +44,11 @@ pub trait StorageFile: 'static {
     type Buf: IoBuf;
     /// Allocates an aligned buffer of `len` bytes (a multiple of 4096).
     fn alloc_buf(&self, len: usize) -> Self::Buf;
+    /// Takes back a buffer the caller is done with, for a later `alloc_buf`
+    /// to reuse. The default drops it.
+    fn recycle_buf(&self, buf: Self::Buf) {
+        drop(buf);
+    }
     /// Writes the whole buffer at `pos` (aligned). A short write is an error.
     async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `pos` (any alignment); short at end of file.
