@@ -218,6 +218,9 @@ struct State<S: Storage> {
     /// nothing more, and the next round syncs (whoever leads it).
     stop_round: bool,
     rolling: bool,
+    /// Base offset of a rolled segment whose file is still being trimmed and
+    /// indexed in the background (`finish_segment`).
+    finishing: Option<i64>,
     closed: bool,
     /// Set when an fdatasync failed: what was acknowledged as written may be
     /// lost, so the log refuses appends until it is reopened.
@@ -264,6 +267,17 @@ struct Inner<S: Storage> {
     /// Base offset of the active segment a spare was last started for: one
     /// attempt per segment, so a full disk is not retried on every append.
     spare_started_for: Cell<Option<i64>>,
+}
+
+/// What `finish_segment` needs of a segment the roll closed.
+struct ClosedSegment<F> {
+    file: Rc<F>,
+    base: i64,
+    len: u64,
+    index_bytes: Vec<u8>,
+    time_bytes: Vec<u8>,
+    /// The producer state at the roll: (end offset, snapshot bytes).
+    snapshot: (i64, Vec<u8>),
 }
 
 /// Starts a future on the log's executor without waiting for it.
@@ -370,6 +384,7 @@ impl<S: Storage> PartitionLog<S> {
                     flushing: false,
                     stop_round: false,
                     rolling: false,
+                    finishing: None,
                     closed: false,
                     failed: None,
                 }),
@@ -1015,17 +1030,22 @@ impl<S: Storage> PartitionLog<S> {
         // Wait out any running round, then sync everything.
         loop {
             let progressed = self.inner.progress.notified();
-            let (flushing, end, has_chunks) = {
+            let (flushing, finishing, end, has_chunks) = {
                 let st = self.inner.state.borrow();
                 self.check_open(&st)?;
                 let has = st
                     .tail
                     .as_ref()
                     .is_some_and(|t| t.chunks.iter().any(|c| !c.written));
-                (st.flushing, st.log_end_offset, has)
+                (st.flushing, st.finishing.is_some(), st.log_end_offset, has)
             };
             if flushing {
                 self.inner.state.borrow_mut().stop_round = true;
+                progressed.await;
+                continue;
+            }
+            if finishing {
+                // One segment is finished at a time.
                 progressed.await;
                 continue;
             }
@@ -1038,12 +1058,12 @@ impl<S: Storage> PartitionLog<S> {
         // state covers exactly the synced log. Idle producers are forgotten
         // here (Kafka's `producer.id.expiration.ms`), not on every tick.
         let clock_ms = self.inner.state.borrow().clock_ms;
-        self.inner
-            .producers
-            .borrow_mut()
-            .remove_expired(clock_ms, producer_state::PRODUCER_ID_EXPIRATION_MS);
-        self.snapshot_producer_state().await;
-        let (old_file, base, len, index_bytes, time_bytes, next_offset) = {
+        let snapshot = {
+            let mut producers = self.inner.producers.borrow_mut();
+            producers.remove_expired(clock_ms, producer_state::PRODUCER_ID_EXPIRATION_MS);
+            (producers.end_offset(), producers.to_snapshot_bytes())
+        };
+        let closed = {
             let mut st = self.inner.state.borrow_mut();
             let Some(seg) = st.segments.last_mut() else {
                 return Ok(());
@@ -1052,47 +1072,70 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(());
             }
             seg.push_time_entry();
-            (
-                seg.file.clone(),
-                seg.base_offset,
-                seg.len,
-                index::encode_offset_index(&seg.index),
-                index::encode_time_index(&seg.time_index),
-                seg.next_offset,
-            )
+            ClosedSegment {
+                file: seg.file.clone(),
+                base: seg.base_offset,
+                len: seg.len,
+                index_bytes: index::encode_offset_index(&seg.index),
+                time_bytes: index::encode_time_index(&seg.time_index),
+                snapshot,
+            }
         };
+        let next_offset = self.inner.state.borrow().log_end_offset;
         let dir = &self.inner.dir;
         let storage = &self.inner.storage;
-        crate::io::write_whole_file(
-            storage,
-            &dir.join(segment_name(base, "index")),
-            &index_bytes,
-        )
-        .await
-        .map_err(io_err)?;
-        crate::io::write_whole_file(
-            storage,
-            &dir.join(segment_name(base, "timeindex")),
-            &time_bytes,
-        )
-        .await
-        .map_err(io_err)?;
-        old_file.truncate(len).await.map_err(io_err)?;
-        old_file.fdatasync().await.map_err(io_err)?;
         let (segment, tail) = self.next_segment(next_offset).await?;
         storage.sync_dir(dir).await.map_err(io_err)?;
-        let mut st = self.inner.state.borrow_mut();
-        st.segments.push(segment);
-        if let Some(old) = st.tail.replace(tail) {
-            old_file.recycle_buf(old.buf);
-            for c in old.chunks {
-                if let Ok(buf) = Rc::try_unwrap(c.buf) {
-                    old_file.recycle_buf(buf);
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.segments.push(segment);
+            st.finishing = Some(closed.base);
+            if let Some(old) = st.tail.replace(tail) {
+                closed.file.recycle_buf(old.buf);
+                for c in old.chunks {
+                    if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                        closed.file.recycle_buf(buf);
+                    }
                 }
             }
         }
+        // Appends go on in the new segment while the old one is finished.
+        drop(_guard);
+        match &self.inner.write_behind {
+            Some(spawn) => {
+                let log = self.clone();
+                spawn(Box::pin(async move { log.finish_segment(closed).await }));
+            }
+            None => self.finish_segment(closed).await,
+        }
         tracing::debug!(dir = %dir.display(), base_offset = next_offset, roll_ms = started.elapsed().as_secs_f64() * 1e3, "segment rolled");
         Ok(())
+    }
+
+    /// Finishes a segment the roll closed (its data synced, the next
+    /// segment already active): trims the file to its logical length and
+    /// syncs that, then writes its index files (each under a temporary name,
+    /// renamed when complete) and the producer snapshot taken at the roll.
+    /// Until both index files exist, recovery scans the segment as it scans
+    /// the active one. A failure is logged, not returned: the data is safe
+    /// and recovery rebuilds what is missing.
+    async fn finish_segment(&self, closed: ClosedSegment<S::File>) {
+        let dir = &self.inner.dir;
+        let storage = &self.inner.storage;
+        let base = closed.base;
+        let done = async {
+            closed.file.truncate(closed.len).await?;
+            closed.file.fdatasync().await?;
+            write_index_files(storage, dir, base, &closed.index_bytes, &closed.time_bytes).await?;
+            let (offset, bytes) = &closed.snapshot;
+            producer_state::write_snapshot(storage, dir, *offset, bytes).await
+        }
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(dir = %dir.display(), base_offset = base, error = %e, "finishing a rolled segment failed; recovery will rebuild its indexes");
+        }
+        self.inner.state.borrow_mut().finishing = None;
+        self.inner.progress.notify_all();
     }
 
     /// Reads bytes `[pos, pos + len)` of the segment with base `base`
@@ -1462,6 +1505,9 @@ impl<S: Storage> PartitionLog<S> {
             let mut total: u64 = st.segments.iter().map(|s| s.len).sum();
             while st.segments.len() > 1 {
                 let seg = &st.segments[0];
+                if st.finishing == Some(seg.base_offset) {
+                    break;
+                }
                 let by_time = retention_ms >= 0
                     && seg.max_timestamp >= 0
                     && now_ms - seg.max_timestamp > retention_ms;
@@ -1503,7 +1549,11 @@ impl<S: Storage> PartitionLog<S> {
         }
         loop {
             let progressed = self.inner.progress.notified();
-            if self.inner.state.borrow().rolling {
+            let busy = {
+                let st = self.inner.state.borrow();
+                st.rolling || st.finishing.is_some()
+            };
+            if busy {
                 progressed.await;
                 continue;
             }
@@ -1529,20 +1579,9 @@ impl<S: Storage> PartitionLog<S> {
             };
             let dir = &self.inner.dir;
             let storage = &self.inner.storage;
-            crate::io::write_whole_file(
-                storage,
-                &dir.join(segment_name(base, "index")),
-                &index_bytes,
-            )
-            .await
-            .map_err(io_err)?;
-            crate::io::write_whole_file(
-                storage,
-                &dir.join(segment_name(base, "timeindex")),
-                &time_bytes,
-            )
-            .await
-            .map_err(io_err)?;
+            write_index_files(storage, dir, base, &index_bytes, &time_bytes)
+                .await
+                .map_err(io_err)?;
             file.truncate(len).await.map_err(io_err)?;
             file.fdatasync().await.map_err(io_err)?;
             self.snapshot_producer_state().await;
@@ -1579,6 +1618,25 @@ impl<S: Storage> PartitionLog<S> {
 
 /// Copies `[from, end)` of the active segment out of the tail buffer and
 /// chunks (which together hold everything from the first chunk's start).
+/// Writes a segment's `.index` and `.timeindex`, each under a temporary name
+/// renamed when complete: an index file that exists is whole.
+async fn write_index_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: i64,
+    index_bytes: &[u8],
+    time_bytes: &[u8],
+) -> std::io::Result<()> {
+    for (ext, bytes) in [("index", index_bytes), ("timeindex", time_bytes)] {
+        let tmp = dir.join(format!("{}.tmp", segment_name(base, ext)));
+        crate::io::write_whole_file(storage, &tmp, bytes).await?;
+        storage
+            .rename(&tmp, &dir.join(segment_name(base, ext)))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Drops written chunks beyond the hot cache (the oldest first), handing
 /// their buffers back to the storage. Only a written prefix is dropped:
 /// writes finish out of order.
@@ -1670,11 +1728,11 @@ async fn recover<S: Storage>(
 ) -> Result<(Vec<Segment<S::File>>, Tail<BufOf<S>>)> {
     storage.create_dir_all(dir).await.map_err(io_err)?;
     let names = storage.list_dir(dir).await.map_err(io_err)?;
-    if names.iter().any(|n| n == SPARE_SEGMENT_FILE) {
-        storage
-            .remove_file(&dir.join(SPARE_SEGMENT_FILE))
-            .await
-            .map_err(io_err)?;
+    // Leftovers of a crash: the spare segment, index files not yet renamed.
+    for n in &names {
+        if n == SPARE_SEGMENT_FILE || n.ends_with(".index.tmp") || n.ends_with(".timeindex.tmp") {
+            storage.remove_file(&dir.join(n)).await.map_err(io_err)?;
+        }
     }
     let mut bases: Vec<i64> = names
         .iter()
@@ -1687,7 +1745,22 @@ async fn recover<S: Storage>(
     let clean = storage.exists(&marker).await.map_err(io_err)?;
     let interval = config.index_interval_bytes as u64;
     let mut segments: Vec<Segment<S::File>> = Vec::new();
+    // Closed segments whose index files were not both written: a crash
+    // while `finish_segment` ran. They are scanned like the active one.
+    let mut unfinished = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
+        if i + 1 < bases.len() {
+            let mut finished = true;
+            for ext in ["index", "timeindex"] {
+                finished &= storage
+                    .exists(&dir.join(segment_name(base, ext)))
+                    .await
+                    .map_err(io_err)?;
+            }
+            if !finished {
+                unfinished.push(base);
+            }
+        }
         let file = storage
             .open(&dir.join(segment_name(base, "log")))
             .await
@@ -1718,6 +1791,50 @@ async fn recover<S: Storage>(
         }
         segments.push(seg);
     }
+    let mut i = 0;
+    while i + 1 < segments.len() {
+        if !unfinished.contains(&segments[i].base_offset) {
+            i += 1;
+            continue;
+        }
+        let seg = &mut segments[i];
+        let file_len = seg.file.len().await.map_err(io_err)?;
+        recover_segment(seg, file_len, interval, false).await?;
+        seg.push_time_entry();
+        let base = seg.base_offset;
+        tracing::info!(dir = %dir.display(), base_offset = base, logical_bytes = seg.len, file_bytes = file_len, "recovered a segment rolled just before the crash");
+        // Always: what the scan found (and the file's length) may not have
+        // been durable before, and the index files must not outlive it.
+        seg.file.truncate(seg.len).await.map_err(io_err)?;
+        seg.file.fdatasync().await.map_err(io_err)?;
+        write_index_files(
+            storage,
+            dir,
+            base,
+            &index::encode_offset_index(&seg.index),
+            &index::encode_time_index(&seg.time_index),
+        )
+        .await
+        .map_err(io_err)?;
+        let next_base = segments[i + 1].base_offset;
+        if segments[i].next_offset != next_base {
+            // Its data was synced before the next segment existed, so only
+            // a disk that lost synced writes gets here. Nothing after a gap
+            // can be served: the log ends where this segment's data does.
+            tracing::error!(dir = %dir.display(), base_offset = base, next_offset = segments[i].next_offset, next_base, "a rolled segment ends before the next one starts; the segments after it are removed");
+            for dropped in segments.drain(i + 1..) {
+                for ext in ["log", "index", "timeindex"] {
+                    storage
+                        .remove_file(&dir.join(segment_name(dropped.base_offset, ext)))
+                        .await
+                        .map_err(io_err)?;
+                }
+            }
+            storage.sync_dir(dir).await.map_err(io_err)?;
+            break;
+        }
+        i += 1;
+    }
     // Recover the active segment: scan from its last index entry, checking
     // every batch; an empty last segment (a crash during a roll) is dropped
     // and the one before becomes active again.
@@ -1744,12 +1861,32 @@ async fn recover<S: Storage>(
         }
         if seg.len != file_len {
             seg.file.truncate(seg.len).await.map_err(io_err)?;
+        }
+        if seg.len != file_len || !clean {
+            // What the scan found may be visible without being durable (the
+            // process died, the machine did not; or an earlier open failed
+            // half way): the log reports it synced from here on.
             seg.file.fdatasync().await.map_err(io_err)?;
         }
         break;
     }
+    // The active segment's index files (from a clean close) go stale with
+    // its next append. Removed now, so that a segment's index files on disk
+    // always describe it whole: a rolled segment without both is scanned.
+    let mut removed = false;
+    if let Some(seg) = segments.last() {
+        for ext in ["index", "timeindex"] {
+            let path = dir.join(segment_name(seg.base_offset, ext));
+            if storage.exists(&path).await.map_err(io_err)? {
+                storage.remove_file(&path).await.map_err(io_err)?;
+                removed = true;
+            }
+        }
+    }
     if clean {
         storage.remove_file(&marker).await.map_err(io_err)?;
+    }
+    if clean || removed {
         storage.sync_dir(dir).await.map_err(io_err)?;
     }
     if segments.is_empty() {

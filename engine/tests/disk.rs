@@ -354,3 +354,54 @@ fn roll_renames_the_prepared_segment() {
         log.close().await.unwrap();
     });
 }
+
+/// A crash after a roll but before the old segment was trimmed and indexed
+/// (`finish_segment` runs after the next segment is active) leaves a closed
+/// segment longer than its data and without index files. Opening scans it,
+/// trims it and writes its index files; nothing is lost or invented.
+#[test]
+fn unfinished_rolled_segment_is_scanned_at_open() {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    run(async move {
+        let log = PartitionLog::open(&p, small_config()).await.unwrap();
+        let mut want = Vec::new();
+        let mut i = 0u64;
+        while log.segment_count() < 3 {
+            append_written(&log, &mut i, &mut want).await;
+        }
+        log.close().await.unwrap();
+        // Undo what finish_segment did for the first segment.
+        let first = p.join(format!("{:020}.log", 0));
+        let len = std::fs::metadata(&first).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(len + 64 * 1024)
+            .unwrap();
+        for ext in ["index", "timeindex"] {
+            std::fs::remove_file(p.join(format!("{:020}.{ext}", 0))).unwrap();
+        }
+        std::fs::remove_file(p.join(".clean-shutdown")).unwrap();
+        let log = PartitionLog::open(&p, small_config()).await.unwrap();
+        assert_eq!(read_all(&log).await, want);
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().len(),
+            len,
+            "trimmed again"
+        );
+        for ext in ["index", "timeindex"] {
+            assert!(
+                p.join(format!("{:020}.{ext}", 0)).exists(),
+                "{ext} rewritten"
+            );
+        }
+        // The time index is whole again: the first batch is found by its
+        // timestamp.
+        let found = log.offset_for_timestamp(1_000).await.unwrap();
+        assert_eq!(found.map(|(o, _)| o), Some(0));
+        log.close().await.unwrap();
+    });
+}

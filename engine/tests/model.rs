@@ -459,7 +459,20 @@ fn model_regression_seeds() {
     // A roll that wrote the `.index` but crashed before the `.timeindex`:
     // recovery started at the stale index entry and lost the maximum
     // timestamp of the batches before it.
-    for seed in [1_592_591_598u64, 1_592_593_581] {
+    // Rolls that finish the old segment after the new one is active:
+    // - a failed open created empty index files by reading them (read
+    //   created missing files), so the retry trusted an empty time index;
+    // - a rolled segment whose trim was not durable, with index files;
+    // - a reopen without a crash after a failed close reported unsynced
+    //   bytes as synced (recovery now syncs the active segment).
+    for seed in [
+        1_592_591_598u64,
+        1_592_593_581,
+        1_592_590_437,
+        1_592_590_372,
+        1_592_590_452,
+        1_592_592_447,
+    ] {
         if let Err(e) = run_seed(seed) {
             panic!("regression seed {seed} failed: {e}");
         }

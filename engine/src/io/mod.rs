@@ -94,7 +94,14 @@ pub async fn write_whole_file<S: Storage>(storage: &S, path: &Path, data: &[u8])
 }
 
 /// Reads the whole content of the file at `path`.
+/// A missing file is `NotFound` (and is not created: `open` would).
 pub async fn read_whole_file<S: Storage>(storage: &S, path: &Path) -> io::Result<Bytes> {
+    if !storage.exists(path).await? {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} does not exist", path.display()),
+        ));
+    }
     let file = storage.open(path).await?;
     let len = file.len().await?;
     if len == 0 {
