@@ -67,11 +67,11 @@ const MIN_SEGMENT_BYTES: u64 = 4 * ALIGN_BYTES;
 /// Written by `close`, removed by `open`: its presence means the last
 /// shutdown was clean.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
-/// The next segment's file, created and preallocated in the background
-/// while the active segment fills, and renamed to `<base>.log` at the roll.
-/// A new file's first large fallocate was seen to take 75-100 ms on ext4,
-/// with no log write in flight; made ahead of time it costs the roll
-/// nothing. A leftover one is removed when the log opens.
+/// The next segment's file, created and preallocated whole in the
+/// background while the active segment fills, and renamed to `<base>.log`
+/// at the roll: the new segment then needs no preallocation step, each of
+/// which drains the write queue (see PREALLOCATE_STEP_BYTES), and the roll
+/// creates no file. A leftover one is removed when the log opens.
 const SPARE_SEGMENT_FILE: &str = ".next-segment";
 
 /// What an append waits for before it returns.
