@@ -262,11 +262,14 @@ struct Inner<S: Storage> {
     /// needs to be in the log does not wait for the disk. Without one
     /// (storage driven by a plain `block_on`), the append awaits the write.
     write_behind: Option<Spawner>,
-    /// The preallocated file the next roll renames into place.
-    spare: RefCell<Option<Rc<S::File>>>,
+    /// The preallocated file the next roll renames into place, and how far
+    /// it is preallocated.
+    spare: RefCell<Option<(Rc<S::File>, u64)>>,
     /// Base offset of the active segment a spare was last started for: one
     /// attempt per segment, so a full disk is not retried on every append.
     spare_started_for: Cell<Option<i64>>,
+    /// A spare is being prepared.
+    spare_busy: Cell<bool>,
 }
 
 /// What `finish_segment` needs of a segment the roll closed.
@@ -393,6 +396,7 @@ impl<S: Storage> PartitionLog<S> {
                 rounds: Cell::new(0),
                 spare: RefCell::new(None),
                 spare_started_for: Cell::new(None),
+                spare_busy: Cell::new(false),
                 producers: RefCell::new(producers),
                 write_behind,
             }),
@@ -661,9 +665,16 @@ impl<S: Storage> PartitionLog<S> {
                 _ => return,
             }
         };
-        if self.inner.spare_started_for.get() == Some(base) {
+        // One preparation at a time, and none while a spare waits for the
+        // roll: a second one would truncate the file the roll may be
+        // renaming into place.
+        if self.inner.spare_started_for.get() == Some(base)
+            || self.inner.spare_busy.get()
+            || self.inner.spare.borrow().is_some()
+        {
             return;
         }
+        self.inner.spare_busy.set(true);
         self.inner.spare_started_for.set(Some(base));
         match &self.inner.write_behind {
             Some(spawn) => {
@@ -685,13 +696,14 @@ impl<S: Storage> PartitionLog<S> {
             let file = storage.open(&path).await?;
             file.truncate(0).await?;
             file.preallocate(align_up(segment_bytes)).await?;
-            Ok::<_, std::io::Error>(file)
+            Ok::<_, std::io::Error>((file, align_up(segment_bytes)))
         }
         .await;
         let closed = self.inner.state.borrow().closed;
+        self.inner.spare_busy.set(false);
         match made {
-            Ok(file) if !closed => {
-                *self.inner.spare.borrow_mut() = Some(Rc::new(file));
+            Ok((file, allocated)) if !closed => {
+                *self.inner.spare.borrow_mut() = Some((Rc::new(file), allocated));
             }
             Ok(_) => {
                 let _ = storage.remove_file(&path).await;
@@ -710,7 +722,7 @@ impl<S: Storage> PartitionLog<S> {
         let dir = &self.inner.dir;
         let config = self.config();
         let spare = self.inner.spare.borrow_mut().take();
-        if let Some(file) = spare {
+        if let Some((file, allocated)) = spare {
             let path = dir.join(segment_name(base_offset, "log"));
             let renamed = storage.rename(&dir.join(SPARE_SEGMENT_FILE), &path).await;
             match renamed {
@@ -728,11 +740,7 @@ impl<S: Storage> PartitionLog<S> {
                         loaded_end: 0,
                     };
                     let mut segment = Segment::new(base_offset, file);
-                    segment.allocated_bytes = align_up(
-                        config
-                            .segment_bytes
-                            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-                    );
+                    segment.allocated_bytes = allocated;
                     return Ok((segment, tail));
                 }
                 Err(e) => {
@@ -966,7 +974,10 @@ impl<S: Storage> PartitionLog<S> {
                         break;
                     };
                     let end = c.start + c.buf.as_slice().len() as u64;
-                    if end > write_limit || busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
+                    // A sync round's chunks are all below the preallocation
+                    // made above; only a write-behind round can outrun it.
+                    let outruns = !sync && end > write_limit;
+                    if outruns || busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
                         break;
                     }
                     c.submitted = true;
