@@ -960,8 +960,13 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let mut submitted = 0usize;
+        // The first failed write: nothing more is submitted, and the writes
+        // in flight are waited for (a dropped write could still land after
+        // a later round's rewrite of the same block). RoundGuard then
+        // resubmits every chunk not written.
+        let mut failure: Option<std::io::Error> = None;
         loop {
-            while inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
+            while failure.is_none() && inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
                 let next = {
                     let mut st = self.inner.state.borrow_mut();
                     if !sync && st.stop_round {
@@ -987,14 +992,18 @@ impl<S: Storage> PartitionLog<S> {
                 let id = Rc::as_ptr(&buf) as usize;
                 busy.push((id, start, end));
                 let file = file.clone();
-                inflight.push(async move { file.write_at(buf, start).await.map(|()| id) });
+                inflight.push(async move { (id, file.write_at(buf, start).await) });
                 submitted += 1;
             }
             let Some(done) = inflight.next().await else {
                 break;
             };
-            let id = done.map_err(io_err)?;
+            let (id, result) = done;
             busy.retain(|&(b, _, _)| b != id);
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+                continue;
+            }
             let mut st = self.inner.state.borrow_mut();
             if let Some(tail) = st.tail.as_mut() {
                 if let Some(c) = tail
@@ -1009,6 +1018,9 @@ impl<S: Storage> PartitionLog<S> {
             drop(st);
             // Appends held back by MAX_UNWRITTEN_BYTES may go on now.
             self.inner.progress.notify_all();
+        }
+        if let Some(e) = failure {
+            return Err(io_err(e));
         }
         tracing::trace!(dir = %self.inner.dir.display(), sync, chunks = submitted, write_ms = started.elapsed().as_secs_f64() * 1e3, "flush round written");
         if sync {
@@ -1494,13 +1506,17 @@ impl<S: Storage> PartitionLog<S> {
             }
             (roll, sync && !st.flushing)
         };
-        if roll {
-            self.roll().await?;
+        let work = if roll {
+            self.roll().await
         } else if sync {
-            self.flush_round(true).await?;
-        }
+            self.flush_round(true).await
+        } else {
+            Ok(())
+        };
+        // Retention runs even when the roll or sync failed: on a full disk,
+        // deleting old segments is what frees the space they need.
         self.apply_retention(now_ms).await?;
-        Ok(())
+        work
     }
 
     /// Deletes closed segments past `retention.ms` / `retention.bytes`,

@@ -572,6 +572,117 @@ fn enospc_is_no_space_and_log_stays_readable() {
     });
 }
 
+/// On a full disk the tick's `flush.ms` sync fails; retention must still
+/// run, since deleting old segments is what frees the space.
+#[test]
+fn retention_runs_when_the_disk_is_full() {
+    block_on(async {
+        let fs = SimStorage::new(5);
+        let config = LogConfig {
+            segment_bytes: 64 * 1024,
+            retention_bytes: 128 * 1024,
+            flush_ms: 0,
+            // Files grow with each write, so the sync's writes need space.
+            preallocate: false,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open_with(fs.clone(), "/sim/full-retention", config)
+            .await
+            .unwrap();
+        fs.set_faults(SimFaults {
+            sync_fail_ppm: 0,
+            capacity_bytes: Some(400 * 1024),
+        });
+        let mut appended = 0;
+        let mut full = false;
+        for i in 0..400 {
+            let b = build_batch(i, &[&vec![i as u8; 3000]]);
+            match log.append(&b, Durability::Written, i).await {
+                Ok(_) => appended += 1,
+                Err(EngineError::NoSpace) => {
+                    full = true;
+                    break;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert!(full, "capacity never ran out");
+        assert!(appended > 0);
+        assert_eq!(log.log_start_offset(), 0);
+        // The sync fails for want of space (or succeeds); either way the
+        // old segments go.
+        let _ = log.tick(1_000_000).await;
+        assert!(
+            log.log_start_offset() > 0,
+            "retention did not run on a full disk"
+        );
+        let b = build_batch(1, &[b"room again"]);
+        let info = log.append(&b, Durability::Synced, 1_000_001).await.unwrap();
+        let r = log.read(info.base_offset, 1).await.unwrap();
+        assert_eq!(
+            batch::validate(&r.batches[0]).unwrap().base_offset,
+            info.base_offset
+        );
+    });
+}
+
+/// A write-behind chunk write that fails (here ENOSPC while the file grows)
+/// must be written again by a later round: a sync that succeeds afterwards
+/// covers those bytes too, and a roll does not wait for them forever.
+#[test]
+fn failed_chunk_write_is_retried_before_a_sync_reports_it() {
+    block_on(async {
+        let fs = SimStorage::new(11);
+        let config = LogConfig {
+            segment_bytes: 4 << 20,
+            preallocate: false,
+            ..LogConfig::default()
+        };
+        let dir = "/sim/retry";
+        let log = PartitionLog::open_with(fs.clone(), dir, config.clone())
+            .await
+            .unwrap();
+        // No file may grow: the first full chunk's write fails.
+        let used: u64 = fs.paths().iter().filter_map(|p| fs.file_len(p)).sum();
+        fs.set_faults(SimFaults {
+            sync_fail_ppm: 0,
+            capacity_bytes: Some(used),
+        });
+        let payload = vec![7u8; 16 * 1024];
+        let mut last = -1;
+        for i in 0..80 {
+            let b = build_batch(i, &[&payload]);
+            last = log
+                .append(&b, Durability::Written, i)
+                .await
+                .unwrap()
+                .last_offset;
+        }
+        // More than one 1 MiB chunk was sealed and its write failed.
+        let log_file = Path::new(dir).join(format!("{:020}.log", 0));
+        assert_eq!(fs.file_len(&log_file), Some(0), "a write got through");
+        fs.set_faults(SimFaults::default());
+        let b = build_batch(99, &[b"synced"]);
+        let info = log.append(&b, Durability::Synced, 99).await.unwrap();
+        assert_eq!(info.base_offset, last + 1);
+        fs.crash();
+        drop(log);
+        let log = PartitionLog::open_with(fs.clone(), dir, config)
+            .await
+            .unwrap();
+        assert_eq!(
+            log.log_end_offset(),
+            info.last_offset + 1,
+            "bytes reported synced were lost"
+        );
+        for o in 0..=info.last_offset {
+            let r = log.read(o, 1).await.unwrap();
+            let h = batch::validate(&r.batches[0]).unwrap();
+            assert_eq!(h.base_offset, o);
+        }
+    });
+}
+
 #[test]
 fn group_commit_shares_one_sync() {
     block_on(async {
