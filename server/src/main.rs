@@ -1,8 +1,10 @@
 //! `strom`: the broker binary.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,6 +12,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use strom_server::config::BrokerConfig;
 use strom_server::server::Broker;
+
+/// How often the main thread looks for a signal between waits for a shard's exit.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+/// How long the other shards get to close their logs after one failed.
+const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[global_allocator]
 static ALLOCATOR: strom_server::alloc::HugeMapAllocator = strom_server::alloc::HugeMapAllocator;
@@ -53,6 +60,11 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // By default a failed write of a log line is reported with
+        // eprintln!, which panics when stderr is the file that failed (a
+        // full disk) and takes the shard down with it. A lost log line
+        // must not stop the broker.
+        .log_internal_errors(false)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,10 +109,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // SIGTERM right after the listening line is a graceful shutdown.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let broker = Broker::start(broker_config)?;
-    println!("strom listening on {}", broker.addr);
+    // Not println!: it panics when stdout cannot be written (a full disk).
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "strom listening on {}",
+        broker.addr
+    );
     let stop = broker.stop_handle();
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "shutting down");
+    // Wait for a signal, and watch the shards meanwhile: a shard that ends
+    // on its own has panicked, and a broker missing a shard must not look
+    // alive to clients and supervisors.
+    loop {
+        if let Some(sig) = signals.pending().next() {
+            tracing::info!(signal = sig, "shutting down");
+            break;
+        }
+        if let Some(id) = broker.shard_exited(SIGNAL_POLL) {
+            tracing::error!(
+                shard = id,
+                "a shard stopped unexpectedly; stopping the broker"
+            );
+            return Err(broker.stop_after_failure(id, SHARD_STOP_TIMEOUT));
+        }
     }
     stop.store(true, Ordering::SeqCst);
     broker.join()?;

@@ -30,6 +30,26 @@ pub struct Broker {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Receives a shard's id when its thread ends, by return or by panic.
+    exits: mpsc::Receiver<usize>,
+}
+
+/// Sends the shard's id when dropped. It lives in a thread-local of the
+/// shard's thread, whose destructor runs when the thread ends, also after a
+/// panic (the executor may leak the shard's future when a task panics).
+struct ExitNotice {
+    id: usize,
+    tx: mpsc::Sender<usize>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.id);
+    }
+}
+
+thread_local! {
+    static EXIT_NOTICE: std::cell::RefCell<Option<ExitNotice>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Broker {
@@ -69,6 +89,7 @@ impl Broker {
         // No shard accepts a connection before every shard has opened its
         // logs: a request may touch partitions of any shard.
         let logs_open = Arc::new(Barrier::new(shards));
+        let (exit_tx, exits) = mpsc::channel::<usize>();
 
         let mut handles = Vec::new();
         for id in 0..shards {
@@ -78,10 +99,15 @@ impl Broker {
             let mesh = mesh.clone();
             let ready = ready_tx.clone();
             let logs_open = logs_open.clone();
+            let exit = ExitNotice {
+                id,
+                tx: exit_tx.clone(),
+            };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
                 .name(&format!("strom-shard-{id}"))
                 .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
                 .spawn(move || async move {
+                    EXIT_NOTICE.with(|n| *n.borrow_mut() = Some(exit));
                     run_shard(
                         id, shards, config, metadata, addr, stop, mesh, ready, logs_open,
                     )
@@ -106,7 +132,35 @@ impl Broker {
             addr: bound,
             stop,
             handles,
+            exits,
         })
+    }
+
+    /// Waits up to `timeout` for a shard's thread to end and returns its
+    /// id. Before `stop` is set, a shard that ends has failed (a panic):
+    /// its partitions are no longer served.
+    pub fn shard_exited(&self, timeout: Duration) -> Option<usize> {
+        self.exits.recv_timeout(timeout).ok()
+    }
+
+    /// After shard `failed` ended: asks the other shards to stop (close
+    /// their logs, so acknowledged appends reach the disk) and waits for
+    /// them up to `timeout`. Returns the error the process exits with.
+    pub fn stop_after_failure(self, failed: usize, timeout: Duration) -> anyhow::Error {
+        self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        let mut running = self.handles.len().saturating_sub(1);
+        while running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.exits.recv_timeout(left).is_err() {
+                break;
+            }
+            running -= 1;
+        }
+        if running > 0 {
+            tracing::error!(shards = running, "shards did not stop in time");
+        }
+        anyhow!("shard {failed} stopped unexpectedly (see the log above); the broker exits so that it can be restarted")
     }
 
     /// Asks every shard to stop: stop accepting, close logs, exit.

@@ -4,13 +4,16 @@ client and its memory stays bounded."""
 
 import os
 import random
+import signal
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 
 import kafka_wire as kw
-from clients import roundtrip
+from clients import Rec, consume_exact, produce_all, roundtrip
+from conftest import Broker, create_topic
 
 RSS_LIMIT = 500 * 1024 * 1024
 
@@ -197,3 +200,29 @@ def test_fd_count_returns_to_baseline(broker, topic):
     while len(os.listdir(fd_dir)) > before + 5 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(os.listdir(fd_dir)) <= before + 5, f"fds {before} -> {len(os.listdir(fd_dir))}"
+
+
+def test_unwritable_log_output_does_not_stop_the_broker(tmp_path, topic_name):
+    """stdout and stderr are /dev/full, where every write fails with ENOSPC as
+    on a full disk that holds the log file, and RUST_LOG=debug logs every log
+    open and segment roll: the broker keeps serving. A failed log write used
+    to panic the shard that wrote it (tracing-subscriber reports the failure
+    with eprintln!), and the process lived on without that shard."""
+    b = Broker(tmp_path / "data", Path("/dev/full"), env={"RUST_LOG": "debug"})
+    b.start()
+    try:
+        partitions = 4
+        create_topic(b.bootstrap, topic_name, partitions, config={"segment.bytes": "1048576"})
+        # About 3 MiB per partition: several segment rolls on every shard.
+        recs = [Rec(b"k%d" % i, bytes([i % 251]) * 4000) for i in range(800)]
+        for p in range(partitions):
+            offsets = produce_all(b.bootstrap, topic_name, p, recs)
+            assert offsets == list(range(len(recs)))
+        for p in range(partitions):
+            got = consume_exact(b.bootstrap, topic_name, p, 0, len(recs))
+            assert [(g.key, g.value) for g in got] == [(r.key, r.value) for r in recs]
+        assert b.alive(), "strom exited"
+        roundtrip(b.bootstrap, topic_name)
+    finally:
+        code = b.stop(signal.SIGTERM)
+    assert code == 0, f"strom exited with {code}"
