@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,8 +81,9 @@ fn start_broker(tag: &str) -> Option<(Broker, String, PathBuf)> {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", strom.display())),
     );
+    // Ready means ApiVersions answered, not just that the port accepted.
     let deadline = Instant::now() + BROKER_START_TIMEOUT;
-    while TcpStream::connect(&addr).is_err() {
+    while Conn::connect(&addr).is_err() {
         assert!(
             broker.0.try_wait().unwrap().is_none(),
             "strom exited before listening"
@@ -97,7 +98,7 @@ fn start_broker(tag: &str) -> Option<(Broker, String, PathBuf)> {
 }
 
 /// Runs `strom-bench run` with `args` after the workload and output options.
-fn run_bench(addr: &str, workload: &Path, out: &Path, args: &[&str]) {
+fn run_bench(broker: &mut Broker, addr: &str, workload: &Path, out: &Path, args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_strom-bench"))
         .args(["run", "--bootstrap", addr, "--workload"])
         .arg(workload)
@@ -108,7 +109,12 @@ fn run_bench(addr: &str, workload: &Path, out: &Path, args: &[&str]) {
         .unwrap();
     assert!(
         output.status.success(),
-        "strom-bench failed:\n{}\n{}",
+        "strom-bench failed (broker: {}):\n{}\n{}",
+        match broker.0.try_wait() {
+            Ok(None) => "still running".to_string(),
+            Ok(Some(status)) => format!("exited, {status}"),
+            Err(e) => format!("unknown, {e}"),
+        },
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
@@ -134,12 +140,12 @@ fn fixed_rate_run(
     tag: &str,
     extra: &[&str],
 ) -> Option<(Broker, String, PathBuf, serde_json::Value)> {
-    let (broker, addr, dir) = start_broker(tag)?;
+    let (mut broker, addr, dir) = start_broker(tag)?;
     let workload = fixed_rate_workload(&dir, 2_000.0, 4);
     let out = dir.join("out");
     let mut args = extra.to_vec();
     args.extend(["--duration", "3", "--warmup", "1", "--quiet"]);
-    run_bench(&addr, &workload, &out, &args);
+    run_bench(&mut broker, &addr, &workload, &out, &args);
     // No produce errors (checked there), the rate held, everything consumed.
     let r = check_outputs(&out, "fixed-test", 2_000.0);
     Some((broker, addr, dir, r))
@@ -176,7 +182,7 @@ fn idempotent_fixed_rate_run_against_strom() {
 
 #[test]
 fn idempotent_max_rate_run_with_two_producers_against_strom() {
-    let Some((broker, addr, dir)) = start_broker("strom-idem-max") else {
+    let Some((mut broker, addr, dir)) = start_broker("strom-idem-max") else {
         return;
     };
     // Two producers (two producer ids) share the partitions; small batches
@@ -189,6 +195,7 @@ fn idempotent_max_rate_run_with_two_producers_against_strom() {
     .unwrap();
     let out = dir.join("out");
     run_bench(
+        &mut broker,
         &addr,
         &workload,
         &out,

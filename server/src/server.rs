@@ -300,15 +300,17 @@ async fn watch_stop(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
 const ADDRESS_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Binds `addr` without SO_REUSEPORT to learn that nobody listens there
-/// (and which port `:0` means). A broker killed with SIGKILL keeps its
-/// listening sockets for a moment after it is reaped, while the kernel
-/// tears its io_uring instances down, so `EADDRINUSE` is retried for
+/// (and which port `:0` means). The probe socket never listens: a client
+/// polling the port must not connect to it while the shards are still
+/// opening their logs. A broker killed with SIGKILL keeps its listening
+/// sockets for a moment after it is reaped, while the kernel tears its
+/// io_uring instances down, so `EADDRINUSE` is retried for
 /// [`ADDRESS_RELEASE_DEADLINE`] before it is reported.
 fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let deadline = Instant::now() + ADDRESS_RELEASE_DEADLINE;
     let mut logged = false;
     loop {
-        match std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()) {
+        match probe_bind(addr) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !logged {
                     tracing::info!(%addr, "listen address in use; waiting for it to be released");
@@ -319,6 +321,18 @@ fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
             result => return result,
         }
     }
+}
+
+/// Binds (without listening) a socket like the one `std::net::TcpListener`
+/// makes, SO_REUSEADDR included, and returns its address.
+fn probe_bind(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.bind(&addr.into())?;
+    sk.local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound address is not an IP address"))
 }
 
 /// Binds a shard's listener with SO_REUSEPORT (every shard shares the port)

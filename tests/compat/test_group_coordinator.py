@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import kafka_wire
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -67,11 +68,14 @@ class GroupBroker:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.time() + 30
         while time.time() < end:
+            # Ready means ApiVersions answered, not just that the port accepted.
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.02)
+                err, _ = kafka_wire.api_versions(self.port, timeout=1.0)
+                if err == 0:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
         raise RuntimeError("strom did not start")
 
     def stop(self, sig=signal.SIGTERM):
