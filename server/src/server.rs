@@ -1,7 +1,9 @@
 //! Starting and stopping the broker: one glommio executor per shard, pinned
 //! to a core, each with its own SO_REUSEPORT listener on the same address.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -276,14 +278,58 @@ async fn run_shard(
     tracing::info!(shard = id, "shard stopped");
 }
 
+/// How often a log whose tick keeps failing (a full disk fails it every
+/// [`TICK_INTERVAL_MS`]) is warned about again.
+const TICK_WARN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Per log, the failing ticks since its last warning.
+#[derive(Default)]
+struct TickFailures {
+    last_warned: Option<Instant>,
+    unreported: u64,
+    total: u64,
+}
+
 async fn tick_loop(shard: Rc<Shard>) {
+    let mut failing: HashMap<PathBuf, TickFailures> = HashMap::new();
     while !shard.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(TICK_INTERVAL_MS)).await;
         let now = crate::api::now_ms();
-        for log in shard.all_logs() {
-            if let Err(e) = log.tick(now).await {
-                tracing::warn!(dir = %log.dir().display(), "log tick failed: {e}");
+        let logs = shard.all_logs();
+        for log in &logs {
+            match log.tick(now).await {
+                Ok(()) => {
+                    if let Some(f) = failing.remove(log.dir()) {
+                        tracing::info!(
+                            dir = %log.dir().display(),
+                            failures = f.total,
+                            "log tick succeeds again"
+                        );
+                    }
+                }
+                Err(e) => {
+                    let f = failing.entry(log.dir().to_path_buf()).or_default();
+                    f.total += 1;
+                    let due = f
+                        .last_warned
+                        .is_none_or(|t| t.elapsed() >= TICK_WARN_INTERVAL);
+                    if due {
+                        tracing::warn!(
+                            dir = %log.dir().display(),
+                            failed_since_last_warning = f.unreported,
+                            "log tick failed: {e}"
+                        );
+                        f.last_warned = Some(Instant::now());
+                        f.unreported = 0;
+                    } else {
+                        f.unreported += 1;
+                    }
+                }
             }
+        }
+        // A log deleted while failing is forgotten.
+        if !failing.is_empty() {
+            failing.retain(|dir, _| logs.iter().any(|l| l.dir() == dir));
         }
     }
 }
