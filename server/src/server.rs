@@ -356,7 +356,7 @@ fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let deadline = Instant::now() + ADDRESS_RELEASE_DEADLINE;
     let mut logged = false;
     loop {
-        match probe_bind(addr) {
+        match probe_socket(addr).and_then(|sk| socket_addr(&sk)) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !logged {
                     tracing::info!(%addr, "listen address in use; waiting for it to be released");
@@ -369,13 +369,17 @@ fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     }
 }
 
-/// Binds (without listening) a socket like the one `std::net::TcpListener`
-/// makes, SO_REUSEADDR included, and returns its address.
-fn probe_bind(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+/// A socket bound (never listening) like the one `std::net::TcpListener`
+/// makes, SO_REUSEADDR included.
+fn probe_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_address(true)?;
     sk.bind(&addr.into())?;
+    Ok(sk)
+}
+
+fn socket_addr(sk: &socket2::Socket) -> std::io::Result<SocketAddr> {
     sk.local_addr()?
         .as_socket()
         .ok_or_else(|| std::io::Error::other("bound address is not an IP address"))
@@ -385,17 +389,48 @@ fn probe_bind(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 /// and SO_REUSEADDR, so a restart after a crash is not refused while the
 /// dead broker's connections linger in TIME_WAIT.
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sk.set_reuse_address(true)?;
-    sk.set_reuse_port(true)?;
-    sk.bind(&addr.into())?;
-    sk.listen(LISTEN_BACKLOG)?;
+    let sk = listening_socket(addr)?;
     // SAFETY: the fd is a bound, listening TCP socket that we own; ownership
     // passes to the glommio listener, which closes it.
     Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
+fn listening_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(LISTEN_BACKLOG)?;
+    Ok(sk)
+}
+
 /// Pending connections the kernel queues per shard before accept.
 const LISTEN_BACKLOG: i32 = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client polling the port while the broker starts must not connect
+    /// to the probe (it did when the probe was a std `TcpListener`, which
+    /// listens): it would take the broker for ready and then be refused.
+    #[test]
+    fn probe_socket_accepts_no_connection() {
+        let sk = probe_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket_addr(&sk).unwrap();
+        assert_ne!(addr.port(), 0);
+        let err = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    /// The probe still finds a port that a broker listens on taken.
+    #[test]
+    fn probe_socket_fails_on_a_listening_port() {
+        let listener = listening_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket_addr(&listener).unwrap();
+        let err = probe_socket(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
+}
