@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from clients import consume_exact, roundtrip
+from clients import Rec, consume_exact, produce_all, roundtrip
 from conftest import Broker, create_topic
 
 FS_BYTES = 64 << 20
@@ -73,7 +73,7 @@ def produce_until_full(bootstrap: str, topic: str):
     sent = 0
     i = 0
     while not errors:
-        assert sent < MAX_PRODUCE_BYTES, f"{sent} bytes acked on a {FS_BYTES}-byte disk"
+        assert sent < MAX_PRODUCE_BYTES, f"{sent} bytes sent to a {FS_BYTES}-byte disk and no error"
         for _ in range(8):
             value = (b"%08d" % i) * (RECORD_BYTES // 8)
             p.produce(topic, value=value, partition=0, on_delivery=done)
@@ -106,16 +106,6 @@ def tick_warnings(log_path: Path) -> dict:
     return counts
 
 
-def produce_ballast(bootstrap: str, topic: str, total: int):
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "log_level": 3})
-    errors = []
-    for _ in range(total // RECORD_BYTES):
-        p.produce(topic, value=b"b" * RECORD_BYTES, partition=0, on_delivery=lambda err, _m: err and errors.append(err))
-        p.poll(0)
-    assert p.flush(30) == 0, "ballast unanswered for 30 s"
-    assert not errors, errors[:3]
-
-
 def test_full_disk_fails_appends_loses_nothing_and_recovers(tmp_path, small_fs, topic_name):
     b = Broker(small_fs / "data", tmp_path / "strom.log")
     b.start()
@@ -124,7 +114,7 @@ def test_full_disk_fails_appends_loses_nothing_and_recovers(tmp_path, small_fs, 
         filler = topic_name + "-filler"
         create_topic(b.bootstrap, ballast, 1)
         create_topic(b.bootstrap, filler, 1, config={"segment.ms": "1000"})
-        produce_ballast(b.bootstrap, ballast, FS_BYTES // 3)
+        produce_all(b.bootstrap, ballast, 0, [Rec(None, b"b" * RECORD_BYTES)] * (FS_BYTES // 3 // RECORD_BYTES))
 
         acked, err = produce_until_full(b.bootstrap, filler)
         assert err.code() == KafkaError.KAFKA_STORAGE_ERROR, f"expected KAFKA_STORAGE_ERROR, got {err}"
