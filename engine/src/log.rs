@@ -1569,7 +1569,9 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Flushes, syncs and writes the clean-shutdown marker. Later calls fail
-    /// with `Closed`.
+    /// with `Closed`. A log that failed earlier (a failed fdatasync) is closed
+    /// without the marker and the call fails: what was not synced before the
+    /// failure may be lost, and recovery at the next open decides.
     pub async fn close(&self) -> Result<()> {
         if self.inner.state.borrow().closed {
             return Ok(());
@@ -1586,8 +1588,8 @@ impl<S: Storage> PartitionLog<S> {
             }
             break;
         }
-        let healthy = self.inner.state.borrow().failed.is_none();
-        if healthy {
+        let failed = self.inner.state.borrow().failed.clone();
+        if failed.is_none() {
             self.flush().await?;
             let (file, base, len, index_bytes, time_bytes) = {
                 let mut st = self.inner.state.borrow_mut();
@@ -1627,7 +1629,12 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.inner.appended.notify_all();
         self.inner.progress.notify_all();
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(msg) => Err(EngineError::Io(std::io::Error::other(format!(
+                "log failed earlier ({msg}); closed without a clean-shutdown marker"
+            )))),
+        }
     }
 
     /// Closes the log and removes its directory (DeleteTopics).

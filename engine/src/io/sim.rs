@@ -3,9 +3,13 @@
 //! Every file keeps two images: `current` (what reads see) and `durable`
 //! (what survives a crash), plus the ordered list of operations since the last
 //! fdatasync. [`SimStorage::crash`] rebuilds each file from its durable image
-//! plus a random prefix of those operations, the last one possibly torn at
-//! any byte. Faults are drawn from a seeded `SmallRng`, so a seed replays a
-//! run exactly. Directory operations (create, remove, rename) are durable at
+//! plus what survives of those operations: by default any subset of them,
+//! each kept write possibly torn (any subset of its 4096-byte blocks, one
+//! block cut at any byte), as `FORMAT.md` assumes a device may do; or, with
+//! [`CrashLoss::Prefix`], a prefix of them with the last one torn at any byte
+//! (the older, gentler model, kept so old regression seeds replay exactly).
+//! Faults are drawn from a seeded `SmallRng`, so a seed replays a run
+//! exactly. Directory operations (create, remove, rename) are durable at
 //! once.
 
 use std::cell::RefCell;
@@ -27,6 +31,18 @@ pub struct SimFaults {
     pub sync_fail_ppm: u32,
     /// Total bytes of all files; growing past it fails with ENOSPC.
     pub capacity_bytes: Option<u64>,
+}
+
+/// What a crash keeps of the operations issued since a file's last fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrashLoss {
+    /// Any subset of them, in issue order, each kept write possibly torn: some
+    /// of its 4096-byte blocks kept and the others lost, one kept block cut
+    /// at any byte. What `FORMAT.md` assumes a device may do.
+    #[default]
+    AnySubset,
+    /// A prefix of them, the last kept write possibly torn at any byte.
+    Prefix,
 }
 
 /// A plain heap buffer standing in for a DMA buffer.
@@ -75,6 +91,7 @@ fn apply(image: &mut Vec<u8>, op: &Op) {
 struct SimState {
     rng: SmallRng,
     faults: SimFaults,
+    crash_loss: CrashLoss,
     files: HashMap<u64, FileData>,
     names: HashMap<PathBuf, u64>,
     next_id: u64,
@@ -123,6 +140,7 @@ impl SimStorage {
             state: Rc::new(RefCell::new(SimState {
                 rng: SmallRng::seed_from_u64(seed),
                 faults: SimFaults::default(),
+                crash_loss: CrashLoss::default(),
                 files: HashMap::new(),
                 names: HashMap::new(),
                 next_id: 1,
@@ -137,8 +155,13 @@ impl SimStorage {
         self.state.borrow_mut().faults = faults;
     }
 
-    /// Simulates power loss: every file keeps its durable image plus a random
-    /// prefix of its unsynced operations, the last kept write possibly torn.
+    /// Chooses what a crash keeps of unsynced operations (default: any subset).
+    pub fn set_crash_loss(&self, loss: CrashLoss) {
+        self.state.borrow_mut().crash_loss = loss;
+    }
+
+    /// Simulates power loss: every file keeps its durable image plus some of
+    /// its unsynced operations, chosen as [`CrashLoss`] says.
     pub fn crash(&self) {
         let mut st = self.state.borrow_mut();
         st.generation += 1;
@@ -150,29 +173,16 @@ impl SimStorage {
                 .get(&id)
                 .map(|f| f.unsynced.clone())
                 .unwrap_or_default();
-            let keep = st.rng.gen_range(0..=ops.len());
-            let tear = keep < ops.len() && st.rng.gen_bool(0.5);
-            let tear_at = match ops.get(keep) {
-                Some(Op::Write { data, .. }) if tear && !data.is_empty() => {
-                    Some(st.rng.gen_range(0..data.len()))
-                }
-                _ => None,
+            let survivors = match st.crash_loss {
+                CrashLoss::Prefix => surviving_prefix(&mut st.rng, &ops),
+                CrashLoss::AnySubset => surviving_subset(&mut st.rng, &ops),
             };
             let Some(f) = st.files.get_mut(&id) else {
                 continue;
             };
             let mut image = std::mem::take(&mut f.durable);
-            for op in &ops[..keep] {
+            for op in &survivors {
                 apply(&mut image, op);
-            }
-            if let (Some(at), Some(Op::Write { pos, data })) = (tear_at, ops.get(keep)) {
-                apply(
-                    &mut image,
-                    &Op::Write {
-                        pos: *pos,
-                        data: data[..at].to_vec(),
-                    },
-                );
             }
             f.current = image.clone();
             f.durable = image;
@@ -217,6 +227,73 @@ impl SimStorage {
         let st = self.state.borrow();
         (st.writes, st.syncs)
     }
+}
+
+/// A prefix of `ops`, the first op after it possibly applied torn at a byte.
+/// Draws from `rng` exactly as the simulator always has, so seeds found
+/// under this model replay.
+fn surviving_prefix(rng: &mut SmallRng, ops: &[Op]) -> Vec<Op> {
+    let keep = rng.gen_range(0..=ops.len());
+    let tear = keep < ops.len() && rng.gen_bool(0.5);
+    let tear_at = match ops.get(keep) {
+        Some(Op::Write { data, .. }) if tear && !data.is_empty() => {
+            Some(rng.gen_range(0..data.len()))
+        }
+        _ => None,
+    };
+    let mut survivors = ops[..keep].to_vec();
+    if let (Some(at), Some(Op::Write { pos, data })) = (tear_at, ops.get(keep)) {
+        survivors.push(Op::Write {
+            pos: *pos,
+            data: data[..at].to_vec(),
+        });
+    }
+    survivors
+}
+
+/// Any subset of `ops`, in issue order. Each op survives with a probability
+/// drawn once per file and crash (so runs see everything from "nearly all
+/// lost" to "nearly all kept"); a surviving write is torn one time in four:
+/// each of its 4096-byte blocks kept or lost on its own, and one kept block
+/// cut at a random byte.
+fn surviving_subset(rng: &mut SmallRng, ops: &[Op]) -> Vec<Op> {
+    let keep_ppm: u32 = rng.gen_range(0..=1_000_000);
+    let mut survivors = Vec::new();
+    for op in ops {
+        if rng.gen_range(0..1_000_000) >= keep_ppm {
+            continue;
+        }
+        match op {
+            Op::Write { pos, data } if !data.is_empty() && rng.gen_ratio(1, 4) => {
+                survivors.extend(torn_write(rng, *pos, data));
+            }
+            _ => survivors.push(op.clone()),
+        }
+    }
+    survivors
+}
+
+/// The parts of one write that reach the media when it is torn: a random
+/// subset of its blocks, one of them (if any) cut short at a random byte.
+fn torn_write(rng: &mut SmallRng, pos: u64, data: &[u8]) -> Vec<Op> {
+    let block = ALIGN_BYTES as usize;
+    let mut parts: Vec<Op> = data
+        .chunks(block)
+        .enumerate()
+        .filter(|_| rng.gen_bool(0.5))
+        .map(|(i, chunk)| Op::Write {
+            pos: pos + (i * block) as u64,
+            data: chunk.to_vec(),
+        })
+        .collect();
+    if !parts.is_empty() {
+        let cut = rng.gen_range(0..parts.len());
+        if let Op::Write { data, .. } = &mut parts[cut] {
+            let at = rng.gen_range(0..data.len());
+            data.truncate(at);
+        }
+    }
+    parts
 }
 
 impl SimFile {
