@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use strom_engine::batch::build_batch;
+use strom_bench::records::BatchBuilder;
 use strom_engine::{Durability, LogConfig, PartitionLog};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,8 +165,12 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
     let log = PartitionLog::open(&args.dir, config).await?;
     let records = (args.batch_bytes / args.record_bytes).max(1) as usize;
     let value = vec![0x5Au8; args.record_bytes as usize];
-    let values: Vec<&[u8]> = (0..records).map(|_| value.as_slice()).collect();
-    let batch = Rc::new(build_batch(now_ms(), &values));
+    let mut builder = BatchBuilder::new(records * (value.len() + 16));
+    let ts_ms = now_ms();
+    for _ in 0..records {
+        builder.append(ts_ms, None, &value);
+    }
+    let batch = Rc::new(builder.finish());
     let durability = if args.sync == SyncMode::EveryBatch {
         Durability::Synced
     } else {

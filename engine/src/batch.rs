@@ -201,12 +201,14 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
 }
 
 /// Builds a valid uncompressed batch of `records` with the given values, for
-/// tests and benchmarks. Keys are null, no headers.
+/// tests. Keys are null, no headers.
+#[cfg(any(test, feature = "test-util"))]
 pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
     build_batch_with_producer(base_timestamp, values, -1, -1, -1)
 }
 
 /// Like [`build_batch`] with the idempotent-producer fields set.
+#[cfg(any(test, feature = "test-util"))]
 pub fn build_batch_with_producer(
     base_timestamp: i64,
     values: &[&[u8]],

@@ -3,9 +3,11 @@
 //! The log's decisions (what to write where, when to sync, what to truncate)
 //! are plain code over [`Storage`] and [`StorageFile`]. Production uses
 //! [`dma::DmaStorage`] (glommio `DmaFile`, O_DIRECT, io_uring); tests use
-//! [`sim::SimStorage`], an in-memory file system driven by a seed that tears
+//! `sim::SimStorage`, an in-memory file system driven by a seed that tears
 //! writes, loses unsynced data on a crash, fails fdatasync, flips bits and
-//! runs out of space.
+//! runs out of space. The simulator is compiled only for tests (the
+//! `test-util` feature, which the engine's own tests, the server's tests and
+//! the bench harness's tests turn on as dev-dependencies).
 //!
 //! Everything is single-threaded (`!Send`), like the shard that owns a log.
 
@@ -16,6 +18,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 pub mod dma;
+#[cfg(any(test, feature = "test-util"))]
 pub mod sim;
 
 /// O_DIRECT alignment of positions, lengths and buffers, in bytes.
