@@ -146,3 +146,16 @@ def wait_closed(s: socket.socket, timeout: float = 10.0) -> bool:
         except (ConnectionResetError, BrokenPipeError):
             return True
     return False
+
+
+FETCH = 1
+
+
+def fetch_v4(topic: str, partition: int, offset: int, max_wait_ms: int, correlation_id: int = 1,
+             min_bytes: int = 1, max_bytes: int = 1 << 20, partition_max_bytes: int = 1 << 20) -> bytes:
+    """Fetch v4 (replica -1, read_uncommitted) of one partition."""
+    raw = topic.encode()
+    body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, 0)
+    body += struct.pack(">ih", 1, len(raw)) + raw
+    body += struct.pack(">iiqi", 1, partition, offset, partition_max_bytes)
+    return frame(header_v1(FETCH, 4, correlation_id) + body)
