@@ -29,12 +29,10 @@ use crate::config::LogConfig;
 use crate::error::{BatchError, EngineError, Result};
 use crate::index::{self, OffsetEntry, TimeEntry};
 use crate::io::dma::DmaStorage;
-use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile, ALIGN_BYTES};
+use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile, ALIGN_BYTES, CHUNK_BYTES};
 use crate::notify::Notify;
 use crate::producer_state::{self, BatchMetadata, Decision, ProducerStateTable};
 
-/// Largest tail buffer / chunk: the unit of an O_DIRECT log write.
-pub const CHUNK_BYTES: u64 = 1 << 20;
 /// O_DIRECT chunk writes in flight at once per log.
 const MAX_INFLIGHT_WRITES: usize = 32;
 /// How far ahead of its first chunk a write-behind round preallocates
