@@ -3,7 +3,21 @@
 //! Module map (data flows top to bottom on append, bottom to top on read):
 //! - `log`: [`PartitionLog`], the public API: append with a durability
 //!   choice, read by offset or timestamp, long-poll waits, flush, retention,
-//!   close.
+//!   close. One file per step of the data path:
+//!   - `log/mod.rs`: the handle, open/close/delete, `tick`, public types and
+//!     the shared state;
+//!   - `log/segment.rs`: a segment's in-memory state, file names, size
+//!     limits (no I/O);
+//!   - `log/tail.rs`: the active segment's aligned tail buffer and its
+//!     chunks (no I/O);
+//!   - `log/append.rs`: validate, assign offsets, wait for durability;
+//!   - `log/flush.rs`: flush rounds (group commit), write-behind,
+//!     preallocation;
+//!   - `log/roll.rs`: rolls, the spare segment, finishing a rolled segment;
+//!   - `log/read.rs`: reads by offset, timestamp lookup;
+//!   - `log/recover.rs`: opening the segments after a clean shutdown or a
+//!     crash, producer state replay;
+//!   - `log/retention.rs`: deleting old segments.
 //! - `batch`: Kafka RecordBatch v2 framing: validation (length, magic,
 //!   CRC32C) and in-place offset assignment. Records are never decoded.
 //! - `config`: [`LogConfig`], Kafka's topic configs for one log.
