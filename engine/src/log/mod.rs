@@ -84,6 +84,7 @@ pub struct AppendInfo {
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
     pub batches: Vec<Bytes>,
+    /// The read bound the read stopped at (see `PartitionLog::high_watermark`).
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,

@@ -154,8 +154,27 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Reads whole batches from the one containing `offset`, up to
     /// `max_bytes`, but always the first batch even when it is larger
-    /// (KIP-74). `offset == log_end_offset` gives an empty result.
+    /// (KIP-74), and nothing at or past the read bound, the
+    /// [`high_watermark`](Self::high_watermark). `offset == log_end_offset`
+    /// gives an empty result.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_bounded(offset, max_bytes, self.high_watermark())
+            .await
+    }
+
+    /// [`read`](Self::read) with the read bound as a parameter: no batch
+    /// whose base offset is at or past `bound` is returned, and an `offset`
+    /// at or past it gives an empty result. `bound` is a batch boundary
+    /// (a log end offset, here or on the replicas); one past the log end
+    /// reads up to the log end. The result's `high_watermark` is the bound.
+    /// Offsets outside `[log start, log end]` are out of range whatever the
+    /// bound, as in Kafka: a follower may fetch past a consumer's bound.
+    pub(crate) async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: i64,
+    ) -> Result<ReadResult> {
         let mut out = {
             let st = self.inner.state.borrow();
             if offset < st.log_start_offset || offset > st.log_end_offset {
@@ -167,12 +186,13 @@ impl<S: Storage> PartitionLog<S> {
             }
             ReadResult {
                 batches: Vec::new(),
-                high_watermark: st.log_end_offset,
+                high_watermark: bound.min(st.log_end_offset),
                 log_start_offset: st.log_start_offset,
                 log_end_offset: st.log_end_offset,
             }
         };
-        if offset == out.log_end_offset {
+        let bound = out.high_watermark;
+        if offset >= bound {
             return Ok(out);
         }
         let Some((base, seg_len, pos, first)) = self.locate(offset) else {
@@ -194,6 +214,14 @@ impl<S: Storage> PartitionLog<S> {
                 i32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]]);
             let size = LOG_OVERHEAD + len.max(0) as usize;
             if at + size > bytes.len() || (!out.batches.is_empty() && total + size > max_bytes) {
+                break;
+            }
+            // Nothing at or past the read bound is served. Read from the
+            // header before the batch is checked: what lies past the bound
+            // may still be on its way to the disk or the replicas.
+            let mut base_offset = [0u8; 8];
+            base_offset.copy_from_slice(&bytes[at..at + 8]);
+            if i64::from_be_bytes(base_offset) >= bound {
                 break;
             }
             let b = bytes.slice(at..at + size);
@@ -229,8 +257,21 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// The first offset whose batch max timestamp is >= `timestamp_ms`, with
-    /// that timestamp; `None` when no record is that recent.
+    /// that timestamp; `None` when no record below the read bound (the
+    /// [`high_watermark`](Self::high_watermark)) is that recent.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        self.offset_for_timestamp_bounded(timestamp_ms, self.high_watermark())
+            .await
+    }
+
+    /// [`offset_for_timestamp`](Self::offset_for_timestamp) with the read
+    /// bound as a parameter: an offset at or past `bound` is not returned
+    /// (Kafka's ListOffsets filters by the last fetchable offset the same way).
+    pub(crate) async fn offset_for_timestamp_bounded(
+        &self,
+        timestamp_ms: i64,
+        bound: i64,
+    ) -> Result<Option<(i64, i64)>> {
         let (base, seg_len, pos, first, log_start) = {
             let st = self.inner.state.borrow();
             let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= timestamp_ms) else {
@@ -251,12 +292,13 @@ impl<S: Storage> PartitionLog<S> {
             .await?;
         // Within the batch, the first record at or after the timestamp when
         // the records are readable without decompressing; else the batch.
-        Ok(found.map(|(_, h, bytes, _)| {
+        let found = found.map(|(_, h, bytes, _)| {
             match crate::batch::first_record_at_or_after(&bytes, timestamp_ms) {
                 Some((delta, ts)) => ((h.base_offset + i64::from(delta)).max(log_start), ts),
                 None => (h.base_offset.max(log_start), h.max_timestamp),
             }
-        }))
+        });
+        Ok(found.filter(|&(offset, _)| offset < bound))
     }
 
     /// The offset and timestamp of the record with the largest timestamp
@@ -270,8 +312,86 @@ impl<S: Storage> PartitionLog<S> {
             .map(|s| (s.max_timestamp_offset, s.max_timestamp))
     }
 
-    /// Single node: everything appended is committed.
+    /// The read bound: readers see the offsets below it, and `read` and
+    /// `offset_for_timestamp` stop there. On one node everything appended is
+    /// committed, so it is the log end offset: batches are readable from the
+    /// tail buffer as soon as they are appended, before they are written.
+    /// In a cluster, the high watermark (what the in-sync replicas hold),
+    /// passed to `read_bounded`.
     pub fn high_watermark(&self) -> i64 {
         self.log_end_offset()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::batch::build_batch;
+    use crate::io::sim::SimStorage;
+    use crate::{Durability, LogConfig};
+
+    /// Three batches of three records: offsets 0..3, 3..6, 6..9, with
+    /// timestamps 100, 200, 300.
+    async fn three_batches() -> PartitionLog<SimStorage> {
+        let log = PartitionLog::open_with(SimStorage::new(1), "/sim/bound", LogConfig::default())
+            .await
+            .unwrap();
+        for ts in [100, 200, 300] {
+            let b = build_batch(ts, &[b"a", b"b", b"c"]);
+            log.append(&b, Durability::Written, ts).await.unwrap();
+        }
+        log
+    }
+
+    fn bases(r: &ReadResult) -> Vec<i64> {
+        r.batches
+            .iter()
+            .map(|b| BatchHeader::parse(b).unwrap().base_offset)
+            .collect()
+    }
+
+    #[test]
+    fn nothing_at_or_past_the_read_bound_is_read() {
+        block_on(async {
+            let log = three_batches().await;
+            let r = log.read_bounded(0, 1 << 20, 6).await.unwrap();
+            assert_eq!(
+                (bases(&r), r.high_watermark, r.log_end_offset),
+                (vec![0, 3], 6, 9)
+            );
+            let r = log.read_bounded(4, 1 << 20, 6).await.unwrap();
+            assert_eq!(bases(&r), vec![3]);
+            for offset in [6, 7, 9] {
+                let r = log.read_bounded(offset, 1 << 20, 6).await.unwrap();
+                assert!(r.batches.is_empty(), "read at {offset} past the bound");
+            }
+            assert!(matches!(
+                log.read_bounded(10, 1 << 20, 6).await,
+                Err(EngineError::OffsetOutOfRange { .. })
+            ));
+            // A bound past the log end reads to the log end.
+            let r = log.read_bounded(0, 1 << 20, 100).await.unwrap();
+            assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
+            // The public read's bound is the log end offset.
+            assert_eq!(log.high_watermark(), log.log_end_offset());
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
+        });
+    }
+
+    #[test]
+    fn timestamp_lookup_stops_at_the_read_bound() {
+        block_on(async {
+            let log = three_batches().await;
+            let found = log.offset_for_timestamp_bounded(150, 6).await.unwrap();
+            assert_eq!(found, Some((3, 200)));
+            assert_eq!(
+                log.offset_for_timestamp_bounded(250, 6).await.unwrap(),
+                None
+            );
+            assert_eq!(log.offset_for_timestamp(250).await.unwrap(), Some((6, 300)));
+        });
     }
 }
