@@ -23,6 +23,16 @@ pub enum BatchError {
     Empty,
     #[error("batch of {bytes} bytes exceeds max.message.bytes {max}")]
     TooLarge { bytes: usize, max: usize },
+    /// A replica append whose first batch does not start at the log end.
+    #[error("replica batch starts at offset {base_offset}, the log ends at {log_end_offset}")]
+    NotAtLogEnd {
+        base_offset: i64,
+        log_end_offset: i64,
+    },
+    /// A replica append whose batch does not start right after the one
+    /// before it.
+    #[error("replica batch starts at offset {base_offset}, expected {expected}")]
+    NotContiguous { base_offset: i64, expected: i64 },
 }
 
 /// Why an idempotent batch was refused. Nothing of the request is appended.

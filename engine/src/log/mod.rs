@@ -70,6 +70,18 @@ pub enum Durability {
     Synced,
 }
 
+/// Who gives an append's batches their offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer: the log assigns offsets from its end (the base offsets
+    /// the batches carry are overwritten) and applies the
+    /// idempotent-producer rules.
+    Client,
+    /// A follower appending what it fetched from its leader: the batches
+    /// keep their base offsets, which must continue the log exactly.
+    Replica,
+}
+
 /// Result of a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
