@@ -51,6 +51,7 @@ mod retention;
 mod roll;
 mod segment;
 mod tail;
+mod truncate;
 
 use roll::{write_index_files, SPARE_SEGMENT_FILE};
 use segment::{Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
@@ -227,10 +228,6 @@ impl<S: Storage> PartitionLog<S> {
         let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
         tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
-        let producers =
-            producer_state::load_latest(&storage, &dir, log_start_offset, log_end_offset)
-                .await
-                .map_err(io_err)?;
         let log = PartitionLog {
             inner: Rc::new(Inner {
                 storage,
@@ -259,11 +256,11 @@ impl<S: Storage> PartitionLog<S> {
                 spare: RefCell::new(None),
                 spare_started_for: Cell::new(None),
                 spare_busy: Cell::new(false),
-                producers: RefCell::new(producers),
+                producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
                 write_behind,
             }),
         };
-        log.replay_producer_state().await?;
+        log.restore_producer_state().await?;
         Ok(log)
     }
 

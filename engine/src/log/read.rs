@@ -83,7 +83,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Finds the segment holding `offset`: its base, length and the index
     /// position to scan from.
-    fn locate(&self, offset: i64) -> Option<(i64, u64, u64, i64)> {
+    pub(super) fn locate(&self, offset: i64) -> Option<(i64, u64, u64, i64)> {
         let st = self.inner.state.borrow();
         let i = st
             .segments
@@ -100,7 +100,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Scans batch headers of segment `base` from `pos` and returns the
     /// first batch for which `stop` holds, with its position and the bytes
     /// read from there on (at least `want` when available).
-    async fn scan(
+    pub(super) async fn scan(
         &self,
         base: i64,
         seg_len: u64,

@@ -6,31 +6,47 @@
 //! or out-of-sequence batch. The producer state is then rebuilt from its
 //! latest snapshot and the batches after it. See `FORMAT.md` for what is
 //! trusted and why.
+//!
+//! The scan, the cut of a torn tail and the making of the active segment
+//! are truncation's core (`truncate.rs`): recovery and `truncate_to` cut a
+//! log the same way.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::flush::PREALLOCATE_FIRST_BYTES;
 use super::roll::{create_segment, write_index_files, SPARE_SEGMENT_FILE};
-use super::segment::{segment_name, Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::segment::{segment_name, Segment};
 use super::tail::Tail;
+use super::truncate::{activate, cut_segment_file, remove_segments, scan_segment};
 use super::{io_err, BufOf, PartitionLog, CLEAN_SHUTDOWN_FILE};
-use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
+use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::index;
-use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile};
+use crate::io::{Storage, StorageFile};
+use crate::producer_state;
 
 /// Bytes read at a time when replaying batches into the producer state.
 const PRODUCER_REPLAY_WINDOW_BYTES: usize = 1 << 20;
-/// Bytes read at a time when recovering a segment.
-const RECOVERY_WINDOW_BYTES: u64 = 1 << 20;
 
 impl<S: Storage> PartitionLog<S> {
+    /// Rebuilds the producer state for the log as it is now (on open, and
+    /// after a truncation): the latest snapshot at or below the log end
+    /// (later ones cover a tail that was cut and are deleted), then the
+    /// batches after it replayed.
+    pub(super) async fn restore_producer_state(&self) -> Result<()> {
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        let table =
+            producer_state::load_latest(&self.inner.storage, &self.inner.dir, log_start, log_end)
+                .await
+                .map_err(io_err)?;
+        *self.inner.producers.borrow_mut() = table;
+        self.replay_producer_state().await
+    }
+
     /// Brings the producer state up to the log end by replaying the headers
     /// of the batches past its snapshot (all of the log without one).
-    pub(super) async fn replay_producer_state(&self) -> Result<()> {
+    async fn replay_producer_state(&self) -> Result<()> {
         let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
         let mut offset = self.inner.producers.borrow().end_offset().max(log_start);
         let from = offset;
@@ -138,14 +154,13 @@ pub(super) async fn recover<S: Storage>(
         }
         let seg = &mut segments[i];
         let file_len = seg.file.len().await.map_err(io_err)?;
-        recover_segment(seg, file_len, interval, false).await?;
+        scan_segment(seg, file_len, interval, false).await?;
         seg.push_time_entry();
         let base = seg.base_offset;
         tracing::info!(dir = %dir.display(), base_offset = base, logical_bytes = seg.len, file_bytes = file_len, "recovered a segment rolled just before the crash");
-        // Always: what the scan found (and the file's length) may not have
-        // been durable before, and the index files must not outlive it.
-        seg.file.truncate(seg.len).await.map_err(io_err)?;
-        seg.file.fdatasync().await.map_err(io_err)?;
+        // Always synced: what the scan found (and the file's length) may not
+        // have been durable before, and the index files must not outlive it.
+        cut_segment_file(&*seg.file, seg.len, file_len, true).await?;
         write_index_files(
             storage,
             dir,
@@ -161,15 +176,8 @@ pub(super) async fn recover<S: Storage>(
             // a disk that lost synced writes gets here. Nothing after a gap
             // can be served: the log ends where this segment's data does.
             tracing::error!(dir = %dir.display(), base_offset = base, next_offset = segments[i].next_offset, next_base, "a rolled segment ends before the next one starts; the segments after it are removed");
-            for dropped in segments.drain(i + 1..) {
-                for ext in ["log", "index", "timeindex"] {
-                    storage
-                        .remove_file(&dir.join(segment_name(dropped.base_offset, ext)))
-                        .await
-                        .map_err(io_err)?;
-                }
-            }
-            storage.sync_dir(dir).await.map_err(io_err)?;
+            let dropped: Vec<i64> = segments.drain(i + 1..).map(|s| s.base_offset).collect();
+            remove_segments(storage, dir, &dropped).await?;
             break;
         }
         i += 1;
@@ -183,7 +191,7 @@ pub(super) async fn recover<S: Storage>(
             break;
         };
         let file_len = seg.file.len().await.map_err(io_err)?;
-        recover_segment(seg, file_len, interval, clean).await?;
+        scan_segment(seg, file_len, interval, clean).await?;
         if seg.len == 0 && count > 1 {
             let base = seg.base_offset;
             segments.pop();
@@ -198,15 +206,11 @@ pub(super) async fn recover<S: Storage>(
         if seg.len != file_len || !clean {
             tracing::info!(dir = %dir.display(), base_offset = seg.base_offset, logical_bytes = seg.len, file_bytes = file_len, clean, "recovered active segment");
         }
-        if seg.len != file_len {
-            seg.file.truncate(seg.len).await.map_err(io_err)?;
-        }
-        if seg.len != file_len || !clean {
-            // What the scan found may be visible without being durable (the
-            // process died, the machine did not; or an earlier open failed
-            // half way): the log reports it synced from here on.
-            seg.file.fdatasync().await.map_err(io_err)?;
-        }
+        // After an unclean shutdown the file is synced even when nothing is
+        // cut: what the scan found may be visible without being durable (the
+        // process died, the machine did not; or an earlier open failed half
+        // way), and the log reports it synced from here on.
+        cut_segment_file(&*seg.file, seg.len, file_len, !clean).await?;
         break;
     }
     // The active segment's index files (from a clean close) go stale with
@@ -236,159 +240,7 @@ pub(super) async fn recover<S: Storage>(
     let Some(seg) = segments.last_mut() else {
         unreachable!()
     };
-    if config.preallocate {
-        let bytes = align_up(
-            config
-                .segment_bytes
-                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        )
-        .min(align_up(seg.len) + PREALLOCATE_FIRST_BYTES);
-        if seg.len < bytes {
-            // Best effort: a full disk still lets the log open and serve reads.
-            match seg.file.preallocate(bytes).await {
-                Ok(()) => seg.allocated_bytes = bytes,
-                Err(e) => tracing::warn!(error = %e, "preallocation failed"),
-            }
-        }
-    }
-    let loaded_end = seg.len;
-    let buf_start = align_down(seg.len);
-    let mut buf = seg.file.alloc_buf(chunk_bytes as usize);
-    if seg.len > buf_start {
-        let head = seg
-            .file
-            .read_at(buf_start, (seg.len - buf_start) as usize)
-            .await
-            .map_err(io_err)?;
-        if head.len() as u64 != seg.len - buf_start {
-            return Err(EngineError::Corrupt("short read of the last block".into()));
-        }
-        buf.as_mut_slice()[..head.len()].copy_from_slice(&head);
-    }
-    Ok((
-        segments,
-        Tail {
-            buf,
-            buf_start,
-            chunks: VecDeque::new(),
-            loaded_end,
-        },
-    ))
-}
-
-/// Scans `seg` from its last trusted index entry to the first torn, corrupt
-/// or out-of-sequence batch and sets its logical length, next offset and
-/// index tail accordingly.
-///
-/// The active segment's index files are only known to be complete and in
-/// agreement after a clean shutdown (they are written at roll and close).
-/// After a crash they may be left over from a roll that failed half way
-/// (the `.index` written, the `.timeindex` not), so both are rebuilt from
-/// the first batch: starting at a stale index entry would lose the maximum
-/// timestamp of the batches before it.
-async fn recover_segment<F: StorageFile>(
-    seg: &mut Segment<F>,
-    file_len: u64,
-    interval: u64,
-    indexes_trusted: bool,
-) -> Result<()> {
-    if !indexes_trusted {
-        seg.index.clear();
-        seg.time_index.clear();
-    }
-    // Trust the last index entry only if a batch with the expected offset
-    // starts there; otherwise rebuild the whole index.
-    let mut start = (0u64, seg.base_offset);
-    while let Some(last) = seg.index.last().copied() {
-        let expect = seg.base_offset + last.rel() as i64;
-        let head = seg
-            .file
-            .read_at(last.pos() as u64, HEADER_BYTES)
-            .await
-            .map_err(io_err)?;
-        match BatchHeader::parse(&head) {
-            Ok(h) if h.base_offset == expect => {
-                start = (last.pos() as u64, expect);
-                break;
-            }
-            _ => {
-                seg.index.clear();
-                seg.time_index.clear();
-            }
-        }
-    }
-    let (mut pos, expected) = start;
-    seg.next_offset = expected;
-    seg.time_index
-        .retain(|e| seg.base_offset + (e.rel() as i64) < expected);
-    seg.bytes_since_index = 0;
-    seg.max_timestamp = seg.time_index.last().map(|e| e.ts()).unwrap_or(-1);
-    seg.max_timestamp_offset = seg
-        .time_index
-        .last()
-        .map(|e| seg.base_offset + e.rel() as i64)
-        .unwrap_or(-1);
-    let mut valid_end = pos;
-    'scan: while pos < file_len {
-        let window = seg
-            .file
-            .read_at(pos, RECOVERY_WINDOW_BYTES.min(file_len - pos) as usize)
-            .await
-            .map_err(io_err)?;
-        let mut at = 0usize;
-        loop {
-            let rest = &window[at..];
-            if rest.len() < LOG_OVERHEAD {
-                break;
-            }
-            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-            if len < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
-                break 'scan;
-            }
-            let total = LOG_OVERHEAD + len as usize;
-            if pos + at as u64 + total as u64 > file_len {
-                break 'scan;
-            }
-            if total > rest.len() {
-                if at == 0 {
-                    // One batch larger than the window: read it whole.
-                    let whole = seg.file.read_at(pos, total).await.map_err(io_err)?;
-                    match check_stored(&whole, seg.next_offset) {
-                        Some(h) => {
-                            seg.track_batch(pos, &h, h.max_timestamp, interval);
-                            pos += total as u64;
-                            valid_end = pos;
-                            continue 'scan;
-                        }
-                        None => break 'scan,
-                    }
-                }
-                break;
-            }
-            match check_stored(&rest[..total], seg.next_offset) {
-                Some(h) => {
-                    seg.track_batch(pos + at as u64, &h, h.max_timestamp, interval);
-                    at += total;
-                    valid_end = pos + at as u64;
-                }
-                None => break 'scan,
-            }
-        }
-        if at == 0 {
-            break;
-        }
-        pos += at as u64;
-    }
-    seg.len = valid_end;
-    if seg.len == 0 {
-        seg.next_offset = seg.base_offset;
-    }
-    Ok(())
-}
-
-/// A stored batch is valid when it validates (length, magic, CRC32C, not
-/// empty) and carries the next expected offset.
-fn check_stored(buf: &[u8], expected_offset: i64) -> Option<BatchHeader> {
-    let h = batch::validate(buf).ok()?;
-    (h.base_offset == expected_offset).then_some(h)
+    let (tail, allocated_bytes) = activate(&*seg.file, seg.len, config, chunk_bytes).await?;
+    seg.allocated_bytes = allocated_bytes;
+    Ok((segments, tail))
 }

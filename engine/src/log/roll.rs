@@ -71,33 +71,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         let _guard = RollGuard { inner: &self.inner };
         let started = std::time::Instant::now();
-        // Wait out any running round, then sync everything.
-        loop {
-            let progressed = self.inner.progress.notified();
-            let (flushing, finishing, end, has_chunks) = {
-                let st = self.inner.state.borrow();
-                self.check_open(&st)?;
-                let has = st
-                    .tail
-                    .as_ref()
-                    .is_some_and(|t| t.chunks.iter().any(|c| !c.written));
-                (st.flushing, st.finishing.is_some(), st.log_end_offset, has)
-            };
-            if flushing {
-                self.inner.state.borrow_mut().stop_round = true;
-                progressed.await;
-                continue;
-            }
-            if finishing {
-                // One segment is finished at a time.
-                progressed.await;
-                continue;
-            }
-            if self.inner.state.borrow().synced_offset >= end && !has_chunks {
-                break;
-            }
-            self.flush_round(true).await?;
-        }
+        self.settle().await?;
         // Everything is synced and appends wait for the roll: the producer
         // state covers exactly the synced log. Idle producers are forgotten
         // here (Kafka's `producer.id.expiration.ms`), not on every tick.
@@ -153,6 +127,39 @@ impl<S: Storage> PartitionLog<S> {
             None => self.finish_segment(closed).await,
         }
         tracing::debug!(dir = %dir.display(), base_offset = next_offset, roll_ms = started.elapsed().as_secs_f64() * 1e3, "segment rolled");
+        Ok(())
+    }
+
+    /// With `rolling` set (appends wait): waits out a running flush round
+    /// and the finishing of a rolled segment, then writes and syncs
+    /// everything appended, so the files hold the whole log.
+    pub(super) async fn settle(&self) -> Result<()> {
+        loop {
+            let progressed = self.inner.progress.notified();
+            let (flushing, finishing, end, has_chunks) = {
+                let st = self.inner.state.borrow();
+                self.check_open(&st)?;
+                let has = st
+                    .tail
+                    .as_ref()
+                    .is_some_and(|t| t.chunks.iter().any(|c| !c.written));
+                (st.flushing, st.finishing.is_some(), st.log_end_offset, has)
+            };
+            if flushing {
+                self.inner.state.borrow_mut().stop_round = true;
+                progressed.await;
+                continue;
+            }
+            if finishing {
+                // One segment is finished at a time.
+                progressed.await;
+                continue;
+            }
+            if self.inner.state.borrow().synced_offset >= end && !has_chunks {
+                break;
+            }
+            self.flush_round(true).await?;
+        }
         Ok(())
     }
 
