@@ -81,11 +81,14 @@ impl<S: Storage> PartitionLog<S> {
         if let Some(log_end) = self.nothing_to_truncate(offset)? {
             return Ok(log_end);
         }
-        let (segment, file_len) = self.cut_segment(offset).await?;
+        let segment = self.cut_segment(offset).await?;
         let end_offset = segment.next_offset;
         let base = segment.base_offset;
         self.forget_index_files(base).await?;
-        let cut = self.cut(segment, file_len).await;
+        let (file, len) = (segment.file.clone(), segment.len);
+        let dropped = self.cut_in_memory(segment).await?;
+        // From here memory and disk differ until the cut is on disk.
+        let cut = self.cut_on_disk(&file, len, &dropped).await;
         if let Err(e) = &cut {
             let mut st = self.inner.state.borrow_mut();
             st.failed
@@ -117,8 +120,8 @@ impl<S: Storage> PartitionLog<S> {
 
     /// The segment that holds `offset`, as it is once cut before the batch
     /// holding `offset`: its length, next offset and indexes rebuilt by the
-    /// scan recovery uses. Also returns its file's length now. Reads only.
-    async fn cut_segment(&self, offset: i64) -> Result<(Segment<S::File>, u64)> {
+    /// scan recovery uses. Reads only.
+    async fn cut_segment(&self, offset: i64) -> Result<Segment<S::File>> {
         let Some((base, seg_len, pos, first)) = self.locate(offset) else {
             return Err(EngineError::Corrupt(format!(
                 "truncation: no segment holds offset {offset}"
@@ -147,7 +150,6 @@ impl<S: Storage> PartitionLog<S> {
                 .collect();
             (seg.file.clone(), index, seg.time_index.clone())
         };
-        let file_len = file.len().await.map_err(io_err)?;
         let mut segment = Segment::new(base, file);
         segment.index = index;
         segment.time_index = time_index;
@@ -159,7 +161,7 @@ impl<S: Storage> PartitionLog<S> {
                 segment.len, segment.next_offset, batch.base_offset
             )));
         }
-        Ok((segment, file_len))
+        Ok(segment)
     }
 
     /// Removes the index files of segment `base` unless it is the active
@@ -186,47 +188,61 @@ impl<S: Storage> PartitionLog<S> {
         storage.sync_dir(dir).await.map_err(io_err)
     }
 
-    /// Makes `segment` (cut by `cut_segment`, its file `file_len` bytes
-    /// long) the end of the log: in memory first, so readers see the new
-    /// end at once, then on disk (steps 3 to 5 of the module doc).
-    async fn cut(&self, segment: Segment<S::File>, file_len: u64) -> Result<()> {
-        let (base, end_offset, len) = (segment.base_offset, segment.next_offset, segment.len);
+    /// Makes `segment` (cut by `cut_segment`) the end of the log in memory,
+    /// so readers see the new end at once; returns the base offsets of the
+    /// segments dropped after it. The tail buffer goes: reads go to the
+    /// file until `cut_on_disk` loads the new one. Fails, changing nothing,
+    /// when retention deleted the segment meanwhile.
+    async fn cut_in_memory(&self, segment: Segment<S::File>) -> Result<Vec<i64>> {
+        // No flush round may run while the segments change under it. None
+        // has anything to write after `settle`, but one may have started
+        // since: wait it out, then change the state with no await between.
+        loop {
+            let progressed = self.inner.progress.notified();
+            if !self.inner.state.borrow().flushing {
+                break;
+            }
+            progressed.await;
+        }
+        let (base, end_offset) = (segment.base_offset, segment.next_offset);
         let file = segment.file.clone();
-        let dropped: Vec<i64> = {
-            let mut st = self.inner.state.borrow_mut();
-            let log_start = st.log_start_offset;
-            let Some(i) = st.segments.iter().position(|s| s.base_offset == base) else {
-                // Retention deleted it meanwhile: the offset is below the
-                // log start now.
-                return Err(EngineError::OffsetOutOfRange {
-                    offset: end_offset,
-                    log_start,
-                    log_end: st.log_end_offset,
-                });
-            };
-            let dropped = st.segments.drain(i + 1..).map(|s| s.base_offset).collect();
-            st.segments[i] = segment;
-            st.log_end_offset = end_offset;
-            st.synced_offset = st.synced_offset.min(end_offset);
-            st.messages_since_sync = 0;
-            // Everything was written by `settle`; the buffers go back to the
-            // storage, and reads go to the file until the new tail is loaded.
-            if let Some(old) = st.tail.take() {
-                file.recycle_buf(old.buf);
-                for c in old.chunks {
-                    if let Ok(buf) = Rc::try_unwrap(c.buf) {
-                        file.recycle_buf(buf);
-                    }
+        let mut st = self.inner.state.borrow_mut();
+        let Some(i) = st.segments.iter().position(|s| s.base_offset == base) else {
+            return Err(EngineError::OffsetOutOfRange {
+                offset: end_offset,
+                log_start: st.log_start_offset,
+                log_end: st.log_end_offset,
+            });
+        };
+        let dropped = st.segments.drain(i + 1..).map(|s| s.base_offset).collect();
+        st.segments[i] = segment;
+        st.log_end_offset = end_offset;
+        st.synced_offset = st.synced_offset.min(end_offset);
+        st.messages_since_sync = 0;
+        // Everything was written by `settle`: the buffers go back to the
+        // storage.
+        if let Some(old) = st.tail.take() {
+            debug_assert!(old.chunks.iter().all(|c| c.written));
+            file.recycle_buf(old.buf);
+            for c in old.chunks {
+                if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                    file.recycle_buf(buf);
                 }
             }
-            dropped
-        };
+        }
+        Ok(dropped)
+    }
+
+    /// Makes the cut durable (steps 3 to 5 of the module doc): removes the
+    /// `dropped` segments, cuts `file` at `len`, loads the new tail and
+    /// rebuilds the producer state.
+    async fn cut_on_disk(&self, file: &S::File, len: u64, dropped: &[i64]) -> Result<()> {
         let (storage, dir) = (&self.inner.storage, &self.inner.dir);
-        remove_segments(storage, dir, &dropped).await?;
-        cut_segment_file(&*file, len, file_len, true).await?;
+        remove_segments(storage, dir, dropped).await?;
+        let file_len = file.len().await.map_err(io_err)?;
+        cut_segment_file(file, len, file_len, true).await?;
         let config = self.config();
-        let (tail, allocated_bytes) =
-            activate(&*file, len, &config, self.inner.chunk_bytes).await?;
+        let (tail, allocated_bytes) = activate(file, len, &config, self.inner.chunk_bytes).await?;
         {
             let mut st = self.inner.state.borrow_mut();
             st.tail = Some(tail);
