@@ -6,11 +6,14 @@
 //!   the periodic `tick`, the public types and the state the steps share;
 //! - `segment`: a segment's in-memory state, file names, size limits; no I/O;
 //! - `tail`: the active segment's aligned tail buffer and its chunks; no I/O;
-//! - `append`: validate, assign offsets, wait for durability;
+//! - `append`: validate, assign offsets (or keep a leader's: the append
+//!   origin), wait for durability;
 //! - `flush`: flush rounds (group commit), write-behind, preallocation;
 //! - `roll`: rolling to a new segment, the spare segment, finishing the
 //!   rolled one;
-//! - `read`: reads by offset and timestamp lookup;
+//! - `read`: reads by offset and timestamp lookup, up to the read bound;
+//! - `truncate`: `truncate_to`, and the cut of a segment that recovery
+//!   shares;
 //! - `recover`: opening the segments after a clean shutdown or a crash;
 //! - `retention`: deleting old segments.
 //!
@@ -128,6 +131,8 @@ struct State<S: Storage> {
     /// Set by a sync request or a roll while a round runs: the round submits
     /// nothing more, and the next round syncs (whoever leads it).
     stop_round: bool,
+    /// Set while a roll or a truncation changes the segments: appends (and
+    /// other rolls and truncations) wait.
     rolling: bool,
     /// Base offset of a rolled segment whose file is still being trimmed and
     /// indexed in the background (`finish_segment`).
