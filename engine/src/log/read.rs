@@ -329,8 +329,9 @@ mod tests {
 
     use super::*;
     use crate::batch::build_batch;
+    use crate::config::LogConfig;
     use crate::io::sim::SimStorage;
-    use crate::{Durability, LogConfig};
+    use crate::log::Durability;
 
     /// Three batches of three records: offsets 0..3, 3..6, 6..9, with
     /// timestamps 100, 200, 300.
