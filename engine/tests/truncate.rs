@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use futures_lite::future::block_on;
 use strom_engine::batch::{build_batch, build_batch_with_producer, BatchHeader};
 use strom_engine::io::sim::SimStorage;
+use strom_engine::io::Storage;
 use strom_engine::producer_state::{snapshot_offsets, ProducerError};
 use strom_engine::{Durability, EngineError, LogConfig, PartitionLog};
 
@@ -42,7 +43,7 @@ async fn append_batches(log: &Log, first: i64, n: i64, d: Durability) -> Vec<i64
 }
 
 /// Every batch of the log, as stored.
-async fn all_batches(log: &Log) -> Vec<Vec<u8>> {
+async fn all_batches<S: Storage>(log: &PartitionLog<S>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut from = log.log_start_offset();
     while from < log.log_end_offset() {
@@ -410,4 +411,57 @@ fn appends_wait_for_a_truncation_and_go_on_at_the_new_end() {
         assert_eq!(appended.unwrap().base_offset, 12);
         assert_eq!(log.log_end_offset(), 13);
     });
+}
+
+/// On O_DIRECT files with glommio, where full chunks are written and rolled
+/// segments finished in the background, while another task appends.
+#[test]
+fn truncate_on_real_files_while_appends_and_background_writes_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t-0");
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let config = LogConfig {
+                segment_bytes: 512 * 1024,
+                index_interval_bytes: 4096,
+                preallocate: true,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(&path, config.clone()).await.unwrap();
+            let value = vec![7u8; 2000];
+            for i in 0..3000 {
+                let b = build_batch(i, &[&value]);
+                log.append(&b, Durability::Written, i).await.unwrap();
+            }
+            assert!(log.segment_count() > 8);
+            let before = all_batches(&log).await;
+            let appender = glommio::spawn_local({
+                let log = log.clone();
+                async move {
+                    for i in 0..200 {
+                        let b = build_batch(10_000 + i, &[b"late"]);
+                        log.append(&b, Durability::Written, i).await.unwrap();
+                        glommio::yield_if_needed().await;
+                    }
+                }
+            });
+            let target = 1234;
+            assert_eq!(log.truncate_to(target).await.unwrap(), target);
+            appender.await;
+            let after = all_batches(&log).await;
+            assert_eq!(after[..target as usize], below(&before, target)[..]);
+            // The other task's appends waited for the cut and follow it.
+            assert_eq!(after.len(), target as usize + 200);
+            for b in &after[target as usize..] {
+                assert!(b.windows(4).any(|w| w == b"late"));
+            }
+            log.close().await.unwrap();
+            drop(log);
+            let log = PartitionLog::open(&path, config).await.unwrap();
+            assert_eq!(all_batches(&log).await, after);
+            log.close().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
