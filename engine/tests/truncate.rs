@@ -435,23 +435,37 @@ fn truncate_on_real_files_while_appends_and_background_writes_run() {
             }
             assert!(log.segment_count() > 8);
             let before = all_batches(&log).await;
+            // Appends from another task, yielding between them, so that
+            // some land before the cut (and are cut) and some wait for it.
             let appender = glommio::spawn_local({
                 let log = log.clone();
                 async move {
+                    let mut bases = Vec::new();
                     for i in 0..200 {
                         let b = build_batch(10_000 + i, &[b"late"]);
-                        log.append(&b, Durability::Written, i).await.unwrap();
-                        glommio::yield_if_needed().await;
+                        let info = log.append(&b, Durability::Written, i).await.unwrap();
+                        bases.push(info.base_offset);
+                        futures_lite::future::yield_now().await;
                     }
+                    bases
                 }
             });
+            futures_lite::future::yield_now().await;
             let target = 1234;
             assert_eq!(log.truncate_to(target).await.unwrap(), target);
-            appender.await;
+            let bases = appender.await;
             let after = all_batches(&log).await;
             assert_eq!(after[..target as usize], below(&before, target)[..]);
-            // The other task's appends waited for the cut and follow it.
-            assert_eq!(after.len(), target as usize + 200);
+            // Late batches appended before the cut went with it; those
+            // appended after follow the new end, in order.
+            let kept: Vec<i64> = bases.iter().copied().filter(|&b| b < 3000).collect();
+            assert!(kept.len() < 200, "no append landed before the cut");
+            assert!(!kept.is_empty(), "no append waited for the cut");
+            assert_eq!(
+                kept,
+                (target..target + kept.len() as i64).collect::<Vec<_>>()
+            );
+            assert_eq!(after.len(), target as usize + kept.len());
             for b in &after[target as usize..] {
                 assert!(b.windows(4).any(|w| w == b"late"));
             }
