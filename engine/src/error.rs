@@ -1,4 +1,5 @@
-//! Typed errors of the engine.
+//! Typed errors of the engine. A leaf: it imports nothing from the crate,
+//! so every module can use it without an import circle.
 
 use thiserror::Error;
 
@@ -22,6 +23,47 @@ pub enum BatchError {
     Empty,
     #[error("batch of {bytes} bytes exceeds max.message.bytes {max}")]
     TooLarge { bytes: usize, max: usize },
+    /// A replica append whose first batch does not start at the log end.
+    #[error("replica batch starts at offset {base_offset}, the log ends at {log_end_offset}")]
+    NotAtLogEnd {
+        base_offset: i64,
+        log_end_offset: i64,
+    },
+    /// A replica append whose batch does not start right after the one
+    /// before it.
+    #[error("replica batch starts at offset {base_offset}, expected {expected}")]
+    NotContiguous { base_offset: i64, expected: i64 },
+}
+
+/// Why an idempotent batch was refused. Nothing of the request is appended.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerError {
+    /// Kafka: INVALID_RECORD (87).
+    #[error("invalid sequence number {sequence} for producer {producer_id}")]
+    InvalidSequence { producer_id: i64, sequence: i32 },
+    /// Kafka: UNKNOWN_PRODUCER_ID (59).
+    #[error(
+        "no state for producer {producer_id} and its batch starts at sequence {sequence}, not 0"
+    )]
+    UnknownProducerId { producer_id: i64, sequence: i32 },
+    /// Kafka: INVALID_PRODUCER_EPOCH (47).
+    #[error(
+        "producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}"
+    )]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    /// Kafka: OUT_OF_ORDER_SEQUENCE_NUMBER (45). `expected` is the sequence
+    /// that would have been accepted.
+    #[error("producer {producer_id} epoch {epoch}: sequence {sequence}, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        expected: i32,
+    },
 }
 
 #[derive(Debug, Error)]
@@ -43,7 +85,7 @@ pub enum EngineError {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("idempotent producer: {0}")]
-    Producer(#[from] crate::producer_state::ProducerError),
+    Producer(#[from] ProducerError),
 }
 
 impl EngineError {

@@ -2,8 +2,27 @@
 //!
 //! Module map (data flows top to bottom on append, bottom to top on read):
 //! - `log`: [`PartitionLog`], the public API: append with a durability
-//!   choice, read by offset or timestamp, long-poll waits, flush, retention,
-//!   close.
+//!   choice and an origin (a client's batches get offsets, a replica's keep
+//!   their leader's), read by offset or timestamp up to a read bound,
+//!   long-poll waits, flush, truncation, retention, close. One file per
+//!   step of the data path:
+//!   - `log/mod.rs`: the handle, open/close/delete, `tick`, public types and
+//!     the shared state;
+//!   - `log/segment.rs`: a segment's in-memory state, file names, size
+//!     limits (no I/O);
+//!   - `log/tail.rs`: the active segment's aligned tail buffer and its
+//!     chunks (no I/O);
+//!   - `log/append.rs`: validate, assign offsets (`AppendOrigin`), wait for
+//!     durability;
+//!   - `log/flush.rs`: flush rounds (group commit), write-behind,
+//!     preallocation;
+//!   - `log/roll.rs`: rolls, the spare segment, finishing a rolled segment;
+//!   - `log/read.rs`: reads by offset, timestamp lookup, the read bound;
+//!   - `log/truncate.rs`: `truncate_to(offset)`, and the scan and cut of a
+//!     segment that recovery shares;
+//!   - `log/recover.rs`: opening the segments after a clean shutdown or a
+//!     crash, producer state rebuild;
+//!   - `log/retention.rs`: deleting old segments.
 //! - `batch`: Kafka RecordBatch v2 framing: validation (length, magic,
 //!   CRC32C) and in-place offset assignment. Records are never decoded.
 //! - `config`: [`LogConfig`], Kafka's topic configs for one log.
@@ -16,7 +35,7 @@
 //! - `notify`: single-threaded broadcast used by long polls.
 //! - `producer_state`: idempotent-producer dedup (epoch and last five
 //!   sequence ranges per producer id), its snapshots and rebuild.
-//! - `error`: typed errors.
+//! - `error`: typed errors (a leaf: it imports nothing from the crate).
 //!
 //! The on-disk format, byte by byte, with what the engine assumes about the
 //! storage (what is atomic, what fdatasync guarantees), is in `FORMAT.md`.
@@ -32,7 +51,7 @@ pub mod producer_state;
 
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};
-pub use log::{AppendInfo, Durability, PartitionLog, ReadResult};
+pub use log::{AppendInfo, AppendOrigin, Durability, PartitionLog, ReadResult};
 
 /// The preempt timer for glommio executors that run logs: glommio's
 /// default, 100 ms. A 1 ms timer looked about 20% faster in the engine bench

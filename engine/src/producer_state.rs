@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::batch::BatchHeader;
+pub use crate::error::ProducerError;
 use crate::io::Storage;
 
 /// Batches remembered per producer for duplicate detection. Kafka's value:
@@ -71,37 +72,6 @@ const SNAPSHOT_HEADER_BYTES: usize = 22;
 const SNAPSHOT_CRC_START: usize = 10;
 const PRODUCER_HEADER_BYTES: usize = 8 + 2 + 8 + 1;
 const BATCH_META_BYTES: usize = 4 + 4 + 8 + 8 + 8;
-
-/// Why an idempotent batch was refused. Nothing of the request is appended.
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-pub enum ProducerError {
-    /// Kafka: INVALID_RECORD (87).
-    #[error("invalid sequence number {sequence} for producer {producer_id}")]
-    InvalidSequence { producer_id: i64, sequence: i32 },
-    /// Kafka: UNKNOWN_PRODUCER_ID (59).
-    #[error(
-        "no state for producer {producer_id} and its batch starts at sequence {sequence}, not 0"
-    )]
-    UnknownProducerId { producer_id: i64, sequence: i32 },
-    /// Kafka: INVALID_PRODUCER_EPOCH (47).
-    #[error(
-        "producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}"
-    )]
-    InvalidProducerEpoch {
-        producer_id: i64,
-        epoch: i16,
-        current_epoch: i16,
-    },
-    /// Kafka: OUT_OF_ORDER_SEQUENCE_NUMBER (45). `expected` is the sequence
-    /// that would have been accepted.
-    #[error("producer {producer_id} epoch {epoch}: sequence {sequence}, expected {expected}")]
-    OutOfOrderSequence {
-        producer_id: i64,
-        epoch: i16,
-        sequence: i32,
-        expected: i32,
-    },
-}
 
 /// Why a snapshot could not be read.
 #[derive(Debug, Error)]

@@ -1,7 +1,11 @@
 //! Model-based tests over the simulated file system: random appends (several
 //! in flight, Written or Synced), reads, rolls, flushes, crashes with torn and
-//! lost writes, clean restarts, retention and fdatasync failures, compared
-//! after every step with a plain `Vec` of batches.
+//! lost writes, clean restarts, retention, truncations and fdatasync
+//! failures, compared after every step with a plain `Vec` of batches.
+//!
+//! Truncations are drawn from a second random stream, so that a seed run
+//! without them (the regression seeds) replays exactly the operations it
+//! did before truncation existed.
 //!
 //! A failing seed is printed; replay it with `STROM_SEED=<seed>`. The number
 //! of seeds is `STROM_SEEDS` (default 2000).
@@ -194,6 +198,46 @@ async fn adopt_unknown_tail(log: &Log, model: &mut Model) -> Result<(), String> 
     Ok(())
 }
 
+/// `truncate_to(target)` on the log, and on the model: it drops every batch
+/// that holds an offset at or past `target` (the log ends at a batch
+/// boundary), and all it keeps is synced, unless `target` is the log end
+/// (nothing changes). A failed truncation (only with injected faults) may
+/// have cut or not: restart, and take what survived.
+async fn truncate(
+    fs: &SimStorage,
+    dir: &Path,
+    config: &LogConfig,
+    log: Log,
+    model: &mut Model,
+    target: i64,
+    faults: bool,
+) -> Result<Log, String> {
+    let keep = model.index_of(target);
+    let end = model.batches.get(keep).map_or(model.end(), |b| b.0);
+    match log.truncate_to(target).await {
+        Ok(new_end) => {
+            check(new_end == end, || {
+                format!("truncate_to({target}) ended the log at {new_end}, model at {end}")
+            })?;
+            if target < model.end() {
+                model.batches.truncate(keep);
+                model.synced_end = end;
+            }
+            verify_all(&log, model).await?;
+            Ok(log)
+        }
+        Err(_) if faults => {
+            drop(log);
+            fs.crash();
+            model.synced_end = model.synced_end.min(end);
+            let log = open(fs, dir, config).await?;
+            after_crash(&log, model).await?;
+            Ok(log)
+        }
+        Err(e) => Err(format!("truncate_to({target}): {e}")),
+    }
+}
+
 fn random_config(rng: &mut SmallRng) -> LogConfig {
     LogConfig {
         segment_bytes: [16 * 1024, 64 * 1024, 200 * 1024][rng.gen_range(0..3)],
@@ -208,9 +252,21 @@ fn random_config(rng: &mut SmallRng) -> LogConfig {
     }
 }
 
+/// Whether a run draws `truncate_to` operations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Truncations {
+    On,
+    Off,
+}
+
 fn run_seed(seed: u64, crash_loss: CrashLoss) -> Result<(), String> {
+    run_seed_with(seed, crash_loss, Truncations::On)
+}
+
+fn run_seed_with(seed: u64, crash_loss: CrashLoss, truncations: Truncations) -> Result<(), String> {
     block_on(async move {
         let mut rng = SmallRng::seed_from_u64(seed);
+        let mut truncate_rng = SmallRng::seed_from_u64(seed ^ 0x7255_4E43_A7E0_0000);
         let fs = SimStorage::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         fs.set_crash_loss(crash_loss);
         let faults = rng.gen_ratio(1, 4);
@@ -232,6 +288,14 @@ fn run_seed(seed: u64, crash_loss: CrashLoss) -> Result<(), String> {
         let steps = rng.gen_range(20..100);
         for step in 0..steps {
             now += rng.gen_range(0..30);
+            if truncations == Truncations::On && truncate_rng.gen_ratio(1, 20) {
+                let ctx = |e: String| format!("step {step} truncate: {e}");
+                let target = truncate_rng.gen_range(model.log_start..=model.end());
+                log = truncate(&fs, &dir, &config, log, &mut model, target, faults)
+                    .await
+                    .map_err(ctx)?;
+                continue;
+            }
             let op = rng.gen_range(0..100);
             let ctx = |e: String| format!("step {step} op {op}: {e}");
             match op {
@@ -485,19 +549,22 @@ fn model_regression_seeds() {
         1_592_590_452,
         1_592_592_447,
     ] {
-        // Found when a crash kept a prefix of the unsynced writes: replayed
-        // exactly under that model, and also under any-subset loss.
+        // Found when a crash kept a prefix of the unsynced writes, before
+        // truncations existed: replayed exactly under that model (truncations
+        // off, so the recorded operations replay), and also under any-subset
+        // loss.
         for crash_loss in [CrashLoss::Prefix, CrashLoss::AnySubset] {
-            if let Err(e) = run_seed(seed, crash_loss) {
+            if let Err(e) = run_seed_with(seed, crash_loss, Truncations::Off) {
                 panic!("regression seed {seed} ({crash_loss:?}) failed: {e}");
             }
         }
     }
-    // Found when a crash loses any subset of the unsynced writes:
+    // Found when a crash loses any subset of the unsynced writes (before
+    // truncations existed):
     // - close() of a log whose background fdatasync had failed returned Ok
     //   without syncing, so the caller took unsynced appends as durable.
     for seed in [1_592_591_323u64] {
-        if let Err(e) = run_seed(seed, CrashLoss::AnySubset) {
+        if let Err(e) = run_seed_with(seed, CrashLoss::AnySubset, Truncations::Off) {
             panic!("regression seed {seed} failed: {e}");
         }
     }

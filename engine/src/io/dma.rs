@@ -41,7 +41,7 @@ fn to_io<T: std::fmt::Debug>(e: glommio::GlommioError<T>) -> io::Error {
 /// Holds at most `POOL_MAX_BYTES`: a busy log's unwritten bytes
 /// (MAX_UNWRITTEN_BYTES, 128 MiB), its hot cache and some slack.
 pub const POOL_MAX_BYTES: usize = 160 << 20;
-const POOL_BUF_BYTES: usize = crate::log::CHUNK_BYTES as usize;
+const POOL_BUF_BYTES: usize = super::CHUNK_BYTES as usize;
 
 thread_local! {
     static POOL: std::cell::RefCell<Vec<DmaBuffer>> = const { std::cell::RefCell::new(Vec::new()) };

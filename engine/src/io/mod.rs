@@ -23,6 +23,10 @@ pub mod sim;
 
 /// O_DIRECT alignment of positions, lengths and buffers, in bytes.
 pub const ALIGN_BYTES: u64 = 4096;
+/// Largest tail buffer / chunk: the unit of an O_DIRECT log write. Here
+/// rather than in `log` because the DMA buffer pool is sized by it, and `io`
+/// imports nothing from the log.
+pub const CHUNK_BYTES: u64 = 1 << 20;
 
 pub fn align_down(v: u64) -> u64 {
     v & !(ALIGN_BYTES - 1)

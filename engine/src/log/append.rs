@@ -1,0 +1,326 @@
+//! Appends: validate, assign offsets, wait for durability.
+//!
+//! An append validates the batches (length, magic, CRC-32C, size) before
+//! anything is copied, waits for room (no roll in progress, bounded
+//! unwritten bytes, space in the active segment), checks the idempotent
+//! producers, assigns offsets in place and copies the batches into the
+//! active segment's tail buffer, where they are readable at once. Then it
+//! waits for what the caller asked: nothing more (`Written`) or the
+//! fdatasync of a flush round (`Synced`).
+//!
+//! The [`AppendOrigin`] says who gives the batches their offsets. A client's
+//! batches get theirs here, from the log end. A replica's batches (a
+//! follower appending what it fetched from its leader) keep the leader's:
+//! they must continue the log exactly, or nothing is written. A replica's
+//! batches are not checked against the idempotent-producer rules (the
+//! leader did that) but are recorded, so the follower can answer retries
+//! if it becomes the leader; their bytes, LogAppendTime included, are kept
+//! as the leader wrote them.
+
+use std::ops::Range;
+
+use super::segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::{AppendInfo, AppendOrigin, Durability, PartitionLog, State};
+use crate::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::error::{BatchError, EngineError, Result};
+use crate::io::{Storage, StorageFile};
+use crate::producer_state::{BatchMetadata, Decision};
+
+/// Appended-but-unwritten bytes above which appends wait for the disk.
+const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
+
+/// The batches of one append: each header with its byte range.
+type Batches = Vec<(BatchHeader, Range<usize>)>;
+
+impl<S: Storage> PartitionLog<S> {
+    /// Validates and appends the batches in `records` (one or more complete
+    /// RecordBatch v2), assigning offsets. All or nothing.
+    pub async fn append(
+        &self,
+        records: &[u8],
+        durability: Durability,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.append_with_origin(records, durability, now_ms, AppendOrigin::Client)
+            .await
+    }
+
+    /// Appends batches that keep the offsets their leader gave them:
+    /// [`append_with_origin`](Self::append_with_origin) with
+    /// [`AppendOrigin::Replica`].
+    pub async fn append_replica(
+        &self,
+        records: &[u8],
+        durability: Durability,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.append_with_origin(records, durability, now_ms, AppendOrigin::Replica)
+            .await
+    }
+
+    /// Validates and appends the batches in `records` (one or more complete
+    /// RecordBatch v2). All or nothing. A client append assigns offsets from
+    /// the log end; a replica append keeps the batches' base offsets, and
+    /// fails with [`BatchError::NotAtLogEnd`] or [`BatchError::NotContiguous`]
+    /// unless the first starts at the log end offset and each next one
+    /// starts right after the one before.
+    pub async fn append_with_origin(
+        &self,
+        records: &[u8],
+        durability: Durability,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo> {
+        let (max, log_append_time, segment_bytes, flush_messages) = {
+            let c = self.inner.config.borrow();
+            (
+                c.max_message_bytes,
+                c.log_append_time,
+                c.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+                c.flush_messages,
+            )
+        };
+        // A replica's timestamps are the leader's, LogAppendTime included.
+        let log_append_time = log_append_time && origin == AppendOrigin::Client;
+        let parsed = validate(records, max, origin)?;
+        self.wait_for_room(records.len() as u64, segment_bytes)
+            .await?;
+        // No await from here to the offset assignment: the producer check
+        // and the record of the appended batches see the same log end.
+        if origin == AppendOrigin::Client {
+            let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
+            let decision = self.inner.producers.borrow().check_all(&headers)?;
+            if let Decision::Duplicate(original) = decision {
+                return self
+                    .answer_duplicate(original, durability, log_append_time)
+                    .await;
+            }
+        }
+        let info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
+        self.inner.appended.notify_all();
+        self.maybe_prepare_spare(segment_bytes).await;
+        self.wait_for_durability(info.last_offset + 1, durability, flush_messages)
+            .await?;
+        Ok(info)
+    }
+
+    /// Waits for room: no roll in progress, bounded unwritten bytes, and a
+    /// segment with space for the whole append (`append_bytes`), writing or
+    /// rolling as needed.
+    async fn wait_for_room(&self, append_bytes: u64, segment_bytes: u64) -> Result<()> {
+        enum Next {
+            Go,
+            Wait,
+            Write,
+            Roll,
+        }
+        loop {
+            let progressed = self.inner.progress.notified();
+            let next = {
+                let st = self.inner.state.borrow();
+                self.check_open(&st)?;
+                let seg = st
+                    .segments
+                    .last()
+                    .ok_or_else(|| EngineError::Corrupt("no active segment".into()))?;
+                let unwritten = st.tail.as_ref().map_or(0, |t| t.unwritten_bytes());
+                if st.rolling || (st.flushing && unwritten >= MAX_UNWRITTEN_BYTES) {
+                    Next::Wait
+                } else if unwritten >= MAX_UNWRITTEN_BYTES {
+                    Next::Write
+                } else if seg.len > 0 && seg.len + append_bytes > segment_bytes {
+                    Next::Roll
+                } else {
+                    Next::Go
+                }
+            };
+            match next {
+                Next::Go => break,
+                Next::Wait => progressed.await,
+                Next::Write => self.flush_round(false).await?,
+                Next::Roll => self.roll().await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the batches their offsets (a client's from the log end; a
+    /// replica's are checked to start there) and copies them into the tail,
+    /// recording them in the indexes and the producer state. Synchronous:
+    /// nothing runs between the checks and the copy, and a refused replica
+    /// append has written nothing.
+    fn assign(
+        &self,
+        records: &[u8],
+        parsed: &Batches,
+        now_ms: i64,
+        log_append_time: bool,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo> {
+        let mut st = self.inner.state.borrow_mut();
+        let base = st.log_end_offset;
+        if origin == AppendOrigin::Replica {
+            // The leader's offsets must continue this log exactly; the
+            // batches were checked to continue one another.
+            if let Some((first, _)) = parsed.first() {
+                if first.base_offset != base {
+                    return Err(BatchError::NotAtLogEnd {
+                        base_offset: first.base_offset,
+                        log_end_offset: base,
+                    }
+                    .into());
+                }
+            }
+        }
+        let mut producers = self.inner.producers.borrow_mut();
+        st.clock_ms = st.clock_ms.max(now_ms);
+        let interval = self.inner.config.borrow().index_interval_bytes as u64;
+        let mut next = base;
+        let mut messages = 0u64;
+        for (h, range) in parsed {
+            debug_assert!(
+                origin == AppendOrigin::Client || h.base_offset == next,
+                "a replica's offsets are kept as sent"
+            );
+            let src = &records[range.clone()];
+            let mut header = [0u8; HEADER_BYTES];
+            header.copy_from_slice(&src[..HEADER_BYTES]);
+            batch::set_base_offset(&mut header, next);
+            let mut max_ts = h.max_timestamp;
+            let owned;
+            let (head, body): (&[u8], &[u8]) = if log_append_time {
+                let mut b = src.to_vec();
+                batch::set_base_offset(&mut b, next);
+                batch::set_log_append_time(&mut b, now_ms);
+                max_ts = now_ms;
+                owned = b;
+                (&owned[..], &[])
+            } else {
+                (&header[..], &src[HEADER_BYTES..])
+            };
+            let pos = self.tail_write(&mut st, head, body);
+            let stored = BatchHeader {
+                base_offset: next,
+                ..*h
+            };
+            let seg = st
+                .segments
+                .last_mut()
+                .ok_or_else(|| EngineError::Corrupt("no active segment".into()))?;
+            seg.first_append_ms.get_or_insert(now_ms);
+            seg.track_batch(pos, &stored, max_ts, interval);
+            producers.record(
+                &BatchHeader {
+                    max_timestamp: max_ts,
+                    ..stored
+                },
+                next,
+            );
+            next = stored.last_offset() + 1;
+            messages += h.record_count as u64;
+        }
+        debug_assert!(next > base, "offsets must move forward");
+        st.log_end_offset = next;
+        st.messages_since_sync += messages;
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: next - 1,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset: st.log_start_offset,
+        })
+    }
+
+    /// Waits until the batches below `end_offset` are as durable as asked
+    /// (or `flush.messages` asks a sync anyway); else starts writing any
+    /// full chunk, so the disk keeps busy.
+    async fn wait_for_durability(
+        &self,
+        end_offset: i64,
+        durability: Durability,
+        flush_messages: u64,
+    ) -> Result<()> {
+        let must_sync = durability == Durability::Synced
+            || self.inner.state.borrow().messages_since_sync >= flush_messages;
+        if must_sync {
+            self.sync_to(end_offset).await?;
+        } else if self.has_unsubmitted_chunks() && !self.inner.state.borrow().flushing {
+            // A full chunk is waiting: write it now so the disk keeps busy,
+            // in the background when the log can spawn.
+            match &self.inner.write_behind {
+                Some(spawn) => {
+                    let log = self.clone();
+                    spawn(Box::pin(async move { log.write_full_chunks().await }));
+                }
+                None => self.write_full_chunks().await,
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer to a retried batch: the original's offsets, once the
+    /// original is as durable as this request asks.
+    async fn answer_duplicate(
+        &self,
+        original: BatchMetadata,
+        durability: Durability,
+        log_append_time: bool,
+    ) -> Result<AppendInfo> {
+        tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
+        if durability == Durability::Synced {
+            self.sync_to(original.last_offset + 1).await?;
+        }
+        Ok(AppendInfo {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            log_append_time_ms: if log_append_time {
+                original.max_timestamp
+            } else {
+                -1
+            },
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// Copies `head` then `body` to the end of the active segment's tail,
+    /// sealing full buffers into chunks. Returns the batch's position.
+    fn tail_write(&self, st: &mut State<S>, head: &[u8], body: &[u8]) -> u64 {
+        let chunk_bytes = self.inner.chunk_bytes;
+        let State { segments, tail, .. } = st;
+        let (Some(seg), Some(tail)) = (segments.last_mut(), tail.as_mut()) else {
+            unreachable!("append on a log without an active segment")
+        };
+        let file = &seg.file;
+        tail.write(&mut seg.len, head, body, chunk_bytes, || {
+            file.alloc_buf(chunk_bytes as usize)
+        })
+    }
+}
+
+/// Checks the batches before anything is copied: framing, CRC-32C and
+/// `max.message.bytes` for all; for a replica, that each batch starts right
+/// after the one before (so offsets never go backwards or skip).
+fn validate(records: &[u8], max: usize, origin: AppendOrigin) -> Result<Batches> {
+    let parsed = batch::split_and_validate(records)?;
+    for (_, range) in &parsed {
+        if range.len() > max {
+            return Err(BatchError::TooLarge {
+                bytes: range.len(),
+                max,
+            }
+            .into());
+        }
+    }
+    if origin == AppendOrigin::Replica {
+        for pair in parsed.windows(2) {
+            let (previous, next) = (&pair[0].0, &pair[1].0);
+            if next.base_offset != previous.last_offset() + 1 {
+                return Err(BatchError::NotContiguous {
+                    base_offset: next.base_offset,
+                    expected: previous.last_offset() + 1,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(parsed)
+}

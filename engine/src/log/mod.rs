@@ -1,0 +1,486 @@
+//! `PartitionLog`: the public API of one partition's log, and the segmented
+//! log behind it (see `FORMAT.md` for the bytes on disk).
+//!
+//! The files of this module follow the data path:
+//! - `mod.rs` (this file): the `PartitionLog` handle, open, close, delete,
+//!   the periodic `tick`, the public types and the state the steps share;
+//! - `segment`: a segment's in-memory state, file names, size limits; no I/O;
+//! - `tail`: the active segment's aligned tail buffer and its chunks; no I/O;
+//! - `append`: validate, assign offsets (or keep a leader's: the append
+//!   origin), wait for durability;
+//! - `flush`: flush rounds (group commit), write-behind, preallocation;
+//! - `roll`: rolling to a new segment, the spare segment, finishing the
+//!   rolled one;
+//! - `read`: reads by offset and timestamp lookup, up to the read bound;
+//! - `truncate`: `truncate_to`, and the cut of a segment that recovery
+//!   shares;
+//! - `recover`: opening the segments after a clean shutdown or a crash;
+//! - `retention`: deleting old segments.
+//!
+//! Write path: `append` validates the batches, assigns offsets in place and
+//! copies them into the active segment's 4096-aligned tail buffer (they are
+//! readable from there at once). Full tail buffers are sealed into chunks.
+//! Whoever needs data on disk (a `Synced` append, a full chunk, `flush`,
+//! `tick`) leads a *flush round* if none is running, else waits for the
+//! running one and checks again: every append that arrives while a round is
+//! in flight joins the next round, which does one write per chunk (several in
+//! flight) and at most one fdatasync for all of them (group commit).
+//!
+//! Read path: segment by base offset, position by the sparse index, then
+//! batch headers are scanned; bytes come from the tail buffer and recently
+//! written chunks when hot, else from an O_DIRECT read.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::config::LogConfig;
+use crate::error::{EngineError, Result};
+use crate::index;
+use crate::io::dma::DmaStorage;
+use crate::io::{align_up, Storage, StorageFile, CHUNK_BYTES};
+use crate::notify::Notify;
+use crate::producer_state::{self, ProducerStateTable};
+
+mod append;
+mod flush;
+mod read;
+mod recover;
+mod retention;
+mod roll;
+mod segment;
+mod tail;
+mod truncate;
+
+use roll::{write_index_files, SPARE_SEGMENT_FILE};
+use segment::{Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use tail::Tail;
+
+/// Written by `close`, removed by `open`: its presence means the last
+/// shutdown was clean.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// What an append waits for before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// In the log: readable by consumers, not yet known to be on disk
+    /// (acks=1). Synced by `flush.ms` / `flush.messages` or the next sync.
+    Written,
+    /// On disk: covered by an fdatasync (acks=all).
+    Synced,
+}
+
+/// Who gives an append's batches their offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer: the log assigns offsets from its end (the base offsets
+    /// the batches carry are overwritten) and applies the
+    /// idempotent-producer rules.
+    Client,
+    /// A follower appending what it fetched from its leader: the batches
+    /// keep their base offsets, which must continue the log exactly.
+    Replica,
+}
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole stored batches starting at or before the requested offset.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    /// The read bound the read stopped at (see `PartitionLog::high_watermark`).
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl ReadResult {
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
+    }
+}
+
+type BufOf<S> = <<S as Storage>::File as StorageFile>::Buf;
+
+/// The log's mutable state, shared by the steps of the data path. Borrowed
+/// briefly, never across an await.
+struct State<S: Storage> {
+    /// Oldest first; the last one is active.
+    segments: Vec<Segment<S::File>>,
+    tail: Option<Tail<BufOf<S>>>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    /// Every offset below is covered by an fdatasync.
+    synced_offset: i64,
+    messages_since_sync: u64,
+    last_sync_ms: i64,
+    clock_ms: i64,
+    flushing: bool,
+    /// Set by a sync request or a roll while a round runs: the round submits
+    /// nothing more, and the next round syncs (whoever leads it).
+    stop_round: bool,
+    /// Set while a roll or a truncation changes the segments: appends (and
+    /// other rolls and truncations) wait.
+    rolling: bool,
+    /// Base offset of a rolled segment whose file is still being trimmed and
+    /// indexed in the background (`finish_segment`).
+    finishing: Option<i64>,
+    closed: bool,
+    /// Set when an fdatasync failed: what was acknowledged as written may be
+    /// lost, so the log refuses appends until it is reopened.
+    failed: Option<String>,
+}
+
+/// One partition's log. Cheap to clone (shared handle); not `Send`: it lives
+/// on the shard that owns the partition. Methods take `&self`, so concurrent
+/// appends from several tasks join the same group commit.
+///
+/// `S` is the storage under it: O_DIRECT files in production, the simulated
+/// file system in tests.
+pub struct PartitionLog<S: Storage = DmaStorage> {
+    inner: Rc<Inner<S>>,
+}
+
+impl<S: Storage> Clone for PartitionLog<S> {
+    fn clone(&self) -> Self {
+        PartitionLog {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    chunk_bytes: u64,
+    config: RefCell<LogConfig>,
+    state: RefCell<State<S>>,
+    appended: Notify,
+    /// Fired when a flush round or a roll ends.
+    progress: Notify,
+    rounds: Cell<u64>,
+    /// Idempotent-producer dedup. Checked and recorded with no await
+    /// between the check and the offset assignment.
+    producers: RefCell<ProducerStateTable>,
+    /// Runs full-chunk writes in the background, so an append that only
+    /// needs to be in the log does not wait for the disk. Without one
+    /// (storage driven by a plain `block_on`), the append awaits the write.
+    write_behind: Option<Spawner>,
+    /// The preallocated file the next roll renames into place, and how far
+    /// it is preallocated.
+    spare: RefCell<Option<(Rc<S::File>, u64)>>,
+    /// Base offset of the active segment a spare was last started for: one
+    /// attempt per segment, so a full disk is not retried on every append.
+    spare_started_for: Cell<Option<i64>>,
+    /// A spare is being prepared.
+    spare_busy: Cell<bool>,
+}
+
+/// Starts a future on the log's executor without waiting for it.
+pub type Spawner = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
+
+fn io_err(e: std::io::Error) -> EngineError {
+    EngineError::from_io(e)
+}
+
+impl PartitionLog<DmaStorage> {
+    /// Opens (recovering if needed) or creates the log in `dir`. Must run
+    /// inside a glommio executor.
+    /// Full chunks are written by background tasks on that executor.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
+        let spawn: Spawner = Rc::new(|f| {
+            glommio::spawn_local(f).detach();
+        });
+        PartitionLog::open_inner(DmaStorage, dir.as_ref(), config, Some(spawn)).await
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens the log in `dir` on the given storage.
+    /// Appends that fill a chunk await its write themselves.
+    pub async fn open_with(
+        storage: S,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<PartitionLog<S>> {
+        PartitionLog::open_inner(storage, dir.as_ref(), config, None).await
+    }
+
+    async fn open_inner(
+        storage: S,
+        dir: &Path,
+        config: LogConfig,
+        write_behind: Option<Spawner>,
+    ) -> Result<PartitionLog<S>> {
+        let dir = dir.to_path_buf();
+        let segment_bytes = config
+            .segment_bytes
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        let chunk_bytes = align_up(segment_bytes).min(CHUNK_BYTES);
+        let (segments, tail) = recover::recover::<S>(&storage, &dir, &config, chunk_bytes).await?;
+        let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
+        let log = PartitionLog {
+            inner: Rc::new(Inner {
+                storage,
+                dir,
+                chunk_bytes,
+                config: RefCell::new(config),
+                state: RefCell::new(State {
+                    segments,
+                    tail: Some(tail),
+                    log_start_offset,
+                    log_end_offset,
+                    synced_offset: log_end_offset,
+                    messages_since_sync: 0,
+                    last_sync_ms: 0,
+                    clock_ms: 0,
+                    flushing: false,
+                    stop_round: false,
+                    rolling: false,
+                    finishing: None,
+                    closed: false,
+                    failed: None,
+                }),
+                appended: Notify::default(),
+                progress: Notify::default(),
+                rounds: Cell::new(0),
+                spare: RefCell::new(None),
+                spare_started_for: Cell::new(None),
+                spare_busy: Cell::new(false),
+                producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
+                write_behind,
+            }),
+        };
+        log.restore_producer_state().await?;
+        Ok(log)
+    }
+
+    /// Writes a snapshot of the producer state. Only called when every
+    /// appended batch is synced (on roll and on close), so the snapshot
+    /// never covers data a crash could lose. A failure only costs a longer
+    /// replay on the next open, so it is logged, not returned.
+    async fn snapshot_producer_state(&self) {
+        let (offset, bytes) = {
+            let t = self.inner.producers.borrow();
+            (t.end_offset(), t.to_snapshot_bytes())
+        };
+        debug_assert!(offset <= self.inner.state.borrow().synced_offset);
+        if let Err(e) =
+            producer_state::write_snapshot(&self.inner.storage, &self.inner.dir, offset, &bytes)
+                .await
+        {
+            tracing::warn!(dir = %self.inner.dir.display(), offset, error = %e, "writing the producer state snapshot failed");
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Replaces the configuration (topic config change); takes effect for
+    /// the next append, roll and retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.inner.config.borrow_mut() = config;
+    }
+
+    fn check_open(&self, st: &State<S>) -> Result<()> {
+        if st.closed {
+            return Err(EngineError::Closed);
+        }
+        if let Some(msg) = &st.failed {
+            return Err(EngineError::Io(std::io::Error::other(format!(
+                "log failed earlier: {msg}"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// A chunk-sized buffer (the storage reuses freed ones).
+    fn take_buf(&self, file: &S::File) -> BufOf<S> {
+        file.alloc_buf(self.inner.chunk_bytes as usize)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.state.borrow().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.state.borrow().log_end_offset
+    }
+
+    /// Every offset below this is covered by an fdatasync.
+    pub fn synced_offset(&self) -> i64 {
+        self.inner.state.borrow().synced_offset
+    }
+
+    /// Number of segments (closed and active).
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    /// Flush rounds run so far (each is one group commit).
+    pub fn flush_rounds(&self) -> u64 {
+        self.inner.rounds.get()
+    }
+
+    /// Bytes of all segments of the log.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.len)
+            .sum()
+    }
+
+    /// Resolves once the log end offset is past `offset` or the log closes.
+    /// Callers bound the wait with their own timer.
+    pub async fn wait_for_offset(&self, offset: i64) {
+        loop {
+            let notified = self.inner.appended.notified();
+            {
+                let st = self.inner.state.borrow();
+                if st.log_end_offset > offset || st.closed {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Periodic work: `flush.ms` syncs, `segment.ms` rolls and retention.
+    pub async fn tick(&self, now_ms: i64) -> Result<()> {
+        let (segment_ms, flush_ms) = {
+            let c = self.inner.config.borrow();
+            (c.segment_ms, c.flush_ms)
+        };
+        let (roll, sync) = {
+            let mut st = self.inner.state.borrow_mut();
+            if st.closed || st.failed.is_some() {
+                return Ok(());
+            }
+            st.clock_ms = st.clock_ms.max(now_ms);
+            let seg = st.segments.last();
+            let roll = seg.is_some_and(|s| {
+                s.len > 0 && s.first_append_ms.is_some_and(|t| now_ms - t >= segment_ms)
+            });
+            let sync = st.synced_offset < st.log_end_offset && now_ms - st.last_sync_ms >= flush_ms;
+            if sync && st.flushing {
+                // The running round ends soon, and the next one syncs.
+                st.stop_round = true;
+            }
+            (roll, sync && !st.flushing)
+        };
+        let work = if roll {
+            self.roll().await
+        } else if sync {
+            self.flush_round(true).await
+        } else {
+            Ok(())
+        };
+        // Retention runs even when the roll or sync failed: on a full disk,
+        // deleting old segments is what frees the space they need.
+        self.apply_retention(now_ms).await?;
+        work
+    }
+
+    /// Flushes, syncs and writes the clean-shutdown marker. Later calls fail
+    /// with `Closed`. A log that failed earlier (a failed fdatasync) is closed
+    /// without the marker and the call fails: what was not synced before the
+    /// failure may be lost, and recovery at the next open decides.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.state.borrow().closed {
+            return Ok(());
+        }
+        loop {
+            let progressed = self.inner.progress.notified();
+            let busy = {
+                let st = self.inner.state.borrow();
+                st.rolling || st.finishing.is_some()
+            };
+            if busy {
+                progressed.await;
+                continue;
+            }
+            break;
+        }
+        let failed = self.inner.state.borrow().failed.clone();
+        if failed.is_none() {
+            self.flush().await?;
+            let (file, base, len, index_bytes, time_bytes) = {
+                let mut st = self.inner.state.borrow_mut();
+                st.closed = true;
+                let Some(seg) = st.segments.last_mut() else {
+                    return Ok(());
+                };
+                seg.push_time_entry();
+                (
+                    seg.file.clone(),
+                    seg.base_offset,
+                    seg.len,
+                    index::encode_offset_index(&seg.index),
+                    index::encode_time_index(&seg.time_index),
+                )
+            };
+            let dir = &self.inner.dir;
+            let storage = &self.inner.storage;
+            write_index_files(storage, dir, base, &index_bytes, &time_bytes)
+                .await
+                .map_err(io_err)?;
+            file.truncate(len).await.map_err(io_err)?;
+            file.fdatasync().await.map_err(io_err)?;
+            self.snapshot_producer_state().await;
+            crate::io::write_whole_file(storage, &dir.join(CLEAN_SHUTDOWN_FILE), b"clean\n")
+                .await
+                .map_err(io_err)?;
+            storage.sync_dir(dir).await.map_err(io_err)?;
+        }
+        self.inner.state.borrow_mut().closed = true;
+        if self.inner.spare.borrow_mut().take().is_some() {
+            let _ = self
+                .inner
+                .storage
+                .remove_file(&self.inner.dir.join(SPARE_SEGMENT_FILE))
+                .await;
+        }
+        self.inner.appended.notify_all();
+        self.inner.progress.notify_all();
+        match failed {
+            None => Ok(()),
+            Some(msg) => Err(EngineError::Io(std::io::Error::other(format!(
+                "log failed earlier ({msg}); closed without a clean-shutdown marker"
+            )))),
+        }
+    }
+
+    /// Closes the log and removes its directory (DeleteTopics).
+    pub async fn delete(&self) -> Result<()> {
+        let _ = self.close().await;
+        self.inner.state.borrow_mut().closed = true;
+        self.inner
+            .storage
+            .remove_dir_all(&self.inner.dir)
+            .await
+            .map_err(io_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,398 @@
+//! Reads: whole batches by offset, and the offset for a timestamp.
+//!
+//! Read path: the segment by base offset, the position by the sparse index,
+//! then batch headers are scanned; bytes come from the tail buffer and
+//! recently written chunks when hot, else from an O_DIRECT read. Every batch
+//! that comes from the file is checked (CRC-32C and the chain of base
+//! offsets) before it is returned.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{io_err, PartitionLog, ReadResult};
+use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
+use crate::error::{EngineError, Result};
+use crate::index;
+use crate::io::{Storage, StorageFile, ALIGN_BYTES};
+
+/// Bytes read at a time when scanning batch headers.
+const SCAN_WINDOW_BYTES: u64 = 64 * 1024;
+
+impl<S: Storage> PartitionLog<S> {
+    /// Reads bytes `[pos, pos + len)` of the segment with base `base`
+    /// (clamped to its logical length), from memory when hot, else from disk.
+    /// Also returns how many leading bytes came from the file (now, or when
+    /// the log was opened): the rest were validated when they were appended
+    /// and have not left memory since.
+    async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<(Bytes, usize)> {
+        let (file, disk_end, mem, unchecked_end) = {
+            let st = self.inner.state.borrow();
+            let i = st
+                .segments
+                .binary_search_by_key(&base, |s| s.base_offset)
+                .map_err(|_| EngineError::OffsetOutOfRange {
+                    offset: base,
+                    log_start: st.log_start_offset,
+                    log_end: st.log_end_offset,
+                })?;
+            let seg = &st.segments[i];
+            let end = (pos + len).min(seg.len);
+            if pos >= end {
+                return Ok((Bytes::new(), 0));
+            }
+            let is_active = i + 1 == st.segments.len();
+            match (&st.tail, is_active) {
+                (Some(tail), true) => {
+                    let mem_start = tail.mem_start();
+                    let from = pos.max(mem_start);
+                    // One allocation of the final size: growing by doubling
+                    // would copy a large read several times.
+                    let mut out = BytesMut::with_capacity(end.saturating_sub(from) as usize);
+                    if from < end {
+                        tail.copy_range(from, end, &mut out);
+                    }
+                    let unchecked_end = tail.loaded_end.min(end);
+                    (seg.file.clone(), mem_start.min(end), out, unchecked_end)
+                }
+                _ => (seg.file.clone(), end, BytesMut::new(), end),
+            }
+        };
+        // Leading bytes that come from the file, now or at open.
+        let from_file = unchecked_end.max(disk_end).saturating_sub(pos) as usize;
+        if pos >= disk_end {
+            return Ok((mem.freeze(), from_file));
+        }
+        let disk = file
+            .read_at(pos, (disk_end - pos) as usize)
+            .await
+            .map_err(io_err)?;
+        if disk.len() as u64 != disk_end - pos {
+            return Err(EngineError::Corrupt(format!(
+                "short read at {pos}: {} of {} bytes",
+                disk.len(),
+                disk_end - pos
+            )));
+        }
+        if mem.is_empty() {
+            return Ok((disk, from_file));
+        }
+        let mut out = BytesMut::with_capacity(disk.len() + mem.len());
+        out.extend_from_slice(&disk);
+        out.extend_from_slice(&mem);
+        Ok((out.freeze(), from_file))
+    }
+
+    /// Finds the segment holding `offset`: its base, length and the index
+    /// position to scan from.
+    pub(super) fn locate(&self, offset: i64) -> Option<(i64, u64, u64, i64)> {
+        let st = self.inner.state.borrow();
+        let i = st
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .checked_sub(1)?;
+        let seg = &st.segments[i];
+        let rel = u32::try_from(offset - seg.base_offset).unwrap_or(u32::MAX);
+        let (pos, first) = index::lookup_offset(&seg.index, rel)
+            .map(|e| (e.pos() as u64, seg.base_offset + e.rel() as i64))
+            .unwrap_or((0, seg.base_offset));
+        Some((seg.base_offset, seg.len, pos, first))
+    }
+
+    /// Scans batch headers of segment `base` from `pos` and returns the
+    /// first batch for which `stop` holds, with its position and the bytes
+    /// read from there on (at least `want` when available).
+    pub(super) async fn scan(
+        &self,
+        base: i64,
+        seg_len: u64,
+        mut pos: u64,
+        mut expect_offset: i64,
+        want: u64,
+        stop: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
+        while pos < seg_len {
+            let (window, disk_bytes) = self
+                .read_range(base, pos, SCAN_WINDOW_BYTES.max(want + 2 * ALIGN_BYTES))
+                .await?;
+            let mut at = 0usize;
+            while at + HEADER_BYTES <= window.len() {
+                let h = BatchHeader::parse(&window[at..]).map_err(|e| {
+                    EngineError::Corrupt(format!(
+                        "segment {base} position {}: {e}",
+                        pos + at as u64
+                    ))
+                })?;
+                if h.base_offset != expect_offset {
+                    return Err(EngineError::Corrupt(format!(
+                        "segment {base} position {}: batch has offset {}, expected {expect_offset}",
+                        pos + at as u64,
+                        h.base_offset
+                    )));
+                }
+                expect_offset = h.last_offset() + 1;
+                if stop(&h) {
+                    let here = pos + at as u64;
+                    let rest = window.slice(at..);
+                    if rest.len() as u64 >= want.max(h.total_bytes() as u64).min(seg_len - here) {
+                        return Ok(Some((here, h, rest, disk_bytes.saturating_sub(at))));
+                    }
+                    let (more, more_disk_bytes) = self
+                        .read_range(base, here, want.max(h.total_bytes() as u64))
+                        .await?;
+                    return Ok(Some((here, h, more, more_disk_bytes)));
+                }
+                at += h.total_bytes();
+            }
+            if at == 0 && window.len() < HEADER_BYTES {
+                return Err(EngineError::Corrupt(format!(
+                    "segment {base}: truncated header at {pos}"
+                )));
+            }
+            pos += at as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches from the one containing `offset`, up to
+    /// `max_bytes`, but always the first batch even when it is larger
+    /// (KIP-74), and nothing at or past the read bound, the
+    /// [`high_watermark`](Self::high_watermark). `offset == log_end_offset`
+    /// gives an empty result.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_bounded(offset, max_bytes, self.high_watermark())
+            .await
+    }
+
+    /// [`read`](Self::read) with the read bound as a parameter: no batch
+    /// whose base offset is at or past `bound` is returned, and an `offset`
+    /// at or past it gives an empty result. `bound` is a batch boundary
+    /// (a log end offset, here or on the replicas); one past the log end
+    /// reads up to the log end. The result's `high_watermark` is the bound.
+    /// Offsets outside `[log start, log end]` are out of range whatever the
+    /// bound, as in Kafka: a follower may fetch past a consumer's bound.
+    pub(crate) async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: i64,
+    ) -> Result<ReadResult> {
+        let mut out = {
+            let st = self.inner.state.borrow();
+            if offset < st.log_start_offset || offset > st.log_end_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start: st.log_start_offset,
+                    log_end: st.log_end_offset,
+                });
+            }
+            ReadResult {
+                batches: Vec::new(),
+                high_watermark: bound.min(st.log_end_offset),
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.log_end_offset,
+            }
+        };
+        let bound = out.high_watermark;
+        if offset >= bound {
+            return Ok(out);
+        }
+        let Some((base, seg_len, pos, first)) = self.locate(offset) else {
+            return Ok(out);
+        };
+        let found = self
+            .scan(base, seg_len, pos, first, max_bytes as u64, |h| {
+                h.last_offset() >= offset
+            })
+            .await?;
+        let Some((pos, _, bytes, disk_bytes)) = found else {
+            return Ok(out);
+        };
+        let mut at = 0usize;
+        let mut total = 0usize;
+        let mut expect_offset: Option<i64> = None;
+        while at + LOG_OVERHEAD <= bytes.len() {
+            let len =
+                i32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]]);
+            let size = LOG_OVERHEAD + len.max(0) as usize;
+            if at + size > bytes.len() || (!out.batches.is_empty() && total + size > max_bytes) {
+                break;
+            }
+            // Nothing at or past the read bound is served. Read from the
+            // header before the batch is checked: what lies past the bound
+            // may still be on its way to the disk or the replicas.
+            let mut base_offset = [0u8; 8];
+            base_offset.copy_from_slice(&bytes[at..at + 8]);
+            if i64::from_be_bytes(base_offset) >= bound {
+                break;
+            }
+            let b = bytes.slice(at..at + size);
+            // What came from disk is checked (CRC included) before it is
+            // returned; bytes still in memory were checked at append.
+            let checked = if at < disk_bytes {
+                batch::validate(&b)
+            } else {
+                batch::validate_framing(&b)
+            };
+            let h = checked.map_err(|e| {
+                EngineError::Corrupt(format!("segment {base} position {}: {e}", pos + at as u64))
+            })?;
+            // The CRC does not cover baseOffset: check the offsets chain.
+            if expect_offset.is_some_and(|e| e != h.base_offset) {
+                return Err(EngineError::Corrupt(format!(
+                    "segment {base} position {}: offset {} out of sequence",
+                    pos + at as u64,
+                    h.base_offset
+                )));
+            }
+            expect_offset = Some(h.last_offset() + 1);
+            total += size;
+            out.batches.push(b);
+            at += size;
+        }
+        if out.batches.is_empty() {
+            return Err(EngineError::Corrupt(format!(
+                "segment {base}: batch at offset {offset} cut short"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose batch max timestamp is >= `timestamp_ms`, with
+    /// that timestamp; `None` when no record below the read bound (the
+    /// [`high_watermark`](Self::high_watermark)) is that recent.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        self.offset_for_timestamp_bounded(timestamp_ms, self.high_watermark())
+            .await
+    }
+
+    /// [`offset_for_timestamp`](Self::offset_for_timestamp) with the read
+    /// bound as a parameter: an offset at or past `bound` is not returned
+    /// (Kafka's ListOffsets filters by the last fetchable offset the same way).
+    pub(crate) async fn offset_for_timestamp_bounded(
+        &self,
+        timestamp_ms: i64,
+        bound: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let (base, seg_len, pos, first, log_start) = {
+            let st = self.inner.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= timestamp_ms) else {
+                return Ok(None);
+            };
+            let start_rel = index::lookup_time(&seg.time_index, timestamp_ms)
+                .map(|e| e.rel())
+                .unwrap_or(0);
+            let (pos, first) = index::lookup_offset(&seg.index, start_rel)
+                .map(|e| (e.pos() as u64, seg.base_offset + e.rel() as i64))
+                .unwrap_or((0, seg.base_offset));
+            (seg.base_offset, seg.len, pos, first, st.log_start_offset)
+        };
+        let found = self
+            .scan(base, seg_len, pos, first, 0, |h| {
+                h.max_timestamp >= timestamp_ms
+            })
+            .await?;
+        // Within the batch, the first record at or after the timestamp when
+        // the records are readable without decompressing; else the batch.
+        let found = found.map(|(_, h, bytes, _)| {
+            match crate::batch::first_record_at_or_after(&bytes, timestamp_ms) {
+                Some((delta, ts)) => ((h.base_offset + i64::from(delta)).max(log_start), ts),
+                None => (h.base_offset.max(log_start), h.max_timestamp),
+            }
+        });
+        Ok(found.filter(|&(offset, _)| offset < bound))
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp
+    /// (ListOffsets -3, KIP-734).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let st = self.inner.state.borrow();
+        st.segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.max_timestamp_offset, s.max_timestamp))
+    }
+
+    /// The read bound: readers see the offsets below it, and `read` and
+    /// `offset_for_timestamp` stop there. On one node everything appended is
+    /// committed, so it is the log end offset: batches are readable from the
+    /// tail buffer as soon as they are appended, before they are written.
+    /// In a cluster, the high watermark (what the in-sync replicas hold),
+    /// passed to `read_bounded`.
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::batch::build_batch;
+    use crate::config::LogConfig;
+    use crate::io::sim::SimStorage;
+    use crate::log::Durability;
+
+    /// Three batches of three records: offsets 0..3, 3..6, 6..9, with
+    /// timestamps 100, 200, 300.
+    async fn three_batches() -> PartitionLog<SimStorage> {
+        let log = PartitionLog::open_with(SimStorage::new(1), "/sim/bound", LogConfig::default())
+            .await
+            .unwrap();
+        for ts in [100, 200, 300] {
+            let b = build_batch(ts, &[b"a", b"b", b"c"]);
+            log.append(&b, Durability::Written, ts).await.unwrap();
+        }
+        log
+    }
+
+    fn bases(r: &ReadResult) -> Vec<i64> {
+        r.batches
+            .iter()
+            .map(|b| BatchHeader::parse(b).unwrap().base_offset)
+            .collect()
+    }
+
+    #[test]
+    fn nothing_at_or_past_the_read_bound_is_read() {
+        block_on(async {
+            let log = three_batches().await;
+            let r = log.read_bounded(0, 1 << 20, 6).await.unwrap();
+            assert_eq!(
+                (bases(&r), r.high_watermark, r.log_end_offset),
+                (vec![0, 3], 6, 9)
+            );
+            let r = log.read_bounded(4, 1 << 20, 6).await.unwrap();
+            assert_eq!(bases(&r), vec![3]);
+            for offset in [6, 7, 9] {
+                let r = log.read_bounded(offset, 1 << 20, 6).await.unwrap();
+                assert!(r.batches.is_empty(), "read at {offset} past the bound");
+            }
+            assert!(matches!(
+                log.read_bounded(10, 1 << 20, 6).await,
+                Err(EngineError::OffsetOutOfRange { .. })
+            ));
+            // A bound past the log end reads to the log end.
+            let r = log.read_bounded(0, 1 << 20, 100).await.unwrap();
+            assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
+            // The public read's bound is the log end offset.
+            assert_eq!(log.high_watermark(), log.log_end_offset());
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
+        });
+    }
+
+    #[test]
+    fn timestamp_lookup_stops_at_the_read_bound() {
+        block_on(async {
+            let log = three_batches().await;
+            let found = log.offset_for_timestamp_bounded(150, 6).await.unwrap();
+            assert_eq!(found, Some((3, 200)));
+            assert_eq!(
+                log.offset_for_timestamp_bounded(250, 6).await.unwrap(),
+                None
+            );
+            assert_eq!(log.offset_for_timestamp(250).await.unwrap(), Some((6, 300)));
+        });
+    }
+}

@@ -1,0 +1,246 @@
+//! Recovery: opening a log's segments after a clean shutdown or a crash.
+//!
+//! Closed segments with both index files are trusted; a closed segment
+//! missing either (a crash while a roll finished it) and the active segment
+//! are scanned batch by batch, and the log ends at the first torn, corrupt
+//! or out-of-sequence batch. The producer state is then rebuilt from its
+//! latest snapshot and the batches after it. See `FORMAT.md` for what is
+//! trusted and why.
+//!
+//! The scan, the cut of a torn tail and the making of the active segment
+//! are truncation's core (`truncate.rs`): recovery and `truncate_to` cut a
+//! log the same way.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use super::roll::{create_segment, write_index_files, SPARE_SEGMENT_FILE};
+use super::segment::{segment_name, Segment};
+use super::tail::Tail;
+use super::truncate::{activate, cut_segment_file, remove_segments, scan_segment};
+use super::{io_err, BufOf, PartitionLog, CLEAN_SHUTDOWN_FILE};
+use crate::batch::BatchHeader;
+use crate::config::LogConfig;
+use crate::error::{EngineError, Result};
+use crate::index;
+use crate::io::{Storage, StorageFile};
+use crate::producer_state;
+
+/// Bytes read at a time when replaying batches into the producer state.
+const PRODUCER_REPLAY_WINDOW_BYTES: usize = 1 << 20;
+
+impl<S: Storage> PartitionLog<S> {
+    /// Rebuilds the producer state for the log as it is now (on open, and
+    /// after a truncation): the latest snapshot at or below the log end
+    /// (later ones cover a tail that was cut and are deleted), then the
+    /// batches after it replayed.
+    pub(super) async fn restore_producer_state(&self) -> Result<()> {
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        let table =
+            producer_state::load_latest(&self.inner.storage, &self.inner.dir, log_start, log_end)
+                .await
+                .map_err(io_err)?;
+        *self.inner.producers.borrow_mut() = table;
+        self.replay_producer_state().await
+    }
+
+    /// Brings the producer state up to the log end by replaying the headers
+    /// of the batches past its snapshot (all of the log without one).
+    async fn replay_producer_state(&self) -> Result<()> {
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        let mut offset = self.inner.producers.borrow().end_offset().max(log_start);
+        let from = offset;
+        while offset < log_end {
+            let read = self.read(offset, PRODUCER_REPLAY_WINDOW_BYTES).await?;
+            let mut headers = Vec::with_capacity(read.batches.len());
+            for b in &read.batches {
+                headers.push(BatchHeader::parse(b)?);
+            }
+            let Some(last) = headers.last() else {
+                return Err(EngineError::Corrupt(format!(
+                    "producer state replay: no batch at offset {offset} below the log end {log_end}"
+                )));
+            };
+            let next = last.last_offset() + 1;
+            assert!(next > offset, "replay must move forward");
+            self.inner.producers.borrow_mut().replay(headers);
+            offset = next;
+        }
+        if log_end > from {
+            tracing::debug!(dir = %self.inner.dir.display(), from, to = log_end, producers = self.inner.producers.borrow().len(), "producer state replayed");
+        }
+        Ok(())
+    }
+}
+
+/// Opens the segments in `dir`, recovering the active one, and returns them
+/// with the tail state of the active segment.
+pub(super) async fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+    chunk_bytes: u64,
+) -> Result<(Vec<Segment<S::File>>, Tail<BufOf<S>>)> {
+    storage.create_dir_all(dir).await.map_err(io_err)?;
+    let names = storage.list_dir(dir).await.map_err(io_err)?;
+    // Leftovers of a crash: the spare segment, index files not yet renamed.
+    for n in &names {
+        if n == SPARE_SEGMENT_FILE || n.ends_with(".index.tmp") || n.ends_with(".timeindex.tmp") {
+            storage.remove_file(&dir.join(n)).await.map_err(io_err)?;
+        }
+    }
+    let mut bases: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log"))
+        .filter(|stem| stem.len() == 20)
+        .filter_map(|stem| stem.parse::<i64>().ok())
+        .collect();
+    bases.sort_unstable();
+    let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+    let clean = storage.exists(&marker).await.map_err(io_err)?;
+    let interval = config.index_interval_bytes as u64;
+    let mut segments: Vec<Segment<S::File>> = Vec::new();
+    // Closed segments whose index files were not both written: a crash
+    // while `finish_segment` ran. They are scanned like the active one.
+    let mut unfinished = Vec::new();
+    for (i, &base) in bases.iter().enumerate() {
+        if i + 1 < bases.len() {
+            let mut finished = true;
+            for ext in ["index", "timeindex"] {
+                finished &= storage
+                    .exists(&dir.join(segment_name(base, ext)))
+                    .await
+                    .map_err(io_err)?;
+            }
+            if !finished {
+                unfinished.push(base);
+            }
+        }
+        let file = storage
+            .open(&dir.join(segment_name(base, "log")))
+            .await
+            .map_err(io_err)?;
+        let len = file.len().await.map_err(io_err)?;
+        let mut seg = Segment::new(base, Rc::new(file));
+        seg.len = len;
+        seg.next_offset = bases.get(i + 1).copied().unwrap_or(base);
+        let idx = crate::io::read_whole_file(storage, &dir.join(segment_name(base, "index")))
+            .await
+            .unwrap_or_default();
+        seg.index = index::parse_offset_index(&idx, len);
+        let tidx = crate::io::read_whole_file(storage, &dir.join(segment_name(base, "timeindex")))
+            .await
+            .unwrap_or_default();
+        let next_rel = (seg.next_offset - base).max(0) as u64;
+        seg.time_index = index::parse_time_index(
+            &tidx,
+            if i + 1 < bases.len() {
+                next_rel
+            } else {
+                u64::MAX
+            },
+        );
+        if let Some(last) = seg.time_index.last() {
+            seg.max_timestamp = last.ts();
+            seg.max_timestamp_offset = base + last.rel() as i64;
+        }
+        segments.push(seg);
+    }
+    let mut i = 0;
+    while i + 1 < segments.len() {
+        if !unfinished.contains(&segments[i].base_offset) {
+            i += 1;
+            continue;
+        }
+        let seg = &mut segments[i];
+        let file_len = seg.file.len().await.map_err(io_err)?;
+        scan_segment(seg, file_len, interval, false).await?;
+        seg.push_time_entry();
+        let base = seg.base_offset;
+        tracing::info!(dir = %dir.display(), base_offset = base, logical_bytes = seg.len, file_bytes = file_len, "recovered a segment rolled just before the crash");
+        // Always synced: what the scan found (and the file's length) may not
+        // have been durable before, and the index files must not outlive it.
+        cut_segment_file(&*seg.file, seg.len, file_len, true).await?;
+        write_index_files(
+            storage,
+            dir,
+            base,
+            &index::encode_offset_index(&seg.index),
+            &index::encode_time_index(&seg.time_index),
+        )
+        .await
+        .map_err(io_err)?;
+        let next_base = segments[i + 1].base_offset;
+        if segments[i].next_offset != next_base {
+            // Its data was synced before the next segment existed, so only
+            // a disk that lost synced writes gets here. Nothing after a gap
+            // can be served: the log ends where this segment's data does.
+            tracing::error!(dir = %dir.display(), base_offset = base, next_offset = segments[i].next_offset, next_base, "a rolled segment ends before the next one starts; the segments after it are removed");
+            let dropped: Vec<i64> = segments.drain(i + 1..).map(|s| s.base_offset).collect();
+            remove_segments(storage, dir, &dropped).await?;
+            break;
+        }
+        i += 1;
+    }
+    // Recover the active segment: scan from its last index entry, checking
+    // every batch; an empty last segment (a crash during a roll) is dropped
+    // and the one before becomes active again.
+    loop {
+        let count = segments.len();
+        let Some(seg) = segments.last_mut() else {
+            break;
+        };
+        let file_len = seg.file.len().await.map_err(io_err)?;
+        scan_segment(seg, file_len, interval, clean).await?;
+        if seg.len == 0 && count > 1 {
+            let base = seg.base_offset;
+            segments.pop();
+            for ext in ["log", "index", "timeindex"] {
+                storage
+                    .remove_file(&dir.join(segment_name(base, ext)))
+                    .await
+                    .map_err(io_err)?;
+            }
+            continue;
+        }
+        if seg.len != file_len || !clean {
+            tracing::info!(dir = %dir.display(), base_offset = seg.base_offset, logical_bytes = seg.len, file_bytes = file_len, clean, "recovered active segment");
+        }
+        // After an unclean shutdown the file is synced even when nothing is
+        // cut: what the scan found may be visible without being durable (the
+        // process died, the machine did not; or an earlier open failed half
+        // way), and the log reports it synced from here on.
+        cut_segment_file(&*seg.file, seg.len, file_len, !clean).await?;
+        break;
+    }
+    // The active segment's index files (from a clean close) go stale with
+    // its next append. Removed now, so that a segment's index files on disk
+    // always describe it whole: a rolled segment without both is scanned.
+    let mut removed = false;
+    if let Some(seg) = segments.last() {
+        for ext in ["index", "timeindex"] {
+            let path = dir.join(segment_name(seg.base_offset, ext));
+            if storage.exists(&path).await.map_err(io_err)? {
+                storage.remove_file(&path).await.map_err(io_err)?;
+                removed = true;
+            }
+        }
+    }
+    if clean {
+        storage.remove_file(&marker).await.map_err(io_err)?;
+    }
+    if clean || removed {
+        storage.sync_dir(dir).await.map_err(io_err)?;
+    }
+    if segments.is_empty() {
+        let (seg, tail) = create_segment::<S>(storage, dir, 0, config, chunk_bytes).await?;
+        storage.sync_dir(dir).await.map_err(io_err)?;
+        return Ok((vec![seg], tail));
+    }
+    let Some(seg) = segments.last_mut() else {
+        unreachable!()
+    };
+    let (tail, allocated_bytes) = activate(&*seg.file, seg.len, config, chunk_bytes).await?;
+    seg.allocated_bytes = allocated_bytes;
+    Ok((segments, tail))
+}

@@ -1,0 +1,59 @@
+//! Retention: deleting whole closed segments past `retention.ms` or
+//! `retention.bytes`, oldest first, which moves the log start offset. The
+//! active segment is never deleted, nor one still being finished by a roll.
+
+use super::segment::segment_name;
+use super::{io_err, PartitionLog};
+use crate::error::Result;
+use crate::io::Storage;
+
+impl<S: Storage> PartitionLog<S> {
+    /// Deletes closed segments past `retention.ms` / `retention.bytes`,
+    /// oldest first, moving the log start offset. Returns how many.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let (retention_ms, retention_bytes) = {
+            let c = self.inner.config.borrow();
+            (c.retention_ms, c.retention_bytes)
+        };
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.inner.state.borrow_mut();
+            let mut total: u64 = st.segments.iter().map(|s| s.len).sum();
+            while st.segments.len() > 1 {
+                let seg = &st.segments[0];
+                if st.finishing == Some(seg.base_offset) {
+                    break;
+                }
+                let by_time = retention_ms >= 0
+                    && seg.max_timestamp >= 0
+                    && now_ms - seg.max_timestamp > retention_ms;
+                let by_size = retention_bytes >= 0 && total - seg.len >= retention_bytes as u64;
+                if !(by_time || by_size) {
+                    break;
+                }
+                total -= seg.len;
+                let seg = st.segments.remove(0);
+                doomed.push(seg.base_offset);
+                st.log_start_offset = st.segments[0].base_offset;
+            }
+        }
+        for base in &doomed {
+            for ext in ["log", "index", "timeindex"] {
+                self.inner
+                    .storage
+                    .remove_file(&self.inner.dir.join(segment_name(*base, ext)))
+                    .await
+                    .map_err(io_err)?;
+            }
+        }
+        if !doomed.is_empty() {
+            self.inner
+                .storage
+                .sync_dir(&self.inner.dir)
+                .await
+                .map_err(io_err)?;
+            tracing::debug!(dir = %self.inner.dir.display(), segments = doomed.len(), log_start_offset = self.log_start_offset(), "retention deleted segments");
+        }
+        Ok(doomed.len())
+    }
+}

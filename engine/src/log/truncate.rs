@@ -1,0 +1,463 @@
+//! Truncation: removing every record at or past an offset, and the cut that
+//! recovery makes at a torn tail. One code path for both: `truncate_to`
+//! (which a follower truncating to its leader's epoch will call) and
+//! `recover` share the scan that finds a segment's batches
+//! (`scan_segment`), the cut of its file (`cut_segment_file`), the removal
+//! of the segments past the cut (`remove_segments`), the making of the new
+//! active segment (`activate`) and the rebuild of the producer state
+//! (`restore_producer_state`, in `recover.rs`).
+//!
+//! The rule: a log ends at a batch boundary. `truncate_to(offset)` removes
+//! every batch that holds an offset at or past `offset`, so when `offset`
+//! falls inside a batch the log ends at the start of that batch, below
+//! `offset` (Kafka only ever truncates to an offset that starts a batch:
+//! a log end or an epoch's end offset, so there both agree).
+//!
+//! Order of the durable steps, so that a crash at any point recovers to a
+//! prefix of the log as it was before (the truncation may or may not have
+//! happened; nothing else is lost):
+//! 1. everything appended is synced, so the files hold the whole log;
+//! 2. the index files of the segment that will hold the new end are removed
+//!    (and the directory synced) unless it is the active one: recovery then
+//!    scans that segment instead of trusting indexes that describe more
+//!    than it will hold, and drops any segment after it that does not
+//!    continue it;
+//! 3. the segments past it are removed, the directory synced;
+//! 4. its file is cut at the new end and fdatasynced;
+//! 5. producer snapshots past the new end are deleted (the directory
+//!    synced), before any append can move the log end past them again.
+//!
+//! While a truncation runs, appends, rolls and other truncations wait
+//! (it holds the same `rolling` flag as a roll); reads go on and see the new
+//! end as soon as the segments are cut in memory, before the files are.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use super::flush::PREALLOCATE_FIRST_BYTES;
+use super::roll::RollGuard;
+use super::segment::{segment_name, Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::tail::Tail;
+use super::{io_err, PartitionLog};
+use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
+use crate::config::LogConfig;
+use crate::error::{EngineError, Result};
+use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile};
+
+/// Bytes read at a time when scanning a segment's file.
+const RECOVERY_WINDOW_BYTES: u64 = 1 << 20;
+
+impl<S: Storage> PartitionLog<S> {
+    /// Removes every record at offset `offset` or later (see the module doc
+    /// for the rule when `offset` falls inside a batch) and makes that
+    /// durable: dropped segments are deleted, the segment holding the new
+    /// end is cut and becomes the active one, the tail buffer starts at the
+    /// new end, the producer state is rebuilt as recovery does. Returns the
+    /// new log end offset. An `offset` at or past the log end changes
+    /// nothing; one below the log start is out of range.
+    ///
+    /// A failure after the first segment changed leaves the log refusing
+    /// appends until it is reopened; recovery then finds a prefix of the
+    /// log as it was, cut or not.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
+        if let Some(log_end) = self.nothing_to_truncate(offset)? {
+            return Ok(log_end);
+        }
+        // Appends, rolls and other truncations wait from here.
+        loop {
+            let progressed = self.inner.progress.notified();
+            {
+                let mut st = self.inner.state.borrow_mut();
+                self.check_open(&st)?;
+                if !st.rolling {
+                    st.rolling = true;
+                    break;
+                }
+            }
+            progressed.await;
+        }
+        let _guard = RollGuard { inner: &self.inner };
+        self.settle().await?;
+        if let Some(log_end) = self.nothing_to_truncate(offset)? {
+            return Ok(log_end);
+        }
+        let segment = self.cut_segment(offset).await?;
+        let end_offset = segment.next_offset;
+        let base = segment.base_offset;
+        self.forget_index_files(base).await?;
+        let (file, len) = (segment.file.clone(), segment.len);
+        let dropped = self.cut_in_memory(segment).await?;
+        // From here memory and disk differ until the cut is on disk.
+        let cut = self.cut_on_disk(&file, len, &dropped).await;
+        if let Err(e) = &cut {
+            let mut st = self.inner.state.borrow_mut();
+            st.failed
+                .get_or_insert_with(|| format!("truncation failed: {e}"));
+            tracing::error!(dir = %self.inner.dir.display(), offset, error = %e, "truncation failed; log refuses appends until reopened");
+        }
+        cut?;
+        tracing::info!(dir = %self.inner.dir.display(), offset, log_end_offset = end_offset, base_offset = base, "log truncated");
+        Ok(end_offset)
+    }
+
+    /// `Some(log end)` when `offset` is at or past the log end (nothing to
+    /// do); an error when it is below the log start or the log is closed.
+    fn nothing_to_truncate(&self, offset: i64) -> Result<Option<i64>> {
+        let st = self.inner.state.borrow();
+        self.check_open(&st)?;
+        if offset >= st.log_end_offset {
+            return Ok(Some(st.log_end_offset));
+        }
+        if offset < st.log_start_offset {
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start_offset,
+                log_end: st.log_end_offset,
+            });
+        }
+        Ok(None)
+    }
+
+    /// The segment that holds `offset`, as it is once cut before the batch
+    /// holding `offset`: its length, next offset and indexes rebuilt by the
+    /// scan recovery uses. Reads only.
+    async fn cut_segment(&self, offset: i64) -> Result<Segment<S::File>> {
+        let Some((base, seg_len, pos, first)) = self.locate(offset) else {
+            return Err(EngineError::Corrupt(format!(
+                "truncation: no segment holds offset {offset}"
+            )));
+        };
+        let found = self
+            .scan(base, seg_len, pos, first, 0, |h| h.last_offset() >= offset)
+            .await?;
+        let Some((cut_pos, batch, _, _)) = found else {
+            return Err(EngineError::Corrupt(format!(
+                "truncation: no batch holds offset {offset} in segment {base}"
+            )));
+        };
+        let (file, index, time_index) = {
+            let st = self.inner.state.borrow();
+            let seg = st
+                .segments
+                .iter()
+                .find(|s| s.base_offset == base)
+                .ok_or_else(|| EngineError::Corrupt(format!("segment {base} went away")))?;
+            let index = seg
+                .index
+                .iter()
+                .copied()
+                .filter(|e| (e.pos() as u64) < cut_pos)
+                .collect();
+            (seg.file.clone(), index, seg.time_index.clone())
+        };
+        let mut segment = Segment::new(base, file);
+        segment.index = index;
+        segment.time_index = time_index;
+        let interval = self.inner.config.borrow().index_interval_bytes as u64;
+        scan_segment(&mut segment, cut_pos, interval, true).await?;
+        if segment.len != cut_pos || segment.next_offset != batch.base_offset {
+            return Err(EngineError::Corrupt(format!(
+                "truncation: segment {base} holds {} bytes up to offset {}, expected {cut_pos} up to {}",
+                segment.len, segment.next_offset, batch.base_offset
+            )));
+        }
+        Ok(segment)
+    }
+
+    /// Removes the index files of segment `base` unless it is the active
+    /// one (which has none): they describe more than it will hold, and
+    /// without them recovery scans it (step 2 of the module doc).
+    async fn forget_index_files(&self, base: i64) -> Result<()> {
+        let active = self
+            .inner
+            .state
+            .borrow()
+            .segments
+            .last()
+            .map(|s| s.base_offset);
+        if active == Some(base) {
+            return Ok(());
+        }
+        let (storage, dir) = (&self.inner.storage, &self.inner.dir);
+        for ext in ["index", "timeindex"] {
+            storage
+                .remove_file(&dir.join(segment_name(base, ext)))
+                .await
+                .map_err(io_err)?;
+        }
+        storage.sync_dir(dir).await.map_err(io_err)
+    }
+
+    /// Makes `segment` (cut by `cut_segment`) the end of the log in memory,
+    /// so readers see the new end at once; returns the base offsets of the
+    /// segments dropped after it. The tail buffer goes: reads go to the
+    /// file until `cut_on_disk` loads the new one. Fails, changing nothing,
+    /// when retention deleted the segment meanwhile.
+    async fn cut_in_memory(&self, segment: Segment<S::File>) -> Result<Vec<i64>> {
+        // No flush round may run while the segments change under it. None
+        // has anything to write after `settle`, but one may have started
+        // since: wait it out, then change the state with no await between.
+        loop {
+            let progressed = self.inner.progress.notified();
+            if !self.inner.state.borrow().flushing {
+                break;
+            }
+            progressed.await;
+        }
+        let (base, end_offset) = (segment.base_offset, segment.next_offset);
+        let file = segment.file.clone();
+        let mut st = self.inner.state.borrow_mut();
+        let Some(i) = st.segments.iter().position(|s| s.base_offset == base) else {
+            return Err(EngineError::OffsetOutOfRange {
+                offset: end_offset,
+                log_start: st.log_start_offset,
+                log_end: st.log_end_offset,
+            });
+        };
+        let dropped = st.segments.drain(i + 1..).map(|s| s.base_offset).collect();
+        st.segments[i] = segment;
+        st.log_end_offset = end_offset;
+        st.synced_offset = st.synced_offset.min(end_offset);
+        st.messages_since_sync = 0;
+        // Everything was written by `settle`: the buffers go back to the
+        // storage.
+        if let Some(old) = st.tail.take() {
+            debug_assert!(old.chunks.iter().all(|c| c.written));
+            file.recycle_buf(old.buf);
+            for c in old.chunks {
+                if let Ok(buf) = Rc::try_unwrap(c.buf) {
+                    file.recycle_buf(buf);
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Makes the cut durable (steps 3 to 5 of the module doc): removes the
+    /// `dropped` segments, cuts `file` at `len`, loads the new tail and
+    /// rebuilds the producer state.
+    async fn cut_on_disk(&self, file: &S::File, len: u64, dropped: &[i64]) -> Result<()> {
+        let (storage, dir) = (&self.inner.storage, &self.inner.dir);
+        remove_segments(storage, dir, dropped).await?;
+        let file_len = file.len().await.map_err(io_err)?;
+        cut_segment_file(file, len, file_len, true).await?;
+        let config = self.config();
+        let (tail, allocated_bytes) = activate(file, len, &config, self.inner.chunk_bytes).await?;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.tail = Some(tail);
+            if let Some(seg) = st.segments.last_mut() {
+                seg.allocated_bytes = allocated_bytes;
+            }
+        }
+        self.restore_producer_state().await?;
+        storage.sync_dir(dir).await.map_err(io_err)
+    }
+}
+
+/// Removes the files of the segments with these base offsets (taken off the
+/// end of the log) and syncs the directory.
+pub(super) async fn remove_segments<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    bases: &[i64],
+) -> Result<()> {
+    if bases.is_empty() {
+        return Ok(());
+    }
+    for &base in bases {
+        for ext in ["log", "index", "timeindex"] {
+            storage
+                .remove_file(&dir.join(segment_name(base, ext)))
+                .await
+                .map_err(io_err)?;
+        }
+    }
+    storage.sync_dir(dir).await.map_err(io_err)
+}
+
+/// Cuts a segment's file (now `file_len` bytes) at `len`, the end of its
+/// last whole batch, and makes that durable. With `sync_anyway` the file is
+/// synced even when nothing is cut: what a scan found may have been visible
+/// without being durable.
+pub(super) async fn cut_segment_file<F: StorageFile>(
+    file: &F,
+    len: u64,
+    file_len: u64,
+    sync_anyway: bool,
+) -> Result<()> {
+    if len != file_len {
+        file.truncate(len).await.map_err(io_err)?;
+    }
+    if len != file_len || sync_anyway {
+        file.fdatasync().await.map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// Makes a segment `len` bytes long the active one, after recovery or a
+/// truncation: preallocates its file ahead of the end (best effort) and
+/// loads its last partial block into a new tail buffer, which the next
+/// write rewrites. Returns the tail and how far the file is preallocated
+/// (0 when it was not).
+pub(super) async fn activate<F: StorageFile>(
+    file: &F,
+    len: u64,
+    config: &LogConfig,
+    chunk_bytes: u64,
+) -> Result<(Tail<F::Buf>, u64)> {
+    let mut allocated_bytes = 0;
+    if config.preallocate {
+        let bytes = align_up(
+            config
+                .segment_bytes
+                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+        )
+        .min(align_up(len) + PREALLOCATE_FIRST_BYTES);
+        if len < bytes {
+            // Best effort: a full disk still lets the log open and serve reads.
+            match file.preallocate(bytes).await {
+                Ok(()) => allocated_bytes = bytes,
+                Err(e) => tracing::warn!(error = %e, "preallocation failed"),
+            }
+        }
+    }
+    let loaded_end = len;
+    let buf_start = align_down(len);
+    let mut buf = file.alloc_buf(chunk_bytes as usize);
+    if len > buf_start {
+        let head = file
+            .read_at(buf_start, (len - buf_start) as usize)
+            .await
+            .map_err(io_err)?;
+        if head.len() as u64 != len - buf_start {
+            return Err(EngineError::Corrupt("short read of the last block".into()));
+        }
+        buf.as_mut_slice()[..head.len()].copy_from_slice(&head);
+    }
+    let tail = Tail {
+        buf,
+        buf_start,
+        chunks: std::collections::VecDeque::new(),
+        loaded_end,
+    };
+    Ok((tail, allocated_bytes))
+}
+
+/// Scans `seg` from its last trusted index entry to the first torn, corrupt
+/// or out-of-sequence batch (or to `file_len`) and sets its logical length,
+/// next offset and index tail accordingly. Recovery cuts a segment where
+/// this ends; `truncate_to` uses it to rebuild the indexes below its cut.
+///
+/// The active segment's index files are only known to be complete and in
+/// agreement after a clean shutdown (they are written at roll and close).
+/// After a crash they may be left over from a roll that failed half way
+/// (the `.index` written, the `.timeindex` not), so both are rebuilt from
+/// the first batch: starting at a stale index entry would lose the maximum
+/// timestamp of the batches before it.
+pub(super) async fn scan_segment<F: StorageFile>(
+    seg: &mut Segment<F>,
+    file_len: u64,
+    interval: u64,
+    indexes_trusted: bool,
+) -> Result<()> {
+    if !indexes_trusted {
+        seg.index.clear();
+        seg.time_index.clear();
+    }
+    // Trust the last index entry only if a batch with the expected offset
+    // starts there; otherwise rebuild the whole index.
+    let mut start = (0u64, seg.base_offset);
+    while let Some(last) = seg.index.last().copied() {
+        let expect = seg.base_offset + last.rel() as i64;
+        let head = seg
+            .file
+            .read_at(last.pos() as u64, HEADER_BYTES)
+            .await
+            .map_err(io_err)?;
+        match BatchHeader::parse(&head) {
+            Ok(h) if h.base_offset == expect => {
+                start = (last.pos() as u64, expect);
+                break;
+            }
+            _ => {
+                seg.index.clear();
+                seg.time_index.clear();
+            }
+        }
+    }
+    let (mut pos, expected) = start;
+    seg.next_offset = expected;
+    seg.time_index
+        .retain(|e| seg.base_offset + (e.rel() as i64) < expected);
+    seg.bytes_since_index = 0;
+    seg.max_timestamp = seg.time_index.last().map(|e| e.ts()).unwrap_or(-1);
+    seg.max_timestamp_offset = seg
+        .time_index
+        .last()
+        .map(|e| seg.base_offset + e.rel() as i64)
+        .unwrap_or(-1);
+    let mut valid_end = pos;
+    'scan: while pos < file_len {
+        let window = seg
+            .file
+            .read_at(pos, RECOVERY_WINDOW_BYTES.min(file_len - pos) as usize)
+            .await
+            .map_err(io_err)?;
+        let mut at = 0usize;
+        loop {
+            let rest = &window[at..];
+            if rest.len() < LOG_OVERHEAD {
+                break;
+            }
+            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            if len < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
+                break 'scan;
+            }
+            let total = LOG_OVERHEAD + len as usize;
+            if pos + at as u64 + total as u64 > file_len {
+                break 'scan;
+            }
+            if total > rest.len() {
+                if at == 0 {
+                    // One batch larger than the window: read it whole.
+                    let whole = seg.file.read_at(pos, total).await.map_err(io_err)?;
+                    match check_stored(&whole, seg.next_offset) {
+                        Some(h) => {
+                            seg.track_batch(pos, &h, h.max_timestamp, interval);
+                            pos += total as u64;
+                            valid_end = pos;
+                            continue 'scan;
+                        }
+                        None => break 'scan,
+                    }
+                }
+                break;
+            }
+            match check_stored(&rest[..total], seg.next_offset) {
+                Some(h) => {
+                    seg.track_batch(pos + at as u64, &h, h.max_timestamp, interval);
+                    at += total;
+                    valid_end = pos + at as u64;
+                }
+                None => break 'scan,
+            }
+        }
+        if at == 0 {
+            break;
+        }
+        pos += at as u64;
+    }
+    seg.len = valid_end;
+    if seg.len == 0 {
+        seg.next_offset = seg.base_offset;
+    }
+    Ok(())
+}
+
+/// A stored batch is valid when it validates (length, magic, CRC32C, not
+/// empty) and carries the next expected offset.
+fn check_stored(buf: &[u8], expected_offset: i64) -> Option<BatchHeader> {
+    let h = batch::validate(buf).ok()?;
+    (h.base_offset == expected_offset).then_some(h)
+}
