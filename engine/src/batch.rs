@@ -294,6 +294,7 @@ fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
+#[cfg(any(test, feature = "test-util"))]
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {

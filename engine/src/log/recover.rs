@@ -33,13 +33,16 @@ impl<S: Storage> PartitionLog<S> {
     /// Rebuilds the producer state for the log as it is now (on open, and
     /// after a truncation): the latest snapshot at or below the log end
     /// (later ones cover a tail that was cut and are deleted), then the
-    /// batches after it replayed.
+    /// batches after it replayed. The directory is synced after the load, so
+    /// a deleted snapshot (one past the log end) cannot come back after a
+    /// crash and be trusted over the log.
     pub(super) async fn restore_producer_state(&self) -> Result<()> {
         let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
-        let table =
-            producer_state::load_latest(&self.inner.storage, &self.inner.dir, log_start, log_end)
-                .await
-                .map_err(io_err)?;
+        let (storage, dir) = (&self.inner.storage, &self.inner.dir);
+        let table = producer_state::load_latest(storage, dir, log_start, log_end)
+            .await
+            .map_err(io_err)?;
+        storage.sync_dir(dir).await.map_err(io_err)?;
         *self.inner.producers.borrow_mut() = table;
         self.replay_producer_state().await
     }
