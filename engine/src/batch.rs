@@ -72,6 +72,10 @@ impl BatchHeader {
         self.attributes & ATTR_CONTROL != 0
     }
 
+    pub fn is_compressed(&self) -> bool {
+        self.attributes & ATTR_CODEC_MASK != 0
+    }
+
     /// Parses the fixed header without checking the CRC. `buf` must hold at
     /// least the header; the batch body may be cut short.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
@@ -178,6 +182,11 @@ pub fn split_and_validate(
     }
     Ok(out)
 }
+
+/// The fewest bytes one record takes: its length, attributes, timestamp
+/// delta, offset delta, key length, value length and header count, each at
+/// least one byte.
+pub const MIN_RECORD_BYTES: usize = 7;
 
 /// Writes the broker-assigned base offset into a batch in place. The field
 /// lies outside the CRC range, so the CRC stays valid.

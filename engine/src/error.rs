@@ -23,6 +23,28 @@ pub enum BatchError {
     Empty,
     #[error("batch of {bytes} bytes exceeds max.message.bytes {max}")]
     TooLarge { bytes: usize, max: usize },
+    /// `recordCount != lastOffsetDelta + 1`: the batch claims an offset span
+    /// its records do not fill (Kafka: "Inconsistent batch offset range").
+    #[error("inconsistent batch offset range: record count {record_count}, last offset delta {last_offset_delta}")]
+    InconsistentOffsetRange {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
+    /// More records than the uncompressed bytes can hold (a record takes at
+    /// least 7 bytes): the count, and so the offset span, is a lie.
+    #[error(
+        "record count {record_count} does not fit in {records_bytes} bytes of uncompressed records"
+    )]
+    RecordCountTooLarge {
+        record_count: i32,
+        records_bytes: usize,
+    },
+    /// A client may not write control batches (transaction markers).
+    #[error("clients may not write control batches")]
+    ControlBatch,
+    /// A transactional batch: Strom has no transactions yet.
+    #[error("transactional batches are not supported (no transactions yet)")]
+    Transactional,
     /// A replica append whose first batch does not start at the log end.
     #[error("replica batch starts at offset {base_offset}, the log ends at {log_end_offset}")]
     NotAtLogEnd {

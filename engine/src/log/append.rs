@@ -29,6 +29,10 @@ use crate::producer_state::{BatchMetadata, Decision};
 /// Appended-but-unwritten bytes above which appends wait for the disk.
 const MAX_UNWRITTEN_BYTES: u64 = 128 << 20;
 
+/// The largest offset span of one segment: index entries hold offsets
+/// relative to the segment's base as u32.
+const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
+
 /// The batches of one append: each header with its byte range.
 type Batches = Vec<(BatchHeader, Range<usize>)>;
 
@@ -83,7 +87,11 @@ impl<S: Storage> PartitionLog<S> {
         // A replica's timestamps are the leader's, LogAppendTime included.
         let log_append_time = log_append_time && origin == AppendOrigin::Client;
         let parsed = validate(records, max, origin)?;
-        self.wait_for_room(records.len() as u64, segment_bytes)
+        let offsets: i64 = parsed
+            .iter()
+            .map(|(h, _)| h.last_offset_delta as i64 + 1)
+            .sum();
+        self.wait_for_room(records.len() as u64, offsets, segment_bytes)
             .await?;
         // No await from here to the offset assignment: the producer check
         // and the record of the appended batches see the same log end.
@@ -105,9 +113,16 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Waits for room: no roll in progress, bounded unwritten bytes, and a
-    /// segment with space for the whole append (`append_bytes`), writing or
-    /// rolling as needed.
-    async fn wait_for_room(&self, append_bytes: u64, segment_bytes: u64) -> Result<()> {
+    /// segment with space for the whole append (`append_bytes`, spanning
+    /// `append_offsets` offsets), writing or rolling as needed. A segment
+    /// rolls before its offsets would pass a u32 from its base offset, so the
+    /// index's relative offsets stay exact and sorted.
+    async fn wait_for_room(
+        &self,
+        append_bytes: u64,
+        append_offsets: i64,
+        segment_bytes: u64,
+    ) -> Result<()> {
         enum Next {
             Go,
             Wait,
@@ -128,7 +143,11 @@ impl<S: Storage> PartitionLog<S> {
                     Next::Wait
                 } else if unwritten >= MAX_UNWRITTEN_BYTES {
                     Next::Write
-                } else if seg.len > 0 && seg.len + append_bytes > segment_bytes {
+                } else if seg.len > 0
+                    && (seg.len + append_bytes > segment_bytes
+                        || st.log_end_offset + append_offsets - seg.base_offset
+                            > MAX_RELATIVE_OFFSET)
+                {
                     Next::Roll
                 } else {
                     Next::Go
@@ -296,18 +315,48 @@ impl<S: Storage> PartitionLog<S> {
     }
 }
 
-/// Checks the batches before anything is copied: framing, CRC-32C and
-/// `max.message.bytes` for all; for a replica, that each batch starts right
-/// after the one before (so offsets never go backwards or skip).
+/// Checks the batches before anything is copied, as Kafka's log validator
+/// does at the batch header (records are never decoded):
+/// - framing, magic and CRC-32C, and `max.message.bytes`;
+/// - `recordCount == lastOffsetDelta + 1`, so a batch spans exactly the
+///   offsets its records take, and for uncompressed batches no more records
+///   than the bytes can hold (Kafka decodes the records to count them; a
+///   compressed batch's count is trusted, and the segment roll keeps the
+///   index exact whatever it claims);
+/// - from a client, no control batch (clients may not write transaction
+///   markers) and no transactional batch (no transactions yet);
+/// - for a replica, that each batch starts right after the one before (so
+///   offsets never go backwards or skip).
 fn validate(records: &[u8], max: usize, origin: AppendOrigin) -> Result<Batches> {
     let parsed = batch::split_and_validate(records)?;
-    for (_, range) in &parsed {
+    for (h, range) in &parsed {
         if range.len() > max {
             return Err(BatchError::TooLarge {
                 bytes: range.len(),
                 max,
             }
             .into());
+        }
+        if h.record_count as i64 != h.last_offset_delta as i64 + 1 {
+            return Err(BatchError::InconsistentOffsetRange {
+                record_count: h.record_count,
+                last_offset_delta: h.last_offset_delta,
+            }
+            .into());
+        }
+        let records_bytes = range.len() - HEADER_BYTES;
+        if !h.is_compressed() && h.record_count as usize > records_bytes / batch::MIN_RECORD_BYTES {
+            return Err(BatchError::RecordCountTooLarge {
+                record_count: h.record_count,
+                records_bytes,
+            }
+            .into());
+        }
+        if origin == AppendOrigin::Client && h.is_control() {
+            return Err(BatchError::ControlBatch.into());
+        }
+        if origin == AppendOrigin::Client && h.is_transactional() {
+            return Err(BatchError::Transactional.into());
         }
     }
     if origin == AppendOrigin::Replica {

@@ -60,7 +60,14 @@ impl<F: StorageFile> Segment<F> {
     pub(super) fn track_batch(&mut self, pos: u64, h: &BatchHeader, max_ts: i64, interval: u64) {
         debug_assert_eq!(h.base_offset, self.next_offset);
         if pos > 0 && self.bytes_since_index >= interval {
-            let rel = (h.base_offset - self.base_offset) as u32;
+            let rel = h.base_offset - self.base_offset;
+            // Appends roll before a segment's offsets pass a u32; a wrapped
+            // relative offset would unsort the index and misdirect reads.
+            assert!(
+                (0..=u32::MAX as i64).contains(&rel),
+                "relative offset {rel} out of the index's range"
+            );
+            let rel = rel as u32;
             self.index.push(OffsetEntry::new(rel, pos as u32));
             self.push_time_entry();
             self.bytes_since_index = 0;
