@@ -28,6 +28,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod frame_pool;
@@ -36,3 +37,4 @@ pub mod metadata;
 pub mod producer_ids;
 pub mod server;
 pub mod shard;
+pub mod wire;

@@ -294,7 +294,7 @@ async fn tick_loop(shard: Rc<Shard>) {
     let mut failing: HashMap<PathBuf, TickFailures> = HashMap::new();
     while !shard.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(TICK_INTERVAL_MS)).await;
-        let now = crate::api::now_ms();
+        let now = crate::clock::now_ms();
         let logs = shard.all_logs();
         for log in &logs {
             match log.tick(now).await {

@@ -14,8 +14,8 @@ use kafka_protocol::ResponseError;
 use strom_engine::EngineError;
 
 use super::produce::engine_error_code;
-use super::{Reply, RequestContext};
 use crate::shard::{Shard, ShardError};
+use crate::wire::{Reply, RequestContext};
 
 /// Longest long poll honoured, whatever the client asks.
 pub const MAX_WAIT_MS_LIMIT: i32 = 60_000;

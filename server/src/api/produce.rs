@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use strom_engine::{BatchError, Durability, EngineError};
 
-use super::now_ms;
+use crate::clock::now_ms;
 use crate::shard::Shard;
 
 /// Outcome of appending one partition's records.

@@ -31,9 +31,9 @@ use super::{
     find_coordinator, offsets_partition_for, system_clock, ClientInfo, CoordinatorNode,
     GroupCoordinator, TopicLookup, OFFSETS_TOPIC,
 };
-use crate::api::{decode, respond, Reply, RequestContext};
 use crate::metadata::{owner_shard, partition_dir};
 use crate::shard::Shard;
+use crate::wire::{decode, respond, Reply, RequestContext};
 
 thread_local! {
     static LOCAL: RefCell<Option<GroupCoordinator>> = const { RefCell::new(None) };
