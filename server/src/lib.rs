@@ -31,6 +31,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod coordinators;
 pub mod frame_pool;
 pub mod group;
 pub mod metadata;

@@ -9,17 +9,17 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
-
-pub use api_versions::{supported_range, SUPPORTED_APIS};
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 
+use crate::api::api_versions::supported_range;
 use crate::shard::Shard;
 use crate::wire::{decode, respond, Reply, RequestContext};
 
@@ -118,7 +118,7 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
         | ApiKey::OffsetDelete
         | ApiKey::DescribeGroups
         | ApiKey::DeleteGroups
-        | ApiKey::ListGroups => crate::group::broker::dispatch(shard, ctx, body).await,
+        | ApiKey::ListGroups => groups::dispatch(shard, ctx, body).await,
         ApiKey::InitProducerId => match decode(&mut body, v) {
             Some(req) => respond(
                 ctx,

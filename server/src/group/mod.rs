@@ -12,9 +12,11 @@
 //! - `records`: the `__consumer_offsets` key/value schemas (Kafka's
 //!   OffsetCommitKey v1 / OffsetCommitValue v3) and RecordBatch framing.
 //! - `find_coordinator`: FindCoordinator, which needs no group state.
-//! - `broker`: the glue to the shards: starts each shard's coordinator over
-//!   its `__consumer_offsets` partitions, decodes group requests and runs
-//!   them on the coordinator shard.
+//!
+//! Coordinator logic only: nothing here knows about shards, connections or
+//! the wire. `crate::coordinators` starts each shard's coordinator over its
+//! `__consumer_offsets` partitions; `crate::api::groups` decodes group
+//! requests and runs them there.
 //!
 //! Data flow: the broker routes a group request to the shard owning the
 //! group's `__consumer_offsets` partition ([`offsets_partition_for`]); that
@@ -22,7 +24,6 @@
 //! log with `Durability::Synced` before the answer; at start the coordinator
 //! replays the log to rebuild the committed offsets.
 
-pub mod broker;
 mod coordinator;
 mod find_coordinator;
 mod offsets;

@@ -1202,15 +1202,3 @@ fn responses_encode_at_every_advertised_version() {
             .unwrap();
     });
 }
-
-#[test]
-fn advertised_versions_match_the_broker_table() {
-    for (key, lo, hi) in SUPPORTED_VERSIONS {
-        let api = kafka_protocol::messages::ApiKey::try_from(*key).unwrap();
-        assert_eq!(
-            crate::api::supported_range(api),
-            Some((*lo, *hi)),
-            "{api:?}"
-        );
-    }
-}
