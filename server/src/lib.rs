@@ -36,6 +36,7 @@ pub mod frame_pool;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;
+pub mod scatter;
 pub mod server;
 pub mod shard;
 pub mod wire;
