@@ -3,10 +3,11 @@
 //! Module map:
 //! - `coordinator`: [`GroupCoordinator`], one per shard. It owns the groups
 //!   whose `__consumer_offsets` partition lives on that shard and answers
-//!   JoinGroup, SyncGroup, Heartbeat, LeaveGroup (the membership state
-//!   machine) and, in `offsets`, OffsetCommit, OffsetFetch, OffsetDelete,
-//!   DeleteGroups, ListGroups and DescribeGroups. Single-threaded: state sits
-//!   in a `RefCell`, no borrow is held across an `.await`.
+//!   SyncGroup, Heartbeat, LeaveGroup (the membership state machine, with
+//!   JoinGroup in `join`) and, in `offsets`, OffsetCommit, OffsetFetch,
+//!   OffsetDelete, DeleteGroups, ListGroups and DescribeGroups.
+//!   Single-threaded: state sits in a `RefCell`, no borrow is held across an
+//!   `.await`.
 //! - `state`: the plain data of a group and its members (generation, leader,
 //!   selected protocol, committed offsets) and the pure rules over it.
 //! - `records`: the `__consumer_offsets` key/value schemas (Kafka's
@@ -26,6 +27,7 @@
 
 mod coordinator;
 mod find_coordinator;
+mod join;
 mod offsets;
 pub mod records;
 mod state;
