@@ -24,8 +24,9 @@ use kafka_protocol::protocol::StrBytes;
 use strom_engine::PartitionLog;
 
 use super::codes::*;
+use super::config::{Clock, GroupConfig, TopicLookup};
+use super::placement::offsets_partition_for;
 use super::state::{Group, GroupState, JoinOutcome, SyncOutcome};
-use super::{offsets_partition_for, Clock, GroupConfig, TopicLookup};
 
 /// The coordinator of the groups whose `__consumer_offsets` partitions this
 /// shard owns. Cheap to clone (a shared handle); not `Send`.
@@ -99,7 +100,7 @@ impl GroupCoordinator {
                 tracing::error!(
                     partition = p,
                     "closing {} log failed: {e}",
-                    super::OFFSETS_TOPIC
+                    super::placement::OFFSETS_TOPIC
                 );
             }
         }

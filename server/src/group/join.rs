@@ -13,9 +13,9 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::codes::*;
+use super::config::ClientInfo;
 use super::coordinator::{GroupCoordinator, Step};
 use super::state::{Group, GroupState, JoinOutcome, Member, Rebalance, SyncOutcome};
-use super::ClientInfo;
 
 /// The fields of a JoinGroup that make up a member.
 struct JoinArgs {
