@@ -1,10 +1,10 @@
-//! The Kafka APIs: version checks and the dispatch `match`.
+//! The Kafka APIs: header parsing, version checks and the dispatch `match`.
 //!
 //! `handle_frame` turns one request frame into a `Reply`. Every API Strom
 //! answers is listed in `api_versions::SUPPORTED_APIS` (what ApiVersions
 //! advertises) and routed in `dispatch`; a request for anything else closes
-//! the connection, as Kafka does. Framing, headers and the response type are
-//! `crate::wire`'s.
+//! the connection, as Kafka does. The response type, decoding and response
+//! frames are `crate::wire`'s; each API family has its module here.
 
 pub mod admin;
 pub mod api_versions;
