@@ -21,9 +21,10 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::ApiKey;
 
-use crate::api::{self, Reply};
+use crate::api;
 use crate::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::shard::Shard;
+use crate::wire::Reply;
 
 /// Most iovecs handed to one sendmsg (Linux's IOV_MAX is 1024).
 const IOVECS_PER_SEND_MAX: usize = 1024;

@@ -1,38 +1,56 @@
 //! strom-server: the broker.
 //!
-//! Module map (a request flows top to bottom, its response back up):
-//! - `config`: broker configuration (TOML file with Kafka's key names, CLI
-//!   overrides) and topic-level configs mapped onto the engine's `LogConfig`.
-//! - `metadata`: the cluster metadata snapshot (topics, partition counts,
-//!   topic configs), its atomic persistence in the data dir, and partition
-//!   placement on shards.
-//! - `shard`: one per core. Owns the logs of the partitions placed on it, a
-//!   read-only copy of the metadata, and the cross-shard job mesh used to run
-//!   work on the shard that owns a partition. Shard 0 serializes metadata
-//!   updates and publishes each new snapshot to every shard.
+//! Module map (a request flows top to bottom, its response back up; every
+//! `crate::` import points down this list, so no module imports one that
+//! imports it back):
 //! - `server`: starts the shards (glommio executors pinned to cores), the
 //!   listeners (SO_REUSEPORT), the periodic log ticks and graceful shutdown.
 //! - `conn`: one task per connection: frame reading with size limits,
 //!   pipelined in-order responses, acks=0 silence.
-//! - `alloc`: the process allocator (huge reservations are lazily mapped,
-//!   so a hostile array length cannot abort the process).
-//! - `api`: the Kafka APIs, one module per API family, dispatched by a single
-//!   `match` over `ApiKey` in `api::dispatch`.
+//! - `api`: the Kafka APIs, one module per API family (`api::groups` for
+//!   the consumer-group APIs), dispatched by a single `match` over `ApiKey`
+//!   in `api::dispatch`.
+//! - `wire`: the Kafka wire format around a request's body: the response
+//!   type (`Reply`), the parsed header (`RequestContext`), decoding behind
+//!   `catch_unwind`, response frames (size, header, body).
+//! - `scatter`: the one scatter-gather: runs a job per owner shard over the
+//!   items it owns and gathers the results in request order (Produce,
+//!   Fetch, ListOffsets).
+//! - `coordinators`: each shard's group coordinator, started over the
+//!   `__consumer_offsets` partitions placed on that shard; `api::groups`
+//!   runs each group request on its coordinator's shard.
+//! - `shard`: one per core. Owns the logs of the partitions placed on it, a
+//!   read-only copy of the metadata, and the cross-shard job mesh used to run
+//!   work on the shard that owns a partition. Shard 0 serializes metadata
+//!   updates and publishes each new snapshot to every shard.
+//! - `metadata`: the cluster metadata snapshot (topics, partition counts,
+//!   topic configs), its atomic persistence in the data dir, and partition
+//!   placement on shards.
+//! - `config`: broker configuration (TOML file with Kafka's key names, CLI
+//!   overrides) and topic-level configs mapped onto the engine's `LogConfig`.
+//! - `group`: consumer groups, coordinator logic only: the classic group
+//!   protocol, committed offsets in `__consumer_offsets`, FindCoordinator.
+//!   One `GroupCoordinator` per shard owns the groups whose offsets
+//!   partition is placed on that shard. Knows nothing of shards,
+//!   connections or the wire.
 //! - `producer_ids`: durable producer id allocation and InitProducerId
 //!   (idempotent producers; the dedup itself is the engine's `producer_state`).
-//!
-//! - `group`: consumer groups: the classic group protocol, committed offsets
-//!   in `__consumer_offsets`, FindCoordinator. One `GroupCoordinator` per
-//!   shard owns the groups whose offsets partition is placed on that shard;
-//!   `api::groups` routes each group request there.
+//! - `frame_pool`: warm buffers for large request frames.
+//! - `clock`: the wall clock in Kafka's milliseconds.
+//! - `alloc`: the process allocator (huge reservations are lazily mapped,
+//!   so a hostile array length cannot abort the process).
 
 pub mod alloc;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod coordinators;
 pub mod frame_pool;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;
+pub mod scatter;
 pub mod server;
 pub mod shard;
+pub mod wire;

@@ -12,6 +12,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use strom_server::config::BrokerConfig;
 use strom_server::server::Broker;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{self, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How often the main thread looks for a signal between waits for a shard's exit.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
@@ -65,12 +68,73 @@ fn main() -> ExitCode {
         // full disk) and takes the shard down with it. A lost log line
         // must not stop the broker.
         .log_internal_errors(false)
+        .finish()
+        .with(QuietIopollProbe)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strom: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glommio's reactor (a `log` target).
+const GLOMMIO_REACTOR_TARGET: &str = "glommio::reactor";
+/// How glommio 0.9 starts the message of its failed iopoll probe.
+const IOPOLL_PROBE_MESSAGE: &str = "got unexpected error when probing iopoll support";
+
+/// Drops glommio's failed-iopoll-probe error, and nothing else.
+///
+/// The first DMA file a shard opens on a block device makes glommio probe
+/// whether the device's poll ring works, with a read through it. Where the
+/// read fails with anything but ENOTSUP (EBADF on a virtio disk), glommio
+/// 0.9 logs an ERROR and disables the poll ring for that device, which is
+/// what ENOTSUP leads to as well: reads and writes go through the main ring
+/// as they do on every device without polled I/O. Nothing is wrong, yet a
+/// healthy start printed two red ERROR lines. This is the only event glommio
+/// 0.9 logs at its reactor's target; matching the message too keeps any
+/// other error there visible, should a later glommio add one.
+struct QuietIopollProbe;
+
+impl<S: tracing::Subscriber> Layer<S> for QuietIopollProbe {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: layer::Context<'_, S>) -> bool {
+        !is_iopoll_probe(event)
+    }
+}
+
+fn is_iopoll_probe(event: &tracing::Event<'_>) -> bool {
+    if *event.metadata().level() != tracing::Level::ERROR {
+        return false;
+    }
+    let mut probe = ProbeFields {
+        target_is_reactor: event.metadata().target() == GLOMMIO_REACTOR_TARGET,
+        message_is_probe: false,
+    };
+    event.record(&mut probe);
+    probe.target_is_reactor && probe.message_is_probe
+}
+
+/// What `is_iopoll_probe` looks for in an event. Events from the `log`
+/// crate, as glommio's are, carry their target in the `log.target` field.
+struct ProbeFields {
+    target_is_reactor: bool,
+    message_is_probe: bool,
+}
+
+impl Visit for ProbeFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "log.target" => self.target_is_reactor = value == GLOMMIO_REACTOR_TARGET,
+            "message" => self.message_is_probe = value.starts_with(IOPOLL_PROBE_MESSAGE),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message_is_probe = format!("{value:?}").starts_with(IOPOLL_PROBE_MESSAGE);
         }
     }
 }
@@ -136,4 +200,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     broker.join()?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Counts the events that reach it.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How many of the events `emit` makes get past `QuietIopollProbe`.
+    fn passed(emit: impl FnOnce()) -> usize {
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(QuietIopollProbe)
+            .with(Count(count.clone()));
+        tracing::subscriber::with_default(subscriber, emit);
+        count.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn only_the_iopoll_probe_error_is_dropped() {
+        let probe = "got unexpected error when probing iopoll support for file \"x\"";
+        assert_eq!(
+            passed(|| tracing::error!(target: "glommio::reactor", "{probe}")),
+            0
+        );
+        // Another error at the reactor's target, the probe's message at
+        // another level or from elsewhere: all kept.
+        assert_eq!(
+            passed(|| tracing::error!(target: "glommio::reactor", "ring is broken")),
+            1
+        );
+        assert_eq!(
+            passed(|| tracing::warn!(target: "glommio::reactor", "{probe}")),
+            1
+        );
+        assert_eq!(
+            passed(|| tracing::error!(target: "glommio::sys", "{probe}")),
+            1
+        );
+    }
 }

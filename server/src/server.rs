@@ -220,7 +220,7 @@ async fn run_shard(
     shard.apply_metadata(metadata).await;
     // The group coordinator loads `__consumer_offsets` before the barrier,
     // so no shard answers a group request before every coordinator is up.
-    let groups = crate::group::broker::start_shard(&shard).await;
+    let groups = crate::coordinators::start_shard(&shard).await;
     // Blocking this thread is fine here: the shard serves nothing yet.
     logs_open.wait();
     if let Err(e) = groups {
@@ -274,7 +274,7 @@ async fn run_shard(
     }
     drop(listener);
     shard.close_all_logs().await;
-    crate::group::broker::stop_shard().await;
+    crate::coordinators::stop_shard().await;
     tracing::info!(shard = id, "shard stopped");
 }
 
@@ -294,7 +294,7 @@ async fn tick_loop(shard: Rc<Shard>) {
     let mut failing: HashMap<PathBuf, TickFailures> = HashMap::new();
     while !shard.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(TICK_INTERVAL_MS)).await;
-        let now = crate::api::now_ms();
+        let now = crate::clock::now_ms();
         let logs = shard.all_logs();
         for log in &logs {
             match log.tick(now).await {

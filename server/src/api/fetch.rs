@@ -14,8 +14,9 @@ use kafka_protocol::ResponseError;
 use strom_engine::EngineError;
 
 use super::produce::engine_error_code;
-use super::{Reply, RequestContext};
-use crate::shard::{Shard, ShardError};
+use crate::scatter::scatter_gather;
+use crate::shard::Shard;
+use crate::wire::{Reply, RequestContext};
 
 /// Longest long poll honoured, whatever the client asks.
 pub const MAX_WAIT_MS_LIMIT: i32 = 60_000;
@@ -148,42 +149,17 @@ fn trim_to_max_bytes(got: &mut [Got], max_bytes: usize) {
 
 /// Reads every wanted partition on its owner shard; results in `wants` order.
 async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
-    let mut by_shard: Vec<Vec<(usize, Want)>> = (0..shard.shards).map(|_| Vec::new()).collect();
-    for (i, w) in wants.iter().enumerate() {
-        by_shard[shard.owner(&w.topic, w.partition)].push((i, w.clone()));
-    }
-    let jobs = by_shard
-        .into_iter()
-        .enumerate()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(target, group)| {
-            let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
-            let group: Vec<Want> = group.into_iter().map(|(_, w)| w).collect();
-            async move {
-                let result = shard
-                    .run_on(target, move |owner| async move {
-                        join_all(group.into_iter().map(|w| read_local(&owner, w))).await
-                    })
-                    .await;
-                (indexes, result)
-            }
-        });
-    let mut out = vec![Got::default(); wants.len()];
-    for (indexes, result) in join_all(jobs).await {
-        match result {
-            Ok(results) => {
-                for (i, g) in indexes.into_iter().zip(results) {
-                    out[i] = g;
-                }
-            }
-            Err(ShardError::Gone(_)) | Err(ShardError::Persist(_)) => {
-                for i in indexes {
-                    out[i] = Got::error(ResponseError::NotLeaderOrFollower);
-                }
-            }
-        }
-    }
-    out
+    let items = wants
+        .iter()
+        .map(|w| (shard.owner(&w.topic, w.partition), w.clone()))
+        .collect();
+    scatter_gather(shard, items, |owner, group: Vec<Want>| async move {
+        join_all(group.into_iter().map(|w| read_local(&owner, w))).await
+    })
+    .await
+    .into_iter()
+    .map(|got| got.unwrap_or_else(|_| Got::error(ResponseError::NotLeaderOrFollower)))
+    .collect()
 }
 
 async fn read_local(shard: &Shard, w: Want) -> Got {

@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::produce::engine_error_code;
+use crate::scatter::scatter_gather;
 use crate::shard::Shard;
 
 pub const EARLIEST_TIMESTAMP: i64 = -2;
@@ -21,33 +22,49 @@ pub const MAX_TIMESTAMP: i64 = -3;
 /// (error, timestamp, offset)
 type Answer = (i16, i64, i64);
 
+/// One partition to look up, in request order.
+struct Lookup {
+    topic: String,
+    partition: i32,
+    timestamp: i64,
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let mut lookups = Vec::new();
+    for topic in &req.topics {
+        let name = topic.name.0.as_str();
+        for p in &topic.partitions {
+            let lookup = Lookup {
+                topic: name.to_string(),
+                partition: p.partition_index,
+                timestamp: p.timestamp,
+            };
+            lookups.push((shard.owner(name, p.partition_index), lookup));
+        }
+    }
+    let mut answers = scatter_gather(shard, lookups, |owner, group: Vec<Lookup>| async move {
+        join_all(
+            group
+                .iter()
+                .map(|l| lookup_local(&owner, &l.topic, l.partition, l.timestamp)),
+        )
+        .await
+    })
+    .await
+    .into_iter()
+    .map(|answer| answer.unwrap_or((ResponseError::NotLeaderOrFollower.code(), -1, -1)));
+
     let mut topics = Vec::new();
     for topic in req.topics {
         let name = topic.name.0.as_str().to_string();
-        let lookups = topic.partitions.iter().map(|p| {
-            let name = name.clone();
-            let partition = p.partition_index;
-            let timestamp = p.timestamp;
-            let target = shard.owner(&name, partition);
-            async move {
-                shard
-                    .run_on(target, move |owner| async move {
-                        lookup_local(&owner, &name, partition, timestamp).await
-                    })
-                    .await
-                    .unwrap_or((ResponseError::NotLeaderOrFollower.code(), -1, -1))
-            }
-        });
-        let answers = join_all(lookups).await;
         let partitions = topic
             .partitions
             .iter()
-            .zip(answers)
+            .zip(answers.by_ref())
             .map(|(p, (error, timestamp, offset))| {
                 ListOffsetsPartitionResponse::default()
                     .with_partition_index(p.partition_index)

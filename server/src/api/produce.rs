@@ -13,7 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use strom_engine::{BatchError, Durability, EngineError};
 
-use super::now_ms;
+use crate::clock::now_ms;
+use crate::scatter::scatter_gather;
 use crate::shard::Shard;
 
 /// Outcome of appending one partition's records.
@@ -139,59 +140,26 @@ async fn append_all(
     items: Vec<Item>,
     durability: Durability,
 ) -> Vec<AppendOutcome> {
-    let count = items.len();
-    let mut by_shard: Vec<Vec<(usize, Item)>> = (0..shard.shards).map(|_| Vec::new()).collect();
-    for (i, item) in items.into_iter().enumerate() {
-        let owner = shard.owner(&item.topic, item.partition);
-        by_shard[owner].push((i, item));
-    }
-    let jobs = by_shard
+    let items = items
         .into_iter()
-        .enumerate()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(target, group)| {
-            let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
-            let group: Vec<Item> = group.into_iter().map(|(_, item)| item).collect();
-            async move {
-                let result = shard
-                    .run_on(target, move |owner| async move {
-                        join_all(
-                            group
-                                .into_iter()
-                                .map(|item| append_local(&owner, item, durability)),
-                        )
-                        .await
-                    })
-                    .await;
-                (indexes, result)
-            }
-        });
-    let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; count];
-    for (indexes, result) in join_all(jobs).await {
-        match result {
-            Ok(results) => {
-                for (i, o) in indexes.into_iter().zip(results) {
-                    outcomes[i] = Some(o);
-                }
-            }
-            Err(e) => {
-                for i in indexes {
-                    outcomes[i] = Some(AppendOutcome::error(
-                        ResponseError::NotLeaderOrFollower,
-                        e.to_string(),
-                    ));
-                }
-            }
-        }
-    }
-    outcomes
-        .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                AppendOutcome::error(ResponseError::UnknownServerError, "no outcome")
-            })
+        .map(|item| (shard.owner(&item.topic, item.partition), item))
+        .collect();
+    scatter_gather(shard, items, move |owner, group: Vec<Item>| async move {
+        join_all(
+            group
+                .into_iter()
+                .map(|item| append_local(&owner, item, durability)),
+        )
+        .await
+    })
+    .await
+    .into_iter()
+    .map(|outcome| {
+        outcome.unwrap_or_else(|e| {
+            AppendOutcome::error(ResponseError::NotLeaderOrFollower, e.to_string())
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Appends one partition's records on the shard that owns it.

@@ -31,9 +31,9 @@ use strom_engine::{Durability, EngineError};
 
 use super::codes::*;
 use super::coordinator::{check_member, GroupCoordinator};
+use super::placement::{offsets_partition_for, OFFSETS_TOPIC};
 use super::records::{self, OffsetKey, OffsetRecord, OffsetValue};
 use super::state::{Committed, Group, GroupState};
-use super::{offsets_partition_for, OFFSETS_TOPIC};
 
 /// Bytes read from `__consumer_offsets` per step of the replay.
 const LOAD_READ_BYTES: usize = 1 << 20;

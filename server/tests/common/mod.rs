@@ -25,7 +25,7 @@ pub struct Broker {
 
 /// Whether a Kafka broker at `addr` answers ApiVersions v0 with the
 /// request's correlation id.
-fn answers_api_versions(addr: &str) -> bool {
+pub fn answers_api_versions(addr: &str) -> bool {
     const CORRELATION_ID: i32 = 0x5354_524d;
     let Ok(mut s) = TcpStream::connect(addr) else {
         return false;

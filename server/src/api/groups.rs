@@ -1,15 +1,10 @@
-//! Glue between the broker's shards and the group coordinators.
-//!
-//! Each shard runs one [`GroupCoordinator`] (kept in a thread-local: a shard
-//! is one executor thread) over the `__consumer_offsets` partitions placed
-//! on it by the broker's placement rule. A group request is decoded on the
-//! connection's shard and run on the shard owning the group's offsets
-//! partition through the shard job mesh (`Shard::run_on`); requests naming
-//! several groups are split per group, ListGroups asks every shard.
+//! The group APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, DescribeGroups,
+//! DeleteGroups, ListGroups): decoded on the connection's shard and run on
+//! the coordinator shard of each group (`crate::coordinators`); requests
+//! naming several groups are split per group, ListGroups asks every shard.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -19,123 +14,17 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::*;
-use strom_engine::{EngineError, LogConfig, PartitionLog};
 
-use super::codes::COORDINATOR_LOAD_IN_PROGRESS;
+use crate::coordinators::{local, on_coordinator};
+use crate::group::codes::COORDINATOR_LOAD_IN_PROGRESS;
+use crate::group::{find_coordinator, ClientInfo, CoordinatorNode};
+use crate::shard::Shard;
+use crate::wire::{decode, respond, Reply, RequestContext};
 
 /// The answer when the coordinator shard has no loaded coordinator (it is
 /// still starting, or stopping): retriable for every client, where
 /// NO_COORDINATOR_YET makes librdkafka's `committed()` give up.
 const NO_COORDINATOR_YET: i16 = COORDINATOR_LOAD_IN_PROGRESS;
-use super::{
-    find_coordinator, offsets_partition_for, system_clock, ClientInfo, CoordinatorNode,
-    GroupCoordinator, TopicLookup, OFFSETS_TOPIC,
-};
-use crate::api::{decode, respond, Reply, RequestContext};
-use crate::metadata::{owner_shard, partition_dir};
-use crate::shard::Shard;
-
-thread_local! {
-    static LOCAL: RefCell<Option<GroupCoordinator>> = const { RefCell::new(None) };
-}
-
-/// Kafka's `offsets.topic.segment.bytes` default.
-const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
-
-/// This shard's coordinator, once started.
-pub fn local() -> Option<GroupCoordinator> {
-    LOCAL.with(|c| c.borrow().clone())
-}
-
-/// The log config of `__consumer_offsets` partitions: never deleted by time
-/// (offsets expire by their own retention, as tombstones), small segments
-/// not preallocated, since most of the 50 partitions stay tiny.
-fn offsets_log_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: OFFSETS_SEGMENT_BYTES,
-        retention_ms: -1,
-        preallocate: false,
-        ..LogConfig::default()
-    }
-}
-
-/// Opens (recovering) this shard's `__consumer_offsets` partitions, replays
-/// them and starts the coordinator with its timer.
-pub async fn start_shard(shard: &Rc<Shard>) -> Result<(), EngineError> {
-    let config = shard.config.groups.clone();
-    let mut logs = Vec::new();
-    for p in 0..config.offsets_topic_num_partitions {
-        if owner_shard(OFFSETS_TOPIC, p, shard.shards) != shard.id {
-            continue;
-        }
-        let dir = partition_dir(&shard.config.data_dir, OFFSETS_TOPIC, p);
-        logs.push((p, PartitionLog::open(&dir, offsets_log_config()).await?));
-    }
-    let owned = logs.len();
-    let coord = GroupCoordinator::new(
-        config,
-        logs,
-        Rc::new(ShardTopics(Rc::downgrade(shard))),
-        system_clock(),
-    );
-    LOCAL.with(|c| *c.borrow_mut() = Some(coord.clone()));
-    coord.load().await?;
-    coord.spawn_timer().detach();
-    tracing::info!(
-        shard = shard.id,
-        partitions = owned,
-        "group coordinator loaded"
-    );
-    Ok(())
-}
-
-/// Stops the coordinator and closes its logs (clean-shutdown markers).
-pub async fn stop_shard() {
-    let coord = LOCAL.with(|c| c.borrow_mut().take());
-    if let Some(coord) = coord {
-        coord.close().await;
-    }
-}
-
-/// Answers topic questions from the shard's metadata snapshot.
-struct ShardTopics(Weak<Shard>);
-
-impl TopicLookup for ShardTopics {
-    fn partition_exists(&self, topic: &str, partition: i32) -> bool {
-        let Some(shard) = self.0.upgrade() else {
-            return false;
-        };
-        let meta = shard.metadata();
-        meta.topics
-            .get(topic)
-            .is_some_and(|t| partition >= 0 && partition < t.partitions)
-    }
-}
-
-fn coordinator_shard(shard: &Shard, group_id: &str) -> usize {
-    let p = offsets_partition_for(group_id, shard.config.groups.offsets_topic_num_partitions);
-    owner_shard(OFFSETS_TOPIC, p, shard.shards)
-}
-
-/// Runs `f` with the coordinator of `group_id`, on its shard. `None` when
-/// that shard or its coordinator is not there (starting or stopping).
-async fn on_coordinator<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, f: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(GroupCoordinator) -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    let target = coordinator_shard(shard, group_id);
-    let out = shard
-        .run_on(target, move |_| async move {
-            match local() {
-                Some(coord) => Some(f(coord).await),
-                None => None,
-            }
-        })
-        .await;
-    out.ok().flatten()
-}
 
 /// Handles every group API; `api::dispatch` routes them here.
 pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> Reply {
@@ -422,4 +311,21 @@ async fn list_groups(shard: &Rc<Shard>, req: ListGroupsRequest, v: i16) -> ListG
     out.groups
         .sort_by(|a, b| a.group_id.0.as_str().cmp(b.group_id.0.as_str()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::group::SUPPORTED_VERSIONS;
+
+    #[test]
+    fn advertised_versions_match_the_broker_table() {
+        for (key, lo, hi) in SUPPORTED_VERSIONS {
+            let api = kafka_protocol::messages::ApiKey::try_from(*key).unwrap();
+            assert_eq!(
+                crate::api::api_versions::supported_range(api),
+                Some((*lo, *hi)),
+                "{api:?}"
+            );
+        }
+    }
 }
