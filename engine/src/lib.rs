@@ -6,8 +6,10 @@
 //!   their leader's), read by offset or timestamp up to a read bound,
 //!   long-poll waits, flush, truncation, retention, close. One file per
 //!   step of the data path:
-//!   - `log/mod.rs`: the handle, open/close/delete, `tick`, public types and
-//!     the shared state;
+//!   - `log/mod.rs`: the handle's open/close/delete, `tick`, accessors;
+//!   - `log/state.rs`: the public types, the handle and the state the steps
+//!     share (every step imports it; none imports `mod.rs`);
+//!   - `log/files.rs`: the spare segment's name, index files written aside;
 //!   - `log/segment.rs`: a segment's in-memory state, file names, size
 //!     limits (no I/O);
 //!   - `log/tail.rs`: the active segment's aligned tail buffer and its
@@ -24,14 +26,17 @@
 //!     crash, producer state rebuild;
 //!   - `log/retention.rs`: deleting old segments.
 //! - `batch`: Kafka RecordBatch v2 framing: validation (length, magic,
-//!   CRC32C) and in-place offset assignment. Records are never decoded.
+//!   CRC32C, record count against the offset span) and in-place offset
+//!   assignment. Records are never decoded.
 //! - `config`: [`LogConfig`], Kafka's topic configs for one log.
 //! - `index`: the sparse offset index and time index entries (zerocopy,
 //!   little-endian) and their lookups.
 //! - `io`: the I/O seam: `Storage`/`StorageFile` traits, with `io::dma`
 //!   (glommio DmaFile, O_DIRECT, io_uring) for production and `io::sim` (a
-//!   seeded in-memory file system that tears writes, loses unsynced data,
-//!   fails fdatasync, flips bits, runs out of space) for tests.
+//!   seeded in-memory file system that tears writes, loses any subset of
+//!   unsynced writes, fails fdatasync, flips bits, runs out of space) for
+//!   tests, compiled only with `cfg(test)` or the `test-util` feature.
+//! - `batch`'s `build_batch*` are test-only the same way.
 //! - `notify`: single-threaded broadcast used by long polls.
 //! - `producer_state`: idempotent-producer dedup (epoch and last five
 //!   sequence ranges per producer id), its snapshots and rebuild.

@@ -20,7 +20,7 @@
 use std::ops::Range;
 
 use super::segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-use super::{AppendInfo, AppendOrigin, Durability, PartitionLog, State};
+use super::state::{AppendInfo, AppendOrigin, Durability, PartitionLog, State};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::{BatchError, EngineError, Result};
 use crate::io::{Storage, StorageFile};

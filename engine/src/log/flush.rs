@@ -20,7 +20,7 @@ use std::rc::Rc;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-use super::{io_err, Inner, PartitionLog, State};
+use super::state::{io_err, Inner, PartitionLog, State};
 use crate::error::{EngineError, Result};
 use crate::io::{align_up, IoBuf, Storage, StorageFile};
 

@@ -2,8 +2,11 @@
 //! log behind it (see `FORMAT.md` for the bytes on disk).
 //!
 //! The files of this module follow the data path:
-//! - `mod.rs` (this file): the `PartitionLog` handle, open, close, delete,
-//!   the periodic `tick`, the public types and the state the steps share;
+//! - `mod.rs` (this file): the `PartitionLog` handle's open, close, delete,
+//!   the periodic `tick` and accessors;
+//! - `state`: the public types, the handle and the state the steps share
+//!   (each step imports it, none imports `mod.rs`);
+//! - `files`: the spare segment's name, index files written aside;
 //! - `segment`: a segment's in-memory state, file names, size limits; no I/O;
 //! - `tail`: the active segment's aligned tail buffer and its chunks; no I/O;
 //! - `append`: validate, assign offsets (or keep a leader's: the append
@@ -31,12 +34,8 @@
 //! written chunks when hot, else from an O_DIRECT read.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::Path;
 use std::rc::Rc;
-
-use bytes::Bytes;
 
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
@@ -47,153 +46,23 @@ use crate::notify::Notify;
 use crate::producer_state::{self, ProducerStateTable};
 
 mod append;
+mod files;
 mod flush;
 mod read;
 mod recover;
 mod retention;
 mod roll;
 mod segment;
+mod state;
 mod tail;
 mod truncate;
 
-use roll::{write_index_files, SPARE_SEGMENT_FILE};
-use segment::{Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-use tail::Tail;
-
-/// Written by `close`, removed by `open`: its presence means the last
-/// shutdown was clean.
-pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
-
-/// What an append waits for before it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// In the log: readable by consumers, not yet known to be on disk
-    /// (acks=1). Synced by `flush.ms` / `flush.messages` or the next sync.
-    Written,
-    /// On disk: covered by an fdatasync (acks=all).
-    Synced,
-}
-
-/// Who gives an append's batches their offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendOrigin {
-    /// A producer: the log assigns offsets from its end (the base offsets
-    /// the batches carry are overwritten) and applies the
-    /// idempotent-producer rules.
-    Client,
-    /// A follower appending what it fetched from its leader: the batches
-    /// keep their base offsets, which must continue the log exactly.
-    Replica,
-}
-
-/// Result of a successful append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendInfo {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
-    pub log_append_time_ms: i64,
-    pub log_start_offset: i64,
-}
-
-/// Whole stored batches starting at or before the requested offset.
-#[derive(Debug, Clone, Default)]
-pub struct ReadResult {
-    pub batches: Vec<Bytes>,
-    /// The read bound the read stopped at (see `PartitionLog::high_watermark`).
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub log_end_offset: i64,
-}
-
-impl ReadResult {
-    pub fn bytes(&self) -> usize {
-        self.batches.iter().map(|b| b.len()).sum()
-    }
-}
-
-type BufOf<S> = <<S as Storage>::File as StorageFile>::Buf;
-
-/// The log's mutable state, shared by the steps of the data path. Borrowed
-/// briefly, never across an await.
-struct State<S: Storage> {
-    /// Oldest first; the last one is active.
-    segments: Vec<Segment<S::File>>,
-    tail: Option<Tail<BufOf<S>>>,
-    log_start_offset: i64,
-    log_end_offset: i64,
-    /// Every offset below is covered by an fdatasync.
-    synced_offset: i64,
-    messages_since_sync: u64,
-    last_sync_ms: i64,
-    clock_ms: i64,
-    flushing: bool,
-    /// Set by a sync request or a roll while a round runs: the round submits
-    /// nothing more, and the next round syncs (whoever leads it).
-    stop_round: bool,
-    /// Set while a roll or a truncation changes the segments: appends (and
-    /// other rolls and truncations) wait.
-    rolling: bool,
-    /// Base offset of a rolled segment whose file is still being trimmed and
-    /// indexed in the background (`finish_segment`).
-    finishing: Option<i64>,
-    closed: bool,
-    /// Set when an fdatasync failed: what was acknowledged as written may be
-    /// lost, so the log refuses appends until it is reopened.
-    failed: Option<String>,
-}
-
-/// One partition's log. Cheap to clone (shared handle); not `Send`: it lives
-/// on the shard that owns the partition. Methods take `&self`, so concurrent
-/// appends from several tasks join the same group commit.
-///
-/// `S` is the storage under it: O_DIRECT files in production, the simulated
-/// file system in tests.
-pub struct PartitionLog<S: Storage = DmaStorage> {
-    inner: Rc<Inner<S>>,
-}
-
-impl<S: Storage> Clone for PartitionLog<S> {
-    fn clone(&self) -> Self {
-        PartitionLog {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-struct Inner<S: Storage> {
-    storage: S,
-    dir: PathBuf,
-    chunk_bytes: u64,
-    config: RefCell<LogConfig>,
-    state: RefCell<State<S>>,
-    appended: Notify,
-    /// Fired when a flush round or a roll ends.
-    progress: Notify,
-    rounds: Cell<u64>,
-    /// Idempotent-producer dedup. Checked and recorded with no await
-    /// between the check and the offset assignment.
-    producers: RefCell<ProducerStateTable>,
-    /// Runs full-chunk writes in the background, so an append that only
-    /// needs to be in the log does not wait for the disk. Without one
-    /// (storage driven by a plain `block_on`), the append awaits the write.
-    write_behind: Option<Spawner>,
-    /// The preallocated file the next roll renames into place, and how far
-    /// it is preallocated.
-    spare: RefCell<Option<(Rc<S::File>, u64)>>,
-    /// Base offset of the active segment a spare was last started for: one
-    /// attempt per segment, so a full disk is not retried on every append.
-    spare_started_for: Cell<Option<i64>>,
-    /// A spare is being prepared.
-    spare_busy: Cell<bool>,
-}
-
-/// Starts a future on the log's executor without waiting for it.
-pub type Spawner = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
-
-fn io_err(e: std::io::Error) -> EngineError {
-    EngineError::from_io(e)
-}
+use files::{write_index_files, SPARE_SEGMENT_FILE};
+use segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use state::{io_err, BufOf, Inner, State};
+pub use state::{
+    AppendInfo, AppendOrigin, Durability, PartitionLog, ReadResult, Spawner, CLEAN_SHUTDOWN_FILE,
+};
 
 impl PartitionLog<DmaStorage> {
     /// Opens (recovering if needed) or creates the log in `dir`. Must run

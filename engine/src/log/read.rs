@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{io_err, PartitionLog, ReadResult};
+use super::state::{io_err, PartitionLog, ReadResult};
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use crate::error::{EngineError, Result};
 use crate::index;

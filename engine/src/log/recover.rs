@@ -14,11 +14,12 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use super::roll::{create_segment, write_index_files, SPARE_SEGMENT_FILE};
+use super::files::{write_index_files, SPARE_SEGMENT_FILE};
+use super::roll::create_segment;
 use super::segment::{segment_name, Segment};
+use super::state::{io_err, BufOf, PartitionLog, CLEAN_SHUTDOWN_FILE};
 use super::tail::Tail;
 use super::truncate::{activate, cut_segment_file, remove_segments, scan_segment};
-use super::{io_err, BufOf, PartitionLog, CLEAN_SHUTDOWN_FILE};
 use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};

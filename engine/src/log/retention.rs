@@ -3,7 +3,7 @@
 //! active segment is never deleted, nor one still being finished by a roll.
 
 use super::segment::segment_name;
-use super::{io_err, PartitionLog};
+use super::state::{io_err, PartitionLog};
 use crate::error::Result;
 use crate::io::Storage;
 

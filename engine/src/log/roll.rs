@@ -12,22 +12,16 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
+use super::files::{write_index_files, SPARE_SEGMENT_FILE};
 use super::flush::PREALLOCATE_FIRST_BYTES;
 use super::segment::{segment_name, Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::state::{io_err, BufOf, Inner, PartitionLog};
 use super::tail::Tail;
-use super::{io_err, BufOf, Inner, PartitionLog};
 use crate::config::LogConfig;
 use crate::error::Result;
 use crate::index;
 use crate::io::{align_up, Storage, StorageFile};
 use crate::producer_state;
-
-/// The next segment's file, created and preallocated whole in the
-/// background while the active segment fills, and renamed to `<base>.log`
-/// at the roll: the new segment then needs no preallocation step, each of
-/// which drains the write queue (see PREALLOCATE_STEP_BYTES), and the roll
-/// creates no file. A leftover one is removed when the log opens.
-pub(super) const SPARE_SEGMENT_FILE: &str = ".next-segment";
 
 /// Resets `rolling` however a roll ends, including when its future is
 /// dropped, and wakes whoever waits for it.
@@ -288,27 +282,6 @@ impl<S: Storage> PartitionLog<S> {
         }
         create_segment::<S>(storage, dir, base_offset, &config, self.inner.chunk_bytes).await
     }
-}
-
-/// Copies `[from, end)` of the active segment out of the tail buffer and
-/// chunks (which together hold everything from the first chunk's start).
-/// Writes a segment's `.index` and `.timeindex`, each under a temporary name
-/// renamed when complete: an index file that exists is whole.
-pub(super) async fn write_index_files<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    base: i64,
-    index_bytes: &[u8],
-    time_bytes: &[u8],
-) -> std::io::Result<()> {
-    for (ext, bytes) in [("index", index_bytes), ("timeindex", time_bytes)] {
-        let tmp = dir.join(format!("{}.tmp", segment_name(base, ext)));
-        crate::io::write_whole_file(storage, &tmp, bytes).await?;
-        storage
-            .rename(&tmp, &dir.join(segment_name(base, ext)))
-            .await?;
-    }
-    Ok(())
 }
 
 /// Creates a new, empty segment file (preallocated when configured).

@@ -1,0 +1,156 @@
+//! The types the steps of the data path share: the public result and
+//! option types, the `PartitionLog` handle, and the state behind it. Imports
+//! only `segment` and `tail` from the log, so every step (and `mod.rs`) can
+//! use it without an import circle.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::segment::Segment;
+use super::tail::Tail;
+use crate::config::LogConfig;
+use crate::error::EngineError;
+use crate::io::dma::DmaStorage;
+use crate::io::{Storage, StorageFile};
+use crate::notify::Notify;
+use crate::producer_state::ProducerStateTable;
+
+/// Written by `close`, removed by `open`: its presence means the last
+/// shutdown was clean.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// What an append waits for before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// In the log: readable by consumers, not yet known to be on disk
+    /// (acks=1). Synced by `flush.ms` / `flush.messages` or the next sync.
+    Written,
+    /// On disk: covered by an fdatasync (acks=all).
+    Synced,
+}
+
+/// Who gives an append's batches their offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer: the log assigns offsets from its end (the base offsets
+    /// the batches carry are overwritten) and applies the
+    /// idempotent-producer rules.
+    Client,
+    /// A follower appending what it fetched from its leader: the batches
+    /// keep their base offsets, which must continue the log exactly.
+    Replica,
+}
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole stored batches starting at or before the requested offset.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    /// The read bound the read stopped at (see `PartitionLog::high_watermark`).
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl ReadResult {
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
+    }
+}
+
+pub(super) type BufOf<S> = <<S as Storage>::File as StorageFile>::Buf;
+
+/// The log's mutable state, shared by the steps of the data path. Borrowed
+/// briefly, never across an await.
+pub(super) struct State<S: Storage> {
+    /// Oldest first; the last one is active.
+    pub(super) segments: Vec<Segment<S::File>>,
+    pub(super) tail: Option<Tail<BufOf<S>>>,
+    pub(super) log_start_offset: i64,
+    pub(super) log_end_offset: i64,
+    /// Every offset below is covered by an fdatasync.
+    pub(super) synced_offset: i64,
+    pub(super) messages_since_sync: u64,
+    pub(super) last_sync_ms: i64,
+    pub(super) clock_ms: i64,
+    pub(super) flushing: bool,
+    /// Set by a sync request or a roll while a round runs: the round submits
+    /// nothing more, and the next round syncs (whoever leads it).
+    pub(super) stop_round: bool,
+    /// Set while a roll or a truncation changes the segments: appends (and
+    /// other rolls and truncations) wait.
+    pub(super) rolling: bool,
+    /// Base offset of a rolled segment whose file is still being trimmed and
+    /// indexed in the background (`finish_segment`).
+    pub(super) finishing: Option<i64>,
+    pub(super) closed: bool,
+    /// Set when an fdatasync failed: what was acknowledged as written may be
+    /// lost, so the log refuses appends until it is reopened.
+    pub(super) failed: Option<String>,
+}
+
+/// One partition's log. Cheap to clone (shared handle); not `Send`: it lives
+/// on the shard that owns the partition. Methods take `&self`, so concurrent
+/// appends from several tasks join the same group commit.
+///
+/// `S` is the storage under it: O_DIRECT files in production, the simulated
+/// file system in tests.
+pub struct PartitionLog<S: Storage = DmaStorage> {
+    pub(super) inner: Rc<Inner<S>>,
+}
+
+impl<S: Storage> Clone for PartitionLog<S> {
+    fn clone(&self) -> Self {
+        PartitionLog {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(super) struct Inner<S: Storage> {
+    pub(super) storage: S,
+    pub(super) dir: PathBuf,
+    pub(super) chunk_bytes: u64,
+    pub(super) config: RefCell<LogConfig>,
+    pub(super) state: RefCell<State<S>>,
+    pub(super) appended: Notify,
+    /// Fired when a flush round or a roll ends.
+    pub(super) progress: Notify,
+    pub(super) rounds: Cell<u64>,
+    /// Idempotent-producer dedup. Checked and recorded with no await
+    /// between the check and the offset assignment.
+    pub(super) producers: RefCell<ProducerStateTable>,
+    /// Runs full-chunk writes in the background, so an append that only
+    /// needs to be in the log does not wait for the disk. Without one
+    /// (storage driven by a plain `block_on`), the append awaits the write.
+    pub(super) write_behind: Option<Spawner>,
+    /// The preallocated file the next roll renames into place, and how far
+    /// it is preallocated.
+    pub(super) spare: RefCell<Option<(Rc<S::File>, u64)>>,
+    /// Base offset of the active segment a spare was last started for: one
+    /// attempt per segment, so a full disk is not retried on every append.
+    pub(super) spare_started_for: Cell<Option<i64>>,
+    /// A spare is being prepared.
+    pub(super) spare_busy: Cell<bool>,
+}
+
+/// Starts a future on the log's executor without waiting for it.
+pub type Spawner = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
+
+pub(super) fn io_err(e: std::io::Error) -> EngineError {
+    EngineError::from_io(e)
+}
