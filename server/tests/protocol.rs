@@ -339,3 +339,65 @@ fn produce_errors_acks_zero_and_list_offsets() {
     assert_eq!(p.error_code, 0);
     assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
 }
+
+/// Sets a batch's attributes, lastOffsetDelta and recordCount, and its CRC.
+fn rewrite_header(b: &mut [u8], attributes: i16, last_offset_delta: i32, record_count: i32) {
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    b[57..61].copy_from_slice(&record_count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Kafka's log validator rules at the batch header (issue 13, findings 2 and
+/// 8): a batch that lies about its offset span, a control batch and a
+/// transactional batch get INVALID_RECORD with a message, nothing is
+/// appended, and the next honest batch takes the next offset.
+#[test]
+fn lying_control_and_transactional_batches_are_invalid_records() {
+    let b = Broker::start(&[]);
+    let mut c = Client::connect(&b);
+    assert_eq!(create(&mut c, 5, "rules", 1, &[]).topics[0].error_code, 0);
+    let honest = |ts| strom_engine::batch::build_batch(ts, &[b"a"]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_req("rules", 0, 1, honest(1)));
+    assert_eq!(
+        (
+            produce_error(&r),
+            r.responses[0].partition_responses[0].base_offset
+        ),
+        (0, 0)
+    );
+
+    let cases: Vec<(&str, i16, i32, i32)> = vec![
+        ("one record, lastOffsetDelta 2^31-1", 0, i32::MAX, 1),
+        ("a million records in a few bytes", 0, 999_999, 1_000_000),
+        ("control batch", 0x30, 0, 1),
+        ("transactional batch", 0x10, 0, 1),
+    ];
+    for (what, attributes, last_offset_delta, record_count) in cases {
+        let mut bad = honest(2);
+        rewrite_header(&mut bad, attributes, last_offset_delta, record_count);
+        for acks in [1, -1] {
+            let r: ProduceResponse = c.call(
+                ApiKey::Produce,
+                9,
+                &produce_req("rules", 0, acks, bad.clone()),
+            );
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 87, "{what} (acks {acks}): INVALID_RECORD");
+            assert!(
+                p.error_message.as_ref().is_some_and(|m| !m.is_empty()),
+                "{what}: the answer says why"
+            );
+        }
+    }
+    // Nothing of them was appended: the next honest batch is offset 1.
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_req("rules", 0, -1, honest(3)));
+    assert_eq!(
+        (
+            produce_error(&r),
+            r.responses[0].partition_responses[0].base_offset
+        ),
+        (0, 1)
+    );
+}

@@ -50,6 +50,14 @@ struct Item {
 pub fn engine_error_code(e: &EngineError) -> ResponseError {
     match e {
         EngineError::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        // Kafka's log validator answers these with INVALID_RECORD: the batch
+        // is intact but breaks a rule (its error message says which).
+        EngineError::Batch(
+            BatchError::InconsistentOffsetRange { .. }
+            | BatchError::RecordCountTooLarge { .. }
+            | BatchError::ControlBatch
+            | BatchError::Transactional,
+        ) => ResponseError::InvalidRecord,
         EngineError::Batch(_) => ResponseError::CorruptMessage,
         EngineError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         // A closed log belongs to a topic being deleted or a broker shutting
