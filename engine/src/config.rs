@@ -18,6 +18,10 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// `retention.bytes`: delete oldest closed segments while the log is larger (-1: keep).
     pub retention_bytes: i64,
+    /// `cleanup.policy` includes `delete`: `retention.ms` and
+    /// `retention.bytes` apply. A compact-only log (`cleanup.policy=compact`)
+    /// is never deleted by time or size, as in Kafka.
+    pub cleanup_delete: bool,
     /// `max.message.bytes`: largest accepted batch.
     pub max_message_bytes: usize,
     /// `message.timestamp.type` is LogAppendTime.
@@ -36,6 +40,7 @@ impl Default for LogConfig {
             flush_ms: 1000,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
+            cleanup_delete: true,
             max_message_bytes: 1024 * 1024 + 12,
             log_append_time: false,
             preallocate: true,

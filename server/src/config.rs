@@ -168,6 +168,7 @@ fn apply_to_log_config(cfg: &mut LogConfig, key: &str, value: &str) {
         "flush.ms" => cfg.flush_ms = num(),
         "retention.ms" => cfg.retention_ms = num(),
         "retention.bytes" => cfg.retention_bytes = num(),
+        "cleanup.policy" => cfg.cleanup_delete = value.split(',').any(|p| p.trim() == "delete"),
         "max.message.bytes" => cfg.max_message_bytes = num().max(0) as usize,
         "message.timestamp.type" => cfg.log_append_time = value == "LogAppendTime",
         "preallocate" => cfg.preallocate = value == "true",

@@ -30,13 +30,15 @@ pub fn local() -> Option<GroupCoordinator> {
     LOCAL.with(|c| c.borrow().clone())
 }
 
-/// The log config of `__consumer_offsets` partitions: never deleted by time
-/// (offsets expire by their own retention, as tombstones), small segments
-/// not preallocated, since most of the 50 partitions stay tiny.
+/// The log config of `__consumer_offsets` partitions: compact-only, as in
+/// Kafka, so never deleted by time or size (offsets expire by their own
+/// retention, as tombstones), small segments not preallocated, since most of
+/// the 50 partitions stay tiny.
 fn offsets_log_config() -> LogConfig {
     LogConfig {
         segment_bytes: OFFSETS_SEGMENT_BYTES,
         retention_ms: -1,
+        cleanup_delete: false,
         preallocate: false,
         ..LogConfig::default()
     }

@@ -295,7 +295,11 @@ async fn tick_loop(shard: Rc<Shard>) {
     while !shard.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(TICK_INTERVAL_MS)).await;
         let now = crate::clock::now_ms();
-        let logs = shard.all_logs();
+        let mut logs = shard.all_logs();
+        // The `__consumer_offsets` logs are ticked like any other log.
+        if let Some(coordinator) = crate::coordinators::local() {
+            logs.extend(coordinator.logs());
+        }
         for log in &logs {
             match log.tick(now).await {
                 Ok(()) => {

@@ -1,6 +1,8 @@
 //! Retention: deleting whole closed segments past `retention.ms` or
 //! `retention.bytes`, oldest first, which moves the log start offset. The
 //! active segment is never deleted, nor one still being finished by a roll.
+//! A compact-only log (`cleanup.policy=compact`) keeps everything: its
+//! segments go only through compaction.
 
 use super::segment::segment_name;
 use super::state::{io_err, PartitionLog};
@@ -9,10 +11,14 @@ use crate::io::Storage;
 
 impl<S: Storage> PartitionLog<S> {
     /// Deletes closed segments past `retention.ms` / `retention.bytes`,
-    /// oldest first, moving the log start offset. Returns how many.
+    /// oldest first, moving the log start offset, unless the log is
+    /// compact-only. Returns how many.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let (retention_ms, retention_bytes) = {
             let c = self.inner.config.borrow();
+            if !c.cleanup_delete {
+                return Ok(0);
+            }
             (c.retention_ms, c.retention_bytes)
         };
         let mut doomed = Vec::new();

@@ -53,6 +53,12 @@ pub(super) enum Step<T> {
     Wait(LocalReceiver<T>),
 }
 
+/// The longest group id, in bytes: offsets records store it as a Kafka
+/// string with an int16 length. Flexible request versions carry compact
+/// strings, which can be longer, so every group request checks it before a
+/// record is encoded.
+pub const MAX_GROUP_ID_BYTES: usize = i16::MAX as usize;
+
 impl GroupCoordinator {
     /// A coordinator over the given `__consumer_offsets` partition logs.
     /// Answers COORDINATOR_LOAD_IN_PROGRESS until [`Self::load`] has run.
@@ -85,6 +91,12 @@ impl GroupCoordinator {
     pub fn owns(&self, group_id: &str) -> bool {
         let p = offsets_partition_for(group_id, self.inner.config.offsets_topic_num_partitions);
         self.inner.logs.contains_key(&p)
+    }
+
+    /// The `__consumer_offsets` partition logs owned here, for the shard's
+    /// periodic log tick (flush.ms, segment.ms), like every other log.
+    pub fn logs(&self) -> Vec<PartitionLog> {
+        self.inner.logs.values().cloned().collect()
     }
 
     /// Stops answering (COORDINATOR_NOT_AVAILABLE) and ends the timer task.
@@ -130,8 +142,9 @@ impl GroupCoordinator {
 
     /// Kafka's validateGroupStatus: the errors every group request can get
     /// before its group is looked at.
+    /// A group id longer than `MAX_GROUP_ID_BYTES` is INVALID_GROUP_ID.
     pub(super) fn check_group(&self, group_id: &str, must_be_named: bool) -> Result<(), i16> {
-        if must_be_named && group_id.is_empty() {
+        if (must_be_named && group_id.is_empty()) || group_id.len() > MAX_GROUP_ID_BYTES {
             Err(INVALID_GROUP_ID)
         } else if !self.inner.active.get() {
             Err(COORDINATOR_NOT_AVAILABLE)

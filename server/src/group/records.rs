@@ -266,8 +266,9 @@ pub fn parse_batches(
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
-    // Group ids, topic names and metadata are bounded far below i16::MAX
-    // by the request validation before they reach here.
+    // Group ids (`MAX_GROUP_ID_BYTES`, checked by every group request), topic
+    // names (existing topics, at most 249 bytes) and commit metadata
+    // (`offset.metadata.max.bytes`) are checked before they reach here.
     assert!(
         s.len() <= i16::MAX as usize,
         "string too long for an int16 length"
