@@ -19,7 +19,7 @@
 
 use std::ops::Range;
 
-use super::segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::segment;
 use super::state::{AppendInfo, AppendOrigin, Durability, PartitionLog, State};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::{BatchError, EngineError, Result};
@@ -80,7 +80,7 @@ impl<S: Storage> PartitionLog<S> {
             (
                 c.max_message_bytes,
                 c.log_append_time,
-                c.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+                segment::segment_bytes(&c),
                 c.flush_messages,
             )
         };

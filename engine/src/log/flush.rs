@@ -19,8 +19,9 @@ use std::rc::Rc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::segment::segment_bytes;
 use super::state::{io_err, Inner, PartitionLog, State};
+use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::io::{align_up, IoBuf, Storage, StorageFile};
 
@@ -39,6 +40,13 @@ const PREALLOCATE_ROUND_CHUNKS: usize = 256;
 /// finish, so extending in the middle of a round drained the write pipeline
 /// (about 25% of sequential write throughput lost).
 pub(super) const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
+
+/// How far a segment `len` bytes long is preallocated when it becomes the
+/// active one (created, recovered or cut): `PREALLOCATE_FIRST_BYTES` past
+/// its end, and never past the segment's size.
+pub(super) fn first_preallocation_bytes(config: &LogConfig, len: u64) -> u64 {
+    align_up(segment_bytes(config)).min(align_up(len) + PREALLOCATE_FIRST_BYTES)
+}
 const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
 
 /// Resets `flushing` (and un-submits unfinished chunks) however a round
@@ -172,10 +180,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut write_limit = u64::MAX;
         let (preallocate, cap_bytes) = {
             let c = self.inner.config.borrow();
-            (
-                c.preallocate,
-                align_up(c.segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)),
-            )
+            (c.preallocate, align_up(segment_bytes(&c)))
         };
         if preallocate {
             // Ahead of everything this round may write, before any write

@@ -58,7 +58,6 @@ mod tail;
 mod truncate;
 
 use files::{write_index_files, SPARE_SEGMENT_FILE};
-use segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
     AppendInfo, AppendOrigin, Durability, PartitionLog, ReadResult, Spawner, CLEAN_SHUTDOWN_FILE,
@@ -94,10 +93,7 @@ impl<S: Storage> PartitionLog<S> {
         write_behind: Option<Spawner>,
     ) -> Result<PartitionLog<S>> {
         let dir = dir.to_path_buf();
-        let segment_bytes = config
-            .segment_bytes
-            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
-        let chunk_bytes = align_up(segment_bytes).min(CHUNK_BYTES);
+        let chunk_bytes = align_up(segment::segment_bytes(&config)).min(CHUNK_BYTES);
         let (segments, tail) = recover::recover::<S>(&storage, &dir, &config, chunk_bytes).await?;
         let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::files::{write_index_files, SPARE_SEGMENT_FILE};
-use super::flush::PREALLOCATE_FIRST_BYTES;
-use super::segment::{segment_name, Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::flush::first_preallocation_bytes;
+use super::segment::{segment_name, Segment};
 use super::state::{io_err, BufOf, Inner, PartitionLog};
 use super::tail::Tail;
 use crate::config::LogConfig;
@@ -303,12 +303,7 @@ pub(super) async fn create_segment<S: Storage>(
     }
     let mut allocated_bytes = 0;
     if config.preallocate {
-        let bytes = align_up(
-            config
-                .segment_bytes
-                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        )
-        .min(PREALLOCATE_FIRST_BYTES);
+        let bytes = first_preallocation_bytes(config, 0);
         if let Err(e) = file.preallocate(bytes).await {
             let _ = storage.remove_file(&path).await;
             return Err(io_err(e));

@@ -7,12 +7,20 @@
 use std::rc::Rc;
 
 use crate::batch::BatchHeader;
+use crate::config::LogConfig;
 use crate::index::{OffsetEntry, TimeEntry};
 use crate::io::{StorageFile, ALIGN_BYTES};
 
 /// Segments are addressed with u32 positions in the index.
 pub(super) const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 pub(super) const MIN_SEGMENT_BYTES: u64 = 4 * ALIGN_BYTES;
+
+/// `segment.bytes` within the limits a segment can have.
+pub(super) fn segment_bytes(config: &LogConfig) -> u64 {
+    config
+        .segment_bytes
+        .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
+}
 
 /// `<base:020>.<ext>`: the name of a segment's `.log`, `.index` or
 /// `.timeindex` file.

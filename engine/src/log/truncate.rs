@@ -34,15 +34,15 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use super::flush::PREALLOCATE_FIRST_BYTES;
+use super::flush::first_preallocation_bytes;
 use super::roll::RollGuard;
-use super::segment::{segment_name, Segment, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+use super::segment::{segment_name, Segment};
 use super::state::{io_err, PartitionLog};
 use super::tail::Tail;
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
-use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile};
+use crate::io::{align_down, IoBuf, Storage, StorageFile};
 
 /// Bytes read at a time when scanning a segment's file.
 const RECOVERY_WINDOW_BYTES: u64 = 1 << 20;
@@ -308,12 +308,7 @@ pub(super) async fn activate<F: StorageFile>(
 ) -> Result<(Tail<F::Buf>, u64)> {
     let mut allocated_bytes = 0;
     if config.preallocate {
-        let bytes = align_up(
-            config
-                .segment_bytes
-                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
-        )
-        .min(align_up(len) + PREALLOCATE_FIRST_BYTES);
+        let bytes = first_preallocation_bytes(config, len);
         if len < bytes {
             // Best effort: a full disk still lets the log open and serve reads.
             match file.preallocate(bytes).await {
