@@ -34,6 +34,8 @@ pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 pub const ATTR_CONTROL: i16 = 1 << 5;
 /// Attribute bit: timestamps are LogAppendTime.
 pub const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
+/// A batch or record timestamp of -1: none given.
+pub const NO_TIMESTAMP: i64 = -1;
 
 /// The parsed fixed header of one stored batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,13 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type` is LogAppendTime.
     pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms`: a CreateTime batch whose
+    /// timestamps lie further in the past than this is refused (Kafka 3.6+).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: a CreateTime batch whose
+    /// timestamps lie further in the future than this is refused (Kafka
+    /// 4.0's default: one hour).
+    pub timestamp_after_max_ms: i64,
     /// Preallocate segments to `segment_bytes` with fallocate.
     pub preallocate: bool,
 }
@@ -43,6 +50,8 @@ impl Default for LogConfig {
             cleanup_delete: true,
             max_message_bytes: 1024 * 1024 + 12,
             log_append_time: false,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
             preallocate: true,
         }
     }

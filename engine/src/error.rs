@@ -45,6 +45,24 @@ pub enum BatchError {
     /// A transactional batch: Strom has no transactions yet.
     #[error("transactional batches are not supported (no transactions yet)")]
     Transactional,
+    /// A producer id without an epoch or a sequence (or a negative id other
+    /// than -1, "no producer"): the idempotence fields contradict each other.
+    #[error(
+        "invalid idempotence fields: producer id {producer_id}, epoch {producer_epoch}, base sequence {base_sequence}"
+    )]
+    InvalidProducerFields {
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    },
+    /// A CreateTime timestamp outside `[now - message.timestamp.before.max.ms,
+    /// now + message.timestamp.after.max.ms]` (Kafka: INVALID_TIMESTAMP).
+    #[error("timestamp {timestamp} is out of range: it should be within [{earliest}, {latest}]")]
+    TimestampOutOfRange {
+        timestamp: i64,
+        earliest: i64,
+        latest: i64,
+    },
     /// A replica append whose first batch does not start at the log end.
     #[error("replica batch starts at offset {base_offset}, the log ends at {log_end_offset}")]
     NotAtLogEnd {

@@ -2,7 +2,8 @@
 //! (issue 13, findings 2 and 8): a batch that lies about its offset span, a
 //! control batch and a transactional batch are refused and nothing is
 //! written; a segment rolls before its offsets would pass a u32 from its
-//! base, so the index stays exact.
+//! base, so the index stays exact. Idempotence fields that contradict each
+//! other and CreateTime timestamps outside the configured window are refused.
 
 use futures_lite::future::block_on;
 use strom_engine::batch::{build_batch, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL};
@@ -139,4 +140,80 @@ fn a_segment_rolls_before_relative_offsets_pass_u32() {
             end - 1
         );
     });
+}
+
+#[test]
+fn idempotence_fields_that_contradict_each_other_are_refused() {
+    use strom_engine::batch::build_batch_with_producer;
+    let cases: [(&str, i64, i16, i32); 3] = [
+        ("a producer id with sequence -1", 7, 0, -1),
+        ("a producer id with epoch -1", 7, -1, 0),
+        ("producer id -2", -2, 0, 0),
+    ];
+    for (what, id, epoch, sequence) in cases {
+        let b = build_batch_with_producer(1, &[b"x"], id, epoch, sequence);
+        refused(what, b, |e| {
+            matches!(e, BatchError::InvalidProducerFields { .. })
+        });
+    }
+}
+
+/// baseTimestamp sits at bytes 27..35 and maxTimestamp at 35..43.
+fn set_timestamps(b: &mut [u8], base: i64, max: i64) {
+    b[27..35].copy_from_slice(&base.to_be_bytes());
+    b[35..43].copy_from_slice(&max.to_be_bytes());
+    fix_crc(b);
+}
+
+#[test]
+fn create_time_outside_the_timestamp_window_is_refused() {
+    let hour = 3_600_000;
+    let now = 1_800_000_000_000;
+    let append_at = |config: LogConfig, base: i64, max: i64| {
+        block_on(async {
+            let log = PartitionLog::open_with(SimStorage::new(3), "/sim/ts-0", config)
+                .await
+                .unwrap();
+            let mut b = build_batch(base, &[b"x"]);
+            set_timestamps(&mut b, base, max);
+            log.append(&b, Durability::Synced, now).await
+        })
+    };
+    let out_of_range = |r: Result<_, EngineError>| {
+        matches!(
+            r,
+            Err(EngineError::Batch(BatchError::TimestampOutOfRange { .. }))
+        )
+    };
+    // Kafka 4.0's default: at most an hour ahead, any age.
+    assert!(out_of_range(append_at(
+        LogConfig::default(),
+        now,
+        now + hour + 1
+    )));
+    assert!(out_of_range(append_at(
+        LogConfig::default(),
+        now + hour + 1,
+        now + hour + 1
+    )));
+    assert!(append_at(LogConfig::default(), now, now + hour).is_ok());
+    assert!(append_at(LogConfig::default(), 0, 0).is_ok());
+    // -1 is "no timestamp".
+    assert!(append_at(LogConfig::default(), -1, -1).is_ok());
+    let a_day_back = LogConfig {
+        timestamp_before_max_ms: 24 * hour,
+        ..LogConfig::default()
+    };
+    assert!(out_of_range(append_at(
+        a_day_back.clone(),
+        now - 24 * hour - 1,
+        now
+    )));
+    assert!(append_at(a_day_back, now - 24 * hour, now).is_ok());
+    // LogAppendTime overwrites the timestamps: nothing to check.
+    let append_time = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
+    assert!(append_at(append_time, now + 10 * hour, now + 10 * hour).is_ok());
 }

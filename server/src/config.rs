@@ -68,6 +68,12 @@ const TOPIC_CONFIGS: &[(&str, Kind, &str)] = &[
         "9223372036854775807",
     ),
     ("max.message.bytes", Kind::Int(0), "1048588"),
+    ("message.timestamp.after.max.ms", Kind::Long(0), "3600000"),
+    (
+        "message.timestamp.before.max.ms",
+        Kind::Long(0),
+        "9223372036854775807",
+    ),
     (
         "message.timestamp.difference.max.ms",
         Kind::Long(0),
@@ -171,6 +177,8 @@ fn apply_to_log_config(cfg: &mut LogConfig, key: &str, value: &str) {
         "cleanup.policy" => cfg.cleanup_delete = value.split(',').any(|p| p.trim() == "delete"),
         "max.message.bytes" => cfg.max_message_bytes = num().max(0) as usize,
         "message.timestamp.type" => cfg.log_append_time = value == "LogAppendTime",
+        "message.timestamp.before.max.ms" => cfg.timestamp_before_max_ms = num(),
+        "message.timestamp.after.max.ms" => cfg.timestamp_after_max_ms = num(),
         "preallocate" => cfg.preallocate = value == "true",
         _ => {}
     }
@@ -227,6 +235,14 @@ const BROKER_TOPIC_KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "flush.messages"),
     ("log.index.interval.bytes", "index.interval.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
+    (
+        "log.message.timestamp.before.max.ms",
+        "message.timestamp.before.max.ms",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "message.timestamp.after.max.ms",
+    ),
     ("log.cleanup.policy", "cleanup.policy"),
     ("log.preallocate", "preallocate"),
     ("log.cleaner.delete.retention.ms", "delete.retention.ms"),

@@ -401,3 +401,66 @@ fn lying_control_and_transactional_batches_are_invalid_records() {
         (0, 1)
     );
 }
+
+/// Kafka 3.6+'s timestamp window (`message.timestamp.before.max.ms`,
+/// `message.timestamp.after.max.ms`, checked at the batch header) answers
+/// INVALID_TIMESTAMP; a producer id without a sequence answers
+/// INVALID_RECORD. Neither writes anything.
+#[test]
+fn timestamps_outside_the_window_and_broken_producer_fields_are_refused() {
+    let b = Broker::start(&[]);
+    let mut c = Client::connect(&b);
+    let day = 24 * 3_600_000;
+    let configs = [("message.timestamp.before.max.ms", "86400000")];
+    assert_eq!(
+        create(&mut c, 5, "window", 1, &configs).topics[0].error_code,
+        0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let produce = |c: &mut Client, batch: Vec<u8>| {
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_req("window", 0, 1, batch));
+        let p = r.responses[0].partition_responses[0].clone();
+        (
+            p.error_code,
+            p.base_offset,
+            p.error_message.map(|m| m.to_string()),
+        )
+    };
+    let (error, offset, _) = produce(&mut c, strom_engine::batch::build_batch(now, &[b"a"]));
+    assert_eq!((error, offset), (0, 0));
+
+    let cases: Vec<(&str, Vec<u8>, i16)> = vec![
+        (
+            "two hours ahead",
+            strom_engine::batch::build_batch(now + 2 * 3_600_000, &[b"b"]),
+            32,
+        ),
+        (
+            "two days back",
+            strom_engine::batch::build_batch(now - 2 * day, &[b"b"]),
+            32,
+        ),
+        (
+            "producer id 7 with sequence -1",
+            strom_engine::batch::build_batch_with_producer(now, &[b"b"], 7, 0, -1),
+            87,
+        ),
+    ];
+    for (what, batch, code) in cases {
+        let (error, _, message) = produce(&mut c, batch);
+        assert_eq!(error, code, "{what}");
+        assert!(
+            message.is_some_and(|m| !m.is_empty()),
+            "{what}: the answer says why"
+        );
+    }
+    let (error, offset, _) = produce(&mut c, strom_engine::batch::build_batch(now, &[b"c"]));
+    assert_eq!(
+        (error, offset),
+        (0, 1),
+        "nothing of the refused batches was appended"
+    );
+}

@@ -75,10 +75,10 @@ impl<S: Storage> PartitionLog<S> {
         now_ms: i64,
         origin: AppendOrigin,
     ) -> Result<AppendInfo> {
-        let (max, log_append_time, segment_bytes, flush_messages) = {
+        let (rules, log_append_time, segment_bytes, flush_messages) = {
             let c = self.inner.config.borrow();
             (
-                c.max_message_bytes,
+                Rules::new(&c, origin, now_ms),
                 c.log_append_time,
                 segment::segment_bytes(&c),
                 c.flush_messages,
@@ -86,7 +86,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         // A replica's timestamps are the leader's, LogAppendTime included.
         let log_append_time = log_append_time && origin == AppendOrigin::Client;
-        let parsed = validate(records, max, origin)?;
+        let parsed = validate(records, &rules)?;
         let offsets: i64 = parsed
             .iter()
             .map(|(h, _)| h.last_offset_delta as i64 + 1)
@@ -315,6 +315,30 @@ impl<S: Storage> PartitionLog<S> {
     }
 }
 
+/// What a batch must satisfy, beyond its framing and CRC, to be appended.
+struct Rules {
+    origin: AppendOrigin,
+    /// `max.message.bytes`.
+    max_bytes: usize,
+    /// The accepted CreateTime window; `None` when the log stamps
+    /// LogAppendTime or the batches are a replica's (the leader checked).
+    timestamps: Option<std::ops::RangeInclusive<i64>>,
+}
+
+impl Rules {
+    fn new(config: &crate::LogConfig, origin: AppendOrigin, now_ms: i64) -> Rules {
+        let checks_timestamps = origin == AppendOrigin::Client && !config.log_append_time;
+        Rules {
+            origin,
+            max_bytes: config.max_message_bytes,
+            timestamps: checks_timestamps.then(|| {
+                now_ms.saturating_sub(config.timestamp_before_max_ms)
+                    ..=now_ms.saturating_add(config.timestamp_after_max_ms)
+            }),
+        }
+    }
+}
+
 /// Checks the batches before anything is copied, as Kafka's log validator
 /// does at the batch header (records are never decoded):
 /// - framing, magic and CRC-32C, and `max.message.bytes`;
@@ -323,43 +347,20 @@ impl<S: Storage> PartitionLog<S> {
 ///   than the bytes can hold (Kafka decodes the records to count them; a
 ///   compressed batch's count is trusted, and the segment roll keeps the
 ///   index exact whatever it claims);
+/// - a producer id (>= 0) comes with an epoch and a sequence, and no id is
+///   below -1 ("none");
 /// - from a client, no control batch (clients may not write transaction
-///   markers) and no transactional batch (no transactions yet);
+///   markers) and no transactional batch (no transactions yet), and CreateTime
+///   timestamps (first and max; -1 is "none") within
+///   `message.timestamp.before.max.ms` / `after.max.ms` of now;
 /// - for a replica, that each batch starts right after the one before (so
 ///   offsets never go backwards or skip).
-fn validate(records: &[u8], max: usize, origin: AppendOrigin) -> Result<Batches> {
+fn validate(records: &[u8], rules: &Rules) -> Result<Batches> {
     let parsed = batch::split_and_validate(records)?;
     for (h, range) in &parsed {
-        if range.len() > max {
-            return Err(BatchError::TooLarge {
-                bytes: range.len(),
-                max,
-            }
-            .into());
-        }
-        if h.record_count as i64 != h.last_offset_delta as i64 + 1 {
-            return Err(BatchError::InconsistentOffsetRange {
-                record_count: h.record_count,
-                last_offset_delta: h.last_offset_delta,
-            }
-            .into());
-        }
-        let records_bytes = range.len() - HEADER_BYTES;
-        if !h.is_compressed() && h.record_count as usize > records_bytes / batch::MIN_RECORD_BYTES {
-            return Err(BatchError::RecordCountTooLarge {
-                record_count: h.record_count,
-                records_bytes,
-            }
-            .into());
-        }
-        if origin == AppendOrigin::Client && h.is_control() {
-            return Err(BatchError::ControlBatch.into());
-        }
-        if origin == AppendOrigin::Client && h.is_transactional() {
-            return Err(BatchError::Transactional.into());
-        }
+        check_batch(h, range.len(), rules)?;
     }
-    if origin == AppendOrigin::Replica {
+    if rules.origin == AppendOrigin::Replica {
         for pair in parsed.windows(2) {
             let (previous, next) = (&pair[0].0, &pair[1].0);
             if next.base_offset != previous.last_offset() + 1 {
@@ -372,4 +373,57 @@ fn validate(records: &[u8], max: usize, origin: AppendOrigin) -> Result<Batches>
         }
     }
     Ok(parsed)
+}
+
+fn check_batch(
+    h: &BatchHeader,
+    bytes: usize,
+    rules: &Rules,
+) -> std::result::Result<(), BatchError> {
+    if bytes > rules.max_bytes {
+        return Err(BatchError::TooLarge {
+            bytes,
+            max: rules.max_bytes,
+        });
+    }
+    if h.record_count as i64 != h.last_offset_delta as i64 + 1 {
+        return Err(BatchError::InconsistentOffsetRange {
+            record_count: h.record_count,
+            last_offset_delta: h.last_offset_delta,
+        });
+    }
+    let records_bytes = bytes - HEADER_BYTES;
+    if !h.is_compressed() && h.record_count as usize > records_bytes / batch::MIN_RECORD_BYTES {
+        return Err(BatchError::RecordCountTooLarge {
+            record_count: h.record_count,
+            records_bytes,
+        });
+    }
+    let has_producer = h.producer_id >= 0;
+    if h.producer_id < -1 || (has_producer && (h.producer_epoch < 0 || h.base_sequence < 0)) {
+        return Err(BatchError::InvalidProducerFields {
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+        });
+    }
+    if rules.origin == AppendOrigin::Client && h.is_control() {
+        return Err(BatchError::ControlBatch);
+    }
+    if rules.origin == AppendOrigin::Client && h.is_transactional() {
+        return Err(BatchError::Transactional);
+    }
+    if let Some(window) = &rules.timestamps {
+        // -1 is "no timestamp", which Kafka lets through.
+        for timestamp in [h.base_timestamp, h.max_timestamp] {
+            if timestamp != batch::NO_TIMESTAMP && !window.contains(&timestamp) {
+                return Err(BatchError::TimestampOutOfRange {
+                    timestamp,
+                    earliest: *window.start(),
+                    latest: *window.end(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

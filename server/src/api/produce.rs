@@ -56,8 +56,12 @@ pub fn engine_error_code(e: &EngineError) -> ResponseError {
             BatchError::InconsistentOffsetRange { .. }
             | BatchError::RecordCountTooLarge { .. }
             | BatchError::ControlBatch
-            | BatchError::Transactional,
+            | BatchError::Transactional
+            | BatchError::InvalidProducerFields { .. },
         ) => ResponseError::InvalidRecord,
+        EngineError::Batch(BatchError::TimestampOutOfRange { .. }) => {
+            ResponseError::InvalidTimestamp
+        }
         EngineError::Batch(_) => ResponseError::CorruptMessage,
         EngineError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         // A closed log belongs to a topic being deleted or a broker shutting
