@@ -46,6 +46,25 @@ pub fn decode<T: Decodable>(buf: &mut Bytes, version: i16) -> Option<T> {
     }
 }
 
+/// Runs a request's handling so that a panic in it (a bug: no request field
+/// should reach one) closes that connection and is logged, instead of
+/// unwinding through the shard's executor and stopping every partition on it.
+pub async fn contain_panic(handling: impl std::future::Future<Output = Reply>) -> Reply {
+    use futures_lite::FutureExt;
+    match AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(reply) => reply,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!("closing connection: request handler panicked: {what}");
+            Reply::Close
+        }
+    }
+}
+
 /// Encodes a response frame: size, header (version by API), body.
 pub fn respond<T: Encodable>(ctx: &RequestContext, body: &T) -> Reply {
     // ApiVersions always answers with header v0 so any client can read it.
@@ -80,4 +99,29 @@ pub fn encode_frame<T: Encodable>(
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Some(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicking handler task becomes `Reply::Close`; the executor, and a
+    /// task beside it, run on.
+    #[test]
+    fn a_panicking_handler_closes_its_connection_and_the_shard_runs_on() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let panicking = glommio::spawn_local(contain_panic(async {
+                glommio::yield_if_needed().await;
+                let fields: Vec<i32> = Vec::new();
+                Reply::Frame(vec![Bytes::from(fields[3].to_string())])
+            }));
+            let beside = glommio::spawn_local(contain_panic(async { Reply::None }));
+            assert!(matches!(panicking.await, Reply::Close));
+            assert!(matches!(beside.await, Reply::None));
+            // The executor still schedules new work.
+            let after = glommio::spawn_local(async { 7 }).await;
+            assert_eq!(after, 7);
+        });
+    }
 }

@@ -23,8 +23,13 @@ use crate::api::api_versions::supported_range;
 use crate::shard::Shard;
 use crate::wire::{decode, respond, Reply, RequestContext};
 
-/// Handles one request frame (without its size prefix).
-pub async fn handle_frame(shard: Rc<Shard>, mut frame: Bytes) -> Reply {
+/// Handles one request frame (without its size prefix). A panic anywhere in
+/// the handling closes this connection only (`wire::contain_panic`).
+pub async fn handle_frame(shard: Rc<Shard>, frame: Bytes) -> Reply {
+    crate::wire::contain_panic(handle(shard, frame)).await
+}
+
+async fn handle(shard: Rc<Shard>, mut frame: Bytes) -> Reply {
     if frame.len() < 8 {
         return Reply::Close;
     }
