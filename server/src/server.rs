@@ -210,7 +210,16 @@ async fn run_shard(
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 while let Some(job) = stream.recv().await {
-                    glommio::spawn_local(job(shard.clone())).detach();
+                    // A panic in a job (a bug) drops its reply sender: the
+                    // asking shard gets `ShardError::Gone` for those items,
+                    // and this shard runs on.
+                    let job = std::panic::AssertUnwindSafe(job(shard.clone()));
+                    glommio::spawn_local(async move {
+                        if futures_lite::FutureExt::catch_unwind(job).await.is_err() {
+                            tracing::error!("a job sent by another shard panicked");
+                        }
+                    })
+                    .detach();
                 }
             })
             .detach();
