@@ -19,6 +19,9 @@
 //! 61      ...   records
 //! ```
 
+use zerocopy::big_endian::{I16, I32, I64, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
 use crate::error::BatchError;
 
 /// Bytes before `batchLength` counts: baseOffset and batchLength themselves.
@@ -36,6 +39,41 @@ pub const ATTR_CONTROL: i16 = 1 << 5;
 pub const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 /// A batch or record timestamp of -1: none given.
 pub const NO_TIMESTAMP: i64 = -1;
+
+/// The fixed header as it lies in the bytes (big-endian, unaligned), so it
+/// is read and written in place without an index into the buffer.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawHeader {
+    base_offset: I64,
+    batch_length: I32,
+    partition_leader_epoch: I32,
+    magic: i8,
+    crc: U32,
+    attributes: I16,
+    last_offset_delta: I32,
+    base_timestamp: I64,
+    max_timestamp: I64,
+    producer_id: I64,
+    producer_epoch: I16,
+    base_sequence: I32,
+    record_count: I32,
+}
+
+const _: () = assert!(std::mem::size_of::<RawHeader>() == HEADER_BYTES);
+
+/// The header at the start of `buf`, to change in place; `None` when `buf`
+/// is shorter than a header (callers pass validated batches).
+fn raw_mut(buf: &mut [u8]) -> Option<&mut RawHeader> {
+    let raw = RawHeader::mut_from_prefix(buf).ok().map(|(raw, _)| raw);
+    debug_assert!(raw.is_some(), "a batch shorter than its header");
+    raw
+}
+
+/// The CRC-32C of everything after the crc field.
+fn crc_of(buf: &[u8]) -> u32 {
+    crc32c::crc32c(buf.get(CRC_START..).unwrap_or_default())
+}
 
 /// The parsed fixed header of one stored batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +97,15 @@ pub struct BatchHeader {
 impl BatchHeader {
     /// Total bytes of the batch on disk, header included.
     pub fn total_bytes(&self) -> usize {
-        LOG_OVERHEAD + self.batch_length as usize
+        // `parse` refuses a negative batchLength; an i32 plus 12 fits a usize.
+        LOG_OVERHEAD.saturating_add(usize::try_from(self.batch_length).unwrap_or(0))
     }
 
+    /// The batch's last offset (saturating: a base offset near `i64::MAX`
+    /// is no valid offset, and the log refuses what it cannot hold).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub fn is_transactional(&self) -> bool {
@@ -81,31 +123,31 @@ impl BatchHeader {
     /// Parses the fixed header without checking the CRC. `buf` must hold at
     /// least the header; the batch body may be cut short.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-        if buf.len() < HEADER_BYTES {
+        let Ok((raw, _)) = RawHeader::ref_from_prefix(buf) else {
             return Err(BatchError::Truncated {
                 need: HEADER_BYTES,
                 have: buf.len(),
             });
-        }
+        };
         let h = BatchHeader {
-            base_offset: i64::from_be_bytes(buf[0..8].try_into().unwrap()),
-            batch_length: i32::from_be_bytes(buf[8..12].try_into().unwrap()),
-            partition_leader_epoch: i32::from_be_bytes(buf[12..16].try_into().unwrap()),
-            magic: buf[16] as i8,
-            crc: u32::from_be_bytes(buf[17..21].try_into().unwrap()),
-            attributes: i16::from_be_bytes(buf[21..23].try_into().unwrap()),
-            last_offset_delta: i32::from_be_bytes(buf[23..27].try_into().unwrap()),
-            base_timestamp: i64::from_be_bytes(buf[27..35].try_into().unwrap()),
-            max_timestamp: i64::from_be_bytes(buf[35..43].try_into().unwrap()),
-            producer_id: i64::from_be_bytes(buf[43..51].try_into().unwrap()),
-            producer_epoch: i16::from_be_bytes(buf[51..53].try_into().unwrap()),
-            base_sequence: i32::from_be_bytes(buf[53..57].try_into().unwrap()),
-            record_count: i32::from_be_bytes(buf[57..61].try_into().unwrap()),
+            base_offset: raw.base_offset.get(),
+            batch_length: raw.batch_length.get(),
+            partition_leader_epoch: raw.partition_leader_epoch.get(),
+            magic: raw.magic,
+            crc: raw.crc.get(),
+            attributes: raw.attributes.get(),
+            last_offset_delta: raw.last_offset_delta.get(),
+            base_timestamp: raw.base_timestamp.get(),
+            max_timestamp: raw.max_timestamp.get(),
+            producer_id: raw.producer_id.get(),
+            producer_epoch: raw.producer_epoch.get(),
+            base_sequence: raw.base_sequence.get(),
+            record_count: raw.record_count.get(),
         };
         if h.magic != MAGIC_V2 {
             return Err(BatchError::BadMagic(h.magic));
         }
-        if (h.batch_length as i64) < (HEADER_BYTES - LOG_OVERHEAD) as i64 {
+        if usize::try_from(h.batch_length).map_or(true, |len| len < HEADER_BYTES - LOG_OVERHEAD) {
             return Err(BatchError::BadLength(h.batch_length));
         }
         if h.record_count < 0 || h.last_offset_delta < 0 {
@@ -138,7 +180,7 @@ pub fn validate_framing(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// magic, CRC32C, and a non-empty offset span.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = validate_framing(buf)?;
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    let crc = crc_of(buf);
     if crc != h.crc {
         return Err(BatchError::BadCrc {
             stored: h.crc,
@@ -155,32 +197,32 @@ pub fn split_and_validate(
     buf: &[u8],
 ) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, BatchError> {
     let mut out = Vec::new();
-    let mut pos = 0usize;
     if buf.is_empty() {
         return Err(BatchError::Empty);
     }
-    while pos < buf.len() {
-        let rest = &buf[pos..];
-        if rest.len() < LOG_OVERHEAD {
+    let mut pos = 0usize;
+    while let Some(rest) = buf.get(pos..).filter(|rest| !rest.is_empty()) {
+        let Some(length_field) = rest.get(8..LOG_OVERHEAD) else {
             return Err(BatchError::Truncated {
                 need: LOG_OVERHEAD,
                 have: rest.len(),
             });
-        }
-        let len = i32::from_be_bytes(rest[8..12].try_into().unwrap());
-        if len < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
-            return Err(BatchError::BadLength(len));
-        }
-        let total = LOG_OVERHEAD + len as usize;
-        if total > rest.len() {
+        };
+        let len = i32::from_be_bytes(<[u8; 4]>::try_from(length_field).unwrap_or_default());
+        let total = match usize::try_from(len) {
+            Ok(len) if len >= HEADER_BYTES - LOG_OVERHEAD => LOG_OVERHEAD.saturating_add(len),
+            _ => return Err(BatchError::BadLength(len)),
+        };
+        let Some(batch) = rest.get(..total) else {
             return Err(BatchError::Truncated {
                 need: total,
                 have: rest.len(),
             });
-        }
-        let h = validate(&rest[..total])?;
-        out.push((h, pos..pos + total));
-        pos += total;
+        };
+        let h = validate(batch)?;
+        let end = pos.saturating_add(total);
+        out.push((h, pos..end));
+        pos = end;
     }
     Ok(out)
 }
@@ -193,22 +235,30 @@ pub const MIN_RECORD_BYTES: usize = 7;
 /// Writes the broker-assigned base offset into a batch in place. The field
 /// lies outside the CRC range, so the CRC stays valid.
 pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
-    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    if let Some(raw) = raw_mut(buf) {
+        raw.base_offset.set(base_offset);
+    }
 }
 
 /// Writes the partition leader epoch in place (outside the CRC range).
 pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) {
-    buf[12..16].copy_from_slice(&epoch.to_be_bytes());
+    if let Some(raw) = raw_mut(buf) {
+        raw.partition_leader_epoch.set(epoch);
+    }
 }
 
 /// Sets LogAppendTime: the timestamp-type bit and maxTimestamp, which are
 /// inside the CRC range, so the CRC is recomputed.
 pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
-    let attrs = i16::from_be_bytes(buf[21..23].try_into().unwrap()) | ATTR_LOG_APPEND_TIME;
-    buf[21..23].copy_from_slice(&attrs.to_be_bytes());
-    buf[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    if let Some(raw) = raw_mut(buf) {
+        raw.attributes
+            .set(raw.attributes.get() | ATTR_LOG_APPEND_TIME);
+        raw.max_timestamp.set(now_ms);
+    }
+    let crc = crc_of(buf);
+    if let Some(raw) = raw_mut(buf) {
+        raw.crc.set(crc);
+    }
 }
 
 /// Builds a valid uncompressed batch of `records` with the given values, for
@@ -220,6 +270,11 @@ pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
 
 /// Like [`build_batch`] with the idempotent-producer fields set.
 #[cfg(any(test, feature = "test-util"))]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "a test-only builder of small batches"
+)]
 pub fn build_batch_with_producer(
     base_timestamp: i64,
     values: &[&[u8]],
@@ -267,25 +322,23 @@ pub fn build_batch_with_producer(
 /// qualifies. `batch` starts at the batch header and holds the whole batch.
 pub fn first_record_at_or_after(batch: &[u8], timestamp_ms: i64) -> Option<(i32, i64)> {
     let h = BatchHeader::parse(batch).ok()?;
-    if h.attributes & (ATTR_CODEC_MASK | ATTR_LOG_APPEND_TIME) != 0 || batch.len() < h.total_bytes()
-    {
+    if h.attributes & (ATTR_CODEC_MASK | ATTR_LOG_APPEND_TIME) != 0 {
         return None;
     }
-    let body = &batch[HEADER_BYTES..h.total_bytes()];
-    let mut at = 0usize;
+    let mut records = batch.get(HEADER_BYTES..h.total_bytes())?;
     for _ in 0..h.record_count {
-        let (len, n) = get_varint(&body[at..])?;
-        at += n;
-        let end = at.checked_add(usize::try_from(len).ok()?)?;
-        let record = body.get(at..end)?;
+        let (len, n) = get_varint(records)?;
+        let (record, rest) = records
+            .get(n..)?
+            .split_at_checked(usize::try_from(len).ok()?)?;
         // attributes (int8), timestampDelta (varlong), offsetDelta (varint)
         let (ts_delta, n) = get_varint(record.get(1..)?)?;
-        let (offset_delta, _) = get_varint(record.get(1 + n..)?)?;
+        let (offset_delta, _) = get_varint(record.get(n.checked_add(1)?..)?)?;
         let ts = h.base_timestamp.checked_add(ts_delta)?;
         if ts >= timestamp_ms {
             return Some((i32::try_from(offset_delta).ok()?, ts));
         }
-        at = end;
+        records = rest;
     }
     None
 }
@@ -296,16 +349,21 @@ const ATTR_CODEC_MASK: i16 = 0x7;
 /// Reads a zigzag varint (up to 64 bits); returns the value and its length.
 fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
     let mut z = 0u64;
-    for (i, b) in buf.iter().take(10).enumerate() {
-        z |= u64::from(b & 0x7f) << (7 * i);
+    let mut shift = 0u32;
+    for (len, b) in (1..=10).zip(buf) {
+        z |= u64::from(b & 0x7f).checked_shl(shift)?;
         if b & 0x80 == 0 {
-            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), i + 1));
+            // Zigzag: 0, -1, 1, -2, ... (the sign is the low bit).
+            let magnitude = (z >> 1) as i64;
+            return Some((if z & 1 == 0 { magnitude } else { !magnitude }, len));
         }
+        shift = shift.checked_add(7)?;
     }
     None
 }
 
 #[cfg(any(test, feature = "test-util"))]
+#[allow(clippy::arithmetic_side_effects, reason = "test-only")]
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
