@@ -104,8 +104,12 @@ impl BatchHeader {
     /// The batch's last offset (saturating: a base offset near `i64::MAX`
     /// is no valid offset, and the log refuses what it cannot hold).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .saturating_add(i64::from(self.last_offset_delta))
+        self.last_offset_from(self.base_offset)
+    }
+
+    /// The last offset of this batch once it starts at `base_offset`.
+    pub fn last_offset_from(&self, base_offset: i64) -> i64 {
+        base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub fn is_transactional(&self) -> bool {

@@ -111,21 +111,13 @@ pub fn encode_time_index(entries: &[TimeEntry]) -> Vec<u8> {
 /// The last entry with `relative_offset <= rel`, by binary search.
 pub fn lookup_offset(entries: &[OffsetEntry], rel: u32) -> Option<OffsetEntry> {
     let i = entries.partition_point(|e| e.rel() <= rel);
-    if i == 0 {
-        None
-    } else {
-        Some(entries[i - 1])
-    }
+    entries.get(i.checked_sub(1)?).copied()
 }
 
 /// The last entry with `timestamp_ms < ts`.
 pub fn lookup_time(entries: &[TimeEntry], ts: i64) -> Option<TimeEntry> {
     let i = entries.partition_point(|e| e.ts() < ts);
-    if i == 0 {
-        None
-    } else {
-        Some(entries[i - 1])
-    }
+    entries.get(i.checked_sub(1)?).copied()
 }
 
 #[cfg(test)]

@@ -137,11 +137,12 @@ pub enum Decision {
 /// as Kafka's producers do.
 pub fn increment_sequence(seq: i32, delta: i32) -> i32 {
     debug_assert!(seq >= 0 && delta >= 0);
-    if seq > i32::MAX - delta {
-        delta - (i32::MAX - seq) - 1
-    } else {
-        seq + delta
-    }
+    // For seq, delta in 0..=i32::MAX the sum fits an i64; past i32::MAX it
+    // wraps to 0, so the result is the sum modulo 2^31.
+    let next = i64::from(seq)
+        .wrapping_add(i64::from(delta))
+        .rem_euclid(1 << 31);
+    i32::try_from(next).unwrap_or(0)
 }
 
 /// The last sequence number of a batch.
@@ -251,7 +252,7 @@ impl ProducerStateTable {
         );
         self.end_offset = self
             .end_offset
-            .max(base_offset + h.last_offset_delta as i64 + 1);
+            .max(h.last_offset_from(base_offset).saturating_add(1));
         if !has_producer_id(h) {
             return;
         }
@@ -304,10 +305,13 @@ impl ProducerStateTable {
 
     /// Serializes the table (format in the module doc).
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        const PRODUCER_MAX_BYTES: usize =
+            PRODUCER_HEADER_BYTES + NUM_BATCHES_TO_RETAIN * BATCH_META_BYTES;
         let mut out = Vec::with_capacity(
-            SNAPSHOT_HEADER_BYTES
-                + self.producers.len()
-                    * (PRODUCER_HEADER_BYTES + NUM_BATCHES_TO_RETAIN * BATCH_META_BYTES),
+            self.producers
+                .len()
+                .saturating_mul(PRODUCER_MAX_BYTES)
+                .saturating_add(SNAPSHOT_HEADER_BYTES),
         );
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
@@ -328,8 +332,10 @@ impl ProducerStateTable {
                 out.extend_from_slice(&b.max_timestamp.to_be_bytes());
             }
         }
-        let crc = crc32c::crc32c(&out[SNAPSHOT_CRC_START..]);
-        out[6..10].copy_from_slice(&crc.to_be_bytes());
+        let crc = crc32c::crc32c(out.get(SNAPSHOT_CRC_START..).unwrap_or_default());
+        if let Some(field) = out.get_mut(6..10) {
+            field.copy_from_slice(&crc.to_be_bytes());
+        }
         out
     }
 
@@ -343,15 +349,15 @@ impl ProducerStateTable {
             return Err(SnapshotError::BadHeader);
         }
         let stored = r.u32()?;
-        let computed = crc32c::crc32c(&buf[SNAPSHOT_CRC_START..]);
+        let computed = crc32c::crc32c(buf.get(SNAPSHOT_CRC_START..).unwrap_or_default());
         if stored != computed {
             return Err(SnapshotError::BadCrc { stored, computed });
         }
         let end_offset = r.i64()?;
         let count = r.u32()? as usize;
         // Bound the count by what the bytes can hold before trusting it.
-        if count > (buf.len() - SNAPSHOT_HEADER_BYTES) / (PRODUCER_HEADER_BYTES + BATCH_META_BYTES)
-        {
+        let body_bytes = buf.len().saturating_sub(SNAPSHOT_HEADER_BYTES);
+        if count > body_bytes / (PRODUCER_HEADER_BYTES + BATCH_META_BYTES) {
             return Err(SnapshotError::Corrupt("producer count exceeds file size"));
         }
         let mut producers = BTreeMap::new();
@@ -460,7 +466,7 @@ fn apply(entry: &mut Option<ProducerEntry>, h: &BatchHeader, base_offset: i64) {
         first_seq: h.base_sequence,
         last_seq: last_sequence(h),
         base_offset,
-        last_offset: base_offset + h.last_offset_delta as i64,
+        last_offset: h.last_offset_from(base_offset),
         max_timestamp: h.max_timestamp,
     };
     match entry {
@@ -569,10 +575,9 @@ pub async fn write_snapshot<S: Storage>(
     storage.rename(&tmp, &path).await?;
     storage.sync_dir(dir).await?;
     let all = snapshot_offsets(&storage.list_dir(dir).await?);
-    if all.len() > SNAPSHOTS_RETAINED {
-        for old in &all[..all.len() - SNAPSHOTS_RETAINED] {
-            storage.remove_file(&snapshot_path(dir, *old)).await?;
-        }
+    let stale = all.len().saturating_sub(SNAPSHOTS_RETAINED);
+    for old in all.iter().take(stale) {
+        storage.remove_file(&snapshot_path(dir, *old)).await?;
     }
     Ok(path)
 }
