@@ -251,6 +251,15 @@ pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) {
     }
 }
 
+/// Recomputes and stores the CRC of a batch whose CRC-covered bytes were
+/// written or changed.
+pub fn set_crc(buf: &mut [u8]) {
+    let crc = crc_of(buf);
+    if let Some(raw) = raw_mut(buf) {
+        raw.crc.set(crc);
+    }
+}
+
 /// Sets LogAppendTime: the timestamp-type bit and maxTimestamp, which are
 /// inside the CRC range, so the CRC is recomputed.
 pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
@@ -259,10 +268,7 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
             .set(raw.attributes.get() | ATTR_LOG_APPEND_TIME);
         raw.max_timestamp.set(now_ms);
     }
-    let crc = crc_of(buf);
-    if let Some(raw) = raw_mut(buf) {
-        raw.crc.set(crc);
-    }
+    set_crc(buf);
 }
 
 /// Builds a valid uncompressed batch of `records` with the given values, for

@@ -86,8 +86,13 @@ impl Default for Metadata {
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let v = Uuid::new_v4().as_u128();
-    (0..22)
-        .map(|i| ALPHABET[((v >> (i * 6)) & 63) as usize] as char)
+    (0..22u32)
+        .map(|i| {
+            let sextet = v.checked_shr(i.saturating_mul(6)).unwrap_or(0) & 63;
+            ALPHABET
+                .get(sextet as usize)
+                .map_or('A', |&c| char::from(c))
+        })
         .collect()
 }
 
@@ -95,7 +100,7 @@ fn new_cluster_id() -> String {
 pub fn owner_shard(topic: &str, partition: i32, shards: usize) -> usize {
     debug_assert!(shards > 0);
     let h = crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
-    (h as usize) % shards.max(1)
+    (h as usize).checked_rem(shards).unwrap_or(0)
 }
 
 /// Directory of a partition's log: `<data-dir>/<topic>-<partition>`.

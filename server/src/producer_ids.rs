@@ -105,7 +105,8 @@ impl ProducerIdManager {
             block.end = end;
         }
         let id = block.next;
-        block.next += 1;
+        // `next < end` here, and `end` is a checked i64.
+        block.next = block.next.saturating_add(1);
         debug_assert!(id >= 0 && block.next <= block.end);
         Ok(id)
     }
@@ -196,14 +197,14 @@ fn encode(next_block_start: i64) -> [u8; FILE_BYTES] {
 }
 
 fn decode(b: &[u8]) -> Option<i64> {
-    if b.len() != FILE_BYTES || &b[0..4] != MAGIC {
+    if b.len() != FILE_BYTES || b.get(0..4)? != MAGIC {
         return None;
     }
-    let crc = u32::from_be_bytes(b[12..16].try_into().ok()?);
-    if crc != crc32c::crc32c(&b[0..12]) {
+    let crc = u32::from_be_bytes(b.get(12..16)?.try_into().ok()?);
+    if crc != crc32c::crc32c(b.get(0..12)?) {
         return None;
     }
-    let start = i64::from_be_bytes(b[4..12].try_into().ok()?);
+    let start = i64::from_be_bytes(b.get(4..12)?.try_into().ok()?);
     (start >= 0).then_some(start)
 }
 

@@ -73,16 +73,24 @@ where
                     "a shard job returns one result per item"
                 );
                 for (position, result) in positions.into_iter().zip(results) {
-                    out[position] = Some(Ok(result));
+                    if let Some(slot) = out.get_mut(position) {
+                        *slot = Some(Ok(result));
+                    }
                 }
             }
             Err(e) => {
                 for position in positions {
-                    out[position] = Some(Err(e.clone()));
+                    if let Some(slot) = out.get_mut(position) {
+                        *slot = Some(Err(e.clone()));
+                    }
                 }
             }
         }
     }
+    #[allow(
+        clippy::expect_used,
+        reason = "every position is in exactly one owner's batch, and the assert above makes each batch fill all of its positions"
+    )]
     out.into_iter()
         .map(|result| result.expect("every item is in exactly one owner's batch"))
         .collect()

@@ -180,7 +180,7 @@ impl Shard {
         let mut next = (*current).clone();
         let out = f(&mut next);
         if next != *current {
-            next.version = current.version + 1;
+            next.version = current.version.saturating_add(1);
             next.persist(&self.config.data_dir)
                 .map_err(|e| ShardError::Persist(e.to_string()))?;
             let next = Arc::new(next);

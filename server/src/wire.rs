@@ -96,8 +96,12 @@ pub fn encode_frame<T: Encodable>(
         tracing::error!("encoding response failed: {e}");
         return None;
     }
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    // The 4 size bytes were put first; a frame past i32::MAX cannot be sent.
+    let Ok(size) = i32::try_from(buf.len().saturating_sub(4)) else {
+        tracing::error!("response of {} bytes exceeds a frame", buf.len());
+        return None;
+    };
+    buf.get_mut(0..4)?.copy_from_slice(&size.to_be_bytes());
     Some(buf.freeze())
 }
 

@@ -30,11 +30,12 @@ pub async fn handle_frame(shard: Rc<Shard>, frame: Bytes) -> Reply {
 }
 
 async fn handle(shard: Rc<Shard>, mut frame: Bytes) -> Reply {
-    if frame.len() < 8 {
+    // api_key, api_version and correlation_id: 8 bytes at least.
+    let (Some(&[k0, k1, v0, v1]), true) = (frame.get(0..4), frame.len() >= 8) else {
         return Reply::Close;
-    }
-    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    };
+    let api_key_raw = i16::from_be_bytes([k0, k1]);
+    let version = i16::from_be_bytes([v0, v1]);
     let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
         tracing::info!(api_key = api_key_raw, "closing connection: unknown API key");
         return Reply::Close;

@@ -421,7 +421,7 @@ impl GroupCoordinator {
             }
         }
         let interval = self.inner.config.offsets_retention_check_interval_ms;
-        if now - self.inner.last_retention_check_ms.get() >= interval {
+        if now.saturating_sub(self.inner.last_retention_check_ms.get()) >= interval {
             self.inner.last_retention_check_ms.set(now);
             self.expire_offsets(now).await;
         }
@@ -443,7 +443,9 @@ impl GroupCoordinator {
             .filter(|m| {
                 !m.is_awaiting_join()
                     && m.sync_waiter.is_none()
-                    && now >= m.last_heartbeat_ms + m.session_timeout_ms as i64
+                    && now
+                        >= m.last_heartbeat_ms
+                            .saturating_add(i64::from(m.session_timeout_ms))
             })
             .map(|m| m.id.clone())
             .collect();

@@ -137,7 +137,12 @@ impl GroupCoordinator {
                 return self.replace_static_member(group, old_id, args, now);
             }
         }
-        if group.members.len() + group.pending_members.len() >= self.inner.config.max_group_size {
+        if group
+            .members
+            .len()
+            .saturating_add(group.pending_members.len())
+            >= self.inner.config.max_group_size
+        {
             return Step::Done(JoinOutcome::error(GROUP_MAX_SIZE_REACHED, ""));
         }
         let prefix = args
@@ -149,9 +154,10 @@ impl GroupCoordinator {
         if args.instance_id.is_none() && args.version >= 4 {
             // KIP-394: the member must come back with its id, so that a
             // client that never got this answer leaves no ghost member.
-            group
-                .pending_members
-                .insert(new_id.clone(), now + args.session_timeout_ms as i64);
+            group.pending_members.insert(
+                new_id.clone(),
+                now.saturating_add(i64::from(args.session_timeout_ms)),
+            );
             return Step::Done(JoinOutcome::error(MEMBER_ID_REQUIRED, &new_id));
         }
         let member = args.into_member(new_id, now);
@@ -276,7 +282,10 @@ impl GroupCoordinator {
                     if let Some(until) = r.initial_delay_until_ms.as_mut() {
                         // Every new member of a new group restarts the wait
                         // for more, up to the rebalance timeout.
-                        *until = (now + delay).min(r.initial_delay_limit_ms).max(*until);
+                        *until = now
+                            .saturating_add(delay)
+                            .min(r.initial_delay_limit_ms)
+                            .max(*until);
                     }
                 }
             }
@@ -296,11 +305,11 @@ impl GroupCoordinator {
         let timeout_ms = group.max_rebalance_timeout_ms();
         let delay_ms = self.inner.config.initial_rebalance_delay_ms;
         let initial = (group.state == GroupState::Empty && delay_ms > 0)
-            .then(|| now + delay_ms.min(timeout_ms));
+            .then(|| now.saturating_add(delay_ms.min(timeout_ms)));
         group.rebalance = Some(Rebalance {
-            deadline_ms: now + timeout_ms,
+            deadline_ms: now.saturating_add(timeout_ms),
             initial_delay_until_ms: initial,
-            initial_delay_limit_ms: now + timeout_ms,
+            initial_delay_limit_ms: now.saturating_add(timeout_ms),
         });
         tracing::info!(group = %group.id, generation = group.generation, "preparing rebalance");
         group.transition(GroupState::PreparingRebalance, now);
@@ -337,7 +346,7 @@ impl GroupCoordinator {
             }
         }
         group.rebalance = None;
-        group.generation += 1;
+        group.generation = group.generation.wrapping_add(1);
         if group.members.is_empty() {
             group.protocol_name = None;
             group.leader = None;

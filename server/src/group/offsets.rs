@@ -82,7 +82,7 @@ impl GroupCoordinator {
                         tracing::warn!(group = %key.group, partition, "offset record in the wrong partition, skipped");
                         continue;
                     }
-                    loaded += 1;
+                    loaded = loaded.saturating_add(1);
                     apply_record(&mut groups, key, value, log_offset, now);
                 }
             }
@@ -112,9 +112,9 @@ impl GroupCoordinator {
         let bytes = records::build_batches(records, now);
         match log.append(&bytes, Durability::Synced, now).await {
             Ok(info) => {
-                assert_eq!(
-                    info.last_offset - info.base_offset + 1,
-                    records.len() as i64
+                debug_assert_eq!(
+                    info.last_offset.saturating_sub(info.base_offset),
+                    (records.len() as i64).saturating_sub(1)
                 );
                 Ok(info.base_offset)
             }
@@ -204,12 +204,20 @@ impl GroupCoordinator {
                 Ok(base) => {
                     let mut groups = self.inner.groups.borrow_mut();
                     for (i, (_, _, key, value)) in pending.into_iter().enumerate() {
-                        apply_record(&mut groups, key, Some(value), base + i as i64, now);
+                        apply_record(
+                            &mut groups,
+                            key,
+                            Some(value),
+                            base.saturating_add(i as i64),
+                            now,
+                        );
                     }
                 }
                 Err(e) => {
                     for (ti, pi, _, _) in pending {
-                        errors[ti][pi] = e;
+                        if let Some(slot) = errors.get_mut(ti).and_then(|row| row.get_mut(pi)) {
+                            *slot = e;
+                        }
                     }
                 }
             }
@@ -501,7 +509,7 @@ impl GroupCoordinator {
                 topic,
                 partition,
             };
-            apply_record(&mut groups, key, None, base + i as i64, now);
+            apply_record(&mut groups, key, None, base.saturating_add(i as i64), now);
         }
         Ok(())
     }

@@ -19,5 +19,5 @@ pub fn offsets_partition_for(group_id: &str, num_partitions: i32) -> i32 {
     );
     let h = java_string_hash(group_id);
     let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % num_partitions
+    abs.checked_rem(num_partitions).unwrap_or(0)
 }

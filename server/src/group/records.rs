@@ -33,7 +33,6 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_METADATA_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
-const CRC_START: usize = 21;
 
 /// The key of an offset commit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +76,12 @@ pub enum RecordError {
 }
 
 pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + key.group.len() + key.topic.len());
+    let mut out = Vec::with_capacity(
+        key.group
+            .len()
+            .saturating_add(key.topic.len())
+            .saturating_add(8),
+    );
     out.extend_from_slice(&OFFSET_KEY_VERSION.to_be_bytes());
     put_string(&mut out, &key.group);
     put_string(&mut out, &key.topic);
@@ -86,7 +90,7 @@ pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
 }
 
 pub fn encode_value(value: &OffsetValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + value.metadata.len());
+    let mut out = Vec::with_capacity(value.metadata.len().saturating_add(24));
     out.extend_from_slice(&OFFSET_VALUE_VERSION.to_be_bytes());
     out.extend_from_slice(&value.offset.to_be_bytes());
     out.extend_from_slice(&value.leader_epoch.to_be_bytes());
@@ -147,30 +151,36 @@ pub fn decode_value(buf: &[u8]) -> Result<OffsetValue, RecordError> {
 /// `None` values being tombstones. Returns empty bytes for no records.
 pub fn build_batches(records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp_ms: i64) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut start = 0;
-    while start < records.len() {
-        let mut end = start;
+    let mut rest = records;
+    while !rest.is_empty() {
+        // At least one record per batch, then as many as fit.
+        let mut taken = 0usize;
         let mut bytes = 0usize;
-        while end < records.len() {
-            let (k, v) = &records[end];
-            let size = k.len() + v.as_ref().map_or(0, |v| v.len()) + 32;
-            if end > start && bytes + size > MAX_BATCH_BYTES {
+        for (k, v) in rest {
+            let size = k
+                .len()
+                .saturating_add(v.as_ref().map_or(0, |v| v.len()))
+                .saturating_add(32);
+            bytes = bytes.saturating_add(size);
+            if taken > 0 && bytes > MAX_BATCH_BYTES {
                 break;
             }
-            bytes += size;
-            end += 1;
+            taken = taken.saturating_add(1);
         }
-        build_one_batch(&mut out, &records[start..end], timestamp_ms);
-        start = end;
+        let (batch, after) = rest.split_at(taken.min(rest.len()));
+        build_one_batch(&mut out, batch, timestamp_ms);
+        rest = after;
     }
     out
 }
 
+/// Appends one batch of `records` (not empty: `build_batches` gives each at
+/// least one, and no more than a batch holds) to `out`.
 fn build_one_batch(out: &mut Vec<u8>, records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp_ms: i64) {
-    assert!(!records.is_empty(), "a batch needs at least one record");
+    let count = i32::try_from(records.len()).unwrap_or(i32::MAX);
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
-        let mut rec = Vec::with_capacity(16 + key.len());
+        let mut rec = Vec::with_capacity(key.len().saturating_add(16));
         rec.push(0u8); // attributes
         put_varint(&mut rec, 0); // timestamp delta
         put_varint(&mut rec, i as i64); // offset delta
@@ -189,21 +199,27 @@ fn build_one_batch(out: &mut Vec<u8>, records: &[(Vec<u8>, Option<Vec<u8>>)], ti
     }
     let begin = out.len();
     out.extend_from_slice(&0i64.to_be_bytes()); // base offset, assigned by the log
-    out.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    let batch_length = body.len().saturating_add(HEADER_BYTES - LOG_OVERHEAD);
+    out.extend_from_slice(
+        &i32::try_from(batch_length)
+            .unwrap_or(i32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     out.push(2); // magic
     out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
     out.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed, CreateTime
-    out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
+    out.extend_from_slice(&count.saturating_sub(1).to_be_bytes());
     out.extend_from_slice(&timestamp_ms.to_be_bytes());
     out.extend_from_slice(&timestamp_ms.to_be_bytes());
     out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
     out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[begin + CRC_START..]);
-    out[begin + 17..begin + 21].copy_from_slice(&crc.to_be_bytes());
+    if let Some(batch) = out.get_mut(begin..) {
+        strom_engine::batch::set_crc(batch);
+    }
 }
 
 /// Walks stored batches and yields their records with absolute offsets.
@@ -221,7 +237,7 @@ pub fn parse_batches(
         if h.total_bytes() > batch.len() {
             return Err(RecordError::Truncated);
         }
-        next = next.max(h.last_offset() + 1);
+        next = next.max(h.last_offset().saturating_add(1));
         if h.attributes & 0x7 != 0 || h.is_control() {
             tracing::warn!(
                 base_offset = h.base_offset,
@@ -230,7 +246,9 @@ pub fn parse_batches(
             continue;
         }
         let mut r = Reader {
-            buf: &batch[HEADER_BYTES..h.total_bytes()],
+            buf: batch
+                .get(HEADER_BYTES..h.total_bytes())
+                .ok_or(RecordError::Truncated)?,
         };
         for _ in 0..h.record_count {
             let len = r.varint()?;
@@ -242,7 +260,7 @@ pub fn parse_batches(
             };
             rec.take(1)?; // attributes
             rec.varint()?; // timestamp delta
-            let offset = h.base_offset + rec.varint()?;
+            let offset = h.base_offset.saturating_add(rec.varint()?);
             let key = rec.bytes_varint()?;
             let value = rec.bytes_varint()?;
             if offset < from_offset {
@@ -300,20 +318,20 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        <[u8; N]>::try_from(self.take(N)?).map_err(|_| RecordError::Truncated)
+    }
+
     fn i16(&mut self) -> Result<i16, RecordError> {
-        let b = self.take(2)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
+        Ok(i16::from_be_bytes(self.array()?))
     }
 
     fn i32(&mut self) -> Result<i32, RecordError> {
-        let b = self.take(4)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(i32::from_be_bytes(self.array()?))
     }
 
     fn i64(&mut self) -> Result<i64, RecordError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(i64::from_be_bytes(a))
+        Ok(i64::from_be_bytes(self.array()?))
     }
 
     fn string(&mut self) -> Result<String, RecordError> {
@@ -328,10 +346,12 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<i64, RecordError> {
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
-            let b = self.take(1)?[0];
-            z |= ((b & 0x7f) as u64) << shift;
+            let [b] = self.array()?;
+            z |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
-                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+                // Zigzag: 0, -1, 1, -2, ... (the sign is the low bit).
+                let magnitude = (z >> 1) as i64;
+                return Ok(if z & 1 == 0 { magnitude } else { !magnitude });
             }
         }
         Err(RecordError::Truncated)

@@ -265,7 +265,9 @@ impl Group {
                 .iter()
                 .find_map(|(n, _)| candidates.iter().position(|c| c == n))
             {
-                votes[i] += 1;
+                if let Some(v) = votes.get_mut(i) {
+                    *v = v.saturating_add(1);
+                }
             }
         }
         let best = votes.iter().copied().max().unwrap_or(0);
@@ -325,17 +327,14 @@ pub fn parse_subscription_topics(buf: &[u8]) -> Option<Vec<String>> {
     if count < 0 {
         return Some(Vec::new());
     }
-    let mut pos = 6usize;
+    let mut rest = buf.get(6..)?;
     let mut out = Vec::new();
     for _ in 0..count {
-        let len = i16::from_be_bytes(buf.get(pos..pos + 2)?.try_into().ok()?);
-        pos += 2;
-        if len < 0 {
-            return None;
-        }
-        let bytes = buf.get(pos..pos + len as usize)?;
+        let (len, after) = rest.split_at_checked(2)?;
+        let len = usize::try_from(i16::from_be_bytes(len.try_into().ok()?)).ok()?;
+        let (bytes, after) = after.split_at_checked(len)?;
         out.push(String::from_utf8(bytes.to_vec()).ok()?);
-        pos += len as usize;
+        rest = after;
     }
     Some(out)
 }
