@@ -14,6 +14,23 @@ use thiserror::Error;
 /// Kafka's default `socket.request.max.bytes` (100 MiB).
 pub const DEFAULT_SOCKET_REQUEST_MAX_BYTES: usize = 100 * 1024 * 1024;
 
+/// Kafka's default `fetch.max.bytes` (55 MiB): the most a Fetch response
+/// carries, whatever the request's `max_bytes`.
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+
+/// Strom's default `queued.max.request.bytes`, per shard (Kafka's is -1,
+/// unbounded, for the whole broker): bytes of request frames being read or
+/// processed. As large as the largest frame Kafka accepts by default, so a
+/// default-sized frame never waits for an empty shard.
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
+
+/// Kafka's default `connections.max.idle.ms` (10 minutes).
+pub const DEFAULT_CONNECTIONS_MAX_IDLE_MS: u64 = 600_000;
+
+/// Strom's default `max.connections` for the whole broker (Kafka's is
+/// unbounded): each connection costs a file descriptor and its buffers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("unknown config key `{0}`")]
@@ -201,6 +218,17 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// `socket.request.max.bytes`.
     pub socket_request_max_bytes: usize,
+    /// `fetch.max.bytes`: clamps every Fetch request's `max_bytes`.
+    pub fetch_max_bytes: usize,
+    /// `queued.max.request.bytes`, per shard; `None` (-1): unbounded.
+    pub queued_max_request_bytes: Option<usize>,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+    /// `max.connections`, for the whole broker.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`, for the whole broker; defaults to
+    /// `max.connections` (no separate limit, as in Kafka).
+    pub max_connections_per_ip: Option<usize>,
     /// Broker-level defaults of topic configs (topic config names).
     pub topic_defaults: BTreeMap<String, String>,
     /// Consumer-group settings (`group.*`, `offsets.*`).
@@ -218,6 +246,11 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             auto_create_topics: true,
             socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
+            connections_max_idle_ms: DEFAULT_CONNECTIONS_MAX_IDLE_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
         }
@@ -282,6 +315,19 @@ impl BrokerConfig {
             }
             "socket.request.max.bytes" => {
                 self.socket_request_max_bytes = int(1024, i32::MAX as i64)? as usize
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = int(1024, i32::MAX as i64)? as usize,
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = match int(-1, i64::MAX)? {
+                    -1 => None,
+                    0 => return Err(bad(key, value, "must be -1 (unbounded) or positive")),
+                    n => Some(n as usize),
+                }
+            }
+            "connections.max.idle.ms" => self.connections_max_idle_ms = int(1, i64::MAX)? as u64,
+            "max.connections" => self.max_connections = int(1, i32::MAX as i64)? as usize,
+            "max.connections.per.ip" => {
+                self.max_connections_per_ip = Some(int(1, i32::MAX as i64)? as usize)
             }
             "node.id" | "broker.id" => self.node_id = int(0, i32::MAX as i64)? as i32,
             "group.initial.rebalance.delay.ms" => {
@@ -378,6 +424,30 @@ impl BrokerConfig {
         cfg
     }
 
+    /// Checks the keys that must agree with each other (once every key is
+    /// set): a frame may be as large as `socket.request.max.bytes`, so the
+    /// request budget must hold one, as Kafka requires.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(queued) = self.queued_max_request_bytes {
+            if queued < self.socket_request_max_bytes {
+                return Err(bad(
+                    "queued.max.request.bytes",
+                    &queued.to_string(),
+                    &format!(
+                        "must be -1 or at least socket.request.max.bytes ({})",
+                        self.socket_request_max_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective `max.connections.per.ip`.
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.max_connections_per_ip.unwrap_or(self.max_connections)
+    }
+
     /// Address given to clients: the advertised listener or the listen address.
     pub fn advertised(&self) -> (String, i32) {
         let addr = self.advertised_listener.as_deref().unwrap_or(&self.listen);
@@ -426,6 +496,34 @@ mod tests {
         assert_eq!(c.num_partitions, 3);
         assert!(!c.auto_create_topics);
         assert_eq!(c.log_config(&BTreeMap::new()).retention_ms, 1000);
+    }
+
+    #[test]
+    fn budget_and_connection_keys() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.fetch_max_bytes, 57_671_680);
+        assert_eq!(c.queued_max_request_bytes, Some(100 << 20));
+        assert_eq!(c.connections_max_idle_ms, 600_000);
+        assert_eq!(c.max_connections_per_ip(), c.max_connections);
+        c.apply_toml(
+            "fetch.max.bytes = 1048576\nqueued.max.request.bytes = -1\n\
+             connections.max.idle.ms = 1000\nmax.connections = 7\n",
+        )
+        .unwrap();
+        assert_eq!(c.fetch_max_bytes, 1 << 20);
+        assert_eq!(c.queued_max_request_bytes, None);
+        assert_eq!(c.connections_max_idle_ms, 1000);
+        assert_eq!(c.max_connections_per_ip(), 7);
+        c.apply_toml("max.connections.per.ip = 3").unwrap();
+        assert_eq!(c.max_connections_per_ip(), 3);
+        assert!(c.apply_toml("queued.max.request.bytes = 0").is_err());
+        assert!(c.check().is_ok());
+        c.apply_toml("queued.max.request.bytes = 1048576").unwrap();
+        assert!(c.check().is_err(), "smaller than socket.request.max.bytes");
+        c.apply_toml("socket.request.max.bytes = 1048576").unwrap();
+        assert!(c.check().is_ok());
+        assert!(c.apply_toml("fetch.max.bytes = 10").is_err());
+        assert!(c.apply_toml("max.connections = 0").is_err());
     }
 
     #[test]

@@ -8,9 +8,17 @@
 //! one connection are pending at a time. Produce requests are the exception
 //! to the concurrency: each waits for the connection's previous Produce, so
 //! appends keep the order the client sent them in.
+//!
+//! Before a frame is allocated, its size is taken from the shard's request
+//! budget (`queued.max.request.bytes`) and held until its request has been
+//! handled; while the budget cannot take it, this connection's socket is not
+//! read. A connection with no request in flight that has neither sent nor
+//! received a byte for `connections.max.idle.ms` is closed.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
@@ -22,6 +30,7 @@ use glommio::task::JoinHandle;
 use kafka_protocol::messages::ApiKey;
 
 use crate::api;
+use crate::conn_limits::ConnectionSlot;
 use crate::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::shard::Shard;
 use crate::wire::Reply;
@@ -33,9 +42,9 @@ const IOVECS_PER_SEND_MAX: usize = 1024;
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
 
 /// Decrements the shard's connection count when the connection ends.
-struct ConnectionSlot(Rc<Shard>);
+struct ShardConnection(Rc<Shard>);
 
-impl Drop for ConnectionSlot {
+impl Drop for ShardConnection {
     fn drop(&mut self) {
         self.0
             .connections
@@ -43,9 +52,25 @@ impl Drop for ConnectionSlot {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// When the connection last moved a byte, and its requests in flight.
+struct Activity {
+    last: Cell<Instant>,
+    /// Requests read whose response is not written yet.
+    requests: Cell<usize>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+}
+
+/// `slot` is the connection's place under the broker's connection limits,
+/// given back when the connection ends.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
     shard.connections.set(shard.connections.get() + 1);
-    let _slot = ConnectionSlot(shard.clone());
+    let _counted = ShardConnection(shard.clone());
+    let _slot = slot;
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -54,18 +79,69 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(IN_FLIGHT_REQUESTS_MAX);
+    let activity = Rc::new(Activity {
+        last: Cell::new(Instant::now()),
+        requests: Cell::new(0),
+    });
 
-    let read_side = Box::pin(read_loop(shard.clone(), reader, tx, peer.clone()));
-    let write_side = Box::pin(write_loop(writer, fd, rx));
-    match select(read_side, write_side).await {
-        // The client finished sending (or sent a bad frame): answer what
-        // was already accepted, then close.
-        Either::Left(((), write_side)) => write_side.await,
-        // The writer stopped (socket error or a request that closes the
-        // connection): drop the reader too.
-        Either::Right(((), _)) => {}
+    let read_side = Box::pin(read_loop(
+        shard.clone(),
+        reader,
+        tx,
+        peer.clone(),
+        activity.clone(),
+    ));
+    let write_side = Box::pin(write_loop(writer, fd, rx, activity.clone()));
+    let io = Box::pin(async move {
+        match select(read_side, write_side).await {
+            // The client finished sending (or sent a bad frame): answer
+            // what was already accepted, then close.
+            Either::Left(((), write_side)) => write_side.await,
+            // The writer stopped (socket error or a request that closes the
+            // connection): drop the reader too.
+            Either::Right(((), _)) => {}
+        }
+    });
+    let idle_ms = shard.config.connections_max_idle_ms;
+    let idle = Box::pin(idle_timeout(activity, Duration::from_millis(idle_ms)));
+    if let Either::Right(_) = select(io, idle).await {
+        tracing::info!(%peer, idle_ms, "closing idle connection");
     }
     tracing::debug!(%peer, "connection closed");
+}
+
+/// Resolves once the connection has had no request in flight and no
+/// traffic for `idle`.
+async fn idle_timeout(activity: Rc<Activity>, idle: Duration) {
+    loop {
+        let quiet = activity.last.get().elapsed();
+        if quiet >= idle && activity.requests.get() == 0 {
+            return;
+        }
+        // With requests in flight, look again once they may be done.
+        glommio::timer::sleep(idle.saturating_sub(quiet).max(idle.min(IDLE_RECHECK))).await;
+    }
+}
+
+/// How soon a connection that was quiet but busy is looked at again.
+const IDLE_RECHECK: Duration = Duration::from_millis(100);
+
+/// Fills `buf` from the socket, noting each read as activity.
+async fn read_full(
+    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    buf: &mut [u8],
+    activity: &Activity,
+) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let n = reader.read(&mut buf[at..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        activity.touch();
+        at += n;
+    }
+    Ok(())
 }
 
 async fn read_loop(
@@ -73,6 +149,7 @@ async fn read_loop(
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
     tx: local_channel::LocalSender<JoinHandle<Reply>>,
     peer: String,
+    activity: Rc<Activity>,
 ) {
     let max_bytes = shard.config.socket_request_max_bytes;
     let mut previous_produce: Option<oneshot::Receiver<()>> = None;
@@ -83,7 +160,10 @@ async fn read_loop(
     let mut buf = BytesMut::new();
     loop {
         let mut size_buf = [0u8; 4];
-        if reader.read_exact(&mut size_buf).await.is_err() {
+        if read_full(&mut reader, &mut size_buf, &activity)
+            .await
+            .is_err()
+        {
             return;
         }
         let size = i32::from_be_bytes(size_buf);
@@ -92,22 +172,31 @@ async fn read_loop(
             return;
         }
         let size = size as usize;
+        // Nothing is allocated for the frame before the budget takes it.
+        let admitted = shard.request_budget.admit(size).await;
         let frame: Bytes = if size >= POOLED_FRAME_BYTES_MIN {
             let mut pooled = shard.frames.take(size);
-            if reader.read_exact(pooled.as_mut_slice()).await.is_err() {
+            if read_full(&mut reader, pooled.as_mut_slice(), &activity)
+                .await
+                .is_err()
+            {
                 return;
             }
             pooled.freeze()
         } else {
             buf.reserve(size);
             buf.resize(size, 0);
-            if reader.read_exact(&mut buf[..size]).await.is_err() {
+            if read_full(&mut reader, &mut buf[..size], &activity)
+                .await
+                .is_err()
+            {
                 return;
             }
             buf.split_to(size).freeze()
         };
         let is_produce =
             frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16;
+        activity.requests.set(activity.requests.get() + 1);
         let task = if is_produce {
             // Produce requests of one connection are applied one after the
             // other, as Kafka does: a pipelining producer's batches must
@@ -120,12 +209,19 @@ async fn read_loop(
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let reply = api::handle_frame(shard, frame).await;
+                drop(admitted);
                 let _ = done_tx.send(());
                 reply
             })
             .detach()
         } else {
-            glommio::spawn_local(api::handle_frame(shard.clone(), frame)).detach()
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let reply = api::handle_frame(shard, frame).await;
+                drop(admitted);
+                reply
+            })
+            .detach()
         };
         if tx.send(task).await.is_err() {
             return;
@@ -137,19 +233,26 @@ async fn write_loop(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     fd: RawFd,
     rx: local_channel::LocalReceiver<JoinHandle<Reply>>,
+    activity: Rc<Activity>,
 ) {
     while let Some(task) = rx.recv().await {
-        match task.await {
+        let reply = task.await;
+        let done = match reply {
             Some(Reply::Frame(chunks)) => {
-                if write_vectored_all(&mut writer, fd, &chunks).await.is_err() {
-                    return;
-                }
+                write_vectored_all(&mut writer, fd, &chunks).await.is_err()
             }
-            Some(Reply::None) => {}
+            Some(Reply::None) => false,
             Some(Reply::Close) | None => {
                 let _ = writer.flush().await;
-                return;
+                true
             }
+        };
+        activity
+            .requests
+            .set(activity.requests.get().saturating_sub(1));
+        activity.touch();
+        if done {
+            return;
         }
     }
     let _ = writer.flush().await;

@@ -5,8 +5,9 @@
 //! imports it back):
 //! - `server`: starts the shards (glommio executors pinned to cores), the
 //!   listeners (SO_REUSEPORT), the periodic log ticks and graceful shutdown.
-//! - `conn`: one task per connection: frame reading with size limits,
-//!   pipelined in-order responses, acks=0 silence.
+//! - `conn`: one task per connection: frame reading with size limits and
+//!   the shard's request budget, pipelined in-order responses, acks=0
+//!   silence, the idle timeout (`connections.max.idle.ms`).
 //! - `api`: the Kafka APIs, one module per API family (`api::groups` for
 //!   the consumer-group APIs), dispatched by a single `match` over `ApiKey`
 //!   in `api::dispatch`.
@@ -36,6 +37,11 @@
 //! - `producer_ids`: durable producer id allocation and InitProducerId
 //!   (idempotent producers; the dedup itself is the engine's `producer_state`).
 //! - `frame_pool`: warm buffers for large request frames.
+//! - `request_budget`: the shard-wide budget of request bytes in flight
+//!   (`queued.max.request.bytes`); a connection waits for it before it
+//!   allocates a frame.
+//! - `conn_limits`: broker-wide `max.connections` and
+//!   `max.connections.per.ip`, checked at accept.
 //! - `clock`: the wall clock in Kafka's milliseconds.
 //! - `alloc`: the process allocator (huge reservations are lazily mapped,
 //!   so a hostile array length cannot abort the process).
@@ -45,11 +51,13 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod conn_limits;
 pub mod coordinators;
 pub mod frame_pool;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;
+pub mod request_budget;
 pub mod scatter;
 pub mod server;
 pub mod shard;

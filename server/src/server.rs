@@ -17,11 +17,10 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::BrokerConfig;
+use crate::conn_limits::ConnectionLimits;
 use crate::metadata::Metadata;
 use crate::shard::{Job, Shard, MESH_QUEUE_JOBS};
 
-/// Client connections accepted across all shards; more are closed at once.
-pub const CONNECTIONS_MAX: usize = 10_000;
 /// How often each shard calls `PartitionLog::tick` on its logs.
 pub const TICK_INTERVAL_MS: u64 = 100;
 /// How often shards look at the shutdown flag set by the signal thread.
@@ -57,6 +56,7 @@ thread_local! {
 impl Broker {
     /// Starts every shard and returns once all of them listen.
     pub fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
+        config.check().context("checking the broker config")?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let metadata = Metadata::load(&config.data_dir)?;
@@ -84,6 +84,10 @@ impl Broker {
             .map(|n| n.get())
             .unwrap_or(1);
         let shards = config.shards.unwrap_or(cores).max(1);
+        let connection_limits = Arc::new(ConnectionLimits::new(
+            config.max_connections,
+            config.max_connections_per_ip(),
+        ));
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
         let mesh = MeshBuilder::<Job, _>::full(shards, MESH_QUEUE_JOBS);
@@ -101,6 +105,7 @@ impl Broker {
             let mesh = mesh.clone();
             let ready = ready_tx.clone();
             let logs_open = logs_open.clone();
+            let connection_limits = connection_limits.clone();
             let exit = ExitNotice {
                 id,
                 tx: exit_tx.clone(),
@@ -110,10 +115,14 @@ impl Broker {
                 .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
                 .spawn(move || async move {
                     EXIT_NOTICE.with(|n| *n.borrow_mut() = Some(exit));
-                    run_shard(
-                        id, shards, config, metadata, addr, stop, mesh, ready, logs_open,
-                    )
-                    .await;
+                    let shard = ShardStart {
+                        id,
+                        shards,
+                        config,
+                        metadata,
+                        connection_limits,
+                    };
+                    run_shard(shard, addr, stop, mesh, ready, logs_open).await;
                 })
                 .map_err(|e| anyhow!("starting shard {id}: {e}"))?;
             handles.push(handle);
@@ -179,18 +188,30 @@ impl Broker {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_shard(
+/// What a shard starts from.
+struct ShardStart {
     id: usize,
     shards: usize,
     config: Arc<BrokerConfig>,
     metadata: Arc<Metadata>,
+    connection_limits: Arc<ConnectionLimits>,
+}
+
+async fn run_shard(
+    start: ShardStart,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
     ready: mpsc::Sender<anyhow::Result<SocketAddr>>,
     logs_open: Arc<Barrier>,
 ) {
+    let ShardStart {
+        id,
+        shards,
+        config,
+        metadata,
+        connection_limits,
+    } = start;
     let (senders, mut receivers) = if shards > 1 {
         match mesh.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -202,7 +223,13 @@ async fn run_shard(
     } else {
         (None, None)
     };
-    let shard = Rc::new(Shard::new(id, shards, config.clone(), senders));
+    let shard = Rc::new(Shard::new(
+        id,
+        shards,
+        config.clone(),
+        senders,
+        connection_limits,
+    ));
 
     // Serve jobs from every other shard.
     if let Some(receivers) = receivers.as_mut() {
@@ -253,7 +280,6 @@ async fn run_shard(
     glommio::spawn_local(tick_loop(shard.clone())).detach();
     glommio::spawn_local(watch_stop(shard.clone(), stop)).detach();
 
-    let per_shard_max = CONNECTIONS_MAX.div_ceil(shards);
     loop {
         let accepted = or(async { Some(listener.accept().await) }, async {
             shard.shutdown.notified().await;
@@ -265,15 +291,11 @@ async fn run_shard(
         match accepted.await {
             None => break,
             Some(Ok(stream)) => {
-                if shard.connections.get() >= per_shard_max {
-                    tracing::warn!(
-                        limit = per_shard_max,
-                        "too many connections; closing new one"
-                    );
+                let Some(slot) = connection_slot(&shard, &stream) else {
                     drop(stream);
                     continue;
-                }
-                glommio::spawn_local(crate::conn::serve(shard.clone(), stream)).detach();
+                };
+                glommio::spawn_local(crate::conn::serve(shard.clone(), stream, slot)).detach();
             }
             Some(Err(e)) => {
                 tracing::warn!("accept failed: {e}");
@@ -285,6 +307,28 @@ async fn run_shard(
     shard.close_all_logs().await;
     crate::coordinators::stop_shard().await;
     tracing::info!(shard = id, "shard stopped");
+}
+
+/// A slot for a just accepted connection, or `None` when it is over
+/// `max.connections` or `max.connections.per.ip`: then it is closed at once.
+fn connection_slot(
+    shard: &Shard,
+    stream: &glommio::net::TcpStream,
+) -> Option<crate::conn_limits::ConnectionSlot> {
+    let ip = match stream.peer_addr() {
+        Ok(peer) => peer.ip(),
+        Err(e) => {
+            tracing::info!("closing a connection without a peer address: {e}");
+            return None;
+        }
+    };
+    match shard.connection_limits.open(ip) {
+        Ok(slot) => Some(slot),
+        Err(refused) => {
+            tracing::warn!(%ip, "closing new connection: {refused}");
+            None
+        }
+    }
 }
 
 /// How often a log whose tick keeps failing (a full disk fails it every

@@ -22,8 +22,10 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::conn_limits::ConnectionLimits;
 use crate::frame_pool::FramePool;
 use crate::metadata::{owner_shard, partition_dir, Metadata};
+use crate::request_budget::RequestBudget;
 
 /// Work sent to another shard. Built on the sender, run on the receiver.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -61,6 +63,10 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Warm buffers for large request frames.
     pub frames: FramePool,
+    /// Bytes of requests in flight on this shard (`queued.max.request.bytes`).
+    pub request_budget: Rc<RequestBudget>,
+    /// Open connections of the whole broker, by client address.
+    pub connection_limits: Arc<ConnectionLimits>,
 }
 
 impl Shard {
@@ -69,7 +75,9 @@ impl Shard {
         shards: usize,
         config: Arc<BrokerConfig>,
         senders: Option<Senders<Job>>,
+        connection_limits: Arc<ConnectionLimits>,
     ) -> Shard {
+        let request_budget = Rc::new(RequestBudget::new(config.queued_max_request_bytes));
         Shard {
             id,
             shards,
@@ -82,6 +90,8 @@ impl Shard {
             shutdown: Notify::default(),
             connections: Cell::new(0),
             frames: FramePool::default(),
+            request_budget,
+            connection_limits,
         }
     }
 

@@ -42,8 +42,9 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, data_dir: Path, log_path: Path, shards: int = 2, env=None):
+    def __init__(self, data_dir: Path, log_path: Path, shards: int = 2, env=None, config: str = ""):
         self.data_dir = data_dir
+        self.config = config  # extra TOML lines after BROKER_CONFIG
         self.log_path = log_path  # a device such as /dev/full gets no start line
         self.shards = shards
         self.env = env  # extra environment variables, e.g. RUST_LOG
@@ -64,7 +65,7 @@ class Broker:
             raise RuntimeError(f"{STROM_BIN} not built (cargo build --release -p strom-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir.parent / "strom.toml"
-        config.write_text(BROKER_CONFIG)
+        config.write_text(BROKER_CONFIG + self.config)
         self._log = open(self.log_path, "ab")
         if not self.log_path.is_char_device():
             self._log.write(f"--- start on port {self.port}\n".encode())
@@ -148,6 +149,17 @@ class Broker:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
+    def reset_peak_rss(self):
+        """Resets VmHWM (the peak RSS) to the current RSS."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM: the peak RSS since start or the last reset_peak_rss()."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM")
+
     def log_tail(self, n: int = 60) -> str:
         if self.log_path.is_char_device():
             return f"(no log: it went to {self.log_path})"
@@ -179,6 +191,26 @@ def own_broker(tmp_path):
     yield b
     if b.alive():
         b.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def broker_with(tmp_path):
+    """A factory of brokers of the test's own with extra config lines:
+    `broker_with("connections.max.idle.ms = 1000\n")`. Killed after the test."""
+    made = []
+
+    def make(config: str = "", shards: int = 2) -> Broker:
+        d = tmp_path / f"broker{len(made)}"
+        b = Broker(d / "data", d / "strom.log", shards=shards, config=config)
+        made.append(b)
+        b.start()
+        return b
+
+    make.made = made
+    yield make
+    for b in made:
+        if b.alive():
+            b.stop(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -243,6 +275,8 @@ def pytest_runtest_makereport(item, call):
             b = item.funcargs.get(name)
             if isinstance(b, Broker):
                 rep.sections.append((f"strom log ({name})", b.log_tail(40)))
+        for i, b in enumerate(getattr(item.funcargs.get("broker_with"), "made", [])):
+            rep.sections.append((f"strom log (broker_with #{i})", b.log_tail(40)))
 
 
 # Tests that fail because of known broker bugs (not test bugs), as

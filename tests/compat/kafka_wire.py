@@ -159,3 +159,73 @@ def fetch_v4(topic: str, partition: int, offset: int, max_wait_ms: int, correlat
     body += struct.pack(">ih", 1, len(raw)) + raw
     body += struct.pack(">iiqi", 1, partition, offset, partition_max_bytes)
     return frame(header_v1(FETCH, 4, correlation_id) + body)
+
+
+def fetch_v11(partitions, max_wait_ms: int, correlation_id: int = 1, min_bytes: int = 1,
+              max_bytes: int = 1 << 20) -> bytes:
+    """Fetch v11 (replica -1, read_uncommitted, no session, no rack).
+    partitions: [(topic, partition, fetch_offset, partition_max_bytes)], in
+    request order; consecutive entries of one topic share its topic entry."""
+    topics = []
+    for topic, partition, offset, pmax in partitions:
+        if not topics or topics[-1][0] != topic:
+            topics.append((topic, []))
+        topics[-1][1].append((partition, offset, pmax))
+    body = struct.pack(">iiiibii", -1, max_wait_ms, min_bytes, max_bytes, 0, 0, -1)
+    body += struct.pack(">i", len(topics))
+    for topic, parts in topics:
+        raw = topic.encode()
+        body += struct.pack(">h", len(raw)) + raw + struct.pack(">i", len(parts))
+        for partition, offset, pmax in parts:
+            # partition, current_leader_epoch, fetch_offset, log_start_offset, partition_max_bytes
+            body += struct.pack(">iiqqi", partition, -1, offset, -1, pmax)
+    body += struct.pack(">i", 0)  # forgotten_topics_data
+    body += struct.pack(">h", 0)  # rack_id ""
+    return frame(header_v1(FETCH, 11, correlation_id) + body)
+
+
+def parse_fetch_v11(resp: bytes):
+    """(correlation_id, error_code, [(topic, partition, error_code,
+    high_watermark, log_start_offset, records)]) of a Fetch v11 response."""
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        vals = struct.unpack_from(fmt, resp, pos)
+        pos += struct.calcsize(fmt)
+        return vals
+
+    cid, _throttle, error, _session = take(">iihi")
+    out = []
+    (nt,) = take(">i")
+    for _ in range(nt):
+        (n,) = take(">h")
+        topic = resp[pos : pos + n].decode()
+        pos += n
+        (np_,) = take(">i")
+        for _ in range(np_):
+            partition, perr, hw, _lso, log_start = take(">ihqqq")
+            (na,) = take(">i")
+            take(f">{max(na, 0) * 2}q")
+            take(">i")  # preferred_read_replica
+            (nr,) = take(">i")
+            records = resp[pos : pos + max(nr, 0)]
+            pos += max(nr, 0)
+            out.append((topic, partition, perr, hw, log_start, records))
+    return cid, error, out
+
+
+def split_batches(records: bytes):
+    """[(base_offset, last_offset, size)] of the whole record batches in a
+    partition's records; a trailing partial batch is left out."""
+    out = []
+    pos = 0
+    while pos + 61 <= len(records):
+        base, length = struct.unpack_from(">qi", records, pos)
+        size = 12 + length
+        if pos + size > len(records):
+            break
+        (last_delta,) = struct.unpack_from(">i", records, pos + 23)
+        out.append((base, base + last_delta, size))
+        pos += size
+    return out

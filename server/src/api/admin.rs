@@ -389,6 +389,23 @@ fn describe_broker_configs(
             "socket.request.max.bytes".into(),
             config.socket_request_max_bytes.to_string(),
         ),
+        ("fetch.max.bytes".into(), config.fetch_max_bytes.to_string()),
+        (
+            "queued.max.request.bytes".into(),
+            config
+                .queued_max_request_bytes
+                .map_or(-1, |n| n as i64)
+                .to_string(),
+        ),
+        (
+            "connections.max.idle.ms".into(),
+            config.connections_max_idle_ms.to_string(),
+        ),
+        ("max.connections".into(), config.max_connections.to_string()),
+        (
+            "max.connections.per.ip".into(),
+            config.max_connections_per_ip().to_string(),
+        ),
         ("node.id".into(), config.node_id.to_string()),
         ("broker.id".into(), config.node_id.to_string()),
         ("log.dirs".into(), config.data_dir.display().to_string()),

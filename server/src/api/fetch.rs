@@ -1,54 +1,25 @@
 //! Fetch (v4-v12): reads whole stored batches on each partition's owner
-//! shard, long-polls until `min_bytes` or `max_wait_ms`, trims to the
-//! response `max_bytes` (always keeping the first batch, KIP-74) and answers
-//! with the stored batch bytes as they are. Fetch sessions are declined
-//! (`session_id` 0), so clients send full fetches.
+//! shard within one response budget (`fetch_read`: the request's
+//! `max_bytes` clamped to `fetch.max.bytes`, partitions in request order,
+//! the first batch always whole, KIP-74), long-polls until `min_bytes` or
+//! `max_wait_ms`, re-reading on a wake-up only the partitions that grew, and
+//! answers with the stored batch bytes as they are. Fetch sessions are
+//! declined (`session_id` 0), so clients send full fetches.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::future::{join_all, select, select_all, Either};
+use futures_util::future::{select, select_all, Either};
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
-use strom_engine::EngineError;
 
-use super::produce::engine_error_code;
-use crate::scatter::scatter_gather;
+use super::fetch_read::{error_got, read_pass, refresh, Budget, Got, Want};
 use crate::shard::Shard;
 use crate::wire::{Reply, RequestContext};
 
 /// Longest long poll honoured, whatever the client asks.
 pub const MAX_WAIT_MS_LIMIT: i32 = 60_000;
-
-#[derive(Debug, Clone)]
-struct Want {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    max_bytes: usize,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Got {
-    error: Option<ResponseError>,
-    high_watermark: i64,
-    log_start_offset: i64,
-    log_end_offset: i64,
-    batches: Vec<Bytes>,
-}
-
-impl Got {
-    fn error(e: ResponseError) -> Got {
-        Got {
-            error: Some(e),
-            high_watermark: -1,
-            log_start_offset: -1,
-            log_end_offset: -1,
-            batches: Vec::new(),
-        }
-    }
-}
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) -> Reply {
     let mut wants = Vec::new();
@@ -71,32 +42,40 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut got = read_all(shard, &wants).await;
+    let max_bytes = (req.max_bytes.max(0) as usize).min(shard.config.fetch_max_bytes);
+    let mut budget = Budget::new(max_bytes);
+    let mut got: Vec<Got> = wants.iter().map(|w| Got::new(w.offset)).collect();
     loop {
-        let total: usize = got
-            .iter()
-            .flat_map(|g| g.batches.iter())
-            .map(Bytes::len)
-            .sum();
+        refresh(shard, &wants, &mut got).await;
+        let progress = read_pass(shard, &wants, &mut got, &mut budget).await;
+        let total: usize = got.iter().map(|g| g.bytes).sum();
         let any_error = got.iter().any(|g| g.error.is_some());
         let now = Instant::now();
-        if total >= min_bytes || any_error || now >= deadline || shard.is_shutting_down() {
+        if total >= min_bytes
+            || any_error
+            || budget.spent()
+            || !got.iter().any(Got::waitable)
+            || now >= deadline
+            || shard.is_shutting_down()
+        {
             break;
+        }
+        if progress {
+            // A read stops at a segment's end: read on before waiting.
+            continue;
         }
         // Wait for any partition to grow past the end seen by the last read.
         let waits: Vec<Want> = wants
             .iter()
             .zip(&got)
+            .filter(|(_, g)| g.waitable())
             .map(|(w, g)| Want {
-                offset: g.log_end_offset.max(w.offset),
+                offset: g.log_end_offset.max(g.next_offset),
                 ..w.clone()
             })
             .collect();
         wait_any(shard, &waits, deadline - now).await;
-        got = read_all(shard, &wants).await;
     }
-
-    trim_to_max_bytes(&mut got, req.max_bytes.max(0) as usize);
 
     let mut got = got.into_iter();
     let topics: Vec<TopicOut> = shape
@@ -108,7 +87,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
                 .map(|index| {
                     let g = got
                         .next()
-                        .unwrap_or_else(|| Got::error(ResponseError::UnknownServerError));
+                        .unwrap_or_else(|| error_got(-1, ResponseError::UnknownServerError));
                     PartitionOut {
                         index,
                         error_code: g.error.map_or(0, |e| e.code()),
@@ -126,65 +105,6 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         ctx.version,
         &topics,
     ))
-}
-
-/// Keeps whole batches while the response stays within `max_bytes`, except
-/// that the first batch of the first non-empty partition is always kept.
-fn trim_to_max_bytes(got: &mut [Got], max_bytes: usize) {
-    let mut total = 0usize;
-    let mut first = true;
-    for g in got.iter_mut() {
-        let mut keep = 0;
-        for b in &g.batches {
-            if !first && total + b.len() > max_bytes {
-                break;
-            }
-            first = false;
-            total += b.len();
-            keep += 1;
-        }
-        g.batches.truncate(keep);
-    }
-}
-
-/// Reads every wanted partition on its owner shard; results in `wants` order.
-async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
-    let items = wants
-        .iter()
-        .map(|w| (shard.owner(&w.topic, w.partition), w.clone()))
-        .collect();
-    scatter_gather(shard, items, |owner, group: Vec<Want>| async move {
-        join_all(group.into_iter().map(|w| read_local(&owner, w))).await
-    })
-    .await
-    .into_iter()
-    .map(|got| got.unwrap_or_else(|_| Got::error(ResponseError::NotLeaderOrFollower)))
-    .collect()
-}
-
-async fn read_local(shard: &Shard, w: Want) -> Got {
-    let Some(log) = shard.log(&w.topic, w.partition) else {
-        return Got::error(ResponseError::UnknownTopicOrPartition);
-    };
-    match log.read(w.offset, w.max_bytes).await {
-        Ok(r) => Got {
-            error: None,
-            high_watermark: r.high_watermark,
-            log_start_offset: r.log_start_offset,
-            log_end_offset: r.log_end_offset,
-            batches: r.batches,
-        },
-        Err(e) => {
-            if !matches!(e, EngineError::OffsetOutOfRange { .. }) {
-                tracing::warn!(topic = %w.topic, partition = w.partition, offset = w.offset, "read failed: {e}");
-            }
-            let mut g = Got::error(engine_error_code(&e));
-            g.high_watermark = log.high_watermark();
-            g.log_start_offset = log.log_start_offset();
-            g.log_end_offset = log.log_end_offset();
-            g
-        }
-    }
 }
 
 /// Resolves when any partition's log grows past the offset in its `Want`,

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+mod fetch_read;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
