@@ -344,7 +344,7 @@ impl BrokerConfig {
                 self.groups.offsets_topic_num_partitions = int(1, 1000)? as i32
             }
             "offsets.retention.minutes" => {
-                self.groups.offsets_retention_ms = int(1, i64::MAX / 60_000)? * 60_000
+                self.groups.offsets_retention_ms = int(1, i64::MAX / 60_000)?.saturating_mul(60_000)
             }
             "offsets.retention.check.interval.ms" => {
                 self.groups.offsets_retention_check_interval_ms = int(1, i64::MAX)?
@@ -356,12 +356,16 @@ impl BrokerConfig {
             "log.retention.hours" => self.set_topic_default(
                 key,
                 "retention.ms",
-                &(int(-1, i64::MAX / 3_600_000)? * 3_600_000).to_string(),
+                &int(-1, i64::MAX / 3_600_000)?
+                    .saturating_mul(3_600_000)
+                    .to_string(),
             )?,
             "log.retention.minutes" => self.set_topic_default(
                 key,
                 "retention.ms",
-                &(int(-1, i64::MAX / 60_000)? * 60_000).to_string(),
+                &int(-1, i64::MAX / 60_000)?
+                    .saturating_mul(60_000)
+                    .to_string(),
             )?,
             k if IGNORED_BROKER_KEYS.contains(&k) => {
                 int(1, i16::MAX as i64)?;

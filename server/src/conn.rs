@@ -68,7 +68,9 @@ impl Activity {
 /// `slot` is the connection's place under the broker's connection limits,
 /// given back when the connection ends.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
-    shard.connections.set(shard.connections.get() + 1);
+    shard
+        .connections
+        .set(shard.connections.get().saturating_add(1));
     let _counted = ShardConnection(shard.clone());
     let _slot = slot;
     let peer = stream
@@ -132,14 +134,14 @@ async fn read_full(
     buf: &mut [u8],
     activity: &Activity,
 ) -> std::io::Result<()> {
-    let mut at = 0;
-    while at < buf.len() {
-        let n = reader.read(&mut buf[at..]).await?;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let n = reader.read(rest).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         activity.touch();
-        at += n;
+        rest = rest.get_mut(n..).unwrap_or_default();
     }
     Ok(())
 }
@@ -184,19 +186,19 @@ async fn read_loop(
             }
             pooled.freeze()
         } else {
-            buf.reserve(size);
+            buf.clear();
             buf.resize(size, 0);
-            if read_full(&mut reader, &mut buf[..size], &activity)
-                .await
-                .is_err()
-            {
+            if read_full(&mut reader, &mut buf, &activity).await.is_err() {
                 return;
             }
             buf.split_to(size).freeze()
         };
-        let is_produce =
-            frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16;
-        activity.requests.set(activity.requests.get() + 1);
+        let is_produce = frame
+            .get(0..2)
+            .is_some_and(|key| key == (ApiKey::Produce as i16).to_be_bytes());
+        activity
+            .requests
+            .set(activity.requests.get().saturating_add(1));
         let task = if is_produce {
             // Produce requests of one connection are applied one after the
             // other, as Kafka does: a pipelining producer's batches must
@@ -267,11 +269,20 @@ async fn write_vectored_all(
     fd: RawFd,
     chunks: &[Bytes],
 ) -> std::io::Result<()> {
-    let mut index = 0;
-    let mut offset = 0;
-    while index < chunks.len() {
-        let iov: Vec<libc::iovec> = std::iter::once(&chunks[index][offset..])
-            .chain(chunks[index + 1..].iter().map(|c| &c[..]))
+    // `head` is the unsent part of the current chunk, `rest` the chunks after it.
+    let mut head = Bytes::new();
+    let mut rest = chunks;
+    loop {
+        if head.is_empty() {
+            let Some((next, after)) = rest.split_first() else {
+                return Ok(());
+            };
+            head = next.clone();
+            rest = after;
+            continue;
+        }
+        let iov: Vec<libc::iovec> = std::iter::once(&head)
+            .chain(rest)
             .take(IOVECS_PER_SEND_MAX)
             .map(|c| libc::iovec {
                 iov_base: c.as_ptr() as *mut libc::c_void,
@@ -290,9 +301,8 @@ async fn write_vectored_all(
             let e = std::io::Error::last_os_error();
             match e.kind() {
                 std::io::ErrorKind::WouldBlock => {
-                    writer.write_all(&chunks[index][offset..]).await?;
-                    index += 1;
-                    offset = 0;
+                    writer.write_all(&head).await?;
+                    head = Bytes::new();
                     continue;
                 }
                 std::io::ErrorKind::Interrupted => continue,
@@ -300,12 +310,14 @@ async fn write_vectored_all(
             }
         }
         let mut sent = sent as usize;
-        while index < chunks.len() && sent >= chunks[index].len() - offset {
-            sent -= chunks[index].len() - offset;
-            index += 1;
-            offset = 0;
+        while sent >= head.len() {
+            sent = sent.saturating_sub(head.len());
+            let Some((next, after)) = rest.split_first() else {
+                return Ok(());
+            };
+            head = next.clone();
+            rest = after;
         }
-        offset += sent;
+        bytes::Buf::advance(&mut head, sent);
     }
-    Ok(())
 }

@@ -59,8 +59,8 @@ impl ConnectionLimits {
         if *of_ip >= self.max_connections_per_ip {
             return Err(Refused::PerIp(self.max_connections_per_ip));
         }
-        *of_ip += 1;
-        counts.total += 1;
+        *of_ip = of_ip.saturating_add(1);
+        counts.total = counts.total.saturating_add(1);
         Ok(ConnectionSlot {
             limits: self.clone(),
             ip,
@@ -79,7 +79,7 @@ impl Drop for ConnectionSlot {
         let mut counts = self.limits.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
+            *n = n.saturating_sub(1);
             if *n == 0 {
                 // The map holds only addresses with open connections.
                 counts.per_ip.remove(&self.ip);

@@ -54,7 +54,7 @@ impl FramePool {
                 .map(|(i, _)| i);
             best.map(|i| {
                 let b = idle.buffers.swap_remove(i);
-                idle.bytes -= b.len();
+                idle.bytes = idle.bytes.saturating_sub(b.len());
                 b
             })
         };
@@ -75,7 +75,8 @@ impl FramePool {
 
 impl PooledBuffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf[..self.len]
+        // `len` <= the buffer's length: `take` gives a buffer at least `len` long.
+        self.buf.get_mut(..self.len).unwrap_or_default()
     }
 
     /// Shares the buffer as `Bytes`; it returns to the pool when the last
@@ -87,7 +88,7 @@ impl PooledBuffer {
 
 impl AsRef<[u8]> for PooledBuffer {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -95,8 +96,9 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
         let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.bytes + buf.len() <= IDLE_BYTES_MAX {
-            idle.bytes += buf.len();
+        let kept = idle.bytes.saturating_add(buf.len());
+        if kept <= IDLE_BYTES_MAX {
+            idle.bytes = kept;
             idle.buffers.push(buf);
         }
     }

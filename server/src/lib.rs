@@ -46,6 +46,19 @@
 //! - `alloc`: the process allocator (huge reservations are lazily mapped,
 //!   so a hostile array length cannot abort the process).
 
+// Nothing a request carries may reach a panic: no unwrap or expect, no
+// unchecked index or slice, no arithmetic that can overflow, outside tests.
+// Where an invariant makes one safe, a local `allow` says why.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod alloc;
 pub mod api;
 pub mod clock;

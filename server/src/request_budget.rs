@@ -54,7 +54,7 @@ impl RequestBudget {
     /// Whether `bytes` more fit now.
     fn fits(&self, bytes: usize) -> bool {
         self.limit_bytes
-            .is_none_or(|limit| self.in_flight_bytes.get() + bytes <= limit)
+            .is_none_or(|limit| self.in_flight_bytes.get().saturating_add(bytes) <= limit)
     }
 
     /// Takes `bytes`, waiting until they fit. `bytes` is at most the limit
@@ -64,7 +64,8 @@ impl RequestBudget {
         loop {
             let released = self.released.notified();
             if self.fits(bytes) || self.in_flight_bytes.get() == 0 {
-                self.in_flight_bytes.set(self.in_flight_bytes.get() + bytes);
+                self.in_flight_bytes
+                    .set(self.in_flight_bytes.get().saturating_add(bytes));
                 return Admitted {
                     budget: self.clone(),
                     bytes,

@@ -110,21 +110,22 @@ impl Broker {
                 id,
                 tx: exit_tx.clone(),
             };
-            let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
-                .name(&format!("strom-shard-{id}"))
-                .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
-                .spawn(move || async move {
-                    EXIT_NOTICE.with(|n| *n.borrow_mut() = Some(exit));
-                    let shard = ShardStart {
-                        id,
-                        shards,
-                        config,
-                        metadata,
-                        connection_limits,
-                    };
-                    run_shard(shard, addr, stop, mesh, ready, logs_open).await;
-                })
-                .map_err(|e| anyhow!("starting shard {id}: {e}"))?;
+            let handle =
+                LocalExecutorBuilder::new(Placement::Fixed(id.checked_rem(cores).unwrap_or(0)))
+                    .name(&format!("strom-shard-{id}"))
+                    .preempt_timer(strom_engine::EXECUTOR_PREEMPT_TIMER)
+                    .spawn(move || async move {
+                        EXIT_NOTICE.with(|n| *n.borrow_mut() = Some(exit));
+                        let shard = ShardStart {
+                            id,
+                            shards,
+                            config,
+                            metadata,
+                            connection_limits,
+                        };
+                        run_shard(shard, addr, stop, mesh, ready, logs_open).await;
+                    })
+                    .map_err(|e| anyhow!("starting shard {id}: {e}"))?;
             handles.push(handle);
         }
         drop(ready_tx);
@@ -159,14 +160,16 @@ impl Broker {
     /// them up to `timeout`. Returns the error the process exits with.
     pub fn stop_after_failure(self, failed: usize, timeout: Duration) -> anyhow::Error {
         self.stop.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(Instant::now);
         let mut running = self.handles.len().saturating_sub(1);
         while running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.exits.recv_timeout(left).is_err() {
                 break;
             }
-            running -= 1;
+            running = running.saturating_sub(1);
         }
         if running > 0 {
             tracing::error!(shards = running, "shards did not stop in time");
@@ -366,7 +369,7 @@ async fn tick_loop(shard: Rc<Shard>) {
                 }
                 Err(e) => {
                     let f = failing.entry(log.dir().to_path_buf()).or_default();
-                    f.total += 1;
+                    f.total = f.total.saturating_add(1);
                     let due = f
                         .last_warned
                         .is_none_or(|t| t.elapsed() >= TICK_WARN_INTERVAL);
@@ -379,7 +382,7 @@ async fn tick_loop(shard: Rc<Shard>) {
                         f.last_warned = Some(Instant::now());
                         f.unreported = 0;
                     } else {
-                        f.unreported += 1;
+                        f.unreported = f.unreported.saturating_add(1);
                     }
                 }
             }
@@ -410,7 +413,9 @@ const ADDRESS_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 /// io_uring instances down, so `EADDRINUSE` is retried for
 /// [`ADDRESS_RELEASE_DEADLINE`] before it is reported.
 fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let deadline = Instant::now() + ADDRESS_RELEASE_DEADLINE;
+    let deadline = Instant::now()
+        .checked_add(ADDRESS_RELEASE_DEADLINE)
+        .unwrap_or_else(Instant::now);
     let mut logged = false;
     loop {
         match probe_socket(addr).and_then(|sk| socket_addr(&sk)) {

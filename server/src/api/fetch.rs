@@ -40,7 +40,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     }
 
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
-    let deadline = Instant::now() + max_wait;
+    let deadline = Instant::now()
+        .checked_add(max_wait)
+        .unwrap_or_else(Instant::now);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).min(shard.config.fetch_max_bytes);
     let mut budget = Budget::new(max_bytes);
@@ -74,7 +76,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
                 ..w.clone()
             })
             .collect();
-        wait_any(shard, &waits, deadline - now).await;
+        wait_any(shard, &waits, deadline.saturating_duration_since(now)).await;
     }
 
     let mut got = got.into_iter();
@@ -112,7 +114,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
 async fn wait_any(shard: &Rc<Shard>, waits: &[Want], timeout: Duration) {
     let mut by_shard: Vec<Vec<Want>> = (0..shard.shards).map(|_| Vec::new()).collect();
     for w in waits {
-        by_shard[shard.owner(&w.topic, w.partition)].push(w.clone());
+        if let Some(owned) = by_shard.get_mut(shard.owner(&w.topic, w.partition)) {
+            owned.push(w.clone());
+        }
     }
     let futures: Vec<_> = by_shard
         .into_iter()
@@ -203,7 +207,7 @@ pub fn encode_fetch_response(correlation_id: i32, version: i16, topics: &[TopicO
     }
     let put_len = |fixed: &mut BytesMut, n: usize| {
         if flexible {
-            put_uvarint(fixed, n as u64 + 1);
+            put_uvarint(fixed, (n as u64).saturating_add(1));
         } else {
             fixed.put_i32(n as i32);
         }
@@ -211,7 +215,7 @@ pub fn encode_fetch_response(correlation_id: i32, version: i16, topics: &[TopicO
     put_len(&mut fixed, topics.len());
     for t in topics {
         if flexible {
-            put_uvarint(&mut fixed, t.name.len() as u64 + 1);
+            put_uvarint(&mut fixed, (t.name.len() as u64).saturating_add(1));
         } else {
             fixed.put_i16(t.name.len() as i16);
         }
@@ -232,7 +236,7 @@ pub fn encode_fetch_response(correlation_id: i32, version: i16, topics: &[TopicO
             let len: usize = p.batches.iter().map(Bytes::len).sum();
             put_len(&mut fixed, len);
             splices.push((fixed.len(), &p.batches));
-            records_bytes += len;
+            records_bytes = records_bytes.saturating_add(len);
             if flexible {
                 put_uvarint(&mut fixed, 0); // partition tagged fields
             }
@@ -244,11 +248,15 @@ pub fn encode_fetch_response(correlation_id: i32, version: i16, topics: &[TopicO
     if flexible {
         put_uvarint(&mut fixed, 0); // response tagged fields
     }
-    let size = (fixed.len() - 4 + records_bytes) as i32;
-    fixed[0..4].copy_from_slice(&size.to_be_bytes());
+    // The response is bounded by fetch.max.bytes (plus one KIP-74 batch),
+    // far below i32::MAX.
+    let size = fixed.len().saturating_sub(4).saturating_add(records_bytes);
+    if let Some(field) = fixed.get_mut(0..4) {
+        field.copy_from_slice(&i32::try_from(size).unwrap_or(i32::MAX).to_be_bytes());
+    }
 
     let fixed = fixed.freeze();
-    let mut chunks = Vec::with_capacity(2 * splices.len() + 1);
+    let mut chunks = Vec::with_capacity(splices.len().saturating_mul(2).saturating_add(1));
     let mut at = 0;
     for (pos, batches) in splices {
         if pos > at {

@@ -241,25 +241,35 @@ pub async fn read_pass(
     got: &mut [Got],
     budget: &mut Budget,
 ) -> bool {
-    let todo: Vec<usize> = (0..got.len()).filter(|&i| got[i].readable()).collect();
+    // Positions of the partitions to read, each with its owner shard.
+    let todo: Vec<(usize, usize)> = wants
+        .iter()
+        .zip(got.iter())
+        .enumerate()
+        .filter(|(_, (_, g))| g.readable())
+        .map(|(i, (w, _))| (i, owner_of(shard, w)))
+        .collect();
     let mut progress = false;
-    let mut at = 0;
-    while at < todo.len() && !budget.spent() {
+    let mut rest: &[(usize, usize)] = &todo;
+    while let Some(&(_, owner)) = rest.first().filter(|_| !budget.spent()) {
         // The run of consecutive partitions (in request order) of one owner.
-        let owner = owner_of(shard, &wants[todo[at]]);
-        let run_end = todo[at..]
+        let run_len = rest
             .iter()
-            .position(|&i| owner_of(shard, &wants[i]) != owner)
-            .map_or(todo.len(), |n| at + n);
-        let run = &todo[at..run_end];
-        at = run_end;
+            .position(|&(_, o)| o != owner)
+            .unwrap_or(rest.len());
+        let (run, after) = rest.split_at(run_len);
+        rest = after;
+        // Every position in `todo` is below both lengths.
         let items: Vec<ReadItem> = run
             .iter()
-            .map(|&i| ReadItem {
-                topic: wants[i].topic.clone(),
-                partition: wants[i].partition,
-                offset: got[i].next_offset,
-                max_bytes: wants[i].max_bytes.saturating_sub(got[i].bytes),
+            .filter_map(|&(i, _)| {
+                let (w, g) = (wants.get(i)?, got.get(i)?);
+                Some(ReadItem {
+                    topic: w.topic.clone(),
+                    partition: w.partition,
+                    offset: g.next_offset,
+                    max_bytes: w.max_bytes.saturating_sub(g.bytes),
+                })
             })
             .collect();
         let given = *budget;
@@ -277,8 +287,10 @@ pub async fn read_pass(
                 .map(|_| ReadOut::Failed(ResponseError::NotLeaderOrFollower))
                 .collect(),
         };
-        for (&i, out) in run.iter().zip(outs) {
-            progress |= apply(&mut got[i], wants[i].max_bytes, out);
+        for (&(i, _), out) in run.iter().zip(outs) {
+            if let (Some(g), Some(w)) = (got.get_mut(i), wants.get(i)) {
+                progress |= apply(g, w.max_bytes, out);
+            }
         }
     }
     progress
@@ -315,10 +327,12 @@ fn apply(g: &mut Got, partition_max_bytes: usize, out: ReadOut) -> bool {
                 return false;
             };
             match BatchHeader::parse(last) {
-                Ok(h) => g.next_offset = h.last_offset() + 1,
+                Ok(h) => g.next_offset = h.last_offset().saturating_add(1),
                 Err(_) => g.done = true,
             }
-            g.bytes += batches.iter().map(Bytes::len).sum::<usize>();
+            g.bytes = g
+                .bytes
+                .saturating_add(batches.iter().map(Bytes::len).sum::<usize>());
             g.batches.extend(batches);
             g.done |= full || g.bytes >= partition_max_bytes;
             true
