@@ -24,7 +24,7 @@ pub struct Notify {
 
 impl Notify {
     pub fn notify_all(&self) {
-        self.epoch.set(self.epoch.get() + 1);
+        self.epoch.set(self.epoch.get().wrapping_add(1));
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for (_, w) in waiters {
             w.wake();

@@ -65,7 +65,7 @@ impl StorageFile for DmaFile {
         }
         POOL.with(|p| {
             let mut p = p.borrow_mut();
-            if (p.len() + 1) * POOL_BUF_BYTES <= POOL_MAX_BYTES {
+            if p.len() < POOL_MAX_BYTES / POOL_BUF_BYTES {
                 p.push(buf);
             }
         });
@@ -94,8 +94,7 @@ impl StorageFile for DmaFile {
             let e = to_io(e);
             io::Error::new(e.kind(), format!("read of {len} bytes at {pos}: {e}"))
         })?;
-        let n = r.len().min(len);
-        Ok(Bytes::copy_from_slice(&r[..n]))
+        Ok(Bytes::copy_from_slice(r.get(..len).unwrap_or(&r)))
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

@@ -33,7 +33,8 @@ pub fn align_down(v: u64) -> u64 {
 }
 
 pub fn align_up(v: u64) -> u64 {
-    (v + ALIGN_BYTES - 1) & !(ALIGN_BYTES - 1)
+    // Saturates at the last aligned u64 (file positions never get there).
+    v.saturating_add(ALIGN_BYTES - 1) & !(ALIGN_BYTES - 1)
 }
 
 /// A buffer suitable for an O_DIRECT write: 4096-aligned in memory, with a
@@ -90,9 +91,9 @@ pub async fn write_whole_file<S: Storage>(storage: &S, path: &Path, data: &[u8])
     let file = storage.open(path).await?;
     let padded = align_up(data.len() as u64).max(ALIGN_BYTES) as usize;
     let mut buf = file.alloc_buf(padded);
-    let slice = buf.as_mut_slice();
-    slice[..data.len()].copy_from_slice(data);
-    slice[data.len()..padded].fill(0);
+    let (head, tail) = buf.as_mut_slice().split_at_mut(data.len());
+    head.copy_from_slice(data);
+    tail.fill(0);
     if !data.is_empty() {
         file.write_at(Rc::new(buf), 0).await?;
     }

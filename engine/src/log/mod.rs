@@ -246,9 +246,12 @@ impl<S: Storage> PartitionLog<S> {
             st.clock_ms = st.clock_ms.max(now_ms);
             let seg = st.segments.last();
             let roll = seg.is_some_and(|s| {
-                s.len > 0 && s.first_append_ms.is_some_and(|t| now_ms - t >= segment_ms)
+                s.len > 0
+                    && s.first_append_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) >= segment_ms)
             });
-            let sync = st.synced_offset < st.log_end_offset && now_ms - st.last_sync_ms >= flush_ms;
+            let sync = st.synced_offset < st.log_end_offset
+                && now_ms.saturating_sub(st.last_sync_ms) >= flush_ms;
             if sync && st.flushing {
                 // The running round ends soon, and the next one syncs.
                 st.stop_round = true;

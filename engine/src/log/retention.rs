@@ -25,22 +25,24 @@ impl<S: Storage> PartitionLog<S> {
         {
             let mut st = self.inner.state.borrow_mut();
             let mut total: u64 = st.segments.iter().map(|s| s.len).sum();
-            while st.segments.len() > 1 {
-                let seg = &st.segments[0];
+            // The active segment (the last) is never deleted.
+            while let (Some(seg), Some(next)) = (st.segments.first(), st.segments.get(1)) {
                 if st.finishing == Some(seg.base_offset) {
                     break;
                 }
                 let by_time = retention_ms >= 0
                     && seg.max_timestamp >= 0
-                    && now_ms - seg.max_timestamp > retention_ms;
-                let by_size = retention_bytes >= 0 && total - seg.len >= retention_bytes as u64;
+                    && now_ms.saturating_sub(seg.max_timestamp) > retention_ms;
+                let rest = total.saturating_sub(seg.len);
+                let by_size = u64::try_from(retention_bytes).is_ok_and(|limit| rest >= limit);
                 if !(by_time || by_size) {
                     break;
                 }
-                total -= seg.len;
+                total = rest;
+                let next_base = next.base_offset;
                 let seg = st.segments.remove(0);
                 doomed.push(seg.base_offset);
-                st.log_start_offset = st.segments[0].base_offset;
+                st.log_start_offset = next_base;
             }
         }
         for base in &doomed {
