@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import create_topic
+from conftest import wait_for_topic
 
 PARTITIONS = 2000
 # What a partition may hold beyond its data: about 1 MiB (the first
@@ -84,7 +85,12 @@ def check_disk_use(own_broker, topic_name):
     data_dir = own_broker.data_dir
     base_used, _ = disk_use(data_dir)
     started = time.monotonic()
-    create_topic(own_broker.bootstrap, topic_name, partitions=PARTITIONS)
+    # Creating thousands of partitions takes two directory fsyncs each:
+    # seconds, more on a loaded machine than conftest.create_topic waits.
+    admin = AdminClient({"bootstrap.servers": own_broker.bootstrap})
+    admin.create_topics([NewTopic(topic_name, num_partitions=PARTITIONS, replication_factor=1)],
+                        operation_timeout=120, request_timeout=150)[topic_name].result(timeout=180)
+    wait_for_topic(admin, topic_name, PARTITIONS, timeout=120)
     created_s = time.monotonic() - started
     used, files = disk_use(data_dir)
     empty_used = used - base_used
