@@ -17,7 +17,12 @@
 //!   - `log/append.rs`: validate, assign offsets (`AppendOrigin`), wait for
 //!     durability;
 //!   - `log/flush.rs`: flush rounds (group commit), write-behind,
-//!     preallocation;
+//!     preallocation ahead of the writes;
+//!   - `log/prealloc.rs`: how far ahead a log preallocates (a step that
+//!     follows the write rate) and its claim on the preallocation budget
+//!     (`io/budget.rs`);
+//!   - `log/reclaim.rs`: an idle log's preallocation trimmed back to its
+//!     data;
 //!   - `log/roll.rs`: rolls, the spare segment, finishing a rolled segment;
 //!   - `log/read.rs`: reads by offset, timestamp lookup, the read bound;
 //!   - `log/truncate.rs`: `truncate_to(offset)`, and the scan and cut of a
@@ -35,7 +40,9 @@
 //!   (glommio DmaFile, O_DIRECT, io_uring) for production and `io::sim` (a
 //!   seeded in-memory file system that tears writes, loses any subset of
 //!   unsynced writes, fails fdatasync, flips bits, runs out of space) for
-//!   tests, compiled only with `cfg(test)` or the `test-util` feature.
+//!   tests, compiled only with `cfg(test)` or the `test-util` feature;
+//!   `io::budget`, the bound on what all logs on a storage preallocate
+//!   ahead of their data (a cap and a share of the free space).
 //! - `batch`'s `build_batch*` are test-only the same way.
 //! - `notify`: single-threaded broadcast used by long polls.
 //! - `producer_state`: idempotent-producer dedup (epoch and last five

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
+use super::budget::{PreallocBudget, PREALLOCATE_BUDGET_BYTES};
 use super::{IoBuf, Storage, StorageFile};
 
 /// Storage on the local file system with O_DIRECT files. Must be used inside
@@ -114,6 +115,15 @@ impl StorageFile for DmaFile {
     }
 }
 
+/// The preallocation budget of every log on `DmaStorage` in this process
+/// (all shards share it).
+static PREALLOCATION_BUDGET: PreallocBudget = PreallocBudget::new(PREALLOCATE_BUDGET_BYTES);
+
+/// The process-wide preallocation budget, to read or to change its cap.
+pub fn preallocation_budget() -> &'static PreallocBudget {
+    &PREALLOCATION_BUDGET
+}
+
 /// glommio decides once per device (per thread) whether it supports io_uring
 /// polled I/O by reading the first block of the first `DmaFile` opened on it.
 /// When that file is empty the probe read "succeeds" without touching the
@@ -196,5 +206,26 @@ impl Storage for DmaStorage {
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a NUL-terminated string that outlives the call,
+        // and `st` points to writable memory of the struct's size, which
+        // statvfs fills completely when it returns 0.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statvfs returned 0, so it initialised `st`.
+        let st = unsafe { st.assume_init() };
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    fn preallocation_budget(&self) -> &PreallocBudget {
+        &PREALLOCATION_BUDGET
     }
 }

@@ -17,6 +17,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+pub use budget::PreallocBudget;
+
+pub mod budget;
 pub mod dma;
 #[cfg(any(test, feature = "test-util"))]
 pub mod sim;
@@ -83,6 +86,12 @@ pub trait Storage: Clone + 'static {
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes creations, removals and renames in `dir` durable.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Bytes free for an unprivileged writer on the file system of `dir`.
+    /// A plain system call (statvfs), not worth a trip through io_uring.
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64>;
+    /// The bound on what the logs on this storage preallocate ahead of
+    /// their data (see `budget`).
+    fn preallocation_budget(&self) -> &PreallocBudget;
 }
 
 /// Writes `data` as the whole content of the file at `path` (aligned write,

@@ -125,6 +125,9 @@ impl SimState {
 #[derive(Clone)]
 pub struct SimStorage {
     state: Rc<RefCell<SimState>>,
+    /// The preallocation budget of the logs on this storage (its own, so
+    /// tests running side by side do not share one).
+    budget: Rc<super::PreallocBudget>,
 }
 
 /// An open simulated file.
@@ -148,6 +151,9 @@ impl SimStorage {
                 writes: 0,
                 syncs: 0,
             })),
+            budget: Rc::new(super::PreallocBudget::new(
+                super::budget::PREALLOCATE_BUDGET_BYTES,
+            )),
         }
     }
 
@@ -489,5 +495,17 @@ impl Storage for SimStorage {
 
     async fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         Ok(())
+    }
+
+    fn free_bytes(&self, _dir: &Path) -> io::Result<u64> {
+        let st = self.state.borrow();
+        Ok(st
+            .faults
+            .capacity_bytes
+            .map_or(u64::MAX, |cap| cap.saturating_sub(st.used_bytes())))
+    }
+
+    fn preallocation_budget(&self) -> &super::PreallocBudget {
+        &self.budget
     }
 }

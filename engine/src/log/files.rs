@@ -8,11 +8,12 @@ use std::path::Path;
 use super::segment::segment_name;
 use crate::io::Storage;
 
-/// The next segment's file, created and preallocated whole in the
-/// background while the active segment fills, and renamed to `<base>.log`
-/// at the roll: the new segment then needs no preallocation step, each of
-/// which drains the write queue (see PREALLOCATE_STEP_BYTES), and the roll
-/// creates no file. A leftover one is removed when the log opens.
+/// The next segment's file, created and preallocated one step in the
+/// background while the active segment of a fast-writing partition fills
+/// (see `prealloc.rs`), and renamed to `<base>.log` at the roll: the new
+/// segment then starts with preallocated space (each extension drains the
+/// write queue, see `flush.rs`), and the roll creates no file. A leftover
+/// one is removed when the log opens; an idle log removes its spare.
 pub(super) const SPARE_SEGMENT_FILE: &str = ".next-segment";
 
 /// Writes a segment's `.index` and `.timeindex`, each under a temporary name

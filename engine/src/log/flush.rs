@@ -8,7 +8,13 @@
 //! commit). Write-behind rounds write full chunks in the background so an
 //! append that only needs to be in the log does not wait for the disk.
 //! The active segment's file is preallocated ahead of the writes here, at
-//! the start of a round, while no write is in flight.
+//! the start of a round, while no write is in flight: ext4's fallocate
+//! waits for every O_DIRECT write of the file to finish, so extending in the
+//! middle of a round drained the write pipeline (about 25% of sequential
+//! write throughput lost). How far ahead is `prealloc.rs`'s decision.
+//! Write-behind rounds run for as long as there are chunks to write,
+//! keeping writes in flight, until the preallocated space ends; a sync
+//! request or a roll asks the running round to stop.
 //!
 //! Two rules keep the bytes on disk right however a round ends: a chunk
 //! that overlaps a write in flight waits for it (the overlap rule below), and
@@ -19,40 +25,19 @@ use std::rc::Rc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use super::prealloc::refresh_free_space;
 use super::segment::segment_bytes;
 use super::state::{io_err, Inner, PartitionLog, State};
-use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::io::{align_up, IoBuf, Storage, StorageFile};
 
 /// O_DIRECT chunk writes in flight at once per log.
 const MAX_INFLIGHT_WRITES: usize = 32;
-/// How far ahead of its first chunk a write-behind round preallocates
-/// (the round ends where the preallocated space does). Write-behind rounds
-/// otherwise run for as long as there are chunks to write, keeping writes in
-/// flight; a sync request or a roll asks the running round to stop.
-const PREALLOCATE_ROUND_CHUNKS: usize = 256;
-/// Preallocation of a new segment, and how far ahead of the writes it is
-/// extended (never past `segment.bytes`). Preallocating a whole 1 GiB
-/// segment per partition up front fills a disk with idle partitions.
-/// The extension happens only when a flush round starts, with no write in
-/// flight: ext4's fallocate waits for every O_DIRECT write of the file to
-/// finish, so extending in the middle of a round drained the write pipeline
-/// (about 25% of sequential write throughput lost).
-pub(super) const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
-
-/// How far a segment `len` bytes long is preallocated when it becomes the
-/// active one (created, recovered or cut): `PREALLOCATE_FIRST_BYTES` past
-/// its end, and never past the segment's size.
-pub(super) fn first_preallocation_bytes(config: &LogConfig, len: u64) -> u64 {
-    align_up(segment_bytes(config)).min(align_up(len) + PREALLOCATE_FIRST_BYTES)
-}
-const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
 
 /// Resets `flushing` (and un-submits unfinished chunks) however a round
 /// ends, including when its future is dropped.
-struct RoundGuard<'a, S: Storage> {
-    inner: &'a Inner<S>,
+pub(super) struct RoundGuard<'a, S: Storage> {
+    pub(super) inner: &'a Inner<S>,
 }
 
 impl<S: Storage> Drop for RoundGuard<'_, S> {
@@ -183,33 +168,42 @@ impl<S: Storage> PartitionLog<S> {
             (c.preallocate, align_up(segment_bytes(&c)))
         };
         if preallocate {
-            // Ahead of everything this round may write, before any write
-            // is in flight (see PREALLOCATE_STEP_BYTES): the chunks there
-            // are, and PREALLOCATE_ROUND_CHUNKS from the first unsubmitted.
-            let (allocated, reach) = {
+            // Ahead of everything this round may write (the chunks there
+            // are), before any write is in flight (see above).
+            let (allocated, data_end, reach, now_ms) = {
                 let st = self.inner.state.borrow();
                 let allocated = st.segments.last().map_or(0, |s| s.allocated_bytes);
+                let data_end = st.segments.last().map_or(0, |s| align_up(s.len));
                 let reach = st.tail.as_ref().and_then(|t| {
-                    let unsubmitted = t.chunks.iter().filter(|c| !c.submitted);
-                    let first = unsubmitted.clone().map(|c| c.start).min()?;
-                    let data_end = unsubmitted
+                    t.chunks
+                        .iter()
+                        .filter(|c| !c.submitted)
                         .map(|c| c.start + c.buf.as_slice().len() as u64)
-                        .max()?;
-                    let ahead = limit.min(PREALLOCATE_ROUND_CHUNKS) as u64;
-                    Some(data_end.max(first + ahead * self.inner.chunk_bytes))
+                        .max()
                 });
-                (allocated, reach)
+                (allocated, data_end, reach, st.clock_ms)
             };
+            let storage = &self.inner.storage;
+            refresh_free_space(storage, &self.inner.dir, now_ms);
+            let target = self.inner.prealloc.borrow_mut().extension(
+                storage.preallocation_budget(),
+                now_ms,
+                allocated,
+                data_end,
+                reach.unwrap_or(0).max(data_end),
+                cap_bytes,
+            );
             let mut allocated = allocated;
-            if let Some(end) = reach.filter(|&e| e > allocated && allocated < cap_bytes) {
-                let target = (end + PREALLOCATE_STEP_BYTES).min(cap_bytes);
+            if let Some(target) = target {
                 file.preallocate(target).await.map_err(io_err)?;
                 if let Some(seg) = self.inner.state.borrow_mut().segments.last_mut() {
                     seg.allocated_bytes = seg.allocated_bytes.max(target);
                 }
                 allocated = target;
             }
-            if allocated < cap_bytes {
+            // Where the budget left the chunks past the preallocated space,
+            // the writes extend the file, and the round does not stop there.
+            if allocated < cap_bytes && reach.is_none_or(|e| e <= allocated) {
                 write_limit = allocated;
             }
         }
@@ -233,8 +227,9 @@ impl<S: Storage> PartitionLog<S> {
                         break;
                     };
                     let end = c.start + c.buf.as_slice().len() as u64;
-                    // A sync round's chunks are all below the preallocation
-                    // made above; only a write-behind round can outrun it.
+                    // A sync round writes its chunks wherever the
+                    // preallocation ends; only a write-behind round stops
+                    // there.
                     let outruns = !sync && end > write_limit;
                     if outruns || busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
                         break;

@@ -11,7 +11,11 @@
 //! - `tail`: the active segment's aligned tail buffer and its chunks; no I/O;
 //! - `append`: validate, assign offsets (or keep a leader's: the append
 //!   origin), wait for durability;
-//! - `flush`: flush rounds (group commit), write-behind, preallocation;
+//! - `flush`: flush rounds (group commit), write-behind, preallocation
+//!   ahead of the writes;
+//! - `prealloc`: how far ahead to preallocate, and the log's claim on the
+//!   storage's preallocation budget; no I/O;
+//! - `reclaim`: trimming an idle log's preallocation back to its data;
 //! - `roll`: rolling to a new segment, the spare segment, finishing the
 //!   rolled one;
 //! - `read`: reads by offset and timestamp lookup, up to the read bound;
@@ -48,7 +52,9 @@ use crate::producer_state::{self, ProducerStateTable};
 mod append;
 mod files;
 mod flush;
+mod prealloc;
 mod read;
+mod reclaim;
 mod recover;
 mod retention;
 mod roll;
@@ -126,6 +132,7 @@ impl<S: Storage> PartitionLog<S> {
                 spare: RefCell::new(None),
                 spare_started_for: Cell::new(None),
                 spare_busy: Cell::new(false),
+                prealloc: RefCell::new(prealloc::Prealloc::default()),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
                 write_behind,
             }),
@@ -232,7 +239,8 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Periodic work: `flush.ms` syncs, `segment.ms` rolls and retention.
+    /// Periodic work: `flush.ms` syncs, `segment.ms` rolls, retention, and
+    /// the trim of what an idle log preallocated past its data.
     pub async fn tick(&self, now_ms: i64) -> Result<()> {
         let (segment_ms, flush_ms) = {
             let c = self.inner.config.borrow();
@@ -263,7 +271,7 @@ impl<S: Storage> PartitionLog<S> {
         } else if sync {
             self.flush_round(true).await
         } else {
-            Ok(())
+            self.trim_if_idle(now_ms).await
         };
         // Retention runs even when the roll or sync failed: on a full disk,
         // deleting old segments is what frees the space they need.
@@ -330,6 +338,10 @@ impl<S: Storage> PartitionLog<S> {
                 .remove_file(&self.inner.dir.join(SPARE_SEGMENT_FILE))
                 .await;
         }
+        // The active segment was trimmed to its data above (unless the log
+        // failed earlier; then the next open cuts it).
+        let budget = self.inner.storage.preallocation_budget();
+        self.inner.prealloc.borrow_mut().reset(budget, false);
         self.inner.appended.notify_all();
         self.inner.progress.notify_all();
         match failed {

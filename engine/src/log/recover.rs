@@ -237,14 +237,13 @@ pub(super) async fn recover<S: Storage>(
         storage.sync_dir(dir).await.map_err(io_err)?;
     }
     if segments.is_empty() {
-        let (seg, tail) = create_segment::<S>(storage, dir, 0, config, chunk_bytes).await?;
+        let (seg, tail) = create_segment::<S>(storage, dir, 0, chunk_bytes).await?;
         storage.sync_dir(dir).await.map_err(io_err)?;
         return Ok((vec![seg], tail));
     }
     let Some(seg) = segments.last_mut() else {
         unreachable!()
     };
-    let (tail, allocated_bytes) = activate(&*seg.file, seg.len, config, chunk_bytes).await?;
-    seg.allocated_bytes = allocated_bytes;
+    let tail = activate(&*seg.file, seg.len, chunk_bytes).await?;
     Ok((segments, tail))
 }

@@ -3,8 +3,9 @@
 //!
 //! A roll (appends wait) syncs the active segment, captures its indexes and
 //! the producer state, and makes the next segment active: the spare
-//! `.next-segment`, preallocated whole in the background once the active
-//! segment was half full, renamed into place, or a new file. The old segment
+//! `.next-segment`, preallocated one step in the background once the active
+//! segment was half full (for partitions writing fast, see `prealloc.rs`),
+//! renamed into place, or a new file. The old segment
 //! is then finished in the background (trimmed, synced, index files and
 //! producer snapshot written) while appends go on in the new one.
 
@@ -13,11 +14,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::files::{write_index_files, SPARE_SEGMENT_FILE};
-use super::flush::first_preallocation_bytes;
 use super::segment::{segment_name, Segment};
 use super::state::{io_err, BufOf, Inner, PartitionLog};
 use super::tail::Tail;
-use crate::config::LogConfig;
 use crate::error::Result;
 use crate::index;
 use crate::io::{align_up, Storage, StorageFile};
@@ -184,8 +183,10 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Starts preparing the spare segment once the active one is half full
-    /// (so idle partitions never hold one), in the background when the log
-    /// can spawn.
+    /// and the partition writes fast enough (its preallocation step grew to
+    /// `SPARE_MIN_STEP_BYTES`), so idle and slow partitions never hold one;
+    /// in the background when the log can spawn. The spare is one step
+    /// long, claimed from the preallocation budget first.
     pub(super) async fn maybe_prepare_spare(&self, segment_bytes: u64) {
         if !self.inner.config.borrow().preallocate {
             return;
@@ -206,45 +207,57 @@ impl<S: Storage> PartitionLog<S> {
         {
             return;
         }
-        self.inner.spare_busy.set(true);
+        let Some(bytes) = self
+            .inner
+            .prealloc
+            .borrow()
+            .spare_bytes(align_up(segment_bytes))
+        else {
+            return;
+        };
         self.inner.spare_started_for.set(Some(base));
+        let budget = self.inner.storage.preallocation_budget();
+        if !self.inner.prealloc.borrow_mut().claim_spare(budget, bytes) {
+            return;
+        }
+        self.inner.spare_busy.set(true);
         match &self.inner.write_behind {
             Some(spawn) => {
                 let log = self.clone();
-                spawn(Box::pin(
-                    async move { log.prepare_spare(segment_bytes).await },
-                ));
+                spawn(Box::pin(async move { log.prepare_spare(bytes).await }));
             }
-            None => self.prepare_spare(segment_bytes).await,
+            None => self.prepare_spare(bytes).await,
         }
     }
 
-    /// Creates the spare segment file, preallocated to `segment.bytes`.
+    /// Creates the spare segment file, preallocated to `bytes` (claimed).
     /// Failure (a full disk) only means the roll creates the file itself.
-    async fn prepare_spare(&self, segment_bytes: u64) {
+    async fn prepare_spare(&self, bytes: u64) {
         let storage = &self.inner.storage;
         let path = self.inner.dir.join(SPARE_SEGMENT_FILE);
         let made = async {
             let file = storage.open(&path).await?;
             file.truncate(0).await?;
-            file.preallocate(align_up(segment_bytes)).await?;
-            Ok::<_, std::io::Error>((file, align_up(segment_bytes)))
+            file.preallocate(bytes).await?;
+            Ok::<_, std::io::Error>(file)
         }
         .await;
         let closed = self.inner.state.borrow().closed;
         self.inner.spare_busy.set(false);
-        match made {
-            Ok((file, allocated)) if !closed => {
-                *self.inner.spare.borrow_mut() = Some((Rc::new(file), allocated));
+        let made = match made {
+            Ok(file) if !closed => {
+                *self.inner.spare.borrow_mut() = Some((Rc::new(file), bytes));
+                return;
             }
-            Ok(_) => {
-                let _ = storage.remove_file(&path).await;
-            }
-            Err(e) => {
-                tracing::warn!(dir = %self.inner.dir.display(), error = %e, "preparing the next segment failed; the roll will create it");
-                let _ = storage.remove_file(&path).await;
-            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "preparing the next segment failed; the roll will create it");
         }
+        let _ = storage.remove_file(&path).await;
+        let budget = storage.preallocation_budget();
+        self.inner.prealloc.borrow_mut().release_spare(budget);
     }
 
     /// The next segment at `base_offset`: the spare renamed into place when
@@ -252,13 +265,16 @@ impl<S: Storage> PartitionLog<S> {
     async fn next_segment(&self, base_offset: i64) -> Result<(Segment<S::File>, Tail<BufOf<S>>)> {
         let storage = &self.inner.storage;
         let dir = &self.inner.dir;
-        let config = self.config();
         let spare = self.inner.spare.borrow_mut().take();
+        let budget = storage.preallocation_budget();
         if let Some((file, allocated)) = spare {
             let path = dir.join(segment_name(base_offset, "log"));
             let renamed = storage.rename(&dir.join(SPARE_SEGMENT_FILE), &path).await;
             match renamed {
                 Ok(()) => {
+                    // The old segment is trimmed to its data when finished;
+                    // the spare's claim is now the active segment's.
+                    self.inner.prealloc.borrow_mut().rolled(budget, true);
                     for ext in ["index", "timeindex"] {
                         storage
                             .remove_file(&dir.join(segment_name(base_offset, ext)))
@@ -280,16 +296,18 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
         }
-        create_segment::<S>(storage, dir, base_offset, &config, self.inner.chunk_bytes).await
+        self.inner.prealloc.borrow_mut().rolled(budget, false);
+        create_segment::<S>(storage, dir, base_offset, self.inner.chunk_bytes).await
     }
 }
 
-/// Creates a new, empty segment file (preallocated when configured).
+/// Creates a new, empty segment file. It is not preallocated: its first
+/// flush round preallocates what its writes need (see `prealloc.rs`), so a
+/// partition that is created and never written holds no disk.
 pub(super) async fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
     base_offset: i64,
-    config: &LogConfig,
     chunk_bytes: u64,
 ) -> Result<(Segment<S::File>, Tail<BufOf<S>>)> {
     let path = dir.join(segment_name(base_offset, "log"));
@@ -301,15 +319,6 @@ pub(super) async fn create_segment<S: Storage>(
             .await
             .map_err(io_err)?;
     }
-    let mut allocated_bytes = 0;
-    if config.preallocate {
-        let bytes = first_preallocation_bytes(config, 0);
-        if let Err(e) = file.preallocate(bytes).await {
-            let _ = storage.remove_file(&path).await;
-            return Err(io_err(e));
-        }
-        allocated_bytes = bytes;
-    }
     let buf = file.alloc_buf(chunk_bytes as usize);
     let tail = Tail {
         buf,
@@ -317,7 +326,5 @@ pub(super) async fn create_segment<S: Storage>(
         chunks: VecDeque::new(),
         loaded_end: 0,
     };
-    let mut segment = Segment::new(base_offset, Rc::new(file));
-    segment.allocated_bytes = allocated_bytes;
-    Ok((segment, tail))
+    Ok((Segment::new(base_offset, Rc::new(file)), tail))
 }

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::prealloc::Prealloc;
 use super::segment::Segment;
 use super::tail::Tail;
 use crate::config::LogConfig;
@@ -146,6 +147,18 @@ pub(super) struct Inner<S: Storage> {
     pub(super) spare_started_for: Cell<Option<i64>>,
     /// A spare is being prepared.
     pub(super) spare_busy: Cell<bool>,
+    /// The preallocation step and this log's claim on the storage's
+    /// preallocation budget (see `prealloc.rs`).
+    pub(super) prealloc: RefCell<Prealloc>,
+}
+
+impl<S: Storage> Drop for Inner<S> {
+    /// A log dropped without `close` (a failed open, a shard stopping) gives
+    /// its claim back too.
+    fn drop(&mut self) {
+        let budget = self.storage.preallocation_budget();
+        self.prealloc.get_mut().reset(budget, false);
+    }
 }
 
 /// Starts a future on the log's executor without waiting for it.

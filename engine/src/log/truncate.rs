@@ -34,13 +34,11 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use super::flush::first_preallocation_bytes;
 use super::roll::RollGuard;
 use super::segment::{segment_name, Segment};
 use super::state::{io_err, PartitionLog};
 use super::tail::Tail;
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
-use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::io::{align_down, IoBuf, Storage, StorageFile};
 
@@ -241,15 +239,17 @@ impl<S: Storage> PartitionLog<S> {
         remove_segments(storage, dir, dropped).await?;
         let file_len = file.len().await.map_err(io_err)?;
         cut_segment_file(file, len, file_len, true).await?;
-        let config = self.config();
-        let (tail, allocated_bytes) = activate(file, len, &config, self.inner.chunk_bytes).await?;
+        let tail = activate(file, len, self.inner.chunk_bytes).await?;
         {
             let mut st = self.inner.state.borrow_mut();
             st.tail = Some(tail);
             if let Some(seg) = st.segments.last_mut() {
-                seg.allocated_bytes = allocated_bytes;
+                seg.allocated_bytes = 0;
             }
         }
+        // The cut gave back what the segment held past its data.
+        let budget = self.inner.storage.preallocation_budget();
+        self.inner.prealloc.borrow_mut().reset(budget, true);
         self.restore_producer_state().await?;
         storage.sync_dir(dir).await.map_err(io_err)
     }
@@ -296,27 +296,15 @@ pub(super) async fn cut_segment_file<F: StorageFile>(
 }
 
 /// Makes a segment `len` bytes long the active one, after recovery or a
-/// truncation: preallocates its file ahead of the end (best effort) and
-/// loads its last partial block into a new tail buffer, which the next
-/// write rewrites. Returns the tail and how far the file is preallocated
-/// (0 when it was not).
+/// truncation: loads its last partial block into a new tail buffer, which
+/// the next write rewrites. The file is not preallocated here (its first
+/// flush round does that, see `prealloc.rs`), so opening a log claims no
+/// disk.
 pub(super) async fn activate<F: StorageFile>(
     file: &F,
     len: u64,
-    config: &LogConfig,
     chunk_bytes: u64,
-) -> Result<(Tail<F::Buf>, u64)> {
-    let mut allocated_bytes = 0;
-    if config.preallocate {
-        let bytes = first_preallocation_bytes(config, len);
-        if len < bytes {
-            // Best effort: a full disk still lets the log open and serve reads.
-            match file.preallocate(bytes).await {
-                Ok(()) => allocated_bytes = bytes,
-                Err(e) => tracing::warn!(error = %e, "preallocation failed"),
-            }
-        }
-    }
+) -> Result<Tail<F::Buf>> {
     let loaded_end = len;
     let buf_start = align_down(len);
     let mut buf = file.alloc_buf(chunk_bytes as usize);
@@ -336,7 +324,7 @@ pub(super) async fn activate<F: StorageFile>(
         chunks: std::collections::VecDeque::new(),
         loaded_end,
     };
-    Ok((tail, allocated_bytes))
+    Ok(tail)
 }
 
 /// Scans `seg` from its last trusted index entry to the first torn, corrupt
