@@ -109,6 +109,9 @@ impl<S: Storage> PartitionLog<S> {
                     tail: Some(tail),
                     log_start_offset,
                     log_end_offset,
+                    written_offset: log_end_offset,
+                    written_ends: std::collections::VecDeque::new(),
+                    write_wanted: log_end_offset,
                     synced_offset: log_end_offset,
                     messages_since_sync: 0,
                     last_sync_ms: 0,
@@ -120,7 +123,7 @@ impl<S: Storage> PartitionLog<S> {
                     closed: false,
                     failed: None,
                 }),
-                appended: Notify::default(),
+                written: Notify::default(),
                 progress: Notify::default(),
                 rounds: Cell::new(0),
                 spare: RefCell::new(None),
@@ -191,6 +194,13 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.state.borrow().log_end_offset
     }
 
+    /// Every offset below this is on the device (the O_DIRECT writes
+    /// covering it completed): a process crash cannot take it back. The
+    /// read bound on one node (see [`high_watermark`](Self::high_watermark)).
+    pub fn written_offset(&self) -> i64 {
+        self.inner.state.borrow().written_offset
+    }
+
     /// Every offset below this is covered by an fdatasync.
     pub fn synced_offset(&self) -> i64 {
         self.inner.state.borrow().synced_offset
@@ -217,14 +227,16 @@ impl<S: Storage> PartitionLog<S> {
             .sum()
     }
 
-    /// Resolves once the log end offset is past `offset` or the log closes.
-    /// Callers bound the wait with their own timer.
+    /// Resolves once the read bound (the written offset, see
+    /// [`high_watermark`](Self::high_watermark)) is past `offset` or the log
+    /// closes: a long poll wakes when there is something it may read, not
+    /// when it is only appended. Callers bound the wait with their own timer.
     pub async fn wait_for_offset(&self, offset: i64) {
         loop {
-            let notified = self.inner.appended.notified();
+            let notified = self.inner.written.notified();
             {
                 let st = self.inner.state.borrow();
-                if st.log_end_offset > offset || st.closed {
+                if st.written_offset > offset || st.closed {
                     return;
                 }
             }
@@ -258,7 +270,7 @@ impl<S: Storage> PartitionLog<S> {
         let work = if roll {
             self.roll().await
         } else if sync {
-            self.flush_round(true).await
+            self.flush_round(flush::Round::Sync).await
         } else {
             Ok(())
         };
@@ -327,7 +339,7 @@ impl<S: Storage> PartitionLog<S> {
                 .remove_file(&self.inner.dir.join(SPARE_SEGMENT_FILE))
                 .await;
         }
-        self.inner.appended.notify_all();
+        self.inner.written.notify_all();
         self.inner.progress.notify_all();
         match failed {
             None => Ok(()),

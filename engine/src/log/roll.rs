@@ -13,7 +13,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::files::{write_index_files, SPARE_SEGMENT_FILE};
-use super::flush::first_preallocation_bytes;
+use super::flush::{first_preallocation_bytes, Round};
 use super::segment::{segment_name, Segment};
 use super::state::{io_err, BufOf, Inner, PartitionLog};
 use super::tail::Tail;
@@ -100,6 +100,9 @@ impl<S: Storage> PartitionLog<S> {
         storage.sync_dir(dir).await.map_err(io_err)?;
         {
             let mut st = self.inner.state.borrow_mut();
+            // `settle` wrote everything: no append of the old segment waits
+            // for its bytes to reach the device.
+            debug_assert!(st.written_ends.is_empty() && st.written_offset == next_offset);
             st.segments.push(segment);
             st.finishing = Some(closed.base);
             if let Some(old) = st.tail.replace(tail) {
@@ -152,7 +155,7 @@ impl<S: Storage> PartitionLog<S> {
             if self.inner.state.borrow().synced_offset >= end && !has_chunks {
                 break;
             }
-            self.flush_round(true).await?;
+            self.flush_round(Round::Sync).await?;
         }
         Ok(())
     }
@@ -270,6 +273,7 @@ impl<S: Storage> PartitionLog<S> {
                         buf_start: 0,
                         chunks: VecDeque::new(),
                         loaded_end: 0,
+                        written_end: 0,
                     };
                     let mut segment = Segment::new(base_offset, file);
                     segment.allocated_bytes = allocated;
@@ -316,6 +320,7 @@ pub(super) async fn create_segment<S: Storage>(
         buf_start: 0,
         chunks: VecDeque::new(),
         loaded_end: 0,
+        written_end: 0,
     };
     let mut segment = Segment::new(base_offset, Rc::new(file));
     segment.allocated_bytes = allocated_bytes;

@@ -34,7 +34,6 @@ struct Got {
     error: Option<ResponseError>,
     high_watermark: i64,
     log_start_offset: i64,
-    log_end_offset: i64,
     batches: Vec<Bytes>,
 }
 
@@ -44,7 +43,6 @@ impl Got {
             error: Some(e),
             high_watermark: -1,
             log_start_offset: -1,
-            log_end_offset: -1,
             batches: Vec::new(),
         }
     }
@@ -83,12 +81,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         if total >= min_bytes || any_error || now >= deadline || shard.is_shutting_down() {
             break;
         }
-        // Wait for any partition to grow past the end seen by the last read.
+        // Wait for any partition's read bound (written to the device) to
+        // pass the one seen by the last read. Not its log end: what lies
+        // between is not readable yet, and becomes readable without growing
+        // the log.
         let waits: Vec<Want> = wants
             .iter()
             .zip(&got)
             .map(|(w, g)| Want {
-                offset: g.log_end_offset.max(w.offset),
+                offset: g.high_watermark.max(w.offset),
                 ..w.clone()
             })
             .collect();
@@ -171,7 +172,6 @@ async fn read_local(shard: &Shard, w: Want) -> Got {
             error: None,
             high_watermark: r.high_watermark,
             log_start_offset: r.log_start_offset,
-            log_end_offset: r.log_end_offset,
             batches: r.batches,
         },
         Err(e) => {
@@ -181,14 +181,14 @@ async fn read_local(shard: &Shard, w: Want) -> Got {
             let mut g = Got::error(engine_error_code(&e));
             g.high_watermark = log.high_watermark();
             g.log_start_offset = log.log_start_offset();
-            g.log_end_offset = log.log_end_offset();
             g
         }
     }
 }
 
-/// Resolves when any partition's log grows past the offset in its `Want`,
-/// or after `timeout`.
+/// Resolves when any partition's read bound (its high watermark: on one
+/// node, the offset written to the device) passes the offset in its
+/// `Want`, or after `timeout`.
 async fn wait_any(shard: &Rc<Shard>, waits: &[Want], timeout: Duration) {
     let mut by_shard: Vec<Vec<Want>> = (0..shard.shards).map(|_| Vec::new()).collect();
     for w in waits {
