@@ -105,6 +105,7 @@ impl<S: Storage> PartitionLog<S> {
     /// leading write rounds as needed. A failed write fails the caller
     /// that led the round; the chunk stays in memory for the next round.
     pub(super) async fn write_to(&self, end_offset: i64) -> Result<()> {
+        let mut yielded = false;
         loop {
             let progressed = self.inner.progress.notified();
             let busy = {
@@ -119,6 +120,14 @@ impl<S: Storage> PartitionLog<S> {
             };
             if busy {
                 progressed.await;
+                continue;
+            }
+            if !yielded {
+                // Before leading: the appenders the last round woke (each
+                // about to append its next batch) copy theirs first, so the
+                // round writes all of them at once instead of this one alone.
+                yielded = true;
+                futures_lite::future::yield_now().await;
                 continue;
             }
             self.flush_round(Round::Write(end_offset)).await?;
