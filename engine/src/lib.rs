@@ -16,7 +16,7 @@
 //!     chunks (no I/O);
 //!   - `log/append.rs`: validate, assign offsets (`AppendOrigin`), wait for
 //!     durability;
-//!   - `log/flush.rs`: flush rounds (group commit), write-behind,
+//!   - `log/flush.rs`: flush rounds (group commit), write rounds for acks=1,
 //!     preallocation;
 //!   - `log/roll.rs`: rolls, the spare segment, finishing a rolled segment;
 //!   - `log/read.rs`: reads by offset, timestamp lookup, the read bound;

@@ -21,13 +21,18 @@
 //! - `retention`: deleting old segments.
 //!
 //! Write path: `append` validates the batches, assigns offsets in place and
-//! copies them into the active segment's 4096-aligned tail buffer (they are
-//! readable from there at once). Full tail buffers are sealed into chunks.
-//! Whoever needs data on disk (a `Synced` append, a full chunk, `flush`,
-//! `tick`) leads a *flush round* if none is running, else waits for the
-//! running one and checks again: every append that arrives while a round is
-//! in flight joins the next round, which does one write per chunk (several in
-//! flight) and at most one fdatasync for all of them (group commit).
+//! copies them into the active segment's 4096-aligned tail buffer. Full tail
+//! buffers are sealed into chunks. Whoever needs data on disk (a `Written`
+//! append: on the device; a `Synced` one: also fdatasynced; `flush`, `tick`)
+//! leads a *flush round* if none is running, else waits for the running one
+//! and checks again: every append that arrives while a round is in flight
+//! joins the next round, which does one write per chunk (several in flight),
+//! writes the partial tail for `Written` appends, and does at most one
+//! fdatasync for all of them (group commit).
+//!
+//! What readers see: up to the *written offset*, below which every batch is
+//! on the device, so no reader sees a record that a process crash takes
+//! back (`high_watermark`).
 //!
 //! Read path: segment by base offset, position by the sparse index, then
 //! batch headers are scanned; bytes come from the tail buffer and recently
