@@ -16,8 +16,8 @@
 //!     chunks (no I/O);
 //!   - `log/append.rs`: validate, assign offsets (`AppendOrigin`), wait for
 //!     durability;
-//!   - `log/flush.rs`: flush rounds (group commit), write-behind,
-//!     preallocation ahead of the writes;
+//!   - `log/flush.rs`: flush rounds (group commit), write rounds for acks=1,
+//!     write-behind, preallocation ahead of the writes;
 //!   - `log/prealloc.rs`: how far ahead a log preallocates (a step that
 //!     follows the write rate) and its claim on the preallocation budget
 //!     (`io/budget.rs`);

@@ -267,6 +267,8 @@ fn run_seed_with(seed: u64, crash_loss: CrashLoss, truncations: Truncations) -> 
     block_on(async move {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut truncate_rng = SmallRng::seed_from_u64(seed ^ 0x7255_4E43_A7E0_0000);
+        // Process kills draw from a third stream, for the same reason.
+        let mut kill_rng = SmallRng::seed_from_u64(seed ^ 0x4B11_1000_0000_0000);
         let fs = SimStorage::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         fs.set_crash_loss(crash_loss);
         let faults = rng.gen_ratio(1, 4);
@@ -371,6 +373,19 @@ fn run_seed_with(seed: u64, crash_loss: CrashLoss, truncations: Truncations) -> 
                         fs.crash();
                         log = open(&fs, &dir, &config).await.map_err(ctx)?;
                         adopt_unknown_tail(&log, &mut model).await.map_err(ctx)?;
+                        after_crash(&log, &mut model).await.map_err(ctx)?;
+                    } else if kill_rng.gen_ratio(1, 8) {
+                        // A process crash (the files keep what was written)
+                        // takes back nothing acknowledged, Written or Synced.
+                        drop(log);
+                        log = open(&fs, &dir, &config).await.map_err(ctx)?;
+                        check(log.log_end_offset() == model.end(), || {
+                            ctx(format!(
+                                "process crash lost acknowledged appends: end {} < {}",
+                                log.log_end_offset(),
+                                model.end()
+                            ))
+                        })?;
                         after_crash(&log, &mut model).await.map_err(ctx)?;
                     }
                 }
@@ -717,9 +732,10 @@ fn retention_runs_when_the_disk_is_full() {
     });
 }
 
-/// A write-behind chunk write that fails (here ENOSPC while the file grows)
-/// must be written again by a later round: a sync that succeeds afterwards
-/// covers those bytes too, and a roll does not wait for them forever.
+/// A chunk write that fails (here ENOSPC while the file grows) fails the
+/// `Written` appends waiting for it and must be written again by a later
+/// round: a sync that succeeds afterwards covers those bytes too, and a roll
+/// does not wait for them forever.
 #[test]
 fn failed_chunk_write_is_retried_before_a_sync_reports_it() {
     block_on(async {
@@ -740,15 +756,21 @@ fn failed_chunk_write_is_retried_before_a_sync_reports_it() {
             capacity_bytes: Some(used),
         });
         let payload = vec![7u8; 16 * 1024];
-        let mut last = -1;
         for i in 0..80 {
             let b = build_batch(i, &[&payload]);
-            last = log
-                .append(&b, Durability::Written, i)
-                .await
-                .unwrap()
-                .last_offset;
+            // A `Written` append is acknowledged once on the device: here
+            // its write fails, and so does the append (its batches stay in
+            // the log, for the next round to write).
+            let r = log.append(&b, Durability::Written, i).await;
+            assert!(
+                matches!(r, Err(EngineError::NoSpace | EngineError::Io(_))),
+                "append {i}: {r:?}"
+            );
         }
+        let last = log.log_end_offset() - 1;
+        assert_eq!(last, 79);
+        // Nothing is readable: nothing reached the device.
+        assert_eq!(log.high_watermark(), 0);
         // More than one 1 MiB chunk was sealed and its write failed.
         let log_file = Path::new(dir).join(format!("{:020}.log", 0));
         assert_eq!(fs.file_len(&log_file), Some(0), "a write got through");
@@ -756,6 +778,7 @@ fn failed_chunk_write_is_retried_before_a_sync_reports_it() {
         let b = build_batch(99, &[b"synced"]);
         let info = log.append(&b, Durability::Synced, 99).await.unwrap();
         assert_eq!(info.base_offset, last + 1);
+        assert_eq!(log.high_watermark(), info.last_offset + 1);
         fs.crash();
         drop(log);
         let log = PartitionLog::open_with(fs.clone(), dir, config)

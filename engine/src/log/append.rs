@@ -4,9 +4,11 @@
 //! anything is copied, waits for room (no roll in progress, bounded
 //! unwritten bytes, space in the active segment), checks the idempotent
 //! producers, assigns offsets in place and copies the batches into the
-//! active segment's tail buffer, where they are readable at once. Then it
-//! waits for what the caller asked: nothing more (`Written`) or the
-//! fdatasync of a flush round (`Synced`).
+//! active segment's tail buffer. Then it waits for what the caller asked:
+//! the O_DIRECT write that puts them on the device (`Written`, a write
+//! round) or the fdatasync of a flush round (`Synced`). Readers see them
+//! once they are written (the read bound is the written offset), so no
+//! reader sees what a process crash takes back.
 //!
 //! The [`AppendOrigin`] says who gives the batches their offsets. A client's
 //! batches get theirs here, from the log end. A replica's batches (a
@@ -19,6 +21,7 @@
 
 use std::ops::Range;
 
+use super::flush::Round;
 use super::segment;
 use super::state::{AppendInfo, AppendOrigin, Durability, PartitionLog, State};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
@@ -105,7 +108,6 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
-        self.inner.appended.notify_all();
         self.maybe_prepare_spare(segment_bytes).await;
         self.wait_for_durability(info.last_offset + 1, durability, flush_messages)
             .await?;
@@ -156,7 +158,7 @@ impl<S: Storage> PartitionLog<S> {
             match next {
                 Next::Go => break,
                 Next::Wait => progressed.await,
-                Next::Write => self.flush_round(false).await?,
+                Next::Write => self.flush_round(Round::Behind).await?,
                 Next::Roll => self.roll().await?,
             }
         }
@@ -240,6 +242,11 @@ impl<S: Storage> PartitionLog<S> {
         }
         debug_assert!(next > base, "offsets must move forward");
         st.log_end_offset = next;
+        // The written offset reaches `next` once the device holds the
+        // segment up to here.
+        let end_pos = st.segments.last().map_or(0, |s| s.len);
+        debug_assert!(st.written_ends.back().is_none_or(|&(p, _)| p <= end_pos));
+        st.written_ends.push_back((end_pos, next));
         st.messages_since_sync += messages;
         Ok(AppendInfo {
             base_offset: base,
@@ -249,9 +256,9 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
-    /// Waits until the batches below `end_offset` are as durable as asked
-    /// (or `flush.messages` asks a sync anyway); else starts writing any
-    /// full chunk, so the disk keeps busy.
+    /// Waits until the batches below `end_offset` are as durable as asked:
+    /// written to the device, or synced (also when `flush.messages` asks a
+    /// sync anyway).
     async fn wait_for_durability(
         &self,
         end_offset: i64,
@@ -261,19 +268,10 @@ impl<S: Storage> PartitionLog<S> {
         let must_sync = durability == Durability::Synced
             || self.inner.state.borrow().messages_since_sync >= flush_messages;
         if must_sync {
-            self.sync_to(end_offset).await?;
-        } else if self.has_unsubmitted_chunks() && !self.inner.state.borrow().flushing {
-            // A full chunk is waiting: write it now so the disk keeps busy,
-            // in the background when the log can spawn.
-            match &self.inner.write_behind {
-                Some(spawn) => {
-                    let log = self.clone();
-                    spawn(Box::pin(async move { log.write_full_chunks().await }));
-                }
-                None => self.write_full_chunks().await,
-            }
+            self.sync_to(end_offset).await
+        } else {
+            self.write_to(end_offset).await
         }
-        Ok(())
     }
 
     /// The answer to a retried batch: the original's offsets, once the
@@ -285,8 +283,9 @@ impl<S: Storage> PartitionLog<S> {
         log_append_time: bool,
     ) -> Result<AppendInfo> {
         tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
-        if durability == Durability::Synced {
-            self.sync_to(original.last_offset + 1).await?;
+        match durability {
+            Durability::Synced => self.sync_to(original.last_offset + 1).await?,
+            Durability::Written => self.write_to(original.last_offset + 1).await?,
         }
         Ok(AppendInfo {
             base_offset: original.base_offset,

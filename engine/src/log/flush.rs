@@ -5,8 +5,16 @@
 //! the running one and checks again: every append that arrives while a round
 //! is in flight joins the next round, which does one write per chunk
 //! (several in flight) and at most one fdatasync for all of them (group
-//! commit). Write-behind rounds write full chunks in the background so an
-//! append that only needs to be in the log does not wait for the disk.
+//! commit).
+//!
+//! A `Written` (acks=1) append is acknowledged once its bytes are on the
+//! device, not before: it leads a *write round* when none runs (else waits
+//! for the running one and checks again), which writes the full chunks and,
+//! once they are written, the partial tail as one padded copy (a
+//! *snapshot*, see `tail.rs`) without an fdatasync. Appends that arrive
+//! meanwhile are written together by the next round, so the data path stays
+//! batched. `written_offset`, the read bound, moves as these writes
+//! complete: a reader never sees a record that a process crash takes back.
 //! The active segment's file is preallocated ahead of the writes here, at
 //! the start of a round, while no write is in flight: ext4's fallocate
 //! waits for every O_DIRECT write of the file to finish, so extending in the
@@ -33,6 +41,21 @@ use crate::io::{align_up, IoBuf, Storage, StorageFile};
 
 /// O_DIRECT chunk writes in flight at once per log.
 const MAX_INFLIGHT_WRITES: usize = 32;
+
+/// What a flush round is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Round {
+    /// Writes full chunks (appends held back by `MAX_UNWRITTEN_BYTES`), and
+    /// the partial tail when a `Written` append waits for it, for as long
+    /// as there are any.
+    Behind,
+    /// Led by a `Written` append: a `Behind` round that submits nothing
+    /// more once every offset below the target is written.
+    Write(i64),
+    /// Writes what there is when it starts (the partial tail sealed into a
+    /// chunk), then fdatasyncs once.
+    Sync,
+}
 
 /// Resets `flushing` (and un-submits unfinished chunks) however a round
 /// ends, including when its future is dropped.
@@ -63,24 +86,37 @@ impl<S: Storage> PartitionLog<S> {
         self.sync_to(end).await
     }
 
-    /// Writes the full chunks not yet submitted (and those sealed while it
-    /// runs). The batches are in the log already, so a failed write is not
-    /// an append's failure; the chunk stays in memory for a retry.
-    pub(super) async fn write_full_chunks(&self) {
-        {
-            let st = self.inner.state.borrow();
-            if st.closed || st.failed.is_some() || st.flushing {
-                return;
+    /// Waits until every offset below `end_offset` is on the device,
+    /// leading write rounds as needed. A failed write fails the caller
+    /// that led the round; the chunk stays in memory for the next round.
+    pub(super) async fn write_to(&self, end_offset: i64) -> Result<()> {
+        let mut yielded = false;
+        loop {
+            let progressed = self.inner.progress.notified();
+            let busy = {
+                let mut st = self.inner.state.borrow_mut();
+                if st.written_offset >= end_offset {
+                    return Ok(());
+                }
+                self.check_open(&st)?;
+                // A running round writes the partial tail for it too.
+                st.write_wanted = st.write_wanted.max(end_offset);
+                st.flushing || st.rolling
+            };
+            if busy {
+                progressed.await;
+                continue;
             }
+            if !yielded {
+                // Before leading: the appenders the last round woke (each
+                // about to append its next batch) copy theirs first, so the
+                // round writes all of them at once instead of this one alone.
+                yielded = true;
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            self.flush_round(Round::Write(end_offset)).await?;
         }
-        if let Err(e) = self.flush_round(false).await {
-            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "background chunk write failed");
-        }
-    }
-
-    pub(super) fn has_unsubmitted_chunks(&self) -> bool {
-        let st = self.inner.state.borrow();
-        st.tail.as_ref().is_some_and(|t| t.has_unsubmitted())
     }
 
     /// Seals the partial tail buffer into a chunk (see `Tail::seal_partial`).
@@ -116,34 +152,36 @@ impl<S: Storage> PartitionLog<S> {
                 progressed.await;
                 continue;
             }
-            self.flush_round(true).await?;
+            self.flush_round(Round::Sync).await?;
         }
     }
 
     /// One flush round: writes the unsubmitted chunks with several O_DIRECT
     /// writes in flight. A sync round writes the chunks there are when it
-    /// starts (and the partial tail), then fdatasyncs once. A write-behind
-    /// round (`sync == false`) goes on with chunks sealed while it runs until
-    /// there are none, the preallocated space ends or `stop_round` is set; a
-    /// round started while `stop_round` is set syncs. The caller must have
-    /// seen `flushing == false`.
-    pub(super) async fn flush_round(&self, sync: bool) -> Result<()> {
-        let (file, end_offset, sync) = {
+    /// starts (and the partial tail), then fdatasyncs once. Other rounds go
+    /// on with chunks sealed while they run, and with snapshots of the
+    /// partial tail while a `Written` append waits for it, until there are
+    /// none, the preallocated space ends, `stop_round` is set or (a `Write`
+    /// round) its target is written; a round started while `stop_round` is
+    /// set syncs. The caller must have seen `flushing == false`.
+    pub(super) async fn flush_round(&self, kind: Round) -> Result<()> {
+        let (file, end_offset, kind) = {
             let mut st = self.inner.state.borrow_mut();
             if st.flushing {
                 return Ok(());
             }
             st.flushing = true;
-            let sync = sync || st.stop_round;
-            if sync {
+            let kind = if st.stop_round { Round::Sync } else { kind };
+            if kind == Round::Sync {
                 st.stop_round = false;
                 self.seal_partial(&mut st);
             }
             let Some(seg) = st.segments.last() else {
                 return Ok(());
             };
-            (seg.file.clone(), st.log_end_offset, sync)
+            (seg.file.clone(), st.log_end_offset, kind)
         };
+        let sync = kind == Round::Sync;
         let _guard = RoundGuard { inner: &self.inner };
         let started = std::time::Instant::now();
         self.inner.rounds.set(self.inner.rounds.get() + 1);
@@ -181,7 +219,10 @@ impl<S: Storage> PartitionLog<S> {
                         .map(|c| c.start + c.buf.as_slice().len() as u64)
                         .max()
                 });
-                (allocated, data_end, reach, st.clock_ms)
+                // A snapshot of the partial tail, for a waiting `Written`
+                // append, writes up to the data's end.
+                let tail_end = (!sync && st.write_wanted > st.written_offset).then_some(data_end);
+                (allocated, data_end, reach.max(tail_end), st.clock_ms)
             };
             let storage = &self.inner.storage;
             refresh_free_space(storage, &self.inner.dir, now_ms);
@@ -208,41 +249,70 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let mut submitted = 0usize;
+        // The snapshot of the partial tail in flight: (id, start, data end).
+        let mut snapshot: Option<(usize, u64, u64)> = None;
         // The first failed write: nothing more is submitted, and the writes
         // in flight are waited for (a dropped write could still land after
         // a later round's rewrite of the same block). RoundGuard then
         // resubmits every chunk not written.
         let mut failure: Option<std::io::Error> = None;
         loop {
-            while failure.is_none() && inflight.len() < MAX_INFLIGHT_WRITES && submitted < limit {
+            while failure.is_none() && inflight.len() < MAX_INFLIGHT_WRITES {
                 let next = {
                     let mut st = self.inner.state.borrow_mut();
                     if !sync && st.stop_round {
                         break;
                     }
+                    if matches!(kind, Round::Write(target) if st.written_offset >= target) {
+                        break;
+                    }
+                    let wants_tail = st.write_wanted > st.written_offset;
+                    let len = st.segments.last().map_or(0, |s| s.len);
                     let Some(tail) = st.tail.as_mut() else {
                         break;
                     };
-                    let Some(c) = tail.chunks.iter_mut().find(|c| !c.submitted) else {
-                        break;
-                    };
-                    let end = c.start + c.buf.as_slice().len() as u64;
-                    // A sync round writes its chunks wherever the
-                    // preallocation ends; only a write-behind round stops
-                    // there.
-                    let outruns = !sync && end > write_limit;
-                    if outruns || busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
-                        break;
+                    match tail.chunks.iter_mut().find(|c| !c.submitted) {
+                        Some(c) if submitted < limit => {
+                            let end = c.start + c.buf.as_slice().len() as u64;
+                            // A sync round writes its chunks wherever the
+                            // preallocation ends; only other rounds stop
+                            // there.
+                            let outruns = !sync && end > write_limit;
+                            if outruns || busy.iter().any(|&(_, s, e)| c.start < e && s < end) {
+                                break;
+                            }
+                            c.submitted = true;
+                            submitted += 1;
+                            (c.start, end, c.buf.clone(), None)
+                        }
+                        Some(_) => break,
+                        None => {
+                            // The partial tail, for the `Written` appends
+                            // waiting for it: once nothing is in flight and
+                            // every chunk is written (see `Tail::snapshot`).
+                            if sync || !wants_tail || !inflight.is_empty() {
+                                break;
+                            }
+                            let Some((start, buf)) = tail.snapshot(len, |n| file.alloc_buf(n))
+                            else {
+                                break;
+                            };
+                            let end = start + buf.as_slice().len() as u64;
+                            if end > write_limit {
+                                break;
+                            }
+                            (start, end, Rc::new(buf), Some(len))
+                        }
                     }
-                    c.submitted = true;
-                    (c.start, end, c.buf.clone())
                 };
-                let (start, end, buf) = next;
+                let (start, end, buf, snapshot_of) = next;
                 let id = Rc::as_ptr(&buf) as usize;
+                if let Some(data_end) = snapshot_of {
+                    snapshot = Some((id, start, data_end));
+                }
                 busy.push((id, start, end));
                 let file = file.clone();
                 inflight.push(async move { (id, file.write_at(buf, start).await) });
-                submitted += 1;
             }
             let Some(done) = inflight.next().await else {
                 break;
@@ -255,23 +325,36 @@ impl<S: Storage> PartitionLog<S> {
             }
             let mut st = self.inner.state.borrow_mut();
             if let Some(tail) = st.tail.as_mut() {
-                if let Some(c) = tail
-                    .chunks
-                    .iter_mut()
-                    .find(|c| Rc::as_ptr(&c.buf) as usize == id)
-                {
-                    c.written = true;
+                match snapshot {
+                    Some((snapshot_id, start, data_end)) if snapshot_id == id => {
+                        tail.snapshot_written(start, data_end);
+                        snapshot = None;
+                    }
+                    _ => {
+                        if let Some(c) = tail
+                            .chunks
+                            .iter_mut()
+                            .find(|c| Rc::as_ptr(&c.buf) as usize == id)
+                        {
+                            c.written = true;
+                        }
+                    }
                 }
                 tail.trim_written(|buf| file.recycle_buf(buf));
             }
+            let moved = st.advance_written();
             drop(st);
-            // Appends held back by MAX_UNWRITTEN_BYTES may go on now.
+            if moved {
+                self.inner.written.notify_all();
+            }
+            // Written appends may return, and appends held back by
+            // MAX_UNWRITTEN_BYTES may go on now.
             self.inner.progress.notify_all();
         }
         if let Some(e) = failure {
             return Err(io_err(e));
         }
-        tracing::trace!(dir = %self.inner.dir.display(), sync, chunks = submitted, write_ms = started.elapsed().as_secs_f64() * 1e3, "flush round written");
+        tracing::trace!(dir = %self.inner.dir.display(), ?kind, chunks = submitted, write_ms = started.elapsed().as_secs_f64() * 1e3, "flush round written");
         if sync {
             if let Err(e) = file.fdatasync().await {
                 let mut st = self.inner.state.borrow_mut();
@@ -280,6 +363,11 @@ impl<S: Storage> PartitionLog<S> {
                 return Err(io_err(e));
             }
             let mut st = self.inner.state.borrow_mut();
+            // Everything the round synced was written by it.
+            debug_assert!(
+                st.written_offset >= end_offset,
+                "synced past the written offset"
+            );
             st.synced_offset = st.synced_offset.max(end_offset);
             st.messages_since_sync = 0;
             st.last_sync_ms = st.clock_ms;

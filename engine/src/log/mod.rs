@@ -25,13 +25,18 @@
 //! - `retention`: deleting old segments.
 //!
 //! Write path: `append` validates the batches, assigns offsets in place and
-//! copies them into the active segment's 4096-aligned tail buffer (they are
-//! readable from there at once). Full tail buffers are sealed into chunks.
-//! Whoever needs data on disk (a `Synced` append, a full chunk, `flush`,
-//! `tick`) leads a *flush round* if none is running, else waits for the
-//! running one and checks again: every append that arrives while a round is
-//! in flight joins the next round, which does one write per chunk (several in
-//! flight) and at most one fdatasync for all of them (group commit).
+//! copies them into the active segment's 4096-aligned tail buffer. Full tail
+//! buffers are sealed into chunks. Whoever needs data on disk (a `Written`
+//! append: on the device; a `Synced` one: also fdatasynced; `flush`, `tick`)
+//! leads a *flush round* if none is running, else waits for the running one
+//! and checks again: every append that arrives while a round is in flight
+//! joins the next round, which does one write per chunk (several in flight),
+//! writes the partial tail for `Written` appends, and does at most one
+//! fdatasync for all of them (group commit).
+//!
+//! What readers see: up to the *written offset*, below which every batch is
+//! on the device, so no reader sees a record that a process crash takes
+//! back (`high_watermark`).
 //!
 //! Read path: segment by base offset, position by the sparse index, then
 //! batch headers are scanned; bytes come from the tail buffer and recently
@@ -115,6 +120,9 @@ impl<S: Storage> PartitionLog<S> {
                     tail: Some(tail),
                     log_start_offset,
                     log_end_offset,
+                    written_offset: log_end_offset,
+                    written_ends: std::collections::VecDeque::new(),
+                    write_wanted: log_end_offset,
                     synced_offset: log_end_offset,
                     messages_since_sync: 0,
                     last_sync_ms: 0,
@@ -126,7 +134,7 @@ impl<S: Storage> PartitionLog<S> {
                     closed: false,
                     failed: None,
                 }),
-                appended: Notify::default(),
+                written: Notify::default(),
                 progress: Notify::default(),
                 rounds: Cell::new(0),
                 spare: RefCell::new(None),
@@ -198,6 +206,13 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.state.borrow().log_end_offset
     }
 
+    /// Every offset below this is on the device (the O_DIRECT writes
+    /// covering it completed): a process crash cannot take it back. The
+    /// read bound on one node (see [`high_watermark`](Self::high_watermark)).
+    pub fn written_offset(&self) -> i64 {
+        self.inner.state.borrow().written_offset
+    }
+
     /// Every offset below this is covered by an fdatasync.
     pub fn synced_offset(&self) -> i64 {
         self.inner.state.borrow().synced_offset
@@ -224,14 +239,16 @@ impl<S: Storage> PartitionLog<S> {
             .sum()
     }
 
-    /// Resolves once the log end offset is past `offset` or the log closes.
-    /// Callers bound the wait with their own timer.
+    /// Resolves once the read bound (the written offset, see
+    /// [`high_watermark`](Self::high_watermark)) is past `offset` or the log
+    /// closes: a long poll wakes when there is something it may read, not
+    /// when it is only appended. Callers bound the wait with their own timer.
     pub async fn wait_for_offset(&self, offset: i64) {
         loop {
-            let notified = self.inner.appended.notified();
+            let notified = self.inner.written.notified();
             {
                 let st = self.inner.state.borrow();
-                if st.log_end_offset > offset || st.closed {
+                if st.written_offset > offset || st.closed {
                     return;
                 }
             }
@@ -269,7 +286,7 @@ impl<S: Storage> PartitionLog<S> {
         let work = if roll {
             self.roll().await
         } else if sync {
-            self.flush_round(true).await
+            self.flush_round(flush::Round::Sync).await
         } else {
             self.trim_if_idle(now_ms).await
         };
@@ -342,7 +359,7 @@ impl<S: Storage> PartitionLog<S> {
         // failed earlier; then the next open cuts it).
         let budget = self.inner.storage.preallocation_budget();
         self.inner.prealloc.borrow_mut().reset(budget, false);
-        self.inner.appended.notify_all();
+        self.inner.written.notify_all();
         self.inner.progress.notify_all();
         match failed {
             None => Ok(()),

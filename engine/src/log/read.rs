@@ -302,7 +302,8 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// The offset and timestamp of the record with the largest timestamp
-    /// (ListOffsets -3, KIP-734).
+    /// (ListOffsets -3, KIP-734); `None` when that record is not below the
+    /// read bound yet.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let st = self.inner.state.borrow();
         st.segments
@@ -310,16 +311,20 @@ impl<S: Storage> PartitionLog<S> {
             .filter(|s| s.max_timestamp >= 0)
             .max_by_key(|s| s.max_timestamp)
             .map(|s| (s.max_timestamp_offset, s.max_timestamp))
+            // Kafka filters by the last fetchable offset the same way.
+            .filter(|&(offset, _)| offset < st.written_offset)
     }
 
-    /// The read bound: readers see the offsets below it, and `read` and
-    /// `offset_for_timestamp` stop there. On one node everything appended is
-    /// committed, so it is the log end offset: batches are readable from the
-    /// tail buffer as soon as they are appended, before they are written.
-    /// In a cluster, the high watermark (what the in-sync replicas hold),
+    /// The read bound: readers see the offsets below it, and `read`,
+    /// `offset_for_timestamp`, `max_timestamp` and `wait_for_offset` stop
+    /// there. On one node it is the [written offset](Self::written_offset):
+    /// what the device holds, so a process crash never takes back a record
+    /// a reader saw (batches are still served from the tail buffer when
+    /// hot, once written). In a cluster, the high watermark (what the
+    /// in-sync replicas hold, this one counting up to its written offset),
     /// passed to `read_bounded`.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.written_offset()
     }
 }
 
@@ -375,10 +380,67 @@ mod tests {
             // A bound past the log end reads to the log end.
             let r = log.read_bounded(0, 1 << 20, 100).await.unwrap();
             assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
-            // The public read's bound is the log end offset.
+            // The public read's bound is the written offset: all of it here.
+            assert_eq!(log.high_watermark(), log.written_offset());
             assert_eq!(log.high_watermark(), log.log_end_offset());
             let r = log.read(0, 1 << 20).await.unwrap();
             assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
+        });
+    }
+
+    /// An append is readable once its write to the device completed, not
+    /// when it is copied into the tail buffer: reads, timestamp lookups and
+    /// long polls stop at the written offset, and a process crash (the log
+    /// dropped, the files kept as written) keeps everything below it.
+    #[test]
+    fn the_read_bound_is_the_written_offset() {
+        use futures_lite::future::poll_once;
+        block_on(async {
+            let fs = SimStorage::new(2);
+            let dir = "/sim/written";
+            let log = PartitionLog::open_with(fs.clone(), dir, LogConfig::default())
+                .await
+                .unwrap();
+            let first = build_batch(100, &[b"a"]);
+            log.append(&first, Durability::Written, 100).await.unwrap();
+            assert_eq!((log.written_offset(), log.high_watermark()), (1, 1));
+            let mut wait = Box::pin(log.wait_for_offset(1));
+            assert!(poll_once(&mut wait).await.is_none());
+            // In the log (offsets assigned), its write not completed.
+            let second = build_batch(200, &[b"b", b"c"]);
+            let mut pending = Box::pin(log.append(&second, Durability::Written, 200));
+            assert!(poll_once(&mut pending).await.is_none());
+            assert_eq!((log.log_end_offset(), log.high_watermark()), (3, 1));
+            let r = log.read(1, 1 << 20).await.unwrap();
+            assert_eq!((r.batches.len(), r.high_watermark), (0, 1));
+            assert_eq!(log.offset_for_timestamp(150).await.unwrap(), None);
+            assert_eq!(log.max_timestamp(), None, "max timestamp past the bound");
+            assert!(
+                poll_once(&mut wait).await.is_none(),
+                "woke before the write"
+            );
+            // Once written: readable, and the long poll wakes.
+            let info = pending.await.unwrap();
+            assert_eq!(info.base_offset, 1);
+            assert_eq!(log.high_watermark(), 3);
+            assert!(poll_once(&mut wait).await.is_some());
+            assert_eq!(bases(&log.read(1, 1 << 20).await.unwrap()), vec![1]);
+            assert_eq!(log.max_timestamp(), Some((1, 200)));
+            // A third append in flight when the process dies: what a reader
+            // saw survives, however far the unwritten append got.
+            let third = build_batch(300, &[b"d"]);
+            let mut pending = Box::pin(log.append(&third, Durability::Written, 300));
+            assert!(poll_once(&mut pending).await.is_none());
+            let seen = log.high_watermark();
+            drop(pending);
+            drop(wait);
+            drop(log);
+            let log = PartitionLog::open_with(fs, dir, LogConfig::default())
+                .await
+                .unwrap();
+            assert!(log.log_end_offset() >= seen);
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!(&bases(&r)[..2], &[0, 1]);
         });
     }
 

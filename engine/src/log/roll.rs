@@ -14,6 +14,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::files::{write_index_files, SPARE_SEGMENT_FILE};
+use super::flush::Round;
 use super::segment::{segment_name, Segment};
 use super::state::{io_err, BufOf, Inner, PartitionLog};
 use super::tail::Tail;
@@ -99,6 +100,9 @@ impl<S: Storage> PartitionLog<S> {
         storage.sync_dir(dir).await.map_err(io_err)?;
         {
             let mut st = self.inner.state.borrow_mut();
+            // `settle` wrote everything: no append of the old segment waits
+            // for its bytes to reach the device.
+            debug_assert!(st.written_ends.is_empty() && st.written_offset == next_offset);
             st.segments.push(segment);
             st.finishing = Some(closed.base);
             if let Some(old) = st.tail.replace(tail) {
@@ -151,7 +155,7 @@ impl<S: Storage> PartitionLog<S> {
             if self.inner.state.borrow().synced_offset >= end && !has_chunks {
                 break;
             }
-            self.flush_round(true).await?;
+            self.flush_round(Round::Sync).await?;
         }
         Ok(())
     }
@@ -286,6 +290,7 @@ impl<S: Storage> PartitionLog<S> {
                         buf_start: 0,
                         chunks: VecDeque::new(),
                         loaded_end: 0,
+                        written_end: 0,
                     };
                     let mut segment = Segment::new(base_offset, file);
                     segment.allocated_bytes = allocated;
@@ -325,6 +330,7 @@ pub(super) async fn create_segment<S: Storage>(
         buf_start: 0,
         chunks: VecDeque::new(),
         loaded_end: 0,
+        written_end: 0,
     };
     Ok((Segment::new(base_offset, Rc::new(file)), tail))
 }

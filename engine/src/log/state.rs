@@ -4,6 +4,7 @@
 //! use it without an import circle.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -28,8 +29,9 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 /// What an append waits for before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// In the log: readable by consumers, not yet known to be on disk
-    /// (acks=1). Synced by `flush.ms` / `flush.messages` or the next sync.
+    /// On the device: the O_DIRECT write covering the batches completed
+    /// (acks=1). A process crash cannot take it back; a power loss can until
+    /// an fdatasync (`flush.ms`, `flush.messages` or the next sync) covers it.
     Written,
     /// On disk: covered by an fdatasync (acks=all).
     Synced,
@@ -83,6 +85,17 @@ pub(super) struct State<S: Storage> {
     pub(super) tail: Option<Tail<BufOf<S>>>,
     pub(super) log_start_offset: i64,
     pub(super) log_end_offset: i64,
+    /// Every offset below is on the device: the O_DIRECT writes covering
+    /// it completed, so a process crash cannot take it back. The read bound
+    /// on one node. Never below `synced_offset`, never above the log end.
+    pub(super) written_offset: i64,
+    /// (segment position, next offset) at the end of each append to the
+    /// active segment not yet known written, oldest first: how far
+    /// `written_offset` moves when the tail's written position does.
+    pub(super) written_ends: VecDeque<(u64, i64)>,
+    /// The largest end offset a `Written` append waits for: a round that
+    /// sees it above `written_offset` writes the partial tail too.
+    pub(super) write_wanted: i64,
     /// Every offset below is covered by an fdatasync.
     pub(super) synced_offset: i64,
     pub(super) messages_since_sync: u64,
@@ -128,16 +141,18 @@ pub(super) struct Inner<S: Storage> {
     pub(super) chunk_bytes: u64,
     pub(super) config: RefCell<LogConfig>,
     pub(super) state: RefCell<State<S>>,
-    pub(super) appended: Notify,
+    /// Fired when `written_offset` moves (and at close): long polls wait
+    /// on it.
+    pub(super) written: Notify,
     /// Fired when a flush round or a roll ends.
     pub(super) progress: Notify,
     pub(super) rounds: Cell<u64>,
     /// Idempotent-producer dedup. Checked and recorded with no await
     /// between the check and the offset assignment.
     pub(super) producers: RefCell<ProducerStateTable>,
-    /// Runs full-chunk writes in the background, so an append that only
-    /// needs to be in the log does not wait for the disk. Without one
-    /// (storage driven by a plain `block_on`), the append awaits the write.
+    /// Runs the finishing of a rolled segment and the preparation of the
+    /// spare in the background. Without one (storage driven by a plain
+    /// `block_on`), the roll or append awaits them.
     pub(super) write_behind: Option<Spawner>,
     /// The preallocated file the next roll renames into place, and how far
     /// it is preallocated.
@@ -163,6 +178,34 @@ impl<S: Storage> Drop for Inner<S> {
 
 /// Starts a future on the log's executor without waiting for it.
 pub type Spawner = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
+
+impl<S: Storage> State<S> {
+    /// Moves `written_offset` over the appends whose bytes are all on the
+    /// device (see `Tail::advance_written`). Returns whether it moved.
+    pub(super) fn advance_written(&mut self) -> bool {
+        let Some(tail) = self.tail.as_mut() else {
+            return false;
+        };
+        tail.advance_written();
+        let written_end = tail.written_end;
+        let before = self.written_offset;
+        while let Some(&(pos, next_offset)) = self.written_ends.front() {
+            if pos > written_end {
+                break;
+            }
+            // Never backwards, never past the log end.
+            assert!(
+                next_offset >= self.written_offset && next_offset <= self.log_end_offset,
+                "written offset {} would move to {next_offset} (log end {})",
+                self.written_offset,
+                self.log_end_offset
+            );
+            self.written_offset = next_offset;
+            self.written_ends.pop_front();
+        }
+        self.written_offset > before
+    }
+}
 
 pub(super) fn io_err(e: std::io::Error) -> EngineError {
     EngineError::from_io(e)

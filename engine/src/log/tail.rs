@@ -12,6 +12,12 @@
 //! byte of the segment from the first chunk's start on. A sealed partial
 //! chunk is padded with zeros, and the new buffer starts with a copy of its
 //! last partial block, which the next write rewrites.
+//!
+//! `written_end` is how far the segment is on the device: every chunk
+//! from the first on is written up to it. A *snapshot* (a padded copy of
+//! the unsealed buffer from the last written block on) puts the partial
+//! tail on the device without sealing it, so an acks=1 append does not wait
+//! for its chunk to fill; the next write of that block rewrites it.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -43,6 +49,9 @@ pub(super) struct Tail<B> {
     /// was opened, not appended through this process: reads check them as
     /// they check bytes read from disk.
     pub(super) loaded_end: u64,
+    /// Every byte of the segment below this is on the device (the O_DIRECT
+    /// writes covering it completed). Only moves forward.
+    pub(super) written_end: u64,
 }
 
 impl<B: IoBuf> Tail<B> {
@@ -156,14 +165,60 @@ impl<B: IoBuf> Tail<B> {
             .sum()
     }
 
-    pub(super) fn has_unsubmitted(&self) -> bool {
-        self.chunks.iter().any(|c| !c.submitted)
+    /// Moves `written_end` over the written chunks that continue it, oldest
+    /// first (writes finish out of order: it stops at the first chunk not
+    /// written).
+    pub(super) fn advance_written(&mut self) {
+        for c in &self.chunks {
+            if !c.written || c.start > self.written_end {
+                break;
+            }
+            self.written_end = self.written_end.max(c.start + c.data_bytes);
+        }
+    }
+
+    /// A copy of the unsealed buffer from the block holding `written_end` to
+    /// the segment's end `len`, padded with zeros to whole blocks, for a
+    /// write at the returned position; `alloc` gives a buffer of the padded
+    /// length. `None` when there is nothing past `written_end` or a sealed
+    /// chunk is not written yet (the copy must continue what is on the
+    /// device, so that writing it moves `written_end` to `len`).
+    pub(super) fn snapshot(&self, len: u64, alloc: impl FnOnce(usize) -> B) -> Option<(u64, B)> {
+        if len <= self.written_end || self.chunks.iter().any(|c| !c.written) {
+            return None;
+        }
+        let start = align_down(self.written_end);
+        // Every chunk is written, so the device holds everything below the
+        // unsealed buffer: `written_end` is at or past `buf_start`.
+        assert!(
+            start >= self.buf_start,
+            "written end {} below the tail buffer at {}",
+            self.written_end,
+            self.buf_start
+        );
+        let used = (len - start) as usize;
+        let padded = align_up(used as u64) as usize;
+        let mut buf = alloc(padded);
+        let from = (start - self.buf_start) as usize;
+        buf.as_mut_slice()[..used].copy_from_slice(&self.buf.as_slice()[from..from + used]);
+        buf.as_mut_slice()[used..padded].fill(0);
+        Some((start, buf))
+    }
+
+    /// A snapshot of `[start, end)` is on the device.
+    pub(super) fn snapshot_written(&mut self, start: u64, end: u64) {
+        self.advance_written();
+        if start <= self.written_end {
+            self.written_end = self.written_end.max(end);
+        }
     }
 
     /// Drops written chunks beyond the hot cache (the oldest first), handing
     /// their buffers to `recycle`. Only a written prefix is dropped: writes
     /// finish out of order.
     pub(super) fn trim_written(&mut self, mut recycle: impl FnMut(B)) {
+        // What is dropped must be counted in `written_end` first.
+        self.advance_written();
         let written = self.chunks.iter().take_while(|c| c.written).count();
         for _ in 0..written.saturating_sub(CACHE_CHUNKS) {
             let Some(c) = self.chunks.pop_front() else {
@@ -207,6 +262,7 @@ mod tests {
             buf_start: 0,
             chunks: VecDeque::new(),
             loaded_end: 0,
+            written_end: 0,
         }
     }
 
@@ -232,7 +288,7 @@ mod tests {
         assert_eq!((c.start, c.data_bytes, c.submitted), (0, CHUNK, false));
         assert_eq!(tail.buf_start, CHUNK);
         assert_eq!(tail.unwritten_bytes(), CHUNK);
-        assert!(tail.has_unsubmitted());
+        assert!(tail.chunks.iter().all(|c| !c.submitted));
         assert_eq!(tail.mem_start(), 0);
         let all = [head, body].concat();
         assert_eq!(copy(&tail, 0, len), all);
@@ -292,5 +348,47 @@ mod tests {
         );
         assert_eq!(tail.mem_start(), (8 - CACHE_CHUNKS) as u64 * CHUNK);
         assert_eq!(tail.unwritten_bytes(), 0);
+    }
+
+    #[test]
+    fn written_end_follows_chunks_and_snapshots() {
+        let mut tail = empty();
+        let mut len = 0u64;
+        let first = bytes(10_100, 8);
+        tail.write(&mut len, &first, &[], CHUNK, alloc);
+        // The full chunk is not written: no snapshot may skip it.
+        assert!(tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).is_none());
+        tail.chunks[0].written = true;
+        tail.advance_written();
+        assert_eq!(tail.written_end, CHUNK);
+        // The snapshot starts at the block holding the written end, padded.
+        let (start, snap) = tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).unwrap();
+        assert_eq!((start, snap.0.len()), (CHUNK, 4096));
+        assert_eq!(&snap.0[..1908], &first[8192..]);
+        assert!(snap.0[1908..].iter().all(|&b| b == 0), "padding not zeroed");
+        tail.snapshot_written(start, len);
+        assert_eq!(tail.written_end, len);
+        assert!(tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).is_none());
+        // More bytes: the next snapshot rewrites the partial block.
+        let second = bytes(5000, 9);
+        tail.write(&mut len, &second, &[], CHUNK, alloc);
+        let (start, snap) = tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).unwrap();
+        assert_eq!((start, snap.0.len()), (CHUNK, 8192));
+        let all = [first, second].concat();
+        assert_eq!(&snap.0[..(len - CHUNK) as usize], &all[CHUNK as usize..]);
+        // A snapshot that does not continue the written end moves nothing.
+        let mut other = empty();
+        other.snapshot_written(4096, 8192);
+        assert_eq!(other.written_end, 0);
+        // Out-of-order chunk writes: the end waits for the oldest.
+        let mut tail = empty();
+        let mut len = 0u64;
+        tail.write(&mut len, &bytes(3 * CHUNK as usize, 10), &[], CHUNK, alloc);
+        tail.chunks[1].written = true;
+        tail.advance_written();
+        assert_eq!(tail.written_end, 0);
+        tail.chunks[0].written = true;
+        tail.advance_written();
+        assert_eq!(tail.written_end, 2 * CHUNK);
     }
 }

@@ -216,6 +216,9 @@ impl<S: Storage> PartitionLog<S> {
         st.segments[i] = segment;
         st.log_end_offset = end_offset;
         st.synced_offset = st.synced_offset.min(end_offset);
+        // Everything was written by `settle`; the new tail starts written.
+        st.written_offset = st.written_offset.min(end_offset);
+        st.written_ends.clear();
         st.messages_since_sync = 0;
         // Everything was written by `settle`: the buffers go back to the
         // storage.
@@ -323,6 +326,8 @@ pub(super) async fn activate<F: StorageFile>(
         buf_start,
         chunks: std::collections::VecDeque::new(),
         loaded_end,
+        // What was read back from the file is on the device.
+        written_end: len,
     };
     Ok(tail)
 }

@@ -66,13 +66,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
             // A read stops at a segment's end: read on before waiting.
             continue;
         }
-        // Wait for any partition to grow past the end seen by the last read.
+        // Wait for any partition's read bound (on one node, the offset
+        // written to the device) to pass the one seen by the last read. Not
+        // its log end: what lies between is not readable yet, and becomes
+        // readable without the log growing.
         let waits: Vec<Want> = wants
             .iter()
             .zip(&got)
             .filter(|(_, g)| g.waitable())
             .map(|(w, g)| Want {
-                offset: g.log_end_offset.max(g.next_offset),
+                offset: g.high_watermark.max(g.next_offset),
                 ..w.clone()
             })
             .collect();
@@ -109,7 +112,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     ))
 }
 
-/// Resolves when any partition's log grows past the offset in its `Want`,
+/// Resolves when any partition's read bound (its high watermark: on one
+/// node, the offset written to the device) passes the offset in its `Want`,
 /// or after `timeout`.
 async fn wait_any(shard: &Rc<Shard>, waits: &[Want], timeout: Duration) {
     let mut by_shard: Vec<Vec<Want>> = (0..shard.shards).map(|_| Vec::new()).collect();

@@ -55,7 +55,9 @@ impl GroupCoordinator {
         for (&partition, log) in &self.inner.logs {
             let mut offset = log.log_start_offset();
             let mut loaded = 0usize;
-            while offset < log.log_end_offset() {
+            // Up to the read bound: what is on the device (all of it at
+            // start, where this runs).
+            while offset < log.high_watermark() {
                 let read = log.read(offset, LOAD_READ_BYTES).await?;
                 let mut recs = Vec::new();
                 let next =
