@@ -40,6 +40,19 @@ fn allocated_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Blocks held by the index files and producer-state snapshots in `dir`.
+fn metadata_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "index" || x == "timeindex" || x == "snapshot")
+        })
+        .map(|p| std::fs::metadata(p).unwrap().blocks() * 512)
+        .sum()
+}
+
 fn batch_of(records: usize, record_bytes: usize) -> Vec<u8> {
     let value = vec![b'v'; record_bytes];
     build_batch(1_000, &vec![value.as_slice(); records])
@@ -112,7 +125,11 @@ fn disk_use_follows_the_data() {
                 // 4 MiB every 10 ms of the log's clock: 400 MiB/s.
                 now_ms += 10;
                 max_claimed = max_claimed.max(budget.claimed_bytes());
-                let ahead = allocated_bytes(&dir).saturating_sub(log.size_bytes());
+                // The closed segments' index files and the producer-state
+                // snapshots are not preallocation.
+                let ahead = allocated_bytes(&dir)
+                    .saturating_sub(log.size_bytes())
+                    .saturating_sub(metadata_bytes(&dir));
                 max_ahead = max_ahead.max(ahead);
             }
         }
@@ -121,11 +138,12 @@ fn disk_use_follows_the_data() {
             max_claimed <= CAP_BYTES,
             "claimed {max_claimed} bytes, over the {CAP_BYTES}-byte budget"
         );
-        // Unwritten chunks (in memory) are not on disk yet; on disk, what is
-        // ahead of the data is the claim plus the 4 KiB padding of the last
-        // written block.
+        // On disk, what is ahead of the data is the claim plus the padding
+        // of written partial blocks (acks=1 appends write the partial tail,
+        // padded to 4 KiB, and a later write may extend the file past the
+        // claim by its last block): a few blocks, not a preallocation step.
         assert!(
-            max_ahead <= CAP_BYTES + 4096,
+            max_ahead <= CAP_BYTES + 64 * 1024,
             "{max_ahead} bytes allocated ahead of the data, over the budget"
         );
         assert!(
