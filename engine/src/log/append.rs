@@ -373,3 +373,15 @@ fn validate(records: &[u8], max: usize, origin: AppendOrigin) -> Result<Batches>
     }
     Ok(parsed)
 }
+
+/// [`validate`] for the fuzz targets (`fuzz/`) and their regression replay:
+/// the checks an append makes before anything is copied, with the batches'
+/// headers and byte ranges on success.
+#[cfg(any(test, feature = "test-util"))]
+pub fn validate_for_append(
+    records: &[u8],
+    max_message_bytes: usize,
+    origin: AppendOrigin,
+) -> Result<Vec<(BatchHeader, Range<usize>)>> {
+    validate(records, max_message_bytes, origin)
+}
