@@ -42,8 +42,9 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, data_dir: Path, log_path: Path, shards: int = 2, env=None):
+    def __init__(self, data_dir: Path, log_path: Path, shards: int = 2, env=None, config: str = BROKER_CONFIG):
         self.data_dir = data_dir
+        self.config = config  # the TOML config file's content
         self.log_path = log_path  # a device such as /dev/full gets no start line
         self.shards = shards
         self.env = env  # extra environment variables, e.g. RUST_LOG
@@ -64,7 +65,7 @@ class Broker:
             raise RuntimeError(f"{STROM_BIN} not built (cargo build --release -p strom-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir.parent / "strom.toml"
-        config.write_text(BROKER_CONFIG)
+        config.write_text(self.config)
         self._log = open(self.log_path, "ab")
         if not self.log_path.is_char_device():
             self._log.write(f"--- start on port {self.port}\n".encode())
