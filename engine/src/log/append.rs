@@ -362,10 +362,15 @@ fn validate(records: &[u8], max: usize, origin: AppendOrigin) -> Result<Batches>
     if origin == AppendOrigin::Replica {
         for pair in parsed.windows(2) {
             let (previous, next) = (&pair[0].0, &pair[1].0);
-            if next.base_offset != previous.last_offset() + 1 {
+            // A leader's base offset is not checked until `assign`: near
+            // i64::MAX, the offset after a batch does not exist.
+            let expected = previous
+                .base_offset
+                .checked_add(previous.last_offset_delta as i64 + 1);
+            if expected != Some(next.base_offset) {
                 return Err(BatchError::NotContiguous {
                     base_offset: next.base_offset,
-                    expected: previous.last_offset() + 1,
+                    expected: expected.unwrap_or(i64::MAX),
                 }
                 .into());
             }
