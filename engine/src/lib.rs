@@ -47,6 +47,9 @@
 //! - `notify`: single-threaded broadcast used by long polls.
 //! - `producer_state`: idempotent-producer dedup (epoch and last five
 //!   sequence ranges per producer id), its snapshots and rebuild.
+//! - `fuzzing`: the checks the fuzz targets (`fuzz/`) run over batch
+//!   validation and recovery, shared with the tests that replay
+//!   `fuzz/regressions/`; test-only like `io::sim`.
 //! - `error`: typed errors (a leaf: it imports nothing from the crate).
 //!
 //! The on-disk format, byte by byte, with what the engine assumes about the
@@ -55,6 +58,8 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fuzzing;
 pub mod index;
 pub mod io;
 pub mod log;

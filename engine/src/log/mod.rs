@@ -68,6 +68,9 @@ mod state;
 mod tail;
 mod truncate;
 
+#[cfg(any(test, feature = "test-util"))]
+pub use append::validate_for_append;
+
 use files::{write_index_files, SPARE_SEGMENT_FILE};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
