@@ -119,8 +119,12 @@ fn append_and_read_back(
 ) {
     block_on(async {
         let fs = SimStorage::new(parsed.len() as u64);
+        // `validate_for_append` leaves out the timestamp window (it depends
+        // on the clock): open it wide, so the append checks the same rules.
         let config = LogConfig {
             max_message_bytes: max,
+            timestamp_after_max_ms: i64::MAX,
+            timestamp_before_max_ms: i64::MAX,
             ..config()
         };
         let log = PartitionLog::open_with(fs.clone(), DIR, config.clone())

@@ -83,7 +83,8 @@ impl PreallocBudget {
     /// taken back by the budget, only by its log).
     pub fn resize(&self, held: u64, want: u64) -> u64 {
         if want <= held {
-            self.claimed_bytes.fetch_sub(held - want, Ordering::Relaxed);
+            self.claimed_bytes
+                .fetch_sub(held.saturating_sub(want), Ordering::Relaxed);
             return want;
         }
         let limit = self.limit_bytes();
@@ -94,7 +95,7 @@ impl PreallocBudget {
                 debug_assert!(claimed >= held, "a claim larger than the total");
                 let others = claimed.saturating_sub(held);
                 got = want.min(limit.saturating_sub(others).max(held));
-                Some(others + got)
+                Some(others.saturating_add(got))
             });
         got
     }

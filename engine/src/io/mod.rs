@@ -22,6 +22,13 @@ pub use budget::PreallocBudget;
 pub mod budget;
 pub mod dma;
 #[cfg(any(test, feature = "test-util"))]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test-only code (cfg(test) or the test-util feature), never in the broker"
+)]
 pub mod sim;
 
 /// O_DIRECT alignment of positions, lengths and buffers, in bytes.

@@ -184,7 +184,9 @@ impl<S: Storage> PartitionLog<S> {
         let sync = kind == Round::Sync;
         let _guard = RoundGuard { inner: &self.inner };
         let started = std::time::Instant::now();
-        self.inner.rounds.set(self.inner.rounds.get() + 1);
+        self.inner
+            .rounds
+            .set(self.inner.rounds.get().wrapping_add(1));
         let mut inflight = FuturesUnordered::new();
         // File ranges of writes in flight: a chunk overlapping one of them
         // (the rewritten last block of a partial chunk) waits, so that an
@@ -216,7 +218,7 @@ impl<S: Storage> PartitionLog<S> {
                     t.chunks
                         .iter()
                         .filter(|c| !c.submitted)
-                        .map(|c| c.start + c.buf.as_slice().len() as u64)
+                        .map(|c| c.start.saturating_add(c.buf.as_slice().len() as u64))
                         .max()
                 });
                 // A snapshot of the partial tail, for a waiting `Written`
@@ -273,7 +275,7 @@ impl<S: Storage> PartitionLog<S> {
                     };
                     match tail.chunks.iter_mut().find(|c| !c.submitted) {
                         Some(c) if submitted < limit => {
-                            let end = c.start + c.buf.as_slice().len() as u64;
+                            let end = c.start.saturating_add(c.buf.as_slice().len() as u64);
                             // A sync round writes its chunks wherever the
                             // preallocation ends; only other rounds stop
                             // there.
@@ -282,7 +284,7 @@ impl<S: Storage> PartitionLog<S> {
                                 break;
                             }
                             c.submitted = true;
-                            submitted += 1;
+                            submitted = submitted.saturating_add(1);
                             (c.start, end, c.buf.clone(), None)
                         }
                         Some(_) => break,
@@ -297,7 +299,7 @@ impl<S: Storage> PartitionLog<S> {
                             else {
                                 break;
                             };
-                            let end = start + buf.as_slice().len() as u64;
+                            let end = start.saturating_add(buf.as_slice().len() as u64);
                             if end > write_limit {
                                 break;
                             }

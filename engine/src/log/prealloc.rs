@@ -79,15 +79,16 @@ impl Default for Prealloc {
 impl Prealloc {
     /// What this log holds of the budget.
     pub(super) fn claimed_bytes(&self) -> u64 {
-        self.active_claim_bytes + self.spare_claim_bytes
+        self.active_claim_bytes
+            .saturating_add(self.spare_claim_bytes)
     }
 
     /// Sets the active segment's claim to `want` bytes (as much as the
     /// budget allows when it grows); returns the claim now held.
     pub(super) fn claim_active(&mut self, budget: &PreallocBudget, want: u64) -> u64 {
         let held = self.claimed_bytes();
-        let got = budget.resize(held, self.spare_claim_bytes + want);
-        self.active_claim_bytes = got - self.spare_claim_bytes;
+        let got = budget.resize(held, self.spare_claim_bytes.saturating_add(want));
+        self.active_claim_bytes = got.saturating_sub(self.spare_claim_bytes);
         self.active_claim_bytes
     }
 
@@ -95,8 +96,9 @@ impl Prealloc {
     pub(super) fn claim_spare(&mut self, budget: &PreallocBudget, want: u64) -> bool {
         debug_assert_eq!(self.spare_claim_bytes, 0, "one spare at a time");
         let held = self.claimed_bytes();
-        let got = budget.resize(held, held + want);
-        if got < held + want {
+        let all = held.saturating_add(want);
+        let got = budget.resize(held, all);
+        if got < all {
             budget.resize(got, held);
             return false;
         }
@@ -150,7 +152,7 @@ impl Prealloc {
             if elapsed < PREALLOCATE_GROW_MS {
                 self.step_bytes = self.step_bytes.saturating_mul(2);
             } else {
-                let halvings = (elapsed / PREALLOCATE_GROW_MS - 1).min(32) as u32;
+                let halvings = (elapsed / PREALLOCATE_GROW_MS).saturating_sub(1).min(32) as u32;
                 self.step_bytes >>= halvings;
             }
         }
@@ -187,7 +189,7 @@ impl Prealloc {
         let step = self.next_step(now_ms, cap_bytes);
         let want_end = reach.saturating_add(step).min(cap_bytes);
         let got = self.claim_active(budget, want_end.saturating_sub(data_end));
-        let target = data_end + got;
+        let target = data_end.saturating_add(got);
         (target > allocated).then_some(target)
     }
 
@@ -201,7 +203,9 @@ impl Prealloc {
     /// Whether the log holds preallocated space past its data and has not
     /// extended its preallocation for `PREALLOCATE_IDLE_MS`.
     pub(super) fn idle_and_holding(&self, now_ms: i64, allocated: u64, data_end: u64) -> bool {
-        let holding = allocated.saturating_sub(data_end) + self.spare_claim_bytes;
+        let holding = allocated
+            .saturating_sub(data_end)
+            .saturating_add(self.spare_claim_bytes);
         holding > 0
             && self
                 .last_extend_ms

@@ -68,24 +68,24 @@ impl<F: StorageFile> Segment<F> {
     pub(super) fn track_batch(&mut self, pos: u64, h: &BatchHeader, max_ts: i64, interval: u64) {
         debug_assert_eq!(h.base_offset, self.next_offset);
         if pos > 0 && self.bytes_since_index >= interval {
-            let rel = h.base_offset - self.base_offset;
             // Appends roll before a segment's offsets pass a u32; a wrapped
             // relative offset would unsort the index and misdirect reads.
-            assert!(
-                (0..=u32::MAX as i64).contains(&rel),
-                "relative offset {rel} out of the index's range"
-            );
-            let rel = rel as u32;
+            let rel = h.base_offset.checked_sub(self.base_offset);
+            let Some(rel) = rel.and_then(|r| u32::try_from(r).ok()) else {
+                panic!("relative offset {rel:?} out of the index's range");
+            };
             self.index.push(OffsetEntry::new(rel, pos as u32));
             self.push_time_entry();
             self.bytes_since_index = 0;
         }
-        self.bytes_since_index += h.total_bytes() as u64;
+        self.bytes_since_index = self
+            .bytes_since_index
+            .saturating_add(h.total_bytes() as u64);
         if max_ts > self.max_timestamp {
             self.max_timestamp = max_ts;
             self.max_timestamp_offset = h.base_offset;
         }
-        self.next_offset = h.last_offset() + 1;
+        self.next_offset = h.last_offset().saturating_add(1);
     }
 
     pub(super) fn push_time_entry(&mut self) {
@@ -99,7 +99,8 @@ impl<F: StorageFile> Segment<F> {
         {
             return;
         }
-        let rel = (self.max_timestamp_offset - self.base_offset) as u32;
+        // The offset is this segment's, so it fits a u32 (see track_batch).
+        let rel = self.max_timestamp_offset.saturating_sub(self.base_offset) as u32;
         self.time_index
             .push(TimeEntry::new(self.max_timestamp, rel));
     }

@@ -68,15 +68,26 @@ impl<B: IoBuf> Tail<B> {
         mut alloc: impl FnMut() -> B,
     ) -> u64 {
         let pos = *len;
+        let chunk = chunk_bytes as usize;
         for part in [head, body] {
             let mut rest = part;
             while !rest.is_empty() {
-                let used = (*len - self.buf_start) as usize;
-                let n = (chunk_bytes as usize - used).min(rest.len());
-                self.buf.as_mut_slice()[used..used + n].copy_from_slice(&rest[..n]);
-                *len += n as u64;
-                rest = &rest[n..];
-                if used + n == chunk_bytes as usize {
+                // The tail buffer holds `[buf_start, buf_start + chunk)`, and
+                // the segment's end `len` lies in it.
+                let used = len.saturating_sub(self.buf_start) as usize;
+                let n = chunk.saturating_sub(used).min(rest.len());
+                let (now, later) = rest.split_at(n);
+                let Some(dest) = self
+                    .buf
+                    .as_mut_slice()
+                    .get_mut(used..used.saturating_add(n))
+                else {
+                    unreachable!("tail write at {used} of a {chunk}-byte buffer");
+                };
+                dest.copy_from_slice(now);
+                *len = len.saturating_add(n as u64);
+                rest = later;
+                if used.saturating_add(n) == chunk {
                     let next = alloc();
                     let full = std::mem::replace(&mut self.buf, next);
                     self.chunks.push_back(Chunk {
@@ -86,7 +97,7 @@ impl<B: IoBuf> Tail<B> {
                         submitted: false,
                         written: false,
                     });
-                    self.buf_start += chunk_bytes;
+                    self.buf_start = self.buf_start.saturating_add(chunk_bytes);
                 }
             }
         }
@@ -97,18 +108,27 @@ impl<B: IoBuf> Tail<B> {
     /// a chunk padded with zeros; the new tail buffer, from `alloc`, starts
     /// with a copy of the last partial block, which the next write rewrites.
     pub(super) fn seal_partial(&mut self, len: u64, alloc: impl FnOnce() -> B) {
-        let used = (len - self.buf_start) as usize;
+        let used = len.saturating_sub(self.buf_start) as usize;
         if used == 0 {
             return;
         }
         let padded = align_up(used as u64) as usize;
         let new_start = align_down(len);
         let mut next = alloc();
-        let keep = (len - new_start) as usize;
-        let from = (new_start - self.buf_start) as usize;
-        next.as_mut_slice()[..keep].copy_from_slice(&self.buf.as_slice()[from..from + keep]);
+        // The last partial block, `[new_start, len)`, lies in the buffer.
+        let from = new_start.saturating_sub(self.buf_start) as usize;
+        let (Some(dest), Some(block)) = (
+            next.as_mut_slice()
+                .get_mut(..len.saturating_sub(new_start) as usize),
+            self.buf.as_slice().get(from..used),
+        ) else {
+            unreachable!("partial block [{from}, {used}) outside the tail buffer");
+        };
+        dest.copy_from_slice(block);
         let mut full = std::mem::replace(&mut self.buf, next);
-        full.as_mut_slice()[used..padded].fill(0);
+        if let Some(padding) = full.as_mut_slice().get_mut(used..padded) {
+            padding.fill(0);
+        }
         full.trim_to(padded);
         self.chunks.push_back(Chunk {
             start: self.buf_start,
@@ -140,9 +160,13 @@ impl<B: IoBuf> Tail<B> {
                 match self
                     .chunks
                     .iter()
-                    .find(|c| c.start <= p && p < c.start + c.data_bytes)
+                    .find(|c| c.start <= p && p < c.start.saturating_add(c.data_bytes))
                 {
-                    Some(c) => (c.start, c.buf.as_slice(), c.start + c.data_bytes),
+                    Some(c) => (
+                        c.start,
+                        c.buf.as_slice(),
+                        c.start.saturating_add(c.data_bytes),
+                    ),
                     None => {
                         unreachable!(
                             "active segment bytes at {p} are neither in memory nor below it"
@@ -151,7 +175,11 @@ impl<B: IoBuf> Tail<B> {
                 }
             };
             let stop = end.min(avail_end);
-            out.extend_from_slice(&data[(p - start) as usize..(stop - start) as usize]);
+            let range = p.saturating_sub(start) as usize..stop.saturating_sub(start) as usize;
+            let Some(bytes) = data.get(range) else {
+                unreachable!("active segment bytes [{p}, {stop}) beyond their buffer");
+            };
+            out.extend_from_slice(bytes);
             p = stop;
         }
     }
@@ -173,7 +201,7 @@ impl<B: IoBuf> Tail<B> {
             if !c.written || c.start > self.written_end {
                 break;
             }
-            self.written_end = self.written_end.max(c.start + c.data_bytes);
+            self.written_end = self.written_end.max(c.start.saturating_add(c.data_bytes));
         }
     }
 
@@ -196,12 +224,16 @@ impl<B: IoBuf> Tail<B> {
             self.written_end,
             self.buf_start
         );
-        let used = (len - start) as usize;
+        let used = len.saturating_sub(start) as usize;
         let padded = align_up(used as u64) as usize;
         let mut buf = alloc(padded);
-        let from = (start - self.buf_start) as usize;
-        buf.as_mut_slice()[..used].copy_from_slice(&self.buf.as_slice()[from..from + used]);
-        buf.as_mut_slice()[used..padded].fill(0);
+        let from = start.saturating_sub(self.buf_start) as usize;
+        let (dest, padding) = buf.as_mut_slice().split_at_mut(used.min(padded));
+        let Some(data) = self.buf.as_slice().get(from..from.saturating_add(used)) else {
+            unreachable!("snapshot [{from}, +{used}) outside the tail buffer");
+        };
+        dest.copy_from_slice(data);
+        padding.fill(0);
         Some((start, buf))
     }
 
