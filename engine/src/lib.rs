@@ -57,8 +57,8 @@
 
 // Nothing a request carries may reach a panic: no unwrap or expect, no
 // unchecked index or slice, no arithmetic that can overflow, outside tests.
-// Where an invariant makes one safe, a local `allow` says why. Four modules
-// of the log still carry a module-wide `allow` until they are converted.
+// Where an invariant makes one safe, a local `allow` says why; a broken
+// internal invariant is an explicit `unreachable!` or `panic!` with its reason.
 #![cfg_attr(
     not(test),
     deny(

@@ -19,12 +19,6 @@
 //! if it becomes the leader; their bytes, LogAppendTime included, are kept
 //! as the leader wrote them.
 
-#![allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "not converted yet to checked slices and arithmetic (issue 13); the crate denies both elsewhere"
-)]
-
 use std::ops::Range;
 
 use super::flush::Round;
@@ -98,7 +92,7 @@ impl<S: Storage> PartitionLog<S> {
         let parsed = validate(records, &rules)?;
         let offsets: i64 = parsed
             .iter()
-            .map(|(h, _)| h.last_offset_delta as i64 + 1)
+            .map(|(h, _)| i64::from(h.last_offset_delta).saturating_add(1))
             .sum();
         self.wait_for_room(records.len() as u64, offsets, segment_bytes)
             .await?;
@@ -115,8 +109,12 @@ impl<S: Storage> PartitionLog<S> {
         }
         let info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
         self.maybe_prepare_spare(segment_bytes).await;
-        self.wait_for_durability(info.last_offset + 1, durability, flush_messages)
-            .await?;
+        self.wait_for_durability(
+            info.last_offset.saturating_add(1),
+            durability,
+            flush_messages,
+        )
+        .await?;
         Ok(info)
     }
 
@@ -152,8 +150,11 @@ impl<S: Storage> PartitionLog<S> {
                 } else if unwritten >= MAX_UNWRITTEN_BYTES {
                     Next::Write
                 } else if seg.len > 0
-                    && (seg.len + append_bytes > segment_bytes
-                        || st.log_end_offset + append_offsets - seg.base_offset
+                    && (seg.len.saturating_add(append_bytes) > segment_bytes
+                        || st
+                            .log_end_offset
+                            .saturating_add(append_offsets)
+                            .saturating_sub(seg.base_offset)
                             > MAX_RELATIVE_OFFSET)
                 {
                     Next::Roll
@@ -209,21 +210,28 @@ impl<S: Storage> PartitionLog<S> {
                 origin == AppendOrigin::Client || h.base_offset == next,
                 "a replica's offsets are kept as sent"
             );
-            let src = &records[range.clone()];
+            // `validate` cut every range from `records`, each at least a
+            // header long.
+            let Some((src_header, src_body)) = records
+                .get(range.clone())
+                .and_then(|src| src.split_at_checked(HEADER_BYTES))
+            else {
+                unreachable!("a validated batch range {range:?} outside the request");
+            };
             let mut header = [0u8; HEADER_BYTES];
-            header.copy_from_slice(&src[..HEADER_BYTES]);
+            header.copy_from_slice(src_header);
             batch::set_base_offset(&mut header, next);
             let mut max_ts = h.max_timestamp;
             let owned;
             let (head, body): (&[u8], &[u8]) = if log_append_time {
-                let mut b = src.to_vec();
+                let mut b = [src_header, src_body].concat();
                 batch::set_base_offset(&mut b, next);
                 batch::set_log_append_time(&mut b, now_ms);
                 max_ts = now_ms;
                 owned = b;
                 (&owned[..], &[])
             } else {
-                (&header[..], &src[HEADER_BYTES..])
+                (&header[..], src_body)
             };
             let pos = self.tail_write(&mut st, head, body);
             let stored = BatchHeader {
@@ -243,8 +251,8 @@ impl<S: Storage> PartitionLog<S> {
                 },
                 next,
             );
-            next = stored.last_offset() + 1;
-            messages += h.record_count as u64;
+            next = stored.last_offset().saturating_add(1);
+            messages = messages.saturating_add(h.record_count as u64);
         }
         debug_assert!(next > base, "offsets must move forward");
         st.log_end_offset = next;
@@ -253,10 +261,10 @@ impl<S: Storage> PartitionLog<S> {
         let end_pos = st.segments.last().map_or(0, |s| s.len);
         debug_assert!(st.written_ends.back().is_none_or(|&(p, _)| p <= end_pos));
         st.written_ends.push_back((end_pos, next));
-        st.messages_since_sync += messages;
+        st.messages_since_sync = st.messages_since_sync.saturating_add(messages);
         Ok(AppendInfo {
             base_offset: base,
-            last_offset: next - 1,
+            last_offset: next.saturating_sub(1),
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset: st.log_start_offset,
         })
@@ -290,8 +298,11 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<AppendInfo> {
         tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
         match durability {
-            Durability::Synced => self.sync_to(original.last_offset + 1).await?,
-            Durability::Written => self.write_to(original.last_offset + 1).await?,
+            Durability::Synced => self.sync_to(original.last_offset.saturating_add(1)).await?,
+            Durability::Written => {
+                self.write_to(original.last_offset.saturating_add(1))
+                    .await?
+            }
         }
         Ok(AppendInfo {
             base_offset: original.base_offset,
@@ -367,12 +378,14 @@ fn validate(records: &[u8], rules: &Rules) -> Result<Batches> {
     }
     if rules.origin == AppendOrigin::Replica {
         for pair in parsed.windows(2) {
-            let (previous, next) = (&pair[0].0, &pair[1].0);
+            let [(previous, _), (next, _)] = pair else {
+                continue;
+            };
             // A leader's base offset is not checked until `assign`: near
             // i64::MAX, the offset after a batch does not exist.
             let expected = previous
                 .base_offset
-                .checked_add(previous.last_offset_delta as i64 + 1);
+                .checked_add(i64::from(previous.last_offset_delta).saturating_add(1));
             if expected != Some(next.base_offset) {
                 return Err(BatchError::NotContiguous {
                     base_offset: next.base_offset,
@@ -396,13 +409,13 @@ fn check_batch(
             max: rules.max_bytes,
         });
     }
-    if h.record_count as i64 != h.last_offset_delta as i64 + 1 {
+    if i64::from(h.record_count) != i64::from(h.last_offset_delta).saturating_add(1) {
         return Err(BatchError::InconsistentOffsetRange {
             record_count: h.record_count,
             last_offset_delta: h.last_offset_delta,
         });
     }
-    let records_bytes = bytes - HEADER_BYTES;
+    let records_bytes = bytes.saturating_sub(HEADER_BYTES);
     if !h.is_compressed() && h.record_count as usize > records_bytes / batch::MIN_RECORD_BYTES {
         return Err(BatchError::RecordCountTooLarge {
             record_count: h.record_count,

@@ -6,12 +6,6 @@
 //! that comes from the file is checked (CRC-32C and the chain of base
 //! offsets) before it is returned.
 
-#![allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "not converted yet to checked slices and arithmetic (issue 13); the crate denies both elsewhere"
-)]
-
 use bytes::{Bytes, BytesMut};
 
 use super::state::{io_err, PartitionLog, ReadResult};
@@ -40,12 +34,14 @@ impl<S: Storage> PartitionLog<S> {
                     log_start: st.log_start_offset,
                     log_end: st.log_end_offset,
                 })?;
-            let seg = &st.segments[i];
-            let end = (pos + len).min(seg.len);
+            let Some(seg) = st.segments.get(i) else {
+                unreachable!("binary_search returned a segment index out of range");
+            };
+            let end = pos.saturating_add(len).min(seg.len);
             if pos >= end {
                 return Ok((Bytes::new(), 0));
             }
-            let is_active = i + 1 == st.segments.len();
+            let is_active = i.saturating_add(1) == st.segments.len();
             match (&st.tail, is_active) {
                 (Some(tail), true) => {
                     let mem_start = tail.mem_start();
@@ -67,21 +63,21 @@ impl<S: Storage> PartitionLog<S> {
         if pos >= disk_end {
             return Ok((mem.freeze(), from_file));
         }
+        let from_disk = disk_end.saturating_sub(pos);
         let disk = file
-            .read_at(pos, (disk_end - pos) as usize)
+            .read_at(pos, from_disk as usize)
             .await
             .map_err(io_err)?;
-        if disk.len() as u64 != disk_end - pos {
+        if disk.len() as u64 != from_disk {
             return Err(EngineError::Corrupt(format!(
-                "short read at {pos}: {} of {} bytes",
+                "short read at {pos}: {} of {from_disk} bytes",
                 disk.len(),
-                disk_end - pos
             )));
         }
         if mem.is_empty() {
             return Ok((disk, from_file));
         }
-        let mut out = BytesMut::with_capacity(disk.len() + mem.len());
+        let mut out = BytesMut::with_capacity(disk.len().saturating_add(mem.len()));
         out.extend_from_slice(&disk);
         out.extend_from_slice(&mem);
         Ok((out.freeze(), from_file))
@@ -95,10 +91,13 @@ impl<S: Storage> PartitionLog<S> {
             .segments
             .partition_point(|s| s.base_offset <= offset)
             .checked_sub(1)?;
-        let seg = &st.segments[i];
-        let rel = u32::try_from(offset - seg.base_offset).unwrap_or(u32::MAX);
+        let seg = st.segments.get(i)?;
+        let rel = u32::try_from(offset.saturating_sub(seg.base_offset)).unwrap_or(u32::MAX);
         let (pos, first) = index::lookup_offset(&seg.index, rel)
-            .map(|e| (e.pos() as u64, seg.base_offset + e.rel() as i64))
+            .map(|e| {
+                let first = seg.base_offset.saturating_add(i64::from(e.rel()));
+                (u64::from(e.pos()), first)
+            })
             .unwrap_or((0, seg.base_offset));
         Some((seg.base_offset, seg.len, pos, first))
     }
@@ -117,28 +116,31 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
         while pos < seg_len {
             let (window, disk_bytes) = self
-                .read_range(base, pos, SCAN_WINDOW_BYTES.max(want + 2 * ALIGN_BYTES))
+                .read_range(
+                    base,
+                    pos,
+                    SCAN_WINDOW_BYTES.max(want.saturating_add(2 * ALIGN_BYTES)),
+                )
                 .await?;
             let mut at = 0usize;
-            while at + HEADER_BYTES <= window.len() {
-                let h = BatchHeader::parse(&window[at..]).map_err(|e| {
-                    EngineError::Corrupt(format!(
-                        "segment {base} position {}: {e}",
-                        pos + at as u64
-                    ))
+            while let Some(rest) = window.get(at..).filter(|rest| rest.len() >= HEADER_BYTES) {
+                let here = pos.saturating_add(at as u64);
+                let h = BatchHeader::parse(rest).map_err(|e| {
+                    EngineError::Corrupt(format!("segment {base} position {here}: {e}"))
                 })?;
                 if h.base_offset != expect_offset {
                     return Err(EngineError::Corrupt(format!(
-                        "segment {base} position {}: batch has offset {}, expected {expect_offset}",
-                        pos + at as u64,
+                        "segment {base} position {here}: batch has offset {}, expected {expect_offset}",
                         h.base_offset
                     )));
                 }
-                expect_offset = h.last_offset() + 1;
+                expect_offset = h.last_offset().saturating_add(1);
                 if stop(&h) {
-                    let here = pos + at as u64;
                     let rest = window.slice(at..);
-                    if rest.len() as u64 >= want.max(h.total_bytes() as u64).min(seg_len - here) {
+                    let needed = want
+                        .max(h.total_bytes() as u64)
+                        .min(seg_len.saturating_sub(here));
+                    if rest.len() as u64 >= needed {
                         return Ok(Some((here, h, rest, disk_bytes.saturating_sub(at))));
                     }
                     let (more, more_disk_bytes) = self
@@ -146,14 +148,14 @@ impl<S: Storage> PartitionLog<S> {
                         .await?;
                     return Ok(Some((here, h, more, more_disk_bytes)));
                 }
-                at += h.total_bytes();
+                at = at.saturating_add(h.total_bytes());
             }
             if at == 0 && window.len() < HEADER_BYTES {
                 return Err(EngineError::Corrupt(format!(
                     "segment {base}: truncated header at {pos}"
                 )));
             }
-            pos += at as u64;
+            pos = pos.saturating_add(at as u64);
         }
         Ok(None)
     }
@@ -215,22 +217,29 @@ impl<S: Storage> PartitionLog<S> {
         let mut at = 0usize;
         let mut total = 0usize;
         let mut expect_offset: Option<i64> = None;
-        while at + LOG_OVERHEAD <= bytes.len() {
-            let len =
-                i32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]]);
-            let size = LOG_OVERHEAD + len.max(0) as usize;
-            if at + size > bytes.len() || (!out.batches.is_empty() && total + size > max_bytes) {
+        while let Some(length_field) =
+            bytes.get(at.saturating_add(8)..at.saturating_add(LOG_OVERHEAD))
+        {
+            let len = i32::from_be_bytes(<[u8; 4]>::try_from(length_field).unwrap_or_default());
+            let size = LOG_OVERHEAD.saturating_add(len.max(0) as usize);
+            let end = at.saturating_add(size);
+            if end > bytes.len()
+                || (!out.batches.is_empty() && total.saturating_add(size) > max_bytes)
+            {
                 break;
             }
+            let here = pos.saturating_add(at as u64);
             // Nothing at or past the read bound is served. Read from the
             // header before the batch is checked: what lies past the bound
             // may still be on its way to the disk or the replicas.
-            let mut base_offset = [0u8; 8];
-            base_offset.copy_from_slice(&bytes[at..at + 8]);
-            if i64::from_be_bytes(base_offset) >= bound {
+            let base_offset = bytes
+                .get(at..at.saturating_add(8))
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(i64::MAX, i64::from_be_bytes);
+            if base_offset >= bound {
                 break;
             }
-            let b = bytes.slice(at..at + size);
+            let b = bytes.slice(at..end);
             // What came from disk is checked (CRC included) before it is
             // returned; bytes still in memory were checked at append.
             let checked = if at < disk_bytes {
@@ -239,20 +248,19 @@ impl<S: Storage> PartitionLog<S> {
                 batch::validate_framing(&b)
             };
             let h = checked.map_err(|e| {
-                EngineError::Corrupt(format!("segment {base} position {}: {e}", pos + at as u64))
+                EngineError::Corrupt(format!("segment {base} position {here}: {e}"))
             })?;
             // The CRC does not cover baseOffset: check the offsets chain.
             if expect_offset.is_some_and(|e| e != h.base_offset) {
                 return Err(EngineError::Corrupt(format!(
-                    "segment {base} position {}: offset {} out of sequence",
-                    pos + at as u64,
+                    "segment {base} position {here}: offset {} out of sequence",
                     h.base_offset
                 )));
             }
-            expect_offset = Some(h.last_offset() + 1);
-            total += size;
+            expect_offset = Some(h.last_offset().saturating_add(1));
+            total = total.saturating_add(size);
             out.batches.push(b);
-            at += size;
+            at = end;
         }
         if out.batches.is_empty() {
             return Err(EngineError::Corrupt(format!(
@@ -287,7 +295,10 @@ impl<S: Storage> PartitionLog<S> {
                 .map(|e| e.rel())
                 .unwrap_or(0);
             let (pos, first) = index::lookup_offset(&seg.index, start_rel)
-                .map(|e| (e.pos() as u64, seg.base_offset + e.rel() as i64))
+                .map(|e| {
+                    let first = seg.base_offset.saturating_add(i64::from(e.rel()));
+                    (u64::from(e.pos()), first)
+                })
                 .unwrap_or((0, seg.base_offset));
             (seg.base_offset, seg.len, pos, first, st.log_start_offset)
         };
@@ -300,7 +311,12 @@ impl<S: Storage> PartitionLog<S> {
         // the records are readable without decompressing; else the batch.
         let found = found.map(|(_, h, bytes, _)| {
             match crate::batch::first_record_at_or_after(&bytes, timestamp_ms) {
-                Some((delta, ts)) => ((h.base_offset + i64::from(delta)).max(log_start), ts),
+                Some((delta, ts)) => (
+                    h.base_offset
+                        .saturating_add(i64::from(delta))
+                        .max(log_start),
+                    ts,
+                ),
                 None => (h.base_offset.max(log_start), h.max_timestamp),
             }
         });

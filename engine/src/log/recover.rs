@@ -11,12 +11,6 @@
 //! are truncation's core (`truncate.rs`): recovery and `truncate_to` cut a
 //! log the same way.
 
-#![allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "not converted yet to checked slices and arithmetic (issue 13); the crate denies both elsewhere"
-)]
-
 use std::path::Path;
 use std::rc::Rc;
 
@@ -71,7 +65,7 @@ impl<S: Storage> PartitionLog<S> {
                     "producer state replay: no batch at offset {offset} below the log end {log_end}"
                 )));
             };
-            let next = last.last_offset() + 1;
+            let next = last.last_offset().saturating_add(1);
             assert!(next > offset, "replay must move forward");
             self.inner.producers.borrow_mut().replay(headers);
             offset = next;
@@ -114,7 +108,8 @@ pub(super) async fn recover<S: Storage>(
     // while `finish_segment` ran. They are scanned like the active one.
     let mut unfinished = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
-        if i + 1 < bases.len() {
+        let next_base = bases.get(i.saturating_add(1)).copied();
+        if next_base.is_some() {
             let mut finished = true;
             for ext in ["index", "timeindex"] {
                 finished &= storage
@@ -133,7 +128,7 @@ pub(super) async fn recover<S: Storage>(
         let len = file.len().await.map_err(io_err)?;
         let mut seg = Segment::new(base, Rc::new(file));
         seg.len = len;
-        seg.next_offset = bases.get(i + 1).copied().unwrap_or(base);
+        seg.next_offset = next_base.unwrap_or(base);
         let idx = crate::io::read_whole_file(storage, &dir.join(segment_name(base, "index")))
             .await
             .unwrap_or_default();
@@ -141,10 +136,10 @@ pub(super) async fn recover<S: Storage>(
         let tidx = crate::io::read_whole_file(storage, &dir.join(segment_name(base, "timeindex")))
             .await
             .unwrap_or_default();
-        let next_rel = (seg.next_offset - base).max(0) as u64;
+        let next_rel = seg.next_offset.saturating_sub(base).max(0) as u64;
         seg.time_index = index::parse_time_index(
             &tidx,
-            if i + 1 < bases.len() {
+            if next_base.is_some() {
                 next_rel
             } else {
                 u64::MAX
@@ -152,17 +147,20 @@ pub(super) async fn recover<S: Storage>(
         );
         if let Some(last) = seg.time_index.last() {
             seg.max_timestamp = last.ts();
-            seg.max_timestamp_offset = base + last.rel() as i64;
+            seg.max_timestamp_offset = base.saturating_add(i64::from(last.rel()));
         }
         segments.push(seg);
     }
-    let mut i = 0;
-    while i + 1 < segments.len() {
-        if !unfinished.contains(&segments[i].base_offset) {
-            i += 1;
+    let mut i = 0usize;
+    // Every segment but the last, with the base offset of the one after it.
+    while let Some(next_base) = segments.get(i.saturating_add(1)).map(|s| s.base_offset) {
+        let Some(seg) = segments.get_mut(i) else {
+            break;
+        };
+        if !unfinished.contains(&seg.base_offset) {
+            i = i.saturating_add(1);
             continue;
         }
-        let seg = &mut segments[i];
         let file_len = seg.file.len().await.map_err(io_err)?;
         scan_segment(seg, file_len, interval, false).await?;
         seg.push_time_entry();
@@ -180,17 +178,20 @@ pub(super) async fn recover<S: Storage>(
         )
         .await
         .map_err(io_err)?;
-        let next_base = segments[i + 1].base_offset;
-        if segments[i].next_offset != next_base {
+        let next_offset = seg.next_offset;
+        if next_offset != next_base {
             // Its data was synced before the next segment existed, so only
             // a disk that lost synced writes gets here. Nothing after a gap
             // can be served: the log ends where this segment's data does.
-            tracing::error!(dir = %dir.display(), base_offset = base, next_offset = segments[i].next_offset, next_base, "a rolled segment ends before the next one starts; the segments after it are removed");
-            let dropped: Vec<i64> = segments.drain(i + 1..).map(|s| s.base_offset).collect();
+            tracing::error!(dir = %dir.display(), base_offset = base, next_offset, next_base, "a rolled segment ends before the next one starts; the segments after it are removed");
+            let dropped: Vec<i64> = segments
+                .drain(i.saturating_add(1)..)
+                .map(|s| s.base_offset)
+                .collect();
             remove_segments(storage, dir, &dropped).await?;
             break;
         }
-        i += 1;
+        i = i.saturating_add(1);
     }
     // Recover the active segment: scan from its last index entry, checking
     // every batch; an empty last segment (a crash during a roll) is dropped

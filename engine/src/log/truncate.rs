@@ -31,12 +31,6 @@
 //! (it holds the same `rolling` flag as a roll); reads go on and see the new
 //! end as soon as the segments are cut in memory, before the files are.
 
-#![allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "not converted yet to checked slices and arithmetic (issue 13); the crate denies both elsewhere"
-)]
-
 use std::path::Path;
 use std::rc::Rc;
 
@@ -218,8 +212,14 @@ impl<S: Storage> PartitionLog<S> {
                 log_end: st.log_end_offset,
             });
         };
-        let dropped = st.segments.drain(i + 1..).map(|s| s.base_offset).collect();
-        st.segments[i] = segment;
+        let dropped = st
+            .segments
+            .drain(i.saturating_add(1)..)
+            .map(|s| s.base_offset)
+            .collect();
+        if let Some(slot) = st.segments.get_mut(i) {
+            *slot = segment;
+        }
         st.log_end_offset = end_offset;
         st.synced_offset = st.synced_offset.min(end_offset);
         // Everything was written by `settle`; the new tail starts written.
@@ -317,15 +317,18 @@ pub(super) async fn activate<F: StorageFile>(
     let loaded_end = len;
     let buf_start = align_down(len);
     let mut buf = file.alloc_buf(chunk_bytes as usize);
-    if len > buf_start {
-        let head = file
-            .read_at(buf_start, (len - buf_start) as usize)
-            .await
-            .map_err(io_err)?;
-        if head.len() as u64 != len - buf_start {
+    let partial = len.saturating_sub(buf_start) as usize;
+    if partial > 0 {
+        let head = file.read_at(buf_start, partial).await.map_err(io_err)?;
+        let Some(dest) = buf.as_mut_slice().get_mut(..head.len()) else {
+            return Err(EngineError::Corrupt(
+                "the last block exceeds a chunk".into(),
+            ));
+        };
+        if head.len() != partial {
             return Err(EngineError::Corrupt("short read of the last block".into()));
         }
-        buf.as_mut_slice()[..head.len()].copy_from_slice(&head);
+        dest.copy_from_slice(&head);
     }
     let tail = Tail {
         buf,
@@ -363,7 +366,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
     // starts there; otherwise rebuild the whole index.
     let mut start = (0u64, seg.base_offset);
     while let Some(last) = seg.index.last().copied() {
-        let expect = seg.base_offset + last.rel() as i64;
+        let expect = seg.base_offset.saturating_add(i64::from(last.rel()));
         let head = seg
             .file
             .read_at(last.pos() as u64, HEADER_BYTES)
@@ -383,43 +386,47 @@ pub(super) async fn scan_segment<F: StorageFile>(
     let (mut pos, expected) = start;
     seg.next_offset = expected;
     seg.time_index
-        .retain(|e| seg.base_offset + (e.rel() as i64) < expected);
+        .retain(|e| seg.base_offset.saturating_add(i64::from(e.rel())) < expected);
     seg.bytes_since_index = 0;
     seg.max_timestamp = seg.time_index.last().map(|e| e.ts()).unwrap_or(-1);
     seg.max_timestamp_offset = seg
         .time_index
         .last()
-        .map(|e| seg.base_offset + e.rel() as i64)
+        .map(|e| seg.base_offset.saturating_add(i64::from(e.rel())))
         .unwrap_or(-1);
     let mut valid_end = pos;
     'scan: while pos < file_len {
         let window = seg
             .file
-            .read_at(pos, RECOVERY_WINDOW_BYTES.min(file_len - pos) as usize)
+            .read_at(
+                pos,
+                RECOVERY_WINDOW_BYTES.min(file_len.saturating_sub(pos)) as usize,
+            )
             .await
             .map_err(io_err)?;
         let mut at = 0usize;
         loop {
-            let rest = &window[at..];
-            if rest.len() < LOG_OVERHEAD {
+            let rest = window.get(at..).unwrap_or_default();
+            let Some(length_field) = rest.get(8..LOG_OVERHEAD) else {
                 break;
-            }
-            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-            if len < (HEADER_BYTES - LOG_OVERHEAD) as i32 {
+            };
+            let len = i32::from_be_bytes(<[u8; 4]>::try_from(length_field).unwrap_or_default());
+            let total = match usize::try_from(len) {
+                Ok(len) if len >= HEADER_BYTES - LOG_OVERHEAD => LOG_OVERHEAD.saturating_add(len),
+                _ => break 'scan,
+            };
+            let batch_pos = pos.saturating_add(at as u64);
+            if batch_pos.saturating_add(total as u64) > file_len {
                 break 'scan;
             }
-            let total = LOG_OVERHEAD + len as usize;
-            if pos + at as u64 + total as u64 > file_len {
-                break 'scan;
-            }
-            if total > rest.len() {
+            let Some(batch) = rest.get(..total) else {
                 if at == 0 {
                     // One batch larger than the window: read it whole.
                     let whole = seg.file.read_at(pos, total).await.map_err(io_err)?;
                     match check_stored(&whole, seg.next_offset) {
                         Some(h) => {
                             seg.track_batch(pos, &h, h.max_timestamp, interval);
-                            pos += total as u64;
+                            pos = pos.saturating_add(total as u64);
                             valid_end = pos;
                             continue 'scan;
                         }
@@ -427,12 +434,12 @@ pub(super) async fn scan_segment<F: StorageFile>(
                     }
                 }
                 break;
-            }
-            match check_stored(&rest[..total], seg.next_offset) {
+            };
+            match check_stored(batch, seg.next_offset) {
                 Some(h) => {
-                    seg.track_batch(pos + at as u64, &h, h.max_timestamp, interval);
-                    at += total;
-                    valid_end = pos + at as u64;
+                    seg.track_batch(batch_pos, &h, h.max_timestamp, interval);
+                    at = at.saturating_add(total);
+                    valid_end = pos.saturating_add(at as u64);
                 }
                 None => break 'scan,
             }
@@ -440,7 +447,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
         if at == 0 {
             break;
         }
-        pos += at as u64;
+        pos = pos.saturating_add(at as u64);
     }
     seg.len = valid_end;
     if seg.len == 0 {
