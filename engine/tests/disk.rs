@@ -437,3 +437,49 @@ fn unfinished_rolled_segment_is_scanned_at_open() {
         log.close().await.unwrap();
     });
 }
+
+/// acks=0 (`Durability::Buffered`): the append returns without waiting for
+/// any I/O, a background writer puts the batches on the device, and only
+/// then do readers see them (the high watermark is the written offset).
+#[test]
+fn buffered_appends_return_at_once_and_are_written_in_the_background() {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    run(async {
+        let log = PartitionLog::open(dir.path().join("acks0-0"), LogConfig::default())
+            .await
+            .unwrap();
+        let count = 200u64;
+        for i in 0..count {
+            // The first poll completes it: no write is awaited.
+            let appended = futures_lite::future::poll_once(log.append(
+                &batch_for(i),
+                Durability::Buffered,
+                1_000,
+            ))
+            .await;
+            assert!(
+                matches!(appended, Some(Ok(_))),
+                "append {i} waited or failed: {appended:?}"
+            );
+        }
+        let end = log.log_end_offset();
+        // A Written append on the same log would wait here; readers get the
+        // batches once the background writer has written them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.high_watermark() < end {
+            assert!(Instant::now() < deadline, "buffered appends never written");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let mut offset = 0i64;
+        let mut i = 0u64;
+        while offset < end {
+            let r = log.read(offset, 1 << 20).await.unwrap();
+            for b in &r.batches {
+                assert_eq!(b.as_ref(), stored(i, offset).as_slice(), "batch {i}");
+                offset = batch::BatchHeader::parse(b).unwrap().last_offset() + 1;
+                i += 1;
+            }
+        }
+        assert_eq!(i, count);
+    });
+}

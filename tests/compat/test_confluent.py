@@ -123,6 +123,29 @@ def test_delivery_reports_carry_offsets_across_batches(broker, topic):
     assert_same(consume_exact(broker.bootstrap, topic, 0, 1999, 1), want[1999:])
 
 
+def test_acks0_records_arrive_in_order(broker, topic):
+    # acks=0: the broker answers nothing and does not wait for the device
+    # before it takes the connection's next request (a background writer
+    # puts the records on disk); consumers see them once written.
+    want = [Rec(f"k{i}".encode(), f"v{i}".encode() * (i % 50 + 1)) for i in range(5000)]
+    p = producer(broker.bootstrap, **{"acks": "0", "linger.ms": 2})
+    errors = []
+    for r in want:
+        while True:
+            try:
+                p.produce(topic, value=r.value, key=r.key, partition=0,
+                          on_delivery=lambda err, msg: err and errors.append(err))
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    assert p.flush(30) == 0, "acks=0 records not sent within 30 s"
+    assert not errors, f"delivery errors: {errors[:5]}"
+    for i, r in enumerate(want):
+        r.offset = i
+    assert_same(consume_exact(broker.bootstrap, topic, 0, 0, len(want)), want)
+
+
 def test_consumer_small_fetch_limits_still_progress(broker, topic):
     """Records bigger than fetch.max.bytes / max.partition.fetch.bytes are still
     delivered (the first batch is always returned, KIP-74)."""

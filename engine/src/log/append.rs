@@ -283,6 +283,9 @@ impl<S: Storage> PartitionLog<S> {
             || self.inner.state.borrow().messages_since_sync >= flush_messages;
         if must_sync {
             self.sync_to(end_offset).await
+        } else if durability == Durability::Buffered && self.inner.write_behind.is_some() {
+            self.write_in_background(end_offset);
+            Ok(())
         } else {
             self.write_to(end_offset).await
         }
@@ -299,7 +302,7 @@ impl<S: Storage> PartitionLog<S> {
         tracing::debug!(dir = %self.inner.dir.display(), base_offset = original.base_offset, first_seq = original.first_seq, "duplicate batch answered with its original offsets");
         match durability {
             Durability::Synced => self.sync_to(original.last_offset.saturating_add(1)).await?,
-            Durability::Written => {
+            Durability::Written | Durability::Buffered => {
                 self.write_to(original.last_offset.saturating_add(1))
                     .await?
             }

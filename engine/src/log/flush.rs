@@ -119,6 +119,45 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// Makes sure everything below `end_offset` gets written without
+    /// waiting for it (a `Buffered` append): raises `write_wanted` and, unless
+    /// one runs, spawns a writer that leads write rounds until every offset
+    /// wanted is written (or the log fails: the error is the next append's).
+    pub(super) fn write_in_background(&self, end_offset: i64) {
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.write_wanted = st.write_wanted.max(end_offset);
+        }
+        let Some(spawn) = &self.inner.write_behind else {
+            return;
+        };
+        if self.inner.buffered_writer.replace(true) {
+            return;
+        }
+        let log = self.clone();
+        spawn(Box::pin(async move {
+            loop {
+                let target = {
+                    let st = log.inner.state.borrow();
+                    // Never past the log end (a truncation may cut it).
+                    let wanted = st.write_wanted.min(st.log_end_offset);
+                    (st.written_offset < wanted).then_some(wanted)
+                };
+                // Cleared where the last check found nothing to write, so
+                // an append after it spawns a new writer.
+                let Some(target) = target else {
+                    log.inner.buffered_writer.set(false);
+                    return;
+                };
+                if let Err(e) = log.write_to(target).await {
+                    tracing::warn!(dir = %log.inner.dir.display(), error = %e, "background write for acks=0 appends failed");
+                    log.inner.buffered_writer.set(false);
+                    return;
+                }
+            }
+        }));
+    }
+
     /// Seals the partial tail buffer into a chunk (see `Tail::seal_partial`).
     fn seal_partial(&self, st: &mut State<S>) {
         let chunk_bytes = self.inner.chunk_bytes as usize;

@@ -143,6 +143,7 @@ impl<S: Storage> PartitionLog<S> {
                 spare: RefCell::new(None),
                 spare_started_for: Cell::new(None),
                 spare_busy: Cell::new(false),
+                buffered_writer: Cell::new(false),
                 prealloc: RefCell::new(prealloc::Prealloc::default()),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
                 write_behind,

@@ -29,6 +29,11 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 /// What an append waits for before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
+    /// In the log's memory (acks=0: the producer is told nothing). A write
+    /// round is started in the background; readers see the batches once it
+    /// has written them, as for `Written`. Where the log cannot spawn (the
+    /// simulated disk), waits like `Written`.
+    Buffered,
     /// On the device: the O_DIRECT write covering the batches completed
     /// (acks=1). A process crash cannot take it back; a power loss can until
     /// an fdatasync (`flush.ms`, `flush.messages` or the next sync) covers it.
@@ -162,6 +167,9 @@ pub(super) struct Inner<S: Storage> {
     pub(super) spare_started_for: Cell<Option<i64>>,
     /// A spare is being prepared.
     pub(super) spare_busy: Cell<bool>,
+    /// A background writer for `Buffered` appends is spawned and has not
+    /// finished: later ones only raise `write_wanted`.
+    pub(super) buffered_writer: Cell<bool>,
     /// The preallocation step and this log's claim on the storage's
     /// preallocation budget (see `prealloc.rs`).
     pub(super) prealloc: RefCell<Prealloc>,

@@ -224,6 +224,7 @@ impl<S: Storage> PartitionLog<S> {
         st.synced_offset = st.synced_offset.min(end_offset);
         // Everything was written by `settle`; the new tail starts written.
         st.written_offset = st.written_offset.min(end_offset);
+        st.write_wanted = st.write_wanted.min(end_offset);
         st.written_ends.clear();
         st.messages_since_sync = 0;
         // Everything was written by `settle`: the buffers go back to the

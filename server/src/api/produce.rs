@@ -82,7 +82,8 @@ pub async fn handle(
     _version: i16,
 ) -> Option<ProduceResponse> {
     let durability = match req.acks {
-        0 | 1 => Ok(Durability::Written),
+        0 => Ok(Durability::Buffered),
+        1 => Ok(Durability::Written),
         -1 => Ok(Durability::Synced),
         _ => Err(ResponseError::InvalidRequiredAcks),
     };
