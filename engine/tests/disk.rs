@@ -465,11 +465,13 @@ fn buffered_appends_return_at_once_and_are_written_in_the_background() {
         let end = log.log_end_offset();
         // A Written append on the same log would wait here; readers get the
         // batches once the background writer has written them.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while log.high_watermark() < end {
-            assert!(Instant::now() < deadline, "buffered appends never written");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        let written = glommio::timer::timeout(Duration::from_secs(10), async {
+            log.wait_for_offset(end - 1).await;
+            Ok(())
+        })
+        .await;
+        assert!(written.is_ok(), "buffered appends never written");
+        assert_eq!(log.high_watermark(), end);
         let mut offset = 0i64;
         let mut i = 0u64;
         while offset < end {
