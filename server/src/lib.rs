@@ -45,6 +45,9 @@
 //! - `clock`: the wall clock in Kafka's milliseconds.
 //! - `alloc`: the process allocator (huge reservations are lazily mapped,
 //!   so a hostile array length cannot abort the process).
+//! - `fuzzing` (tests and the `fuzzing` feature only): a one-shard broker
+//!   in process, on a fresh data dir, that the `handler` fuzz target drives
+//!   with sequences of request frames.
 
 // Nothing a request carries may reach a panic: no unwrap or expect, no
 // unchecked index or slice, no arithmetic that can overflow, outside tests.
@@ -67,6 +70,8 @@ pub mod conn;
 pub mod conn_limits;
 pub mod coordinators;
 pub mod frame_pool;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;

@@ -190,6 +190,75 @@ fn request_frame(key: ApiKey, v: i16, correlation_id: i32) -> Vec<u8> {
     buf.to_vec()
 }
 
+/// The newest version of `key` this broker advertises.
+fn newest(key: ApiKey) -> i16 {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, _, max)| max)
+        .expect("an advertised API")
+}
+
+/// The `handler` target's seeds: every API's newest version alone, then the
+/// sequences a client sends, so the fuzzer starts from stateful paths.
+fn write_handler_seeds(dir: &Path) {
+    let frame = |key: ApiKey, n: i32| request_frame(key, newest(key), n);
+    for &(key, _, _) in SUPPORTED_APIS {
+        let input = strom_server::fuzzing::join_frames(&[&frame(key, 1)]);
+        write(dir, &format!("{key:?}"), &input);
+    }
+    let sequences: [(&str, &[ApiKey]); 4] = [
+        (
+            "produce-fetch",
+            &[
+                ApiKey::Produce,
+                ApiKey::Fetch,
+                ApiKey::ListOffsets,
+                ApiKey::Fetch,
+            ],
+        ),
+        (
+            "group",
+            &[
+                ApiKey::FindCoordinator,
+                ApiKey::JoinGroup,
+                ApiKey::SyncGroup,
+                ApiKey::Heartbeat,
+                ApiKey::OffsetCommit,
+                ApiKey::OffsetFetch,
+                ApiKey::LeaveGroup,
+                ApiKey::DescribeGroups,
+            ],
+        ),
+        (
+            "admin",
+            &[
+                ApiKey::DeleteTopics,
+                ApiKey::CreateTopics,
+                ApiKey::CreatePartitions,
+                ApiKey::DescribeConfigs,
+                ApiKey::Metadata,
+                ApiKey::Produce,
+                ApiKey::DeleteTopics,
+                ApiKey::Fetch,
+            ],
+        ),
+        (
+            "idempotent",
+            &[ApiKey::InitProducerId, ApiKey::Produce, ApiKey::Produce],
+        ),
+    ];
+    for (name, keys) in sequences {
+        let frames: Vec<Vec<u8>> = (1..).zip(keys).map(|(n, &k)| frame(k, n)).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        write(
+            dir,
+            &format!("seq-{name}"),
+            &strom_server::fuzzing::join_frames(&refs),
+        );
+    }
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).expect("create the corpus directory");
     std::fs::write(dir.join(name), bytes).expect("write a seed");
@@ -215,6 +284,7 @@ fn main() {
     let mut future = request_frame(ApiKey::ApiVersions, 3, n);
     future[2..4].copy_from_slice(&99i16.to_be_bytes());
     write(&corpus.join("request"), "ApiVersions-v99", &future);
+    write_handler_seeds(&corpus.join("handler"));
     for (name, input) in strom_engine::fuzzing::batch_seeds() {
         write(&corpus.join("batch"), &name, &input);
     }

@@ -27,13 +27,16 @@ use crate::wire::{decode, respond, Reply, RequestContext};
 /// Handles one request frame (without its size prefix). A panic anywhere in
 /// the handling closes this connection only (`wire::contain_panic`).
 pub async fn handle_frame(shard: Rc<Shard>, frame: Bytes) -> Reply {
-    crate::wire::contain_panic(async move {
-        match parse_header(frame) {
-            Ok((ctx, body)) => dispatch(&shard, &ctx, body).await,
-            Err(reply) => reply,
-        }
-    })
-    .await
+    crate::wire::contain_panic(handle_frame_uncontained(shard, frame)).await
+}
+
+/// `handle_frame` without the panic containment: the `handler` fuzz
+/// target runs this, so that a panic is a finding.
+pub async fn handle_frame_uncontained(shard: Rc<Shard>, frame: Bytes) -> Reply {
+    match parse_header(frame) {
+        Ok((ctx, body)) => dispatch(&shard, &ctx, body).await,
+        Err(reply) => reply,
+    }
 }
 
 /// Parses a request frame's header: the API key and version checked against
