@@ -45,12 +45,29 @@ pub struct ConsumerResult {
     pub window_bytes: u64,
 }
 
+/// How long `prepare` retries a partition that is not led yet.
+const LEADER_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Connects and looks up the start offsets, so a consumer is ready before
 /// the producers start.
 pub fn prepare(cfg: &ConsumerConfig) -> Result<(Conn, HashMap<i32, i64>)> {
     let mut conn = Conn::connect(&cfg.addr)?;
-    let offsets = kafka::list_offsets(&mut conn, &cfg.topic, &cfg.partitions, -1)?;
-    Ok((conn, offsets))
+    // A partition listed with a leader in Metadata may not be led yet on
+    // that broker (Apache Kafka answers NOT_LEADER_OR_FOLLOWER for a moment
+    // after creating a topic): retriable errors are retried for a while.
+    let deadline = std::time::Instant::now() + LEADER_READY_TIMEOUT;
+    loop {
+        match kafka::list_offsets(&mut conn, &cfg.topic, &cfg.partitions, -1) {
+            Ok(offsets) => return Ok((conn, offsets)),
+            Err(kafka::ListOffsetsError::Partition(code, msg))
+                if kafka::is_retriable(code) && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!("{msg}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Fetches until `stop` is set.

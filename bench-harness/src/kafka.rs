@@ -411,13 +411,22 @@ pub fn wait_for_layout(
     }
 }
 
+/// Why `list_offsets` failed: a partition's error code, or the call.
+#[derive(Debug, thiserror::Error)]
+pub enum ListOffsetsError {
+    #[error("{1}")]
+    Partition(i16, String),
+    #[error(transparent)]
+    Call(#[from] anyhow::Error),
+}
+
 /// The offsets at `timestamp` (-1 latest, -2 earliest) of `partitions`.
 pub fn list_offsets(
     conn: &mut Conn,
     topic: &str,
     partitions: &[i32],
     timestamp: i64,
-) -> Result<HashMap<i32, i64>> {
+) -> Result<HashMap<i32, i64>, ListOffsetsError> {
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![ListOffsetsTopic::default()
@@ -437,18 +446,20 @@ pub fn list_offsets(
     for t in resp.topics {
         for p in t.partitions {
             if p.error_code != ERR_NONE {
-                bail!(
-                    "ListOffsets {topic}-{}: error {}",
-                    p.partition_index,
-                    p.error_code
-                );
+                return Err(ListOffsetsError::Partition(
+                    p.error_code,
+                    format!(
+                        "ListOffsets {topic}-{}: error {}",
+                        p.partition_index, p.error_code
+                    ),
+                ));
             }
             out.insert(p.partition_index, p.offset);
         }
     }
     for p in partitions {
         if !out.contains_key(p) {
-            bail!("ListOffsets: no answer for {topic}-{p}");
+            return Err(anyhow::anyhow!("ListOffsets: no answer for {topic}-{p}").into());
         }
     }
     Ok(out)
