@@ -77,6 +77,9 @@ pub fn join_frames(frames: &[&[u8]]) -> Vec<u8> {
 pub struct HandlerBroker {
     shard: Rc<Shard>,
     running: Vec<glommio::task::JoinHandle<Reply>>,
+    /// The most partition logs seen open at once (the fuzz target's heap
+    /// cap allows each its tail chunk).
+    logs_open_max: usize,
 }
 
 impl HandlerBroker {
@@ -111,10 +114,22 @@ impl HandlerBroker {
             })
             .await?
             .map_err(|(code, msg)| anyhow::anyhow!("creating {SEED_TOPIC}: {code} {msg}"))?;
-        Ok(HandlerBroker {
+        let mut broker = HandlerBroker {
             shard,
             running: Vec::new(),
-        })
+            logs_open_max: 0,
+        };
+        broker.count_logs();
+        Ok(broker)
+    }
+
+    fn count_logs(&mut self) {
+        let open = self
+            .shard
+            .all_logs()
+            .len()
+            .saturating_add(crate::coordinators::local().map_or(0, |c| c.logs().len()));
+        self.logs_open_max = self.logs_open_max.max(open);
     }
 
     /// Runs one request frame (no size prefix), checks its reply and
@@ -136,6 +151,7 @@ impl HandlerBroker {
             None
         })
         .await;
+        self.count_logs();
         match waited {
             Some(Some(reply)) => {
                 check_reply(&reply, correlation_id, api);
@@ -153,11 +169,12 @@ impl HandlerBroker {
 
     /// Shuts the broker down as `strom` does and waits for every handler
     /// still running. Panics (a finding) when one outlives
-    /// `DRAIN_DEADLINE_MS`.
-    pub async fn stop(self) {
+    /// `DRAIN_DEADLINE_MS`. Returns the most partition logs that were open
+    /// at once.
+    pub async fn stop(mut self) -> usize {
         self.shard.begin_shutdown();
         crate::coordinators::stop_shard().await;
-        for task in self.running {
+        for task in std::mem::take(&mut self.running) {
             let finished = or(async { task.await.is_some() }, async {
                 glommio::timer::sleep(Duration::from_millis(DRAIN_DEADLINE_MS)).await;
                 false
@@ -168,7 +185,10 @@ impl HandlerBroker {
                 "a request handler still ran {DRAIN_DEADLINE_MS} ms after shutdown began"
             );
         }
+        // Handlers that finished while draining may have opened more.
+        self.count_logs();
         self.shard.close_all_logs().await;
+        self.logs_open_max
     }
 }
 
@@ -232,8 +252,9 @@ pub fn input_dir(parent: &Path, n: u64) -> PathBuf {
 }
 
 /// Runs one fuzz input against a fresh broker on `dir` (created, then
-/// removed). Must run inside a glommio executor.
-pub async fn run_input(dir: &Path, data: &[u8]) {
+/// removed). Must run inside a glommio executor. Returns the most
+/// partition logs that were open at once.
+pub async fn run_input(dir: &Path, data: &[u8]) -> usize {
     let _ = std::fs::remove_dir_all(dir);
     let mut broker = match HandlerBroker::start(dir).await {
         Ok(b) => b,
@@ -242,8 +263,9 @@ pub async fn run_input(dir: &Path, data: &[u8]) {
     for frame in split_frames(data) {
         let _ = broker.handle(frame).await;
     }
-    broker.stop().await;
+    let logs_open_max = broker.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+    logs_open_max
 }
 
 #[cfg(test)]
@@ -303,7 +325,11 @@ mod tests {
                 assert_eq!(partition.error_code, 0);
                 assert!(partition.high_watermark > 0);
                 assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
-                broker.stop().await;
+                assert_eq!(
+                    broker.stop().await,
+                    3,
+                    "the seed topic's 2 logs and 1 offsets log"
+                );
             });
     }
 
