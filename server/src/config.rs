@@ -191,7 +191,16 @@ fn apply_to_log_config(cfg: &mut LogConfig, key: &str, value: &str) {
         "flush.ms" => cfg.flush_ms = num(),
         "retention.ms" => cfg.retention_ms = num(),
         "retention.bytes" => cfg.retention_bytes = num(),
-        "cleanup.policy" => cfg.cleanup_delete = value.split(',').any(|p| p.trim() == "delete"),
+        "cleanup.policy" => {
+            cfg.cleanup_delete = value.split(',').any(|p| p.trim() == "delete");
+            cfg.cleanup_compact = value.split(',').any(|p| p.trim() == "compact");
+        }
+        "min.cleanable.dirty.ratio" => {
+            cfg.min_cleanable_dirty_ratio = value.parse::<f64>().unwrap_or(0.5).clamp(0.0, 1.0)
+        }
+        "min.compaction.lag.ms" => cfg.min_compaction_lag_ms = num(),
+        "max.compaction.lag.ms" => cfg.max_compaction_lag_ms = num(),
+        "delete.retention.ms" => cfg.delete_retention_ms = num(),
         "max.message.bytes" => cfg.max_message_bytes = num().max(0) as usize,
         "message.timestamp.type" => cfg.log_append_time = value == "LogAppendTime",
         "message.timestamp.before.max.ms" => cfg.timestamp_before_max_ms = num(),
@@ -233,6 +242,8 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, String>,
     /// Consumer-group settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: strom_engine::config::CleanerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -253,6 +264,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: None,
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
+            cleaner: strom_engine::config::CleanerConfig::default(),
         }
     }
 }
@@ -279,6 +291,12 @@ const BROKER_TOPIC_KEYS: &[(&str, &str)] = &[
     ("log.cleanup.policy", "cleanup.policy"),
     ("log.preallocate", "preallocate"),
     ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
     ("compression.type", "compression.type"),
     ("min.insync.replicas", "min.insync.replicas"),
 ];
@@ -289,6 +307,8 @@ const IGNORED_BROKER_KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
+    // Kafka's cleaner threads are Strom's shards.
+    "log.cleaner.threads",
 ];
 
 impl BrokerConfig {
@@ -343,6 +363,9 @@ impl BrokerConfig {
             "offsets.topic.num.partitions" => {
                 self.groups.offsets_topic_num_partitions = int(1, 1000)? as i32
             }
+            "offsets.topic.segment.bytes" => {
+                self.groups.offsets_topic_segment_bytes = int(1, i32::MAX as i64)? as u64
+            }
             "offsets.retention.minutes" => {
                 self.groups.offsets_retention_ms = int(1, i64::MAX / 60_000)?.saturating_mul(60_000)
             }
@@ -351,6 +374,27 @@ impl BrokerConfig {
             }
             "offset.metadata.max.bytes" => {
                 self.groups.offset_metadata_max_bytes = int(0, i16::MAX as i64)? as usize
+            }
+            "log.cleaner.enable" => {
+                self.cleaner.enable = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(key, value, "must be true or false")),
+                }
+            }
+            "log.cleaner.backoff.ms" => self.cleaner.backoff_ms = int(1, i64::MAX)? as u64,
+            "log.cleaner.dedupe.buffer.size" => {
+                self.cleaner.dedupe_buffer_bytes = int(1024 * 1024, i64::MAX)? as u64
+            }
+            "log.cleaner.io.max.bytes.per.second" => {
+                let rate: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(key, value, "not a number"))?;
+                if rate.is_nan() || rate <= 0.0 {
+                    return Err(bad(key, value, "must be positive"));
+                }
+                self.cleaner.io_max_bytes_per_second = rate;
             }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value),
             "log.retention.hours" => self.set_topic_default(
