@@ -326,3 +326,114 @@ fn compaction_matches_the_model_through_crashes() {
         assert!(seen.crashes_in_clean > 0, "no crash hit a clean");
     }
 }
+
+/// An idempotent producer's last batch survives a clean whole, so after a
+/// crash (producer state rebuilt from the log, no snapshot past the clean)
+/// a retry of it is still answered as a duplicate with its offsets.
+#[test]
+fn a_producers_last_batch_survives_and_dedups_after_a_crash() {
+    block_on(async {
+        let fs = SimStorage::new(7);
+        let dir = Path::new("/sim/compact-pid");
+        let log = open(&fs, dir).await.unwrap();
+        let (pid, epoch) = (42i64, 3i16);
+        let mut last = Vec::new();
+        for seq in 0..20 {
+            let b = build_keyed_batch(
+                1_000,
+                &[(Some(b"same"), Some(b"v")), (Some(b"same"), Some(b"w"))],
+                (pid, epoch, seq * 2),
+                false,
+            );
+            log.append(&b, Durability::Synced, 1_000).await.unwrap();
+            if seq % 5 == 4 {
+                log.roll_now().await.unwrap();
+            }
+            last = b;
+        }
+        log.roll_now().await.unwrap();
+        let stats = log
+            .clean(2_000, &cleaner(), &mut NoPacing)
+            .await
+            .unwrap()
+            .expect("due");
+        assert!(stats.records_removed >= 38, "{stats:?}");
+        let got = read_all(&log).await.unwrap();
+        // Only the producer's last batch is left: both its records stay, as
+        // a whole batch, whatever the keys say.
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![38, 39]);
+        fs.crash();
+        drop(log);
+        let log = open(&fs, dir).await.unwrap();
+        let retry = log.append(&last, Durability::Synced, 3_000).await.unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.last_offset),
+            (38, 39),
+            "a retry is a duplicate"
+        );
+        assert_eq!(log.log_end_offset(), 40);
+    });
+}
+
+/// Tombstones stay through the clean that first sees them and until
+/// `delete.retention.ms` after their segment's newest timestamp; then the
+/// next clean, due by them alone, removes them.
+#[test]
+fn tombstones_go_after_delete_retention() {
+    block_on(async {
+        let fs = SimStorage::new(8);
+        let dir = Path::new("/sim/compact-tomb");
+        let config = LogConfig {
+            delete_retention_ms: 10_000,
+            ..config()
+        };
+        let log = PartitionLog::open_with(fs.clone(), dir, config)
+            .await
+            .unwrap();
+        let put = |k: &'static [u8], v: Option<&'static [u8]>| {
+            build_keyed_batch(1_000, &[(Some(k), v)], (-1, -1, -1), false)
+        };
+        for b in [
+            put(b"a", Some(b"1")),
+            put(b"b", Some(b"2")),
+            put(b"a", None),
+        ] {
+            log.append(&b, Durability::Synced, 1_000).await.unwrap();
+        }
+        log.roll_now().await.unwrap();
+        log.append(&put(b"c", Some(b"3")), Durability::Synced, 1_000)
+            .await
+            .unwrap();
+        // First clean: a's value goes, its tombstone stays.
+        log.clean(2_000, &cleaner(), &mut NoPacing)
+            .await
+            .unwrap()
+            .expect("due");
+        let got = read_all(&log).await.unwrap();
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(got[&2], (Some(b"a".to_vec()), None));
+        // Before the horizon (newest timestamp 1 000 + 10 000) no clean is
+        // due and the tombstone stays.
+        assert!(log
+            .clean(11_000, &cleaner(), &mut NoPacing)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(read_all(&log).await.unwrap().contains_key(&2));
+        // Past it, a clean is due for the tombstone alone and removes it.
+        let stats = log
+            .clean(11_001, &cleaner(), &mut NoPacing)
+            .await
+            .unwrap()
+            .expect("due for the tombstone");
+        assert_eq!(stats.records_removed, 1);
+        let got = read_all(&log).await.unwrap();
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        // Nothing more to do.
+        assert!(log
+            .clean(30_000, &cleaner(), &mut NoPacing)
+            .await
+            .unwrap()
+            .is_none());
+    });
+}

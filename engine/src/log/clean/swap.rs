@@ -113,10 +113,7 @@ pub(super) async fn discard<S: Storage>(storage: &S, dir: &Path, base: i64) {
 
 /// On open: finishes committed cleans and removes uncommitted ones (see the
 /// module doc). Returns how many committed cleans it finished.
-pub(crate) async fn recover_swaps<S: Storage>(
-    storage: &S,
-    dir: &Path,
-) -> std::io::Result<usize> {
+pub(crate) async fn recover_swaps<S: Storage>(storage: &S, dir: &Path) -> std::io::Result<usize> {
     let names = storage.list_dir(dir).await?;
     let mut finished = 0usize;
     for n in &names {
