@@ -83,6 +83,19 @@ pub fn records_bytes(batch: &[u8]) -> Result<Vec<u8>, Unreadable> {
 /// Parses `count` records from `bytes` (see [`records_bytes`]).
 pub fn parse_records(bytes: &[u8], count: i32) -> Result<Vec<Record<'_>>, Unreadable> {
     let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
+    walk_records(bytes, count, |r| {
+        out.push(r);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Calls `each` with the records in order until it returns false.
+fn walk_records<'a>(
+    bytes: &'a [u8],
+    count: i32,
+    mut each: impl FnMut(Record<'a>) -> bool,
+) -> Result<(), Unreadable> {
     let mut rest = bytes;
     for _ in 0..count {
         let (len, n) = get_varint(rest).ok_or(Unreadable::Malformed)?;
@@ -90,10 +103,12 @@ pub fn parse_records(bytes: &[u8], count: i32) -> Result<Vec<Record<'_>>, Unread
         let total = n.checked_add(len).ok_or(Unreadable::Malformed)?;
         let (whole, after) = rest.split_at_checked(total).ok_or(Unreadable::Malformed)?;
         let body = whole.get(n..).ok_or(Unreadable::Malformed)?;
-        out.push(parse_record(body, whole)?);
+        if !each(parse_record(body, whole)?) {
+            break;
+        }
         rest = after;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn parse_record<'a>(body: &'a [u8], whole: &'a [u8]) -> Result<Record<'a>, Unreadable> {
@@ -153,9 +168,44 @@ pub fn keyless_records(batch: &[u8]) -> Result<Vec<usize>, Unreadable> {
 }
 
 fn first_keyless_in(bytes: &[u8], count: i32) -> Result<Option<usize>, Unreadable> {
-    Ok(parse_records(bytes, count)?
-        .iter()
-        .position(|r| r.key.is_none()))
+    let (mut i, mut found) = (0usize, None);
+    walk_records(bytes, count, |r| {
+        if r.key.is_none() {
+            found = Some(i);
+            return false;
+        }
+        i = i.saturating_add(1);
+        true
+    })?;
+    Ok(found)
+}
+
+/// The keyless records of a produce request's records for one partition
+/// (one or more batches), by index counted over all their records, as
+/// Kafka counts within its one batch. Batches are split by their length
+/// fields only (the append validates them); what does not split or parse,
+/// and batches whose codec the engine does not read, count as keyed.
+pub fn keyless_in_batches(records: &[u8]) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut first: i32 = 0;
+    let mut rest = records;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        let Some((batch, after)) = rest.split_at_checked(h.total_bytes()) else {
+            break;
+        };
+        if matches!(first_keyless_record(batch), Ok(Some(_))) {
+            if let Ok(idx) = keyless_records(batch) {
+                out.extend(
+                    idx.into_iter()
+                        .filter_map(|i| i32::try_from(i).ok())
+                        .map(|i| first.saturating_add(i)),
+                );
+            }
+        }
+        first = first.saturating_add(h.record_count);
+        rest = after;
+    }
+    out
 }
 
 /// A copy of `batch` holding only `kept` (records of that batch, in order,
@@ -339,6 +389,17 @@ mod tests {
                 .collect();
             assert_eq!(deltas, vec![1, 3]);
         }
+    }
+
+    #[test]
+    fn keyless_records_are_counted_over_the_batches() {
+        let keyed = build_keyed_batch(1, &[(Some(b"a"), Some(b"1"))], (-1, -1, -1), false);
+        let mut two = keyed.clone();
+        two.extend_from_slice(&sample(true));
+        assert_eq!(keyless_in_batches(&keyed), Vec::<i32>::new());
+        // The sample's keyless record is its third: index 1 + 2.
+        assert_eq!(keyless_in_batches(&two), vec![3]);
+        assert_eq!(keyless_in_batches(&two[..two.len() - 1]), Vec::<i32>::new());
     }
 
     #[test]
