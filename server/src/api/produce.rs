@@ -51,39 +51,6 @@ impl AppendOutcome {
 /// partition's error message.
 const RECORD_ERRORS_IN_MESSAGE: usize = 3;
 
-/// A compacted topic refuses records without a key, as Kafka's
-/// LogValidator does: the indexes (counted over all records of the
-/// partition's batches, as Kafka counts within its one batch) of the
-/// keyless ones. Only the keys are read; batches whose records the engine
-/// cannot read (snappy, lz4, zstd) pass, and a malformed batch is left to
-/// the append's own validation.
-fn keyless_records(records: &[u8]) -> Vec<i32> {
-    let Ok(batches) = strom_engine::batch::split_and_validate(records) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut first: i32 = 0;
-    for (h, range) in batches {
-        let Some(batch) = records.get(range) else {
-            break;
-        };
-        if matches!(
-            strom_engine::records::first_keyless_record(batch),
-            Ok(Some(_))
-        ) {
-            if let Ok(idx) = strom_engine::records::keyless_records(batch) {
-                out.extend(
-                    idx.into_iter()
-                        .filter_map(|i| i32::try_from(i).ok())
-                        .map(|i| first.saturating_add(i)),
-                );
-            }
-        }
-        first = first.saturating_add(h.record_count);
-    }
-    out
-}
-
 /// The outcome of a batch refused for keyless records in a compacted topic.
 fn keyless_refusal(topic: &str, partition: i32, keyless: &[i32]) -> AppendOutcome {
     let why = format!(
@@ -268,7 +235,9 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
         return AppendOutcome::error(ResponseError::CorruptMessage, "no records");
     };
     if log.compacted() {
-        let keyless = keyless_records(&records);
+        // A compacted topic refuses records without a key, as Kafka's
+        // LogValidator does; only compacted topics' keys are read.
+        let keyless = strom_engine::records::keyless_in_batches(&records);
         if !keyless.is_empty() {
             return keyless_refusal(&item.topic, item.partition, &keyless);
         }
