@@ -584,6 +584,51 @@ mod tests {
     }
 
     #[test]
+    fn compaction_configs_reach_the_log_and_the_cleaner() {
+        let mut c = BrokerConfig::default();
+        assert!(c.cleaner.enable);
+        assert_eq!(c.cleaner.backoff_ms, 15_000);
+        c.apply_toml(
+            "log.cleaner.backoff.ms = 200\nlog.cleaner.dedupe.buffer.size = 2097152\n\
+             log.cleaner.io.max.bytes.per.second = 1e6\nlog.cleaner.threads = 4\n\
+             log.cleaner.min.cleanable.ratio = 0.25\noffsets.topic.segment.bytes = 16384\n",
+        )
+        .unwrap();
+        assert_eq!(c.cleaner.backoff_ms, 200);
+        assert_eq!(c.cleaner.dedupe_buffer_bytes, 2 << 20);
+        assert_eq!(c.cleaner.io_max_bytes_per_second, 1e6);
+        assert_eq!(c.groups.offsets_topic_segment_bytes, 16384);
+        assert!(c
+            .apply_toml("log.cleaner.io.max.bytes.per.second = 0")
+            .is_err());
+        assert!(c.apply_toml("log.cleaner.enable = maybe").is_err());
+        let mut t = BTreeMap::new();
+        for (k, v) in [
+            ("cleanup.policy", "delete,compact"),
+            ("delete.retention.ms", "1000"),
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "60000"),
+        ] {
+            t.insert(k.to_string(), validate_topic_config(k, v).unwrap());
+        }
+        let cfg = c.log_config(&t);
+        assert!(cfg.cleanup_compact && cfg.cleanup_delete);
+        assert_eq!(cfg.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(
+            (
+                cfg.delete_retention_ms,
+                cfg.min_compaction_lag_ms,
+                cfg.max_compaction_lag_ms
+            ),
+            (1000, 5, 60000)
+        );
+        t.insert("cleanup.policy".into(), "compact".into());
+        let cfg = c.log_config(&t);
+        assert!(cfg.cleanup_compact && !cfg.cleanup_delete);
+        assert!(!c.log_config(&BTreeMap::new()).cleanup_compact);
+    }
+
+    #[test]
     fn topic_configs_map_to_log_config() {
         let c = BrokerConfig::default();
         let mut t = BTreeMap::new();
