@@ -2,8 +2,10 @@
 //! shards. Every `log.cleaner.backoff.ms`, the shard's compacted logs (its
 //! topics' and its `__consumer_offsets` partitions) are offered to the
 //! engine's cleaner (`strom_engine::log::clean`), one at a time, in a task
-//! of their own: the data path runs between the cleaner's reads and writes,
-//! whose rate the pacer holds to `log.cleaner.io.max.bytes.per.second`.
+//! queue of their own with a tenth of the default queue's shares: the
+//! cleaner gives the thread back at least every [`CLEANER_SLICE`] (so
+//! connections' I/O is reaped and served in between), and the pacer holds
+//! its reads and writes to `log.cleaner.io.max.bytes.per.second`.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,12 +15,22 @@ use strom_engine::log::Pacer;
 
 use crate::shard::Shard;
 
+/// The longest the cleaner holds the shard's thread before it yields its
+/// task queue (glommio's own preemption comes only every 100 ms, see
+/// `strom_engine::EXECUTOR_PREEMPT_TIMER`, far too long for produce
+/// latency).
+const CLEANER_SLICE: Duration = Duration::from_micros(500);
+
+/// The cleaner's task queue's shares (the default queue has 1000).
+const CLEANER_SHARES: usize = 100;
+
 /// Holds the cleaner's I/O to a rate and yields to the shard's other tasks
-/// after each read or write.
+/// every [`CLEANER_SLICE`].
 struct Throttle {
     bytes_per_second: f64,
     started: Instant,
     bytes: f64,
+    last_yield: Instant,
 }
 
 impl Throttle {
@@ -27,6 +39,7 @@ impl Throttle {
             bytes_per_second,
             started: Instant::now(),
             bytes: 0.0,
+            last_yield: Instant::now(),
         }
     }
 }
@@ -46,12 +59,34 @@ impl Pacer for Throttle {
                 self.bytes = 0.0;
             }
         }
-        glommio::yield_if_needed().await;
+        self.breathe().await;
+    }
+
+    async fn breathe(&mut self) {
+        if self.last_yield.elapsed() >= CLEANER_SLICE {
+            glommio::executor().yield_task_queue_now().await;
+            self.last_yield = Instant::now();
+        }
+    }
+}
+
+/// Starts the shard's cleaner in a task queue of its own.
+pub fn spawn(shard: Rc<Shard>) {
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(CLEANER_SHARES),
+        glommio::Latency::NotImportant,
+        "log-cleaner",
+    );
+    match glommio::spawn_local_into(cleaner_loop(shard.clone()), queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => tracing::error!(shard = shard.id, "starting the log cleaner failed: {e}"),
     }
 }
 
 /// The shard's cleaner: runs until the shard shuts down.
-pub async fn cleaner_loop(shard: Rc<Shard>) {
+async fn cleaner_loop(shard: Rc<Shard>) {
     let config: CleanerConfig = shard.config.cleaner.clone();
     if !config.enable {
         return;

@@ -245,6 +245,7 @@ impl<S: Storage> PartitionLog<S> {
             let mut cur = Cursor::new(seg.base, seg.len);
             while !cur.done() {
                 for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
+                    pacer.breathe().await;
                     if h.is_control() {
                         continue;
                     }
@@ -307,6 +308,7 @@ impl<S: Storage> PartitionLog<S> {
             let mut cur = Cursor::new(seg.base, seg.len);
             while !cur.done() {
                 for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
+                    pacer.breathe().await;
                     let last_of_producer = self.is_last_batch_of_producer(&h);
                     let (kept, removed, tombstones) =
                         retain(&h, &bytes, ctx.map, removable, last_of_producer);

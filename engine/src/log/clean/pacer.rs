@@ -7,6 +7,11 @@
 #[allow(async_fn_in_trait)]
 pub trait Pacer {
     async fn pace(&mut self, bytes: u64);
+
+    /// Called after each batch a clean reads or decides on: the place to
+    /// give the shard's other tasks their turn when the clean has held the
+    /// thread long enough (the records' keys are parsed between two I/Os).
+    async fn breathe(&mut self) {}
 }
 
 /// A pacer that never waits.
