@@ -28,8 +28,8 @@ use crate::error::BatchError;
 pub const LOG_OVERHEAD: usize = 12;
 /// Size of the fixed RecordBatch v2 header.
 pub const HEADER_BYTES: usize = 61;
-const CRC_START: usize = 21;
-const MAGIC_V2: i8 = 2;
+pub(crate) const CRC_START: usize = 21;
+pub(crate) const MAGIC_V2: i8 = 2;
 
 /// Attribute bit: the batch is transactional.
 pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
@@ -354,10 +354,10 @@ pub fn first_record_at_or_after(batch: &[u8], timestamp_ms: i64) -> Option<(i32,
 }
 
 /// Attribute bits 0-2: the compression codec.
-const ATTR_CODEC_MASK: i16 = 0x7;
+pub const ATTR_CODEC_MASK: i16 = 0x7;
 
 /// Reads a zigzag varint (up to 64 bits); returns the value and its length.
-fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
     let mut z = 0u64;
     let mut shift = 0u32;
     for (len, b) in (1..=10).zip(buf) {
@@ -374,7 +374,7 @@ fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
 
 #[cfg(any(test, feature = "test-util"))]
 #[allow(clippy::arithmetic_side_effects, reason = "test-only")]
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);

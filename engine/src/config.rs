@@ -22,6 +22,21 @@ pub struct LogConfig {
     /// `retention.bytes` apply. A compact-only log (`cleanup.policy=compact`)
     /// is never deleted by time or size, as in Kafka.
     pub cleanup_delete: bool,
+    /// `cleanup.policy` includes `compact`: the log cleaner keeps the last
+    /// record of each key in the closed segments.
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: the share of the closed segments' bytes
+    /// not yet cleaned at which the cleaner takes the log.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger is
+    /// not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment whose newest record is older
+    /// is cleaned whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone (a null value) stays in a
+    /// cleaned segment, measured from its segment's newest timestamp.
+    pub delete_retention_ms: i64,
     /// `max.message.bytes`: largest accepted batch.
     pub max_message_bytes: usize,
     /// `message.timestamp.type` is LogAppendTime.
@@ -48,11 +63,43 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
             max_message_bytes: 1024 * 1024 + 12,
             log_append_time: false,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
             preallocate: true,
+        }
+    }
+}
+
+/// The broker's log cleaner settings (Kafka's `log.cleaner.*`); Kafka's
+/// cleaner threads are Strom's shards, each cleaning the logs it owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.backoff.ms`: the pause between passes over the logs.
+    pub backoff_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second`, per shard: reads and writes
+    /// of cleans together.
+    pub io_max_bytes_per_second: f64,
+    /// `log.cleaner.dedupe.buffer.size`, divided among the shards: the
+    /// bytes one clean's offset map may take.
+    pub dedupe_buffer_bytes: u64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enable: true,
+            backoff_ms: 15_000,
+            io_max_bytes_per_second: f64::MAX,
+            dedupe_buffer_bytes: 128 << 20,
         }
     }
 }

@@ -50,6 +50,9 @@
 //! - `fuzzing`: the checks the fuzz targets (`fuzz/`) run over batch
 //!   validation and recovery, shared with the tests that replay
 //!   `fuzz/regressions/`; test-only like `io::sim`.
+//! - `records`: the records inside a batch (keys, tombstones), read only by
+//!   the log cleaner and the keyless-record check of compacted topics;
+//!   rebuilding a batch with some of its records.
 //! - `error`: typed errors (a leaf: it imports nothing from the crate).
 //!
 //! The on-disk format, byte by byte, with what the engine assumes about the
@@ -86,6 +89,7 @@ pub mod io;
 pub mod log;
 pub mod notify;
 pub mod producer_state;
+pub mod records;
 
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};

@@ -191,7 +191,16 @@ fn apply_to_log_config(cfg: &mut LogConfig, key: &str, value: &str) {
         "flush.ms" => cfg.flush_ms = num(),
         "retention.ms" => cfg.retention_ms = num(),
         "retention.bytes" => cfg.retention_bytes = num(),
-        "cleanup.policy" => cfg.cleanup_delete = value.split(',').any(|p| p.trim() == "delete"),
+        "cleanup.policy" => {
+            cfg.cleanup_delete = value.split(',').any(|p| p.trim() == "delete");
+            cfg.cleanup_compact = value.split(',').any(|p| p.trim() == "compact");
+        }
+        "min.cleanable.dirty.ratio" => {
+            cfg.min_cleanable_dirty_ratio = value.parse::<f64>().unwrap_or(0.5).clamp(0.0, 1.0)
+        }
+        "min.compaction.lag.ms" => cfg.min_compaction_lag_ms = num(),
+        "max.compaction.lag.ms" => cfg.max_compaction_lag_ms = num(),
+        "delete.retention.ms" => cfg.delete_retention_ms = num(),
         "max.message.bytes" => cfg.max_message_bytes = num().max(0) as usize,
         "message.timestamp.type" => cfg.log_append_time = value == "LogAppendTime",
         "message.timestamp.before.max.ms" => cfg.timestamp_before_max_ms = num(),
@@ -233,6 +242,8 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, String>,
     /// Consumer-group settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: strom_engine::config::CleanerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -253,6 +264,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: None,
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
+            cleaner: strom_engine::config::CleanerConfig::default(),
         }
     }
 }
@@ -279,6 +291,12 @@ const BROKER_TOPIC_KEYS: &[(&str, &str)] = &[
     ("log.cleanup.policy", "cleanup.policy"),
     ("log.preallocate", "preallocate"),
     ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
     ("compression.type", "compression.type"),
     ("min.insync.replicas", "min.insync.replicas"),
 ];
@@ -289,6 +307,8 @@ const IGNORED_BROKER_KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
+    // Kafka's cleaner threads are Strom's shards.
+    "log.cleaner.threads",
 ];
 
 impl BrokerConfig {
@@ -343,6 +363,9 @@ impl BrokerConfig {
             "offsets.topic.num.partitions" => {
                 self.groups.offsets_topic_num_partitions = int(1, 1000)? as i32
             }
+            "offsets.topic.segment.bytes" => {
+                self.groups.offsets_topic_segment_bytes = int(1, i32::MAX as i64)? as u64
+            }
             "offsets.retention.minutes" => {
                 self.groups.offsets_retention_ms = int(1, i64::MAX / 60_000)?.saturating_mul(60_000)
             }
@@ -351,6 +374,27 @@ impl BrokerConfig {
             }
             "offset.metadata.max.bytes" => {
                 self.groups.offset_metadata_max_bytes = int(0, i16::MAX as i64)? as usize
+            }
+            "log.cleaner.enable" => {
+                self.cleaner.enable = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(key, value, "must be true or false")),
+                }
+            }
+            "log.cleaner.backoff.ms" => self.cleaner.backoff_ms = int(1, i64::MAX)? as u64,
+            "log.cleaner.dedupe.buffer.size" => {
+                self.cleaner.dedupe_buffer_bytes = int(1024 * 1024, i64::MAX)? as u64
+            }
+            "log.cleaner.io.max.bytes.per.second" => {
+                let rate: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(key, value, "not a number"))?;
+                if rate.is_nan() || rate <= 0.0 {
+                    return Err(bad(key, value, "must be positive"));
+                }
+                self.cleaner.io_max_bytes_per_second = rate;
             }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value),
             "log.retention.hours" => self.set_topic_default(
@@ -537,6 +581,51 @@ mod tests {
         assert!(e.to_string().contains("no.such.key"));
         let e = c.apply_toml("num.partitions = \"x\"").unwrap_err();
         assert!(e.to_string().contains("num.partitions"));
+    }
+
+    #[test]
+    fn compaction_configs_reach_the_log_and_the_cleaner() {
+        let mut c = BrokerConfig::default();
+        assert!(c.cleaner.enable);
+        assert_eq!(c.cleaner.backoff_ms, 15_000);
+        c.apply_toml(
+            "log.cleaner.backoff.ms = 200\nlog.cleaner.dedupe.buffer.size = 2097152\n\
+             log.cleaner.io.max.bytes.per.second = 1e6\nlog.cleaner.threads = 4\n\
+             log.cleaner.min.cleanable.ratio = 0.25\noffsets.topic.segment.bytes = 16384\n",
+        )
+        .unwrap();
+        assert_eq!(c.cleaner.backoff_ms, 200);
+        assert_eq!(c.cleaner.dedupe_buffer_bytes, 2 << 20);
+        assert_eq!(c.cleaner.io_max_bytes_per_second, 1e6);
+        assert_eq!(c.groups.offsets_topic_segment_bytes, 16384);
+        assert!(c
+            .apply_toml("log.cleaner.io.max.bytes.per.second = 0")
+            .is_err());
+        assert!(c.apply_toml("log.cleaner.enable = maybe").is_err());
+        let mut t = BTreeMap::new();
+        for (k, v) in [
+            ("cleanup.policy", "delete,compact"),
+            ("delete.retention.ms", "1000"),
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "60000"),
+        ] {
+            t.insert(k.to_string(), validate_topic_config(k, v).unwrap());
+        }
+        let cfg = c.log_config(&t);
+        assert!(cfg.cleanup_compact && cfg.cleanup_delete);
+        assert_eq!(cfg.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(
+            (
+                cfg.delete_retention_ms,
+                cfg.min_compaction_lag_ms,
+                cfg.max_compaction_lag_ms
+            ),
+            (1000, 5, 60000)
+        );
+        t.insert("cleanup.policy".into(), "compact".into());
+        let cfg = c.log_config(&t);
+        assert!(cfg.cleanup_compact && !cfg.cleanup_delete);
+        assert!(!c.log_config(&BTreeMap::new()).cleanup_compact);
     }
 
     #[test]

@@ -22,23 +22,21 @@ thread_local! {
     static LOCAL: RefCell<Option<GroupCoordinator>> = const { RefCell::new(None) };
 }
 
-/// Kafka's `offsets.topic.segment.bytes` default.
-const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
-
 /// This shard's coordinator, once started.
 pub fn local() -> Option<GroupCoordinator> {
     LOCAL.with(|c| c.borrow().clone())
 }
 
 /// The log config of `__consumer_offsets` partitions: compact-only, as in
-/// Kafka, so never deleted by time or size (offsets expire by their own
+/// Kafka (the shard's cleaner compacts them), so never deleted by time or size (offsets expire by their own
 /// retention, as tombstones), small segments not preallocated, since most of
 /// the 50 partitions stay tiny.
-fn offsets_log_config() -> LogConfig {
+fn offsets_log_config(segment_bytes: u64) -> LogConfig {
     LogConfig {
-        segment_bytes: OFFSETS_SEGMENT_BYTES,
+        segment_bytes,
         retention_ms: -1,
         cleanup_delete: false,
+        cleanup_compact: true,
         preallocate: false,
         ..LogConfig::default()
     }
@@ -54,7 +52,11 @@ pub async fn start_shard(shard: &Rc<Shard>) -> Result<(), EngineError> {
             continue;
         }
         let dir = partition_dir(&shard.config.data_dir, OFFSETS_TOPIC, p);
-        logs.push((p, PartitionLog::open(&dir, offsets_log_config()).await?));
+        logs.push((
+            p,
+            PartitionLog::open(&dir, offsets_log_config(config.offsets_topic_segment_bytes))
+                .await?,
+        ));
     }
     let owned = logs.len();
     let coord = GroupCoordinator::new(

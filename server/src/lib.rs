@@ -42,6 +42,7 @@
 //!   allocates a frame.
 //! - `conn_limits`: broker-wide `max.connections` and
 //!   `max.connections.per.ip`, checked at accept.
+//! - `cleaner`: each shard's log cleaner task (compaction), paced.
 //! - `clock`: the wall clock in Kafka's milliseconds.
 //! - `alloc`: the process allocator (huge reservations are lazily mapped,
 //!   so a hostile array length cannot abort the process).
@@ -64,6 +65,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod conn;

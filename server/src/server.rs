@@ -281,6 +281,7 @@ async fn run_shard(
     let _ = ready.send(Ok(bound));
 
     glommio::spawn_local(tick_loop(shard.clone())).detach();
+    crate::cleaner::spawn(shard.clone());
     glommio::spawn_local(watch_stop(shard.clone(), stop)).detach();
 
     loop {

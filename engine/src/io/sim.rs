@@ -99,9 +99,24 @@ struct SimState {
     generation: u64,
     writes: u64,
     syncs: u64,
+    /// Operations left before the power goes (`set_fuse`): after that every
+    /// operation fails until `crash`.
+    fuse: Option<u64>,
 }
 
 impl SimState {
+    /// Counts one operation against the fuse; fails once it has burnt.
+    fn burn(&mut self) -> io::Result<()> {
+        match self.fuse {
+            Some(0) => Err(io::Error::other("simulated power loss")),
+            Some(n) => {
+                self.fuse = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.current.len() as u64).sum()
     }
@@ -150,6 +165,7 @@ impl SimStorage {
                 generation: 0,
                 writes: 0,
                 syncs: 0,
+                fuse: None,
             })),
             budget: Rc::new(super::PreallocBudget::new(
                 super::budget::PREALLOCATE_BUDGET_BYTES,
@@ -171,6 +187,7 @@ impl SimStorage {
     pub fn crash(&self) {
         let mut st = self.state.borrow_mut();
         st.generation += 1;
+        st.fuse = None;
         let mut ids: Vec<u64> = st.files.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -194,6 +211,13 @@ impl SimStorage {
             f.durable = image;
             f.unsynced.clear();
         }
+    }
+
+    /// The power goes after `ops` more file or directory operations: from
+    /// then on every operation fails, until [`crash`](Self::crash) applies
+    /// the loss. A crash at an exact point of a multi-step change.
+    pub fn set_fuse(&self, ops: u64) {
+        self.state.borrow_mut().fuse = Some(ops);
     }
 
     /// Flips one bit of a file in both images (media corruption).
@@ -308,6 +332,7 @@ impl SimFile {
         if st.generation != self.generation || !st.files.contains_key(&self.id) {
             return Err(io::Error::other("stale simulated file handle"));
         }
+        st.burn()?;
         f(&mut st, self.id)
     }
 }
@@ -422,6 +447,7 @@ impl Storage for SimStorage {
 
     async fn open(&self, path: &Path) -> io::Result<SimFile> {
         let mut st = self.state.borrow_mut();
+        st.burn()?;
         let id = match st.names.get(path) {
             Some(&id) => id,
             None => {
@@ -459,6 +485,7 @@ impl Storage for SimStorage {
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
+        st.burn()?;
         if let Some(id) = st.names.remove(path) {
             st.files.remove(&id);
         }
@@ -483,6 +510,7 @@ impl Storage for SimStorage {
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
+        st.burn()?;
         let id = st
             .names
             .remove(from)
@@ -494,7 +522,7 @@ impl Storage for SimStorage {
     }
 
     async fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Ok(())
+        self.state.borrow_mut().burn()
     }
 
     fn free_bytes(&self, _dir: &Path) -> io::Result<u64> {

@@ -34,3 +34,17 @@ pub(super) async fn write_index_files<S: Storage>(
     }
     Ok(())
 }
+
+/// Writes index files under the given names as they are (the log cleaner's
+/// files written aside, renamed later by its swap).
+pub(super) async fn write_index_files_as<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    index_name: &str,
+    time_name: &str,
+    index_bytes: &[u8],
+    time_bytes: &[u8],
+) -> std::io::Result<()> {
+    crate::io::write_whole_file(storage, &dir.join(index_name), index_bytes).await?;
+    crate::io::write_whole_file(storage, &dir.join(time_name), time_bytes).await
+}

@@ -22,7 +22,9 @@
 //! - `truncate`: `truncate_to`, and the cut of a segment that recovery
 //!   shares;
 //! - `recover`: opening the segments after a clean shutdown or a crash;
-//! - `retention`: deleting old segments.
+//! - `retention`: deleting old segments;
+//! - `clean`: the log cleaner (compaction), its segment rewrite and the
+//!   swap of cleaned segments by rename.
 //!
 //! Write path: `append` validates the batches, assigns offsets in place and
 //! copies them into the active segment's 4096-aligned tail buffer. Full tail
@@ -55,6 +57,7 @@ use crate::notify::Notify;
 use crate::producer_state::{self, ProducerStateTable};
 
 mod append;
+pub mod clean;
 mod files;
 mod flush;
 mod prealloc;
@@ -71,6 +74,7 @@ mod truncate;
 #[cfg(any(test, feature = "test-util"))]
 pub use append::validate_for_append;
 
+pub use clean::{CleanStats, NoPacing, Pacer};
 use files::{write_index_files, SPARE_SEGMENT_FILE};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
@@ -135,6 +139,7 @@ impl<S: Storage> PartitionLog<S> {
                     rolling: false,
                     finishing: None,
                     closed: false,
+                    cleaning: false,
                     failed: None,
                 }),
                 written: Notify::default(),
@@ -145,6 +150,7 @@ impl<S: Storage> PartitionLog<S> {
                 spare_busy: Cell::new(false),
                 buffered_writer: Cell::new(false),
                 prealloc: RefCell::new(prealloc::Prealloc::default()),
+                cleaner: RefCell::new(state::CleanerState::default()),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
                 write_behind,
             }),
@@ -177,6 +183,11 @@ impl<S: Storage> PartitionLog<S> {
 
     pub fn config(&self) -> LogConfig {
         self.inner.config.borrow().clone()
+    }
+
+    /// Whether the log is compacted (`cleanup.policy` includes `compact`).
+    pub fn compacted(&self) -> bool {
+        self.inner.config.borrow().cleanup_compact
     }
 
     /// Replaces the configuration (topic config change); takes effect for

@@ -23,7 +23,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Also returns how many leading bytes came from the file (now, or when
     /// the log was opened): the rest were validated when they were appended
     /// and have not left memory since.
-    async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<(Bytes, usize)> {
+    pub(super) async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<(Bytes, usize)> {
         let (file, disk_end, mem, unchecked_end) = {
             let st = self.inner.state.borrow();
             let i = st
@@ -114,6 +114,7 @@ impl<S: Storage> PartitionLog<S> {
         want: u64,
         stop: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
+        let gaps = self.may_have_gaps(base);
         while pos < seg_len {
             let (window, disk_bytes) = self
                 .read_range(
@@ -128,9 +129,11 @@ impl<S: Storage> PartitionLog<S> {
                 let h = BatchHeader::parse(rest).map_err(|e| {
                     EngineError::Corrupt(format!("segment {base} position {here}: {e}"))
                 })?;
-                if h.base_offset != expect_offset {
+                // The offsets chain: a batch starts where the one before
+                // ended, or later in a segment the cleaner may have thinned.
+                if h.base_offset < expect_offset || (h.base_offset != expect_offset && !gaps) {
                     return Err(EngineError::Corrupt(format!(
-                        "segment {base} position {here}: batch has offset {}, expected {expect_offset}",
+                        "segment {base} position {here}: batch has offset {}, expected at least {expect_offset}",
                         h.base_offset
                     )));
                 }
@@ -203,20 +206,15 @@ impl<S: Storage> PartitionLog<S> {
         if offset >= bound {
             return Ok(out);
         }
-        let Some((base, seg_len, pos, first)) = self.locate(offset) else {
-            return Ok(out);
-        };
-        let found = self
-            .scan(base, seg_len, pos, first, max_bytes as u64, |h| {
-                h.last_offset() >= offset
-            })
-            .await?;
-        let Some((pos, _, bytes, disk_bytes)) = found else {
+        let Some((base, pos, bytes, disk_bytes)) =
+            self.find_batch(offset, max_bytes, bound).await?
+        else {
             return Ok(out);
         };
         let mut at = 0usize;
         let mut total = 0usize;
         let mut expect_offset: Option<i64> = None;
+        let gaps = self.may_have_gaps(base);
         while let Some(length_field) =
             bytes.get(at.saturating_add(8)..at.saturating_add(LOG_OVERHEAD))
         {
@@ -250,8 +248,9 @@ impl<S: Storage> PartitionLog<S> {
             let h = checked.map_err(|e| {
                 EngineError::Corrupt(format!("segment {base} position {here}: {e}"))
             })?;
-            // The CRC does not cover baseOffset: check the offsets chain.
-            if expect_offset.is_some_and(|e| e != h.base_offset) {
+            // The CRC does not cover baseOffset: check the offsets chain
+            // (with gaps only where the cleaner may have made them).
+            if expect_offset.is_some_and(|e| h.base_offset < e || (h.base_offset != e && !gaps)) {
                 return Err(EngineError::Corrupt(format!(
                     "segment {base} position {here}: offset {} out of sequence",
                     h.base_offset
@@ -268,6 +267,62 @@ impl<S: Storage> PartitionLog<S> {
             )));
         }
         Ok(out)
+    }
+
+    /// Whether segment `base` may have gaps between its batches: it was
+    /// cleaned by this process, or the log is compacted (a segment cleaned
+    /// before the last open). Elsewhere a batch must start where the one
+    /// before it ended, which catches a corrupt base offset (outside the CRC).
+    fn may_have_gaps(&self, base: i64) -> bool {
+        if self.inner.config.borrow().cleanup_compact {
+            return true;
+        }
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .any(|s| s.base_offset == base && s.cleaned)
+    }
+
+    /// The first batch holding `offset` or, when `offset` lies in a gap a
+    /// clean left, the first batch after it, below `bound`: its segment, its
+    /// position and the bytes from there. A compacted segment may end
+    /// before the next one starts, so the search goes on into the next.
+    async fn find_batch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: i64,
+    ) -> Result<Option<(i64, u64, Bytes, usize)>> {
+        let mut at = offset;
+        loop {
+            let Some((base, seg_len, pos, first)) = self.locate(at) else {
+                return Ok(None);
+            };
+            let found = self
+                .scan(base, seg_len, pos, first, max_bytes as u64, |h| {
+                    h.last_offset() >= offset
+                })
+                .await?;
+            if let Some((pos, h, bytes, disk_bytes)) = found {
+                if h.base_offset >= bound {
+                    return Ok(None);
+                }
+                return Ok(Some((base, pos, bytes, disk_bytes)));
+            }
+            let next = {
+                let st = self.inner.state.borrow();
+                st.segments
+                    .iter()
+                    .map(|s| s.base_offset)
+                    .find(|&b| b > base)
+            };
+            match next {
+                Some(next) if next < bound => at = next,
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The first offset whose batch max timestamp is >= `timestamp_ms`, with

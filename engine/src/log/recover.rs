@@ -86,6 +86,11 @@ pub(super) async fn recover<S: Storage>(
     chunk_bytes: u64,
 ) -> Result<(Vec<Segment<S::File>>, Tail<BufOf<S>>)> {
     storage.create_dir_all(dir).await.map_err(io_err)?;
+    // A clean that committed is finished before the segments are read, one
+    // that did not is dropped (see `clean/swap.rs`).
+    super::clean::swap::recover_swaps(storage, dir)
+        .await
+        .map_err(io_err)?;
     let names = storage.list_dir(dir).await.map_err(io_err)?;
     // Leftovers of a crash: the spare segment, index files not yet renamed.
     for n in &names {
@@ -194,16 +199,23 @@ pub(super) async fn recover<S: Storage>(
         i = i.saturating_add(1);
     }
     // Recover the active segment: scan from its last index entry, checking
-    // every batch; an empty last segment (a crash during a roll) is dropped
-    // and the one before becomes active again.
+    // every batch; an empty last segment after one whose roll did not
+    // finish (a crash during a roll) is dropped and the one before becomes
+    // active again. After a finished segment it stays: that one may have
+    // been cleaned, and a cleaned segment ends where the next one starts
+    // only by its base offset, not by its batches.
     loop {
         let count = segments.len();
+        let prev_unfinished = count
+            .checked_sub(2)
+            .and_then(|i| segments.get(i))
+            .is_some_and(|s| unfinished.contains(&s.base_offset));
         let Some(seg) = segments.last_mut() else {
             break;
         };
         let file_len = seg.file.len().await.map_err(io_err)?;
         scan_segment(seg, file_len, interval, clean).await?;
-        if seg.len == 0 && count > 1 {
+        if seg.len == 0 && count > 1 && prev_unfinished {
             let base = seg.base_offset;
             segments.pop();
             for ext in ["log", "index", "timeindex"] {

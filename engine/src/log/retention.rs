@@ -24,6 +24,11 @@ impl<S: Storage> PartitionLog<S> {
         let mut doomed = Vec::new();
         {
             let mut st = self.inner.state.borrow_mut();
+            // The cleaner is rewriting closed segments: the next tick
+            // deletes what is due.
+            if st.cleaning {
+                return Ok(0);
+            }
             let mut total: u64 = st.segments.iter().map(|s| s.len).sum();
             // The active segment (the last) is never deleted.
             while let (Some(seg), Some(next)) = (st.segments.first(), st.segments.get(1)) {

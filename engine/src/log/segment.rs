@@ -45,6 +45,8 @@ pub(super) struct Segment<F: StorageFile> {
     pub(super) first_append_ms: Option<i64>,
     /// File bytes preallocated so far (0 without preallocation).
     pub(super) allocated_bytes: u64,
+    /// Written by the log cleaner: its batches may have gaps between them.
+    pub(super) cleaned: bool,
 }
 
 impl<F: StorageFile> Segment<F> {
@@ -61,6 +63,7 @@ impl<F: StorageFile> Segment<F> {
             max_timestamp_offset: -1,
             first_append_ms: None,
             allocated_bytes: 0,
+            cleaned: false,
         }
     }
 

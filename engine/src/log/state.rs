@@ -117,6 +117,9 @@ pub(super) struct State<S: Storage> {
     /// indexed in the background (`finish_segment`).
     pub(super) finishing: Option<i64>,
     pub(super) closed: bool,
+    /// Set while the cleaner rewrites closed segments: retention and
+    /// truncation, which would delete or cut them, wait.
+    pub(super) cleaning: bool,
     /// Set when an fdatasync failed: what was acknowledged as written may be
     /// lost, so the log refuses appends until it is reopened.
     pub(super) failed: Option<String>,
@@ -173,6 +176,8 @@ pub(super) struct Inner<S: Storage> {
     /// The preallocation step and this log's claim on the storage's
     /// preallocation budget (see `prealloc.rs`).
     pub(super) prealloc: RefCell<Prealloc>,
+    /// The log cleaner's progress through this log.
+    pub(super) cleaner: RefCell<CleanerState>,
 }
 
 impl<S: Storage> Drop for Inner<S> {
@@ -182,6 +187,16 @@ impl<S: Storage> Drop for Inner<S> {
         let budget = self.storage.preallocation_budget();
         self.prealloc.get_mut().reset(budget, false);
     }
+}
+
+/// The log cleaner's state of one log (`clean/`), in memory.
+#[derive(Debug, Default)]
+pub(super) struct CleanerState {
+    /// Below this, the closed segments were cleaned (with every key up to
+    /// here in the offset map).
+    pub(super) first_dirty: i64,
+    /// When a kept tombstone may go: a clean is due then.
+    pub(super) tombstones_due_ms: Option<i64>,
 }
 
 /// Starts a future on the log's executor without waiting for it.

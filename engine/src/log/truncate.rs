@@ -67,7 +67,7 @@ impl<S: Storage> PartitionLog<S> {
             {
                 let mut st = self.inner.state.borrow_mut();
                 self.check_open(&st)?;
-                if !st.rolling {
+                if !st.rolling && !st.cleaning {
                     st.rolling = true;
                     break;
                 }

@@ -1,13 +1,17 @@
 //! Produce (v3-v9): partitions are grouped by owner shard, each group is
 //! appended on its shard (concurrently, so acks=all appends share a group
 //! commit), and the response is assembled in request order. Batches are
-//! validated by the engine (length, magic, CRC32C) and never decoded.
+//! validated by the engine (length, magic, CRC32C) and never decoded, but
+//! for compacted topics, whose records' keys are read: a record without a
+//! key is refused (INVALID_RECORD with KIP-467 record errors).
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -25,6 +29,9 @@ pub struct AppendOutcome {
     pub base_offset: i64,
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// KIP-467: the records (by index in the request's records) that made
+    /// the batch fail, with why.
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl AppendOutcome {
@@ -35,7 +42,33 @@ impl AppendOutcome {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
         }
+    }
+}
+
+/// Kafka's LogValidator shows at most this many record errors in the
+/// partition's error message.
+const RECORD_ERRORS_IN_MESSAGE: usize = 3;
+
+/// The outcome of a batch refused for keyless records in a compacted topic.
+fn keyless_refusal(topic: &str, partition: i32, keyless: &[i32]) -> AppendOutcome {
+    let why = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+    );
+    let shown: Vec<String> = keyless
+        .iter()
+        .take(RECORD_ERRORS_IN_MESSAGE)
+        .map(|i| format!("RecordError(batchIndex={i}, message='{why}')"))
+        .collect();
+    let message = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        keyless.len(),
+        shown.join(", ")
+    );
+    AppendOutcome {
+        record_errors: keyless.iter().map(|&i| (i, why.clone())).collect(),
+        ..AppendOutcome::error(ResponseError::InvalidRecord, message)
     }
 }
 
@@ -130,6 +163,18 @@ pub async fn handle(
                         .with_base_offset(o.base_offset)
                         .with_log_append_time_ms(o.log_append_time_ms)
                         .with_log_start_offset(o.log_start_offset)
+                        .with_record_errors(
+                            o.record_errors
+                                .into_iter()
+                                .map(|(i, why)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(i)
+                                        .with_batch_index_error_message(Some(
+                                            StrBytes::from_string(why),
+                                        ))
+                                })
+                                .collect(),
+                        )
                         .with_error_message(
                             o.message
                                 .filter(|_| o.error.is_some())
@@ -189,6 +234,14 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
     let Some(records) = item.records.filter(|r| !r.is_empty()) else {
         return AppendOutcome::error(ResponseError::CorruptMessage, "no records");
     };
+    if log.compacted() {
+        // A compacted topic refuses records without a key, as Kafka's
+        // LogValidator does; only compacted topics' keys are read.
+        let keyless = strom_engine::records::keyless_in_batches(&records);
+        if !keyless.is_empty() {
+            return keyless_refusal(&item.topic, item.partition, &keyless);
+        }
+    }
     match log.append(&records, durability, now_ms()).await {
         Ok(info) => AppendOutcome {
             error: None,
@@ -196,6 +249,7 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
             base_offset: info.base_offset,
             log_append_time_ms: info.log_append_time_ms,
             log_start_offset: info.log_start_offset,
+            record_errors: Vec::new(),
         },
         Err(e) => {
             tracing::debug!(topic = %item.topic, partition = item.partition, "append failed: {e}");

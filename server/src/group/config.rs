@@ -9,6 +9,8 @@ use std::rc::Rc;
 pub struct GroupConfig {
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes` (Kafka's default: 100 MiB).
+    pub offsets_topic_segment_bytes: u64,
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of
     /// an empty group waits for more members.
     pub initial_rebalance_delay_ms: i64,
@@ -33,6 +35,7 @@ impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,

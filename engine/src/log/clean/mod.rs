@@ -1,0 +1,498 @@
+//! The log cleaner: compaction of a `cleanup.policy=compact` log, after
+//! Kafka's `LogCleaner`, run by the shard that owns the log.
+//!
+//! What a clean keeps, segment by segment, for the closed segments up to
+//! the end of the dirty part it took in (the active segment, and a segment
+//! still being finished by a roll, are never touched):
+//! - the last record of each key, at its original offset: offsets are never
+//!   renumbered, readers step over the gaps;
+//! - a tombstone (a null value) until `delete.retention.ms` after its
+//!   segment's newest timestamp, and at least until the clean after the one
+//!   that first saw it;
+//! - whole: control batches, the last batch of each producer the log still
+//!   tracks (so idempotent-producer state survives a restart), and batches
+//!   whose records it cannot read (snappy, lz4 and zstd: it reads
+//!   uncompressed and gzip records);
+//! - a batch with some records gone is rebuilt with the same header fields
+//!   (base offset, lastOffsetDelta, timestamps, producer id, epoch, base
+//!   sequence) and recompressed with its codec; a batch with none left goes.
+//!   Records without a key go, as in Kafka.
+//!
+//! When: the log's *first dirty offset* (in memory: every closed segment
+//! counts as dirty after an open) splits its closed segments into a clean
+//! part and a dirty part. The dirty part ends before the first segment whose
+//! newest timestamp is within `min.compaction.lag.ms`. A clean runs when the
+//! dirty part is at least `min.cleanable.dirty.ratio` of the closed bytes,
+//! when its first segment's newest timestamp is older than
+//! `max.compaction.lag.ms`, or when a kept tombstone is due for removal.
+//!
+//! How: the keys of the dirty segments go into an offset map (key to its
+//! last offset), segment by segment while the map fits the dedupe buffer
+//! (at least one segment per clean). Then every closed segment up to the
+//! map's end is rewritten, consecutive segments grouped while their sizes
+//! fit `segment.bytes`, each group into one segment written aside and
+//! swapped in by rename (`swap.rs`: a crash at any point leaves a readable,
+//! correct log). The pacer the caller gives bounds the I/O rate and yields
+//! to the data path.
+
+use std::collections::HashMap;
+
+use super::files::write_index_files_as;
+use super::segment::segment_name;
+use super::state::{io_err, Inner, PartitionLog};
+use crate::batch::BatchHeader;
+use crate::config::{CleanerConfig, LogConfig};
+use crate::error::{EngineError, Result};
+use crate::index;
+use crate::io::Storage;
+use crate::records::{parse_records, rebuild_batch, records_bytes};
+
+mod pacer;
+mod rewrite;
+pub(crate) mod swap;
+
+pub use pacer::{NoPacing, Pacer};
+
+use rewrite::{CleanedWriter, Cursor};
+
+/// What one clean did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    /// The clean covered the closed segments below this offset.
+    pub end_offset: i64,
+    pub segments_before: usize,
+    pub segments_after: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+    pub batches_rebuilt: u64,
+}
+
+/// Key to the offset of its last record in the dirty part.
+type OffsetMap = HashMap<Vec<u8>, i64>;
+
+/// What the map costs per key beyond the key's bytes (the offset, the
+/// vector and the table's slot).
+const MAP_ENTRY_OVERHEAD_BYTES: u64 = 48;
+
+/// A closed segment as the planner saw it.
+#[derive(Debug, Clone, Copy)]
+struct SegmentInfo {
+    base: i64,
+    len: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+}
+
+/// Resets `cleaning` however a clean ends and wakes whoever waits for it.
+struct CleaningGuard<'a, S: Storage> {
+    inner: &'a Inner<S>,
+}
+
+impl<S: Storage> Drop for CleaningGuard<'_, S> {
+    fn drop(&mut self) {
+        self.inner.state.borrow_mut().cleaning = false;
+        self.inner.progress.notify_all();
+    }
+}
+
+/// Which batches of a segment a clean keeps.
+enum Kept {
+    Whole,
+    Rebuilt(Vec<u8>),
+    Nothing,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// The cleaner's first dirty offset (see the module doc).
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.inner
+            .cleaner
+            .borrow()
+            .first_dirty
+            .max(self.log_start_offset())
+    }
+
+    /// Cleans the log when it is due (see the module doc). `None`: nothing
+    /// to do (not compacted, not due, or a clean already running).
+    pub async fn clean(
+        &self,
+        now_ms: i64,
+        cleaner: &CleanerConfig,
+        pacer: &mut impl Pacer,
+    ) -> Result<Option<CleanStats>> {
+        let config = self.inner.config.borrow().clone();
+        if !config.cleanup_compact {
+            return Ok(None);
+        }
+        let Some((closed, dirty_from)) = self.plan(now_ms, &config) else {
+            return Ok(None);
+        };
+        {
+            let mut st = self.inner.state.borrow_mut();
+            self.check_open(&st)?;
+            if st.cleaning {
+                return Ok(None);
+            }
+            st.cleaning = true;
+        }
+        let _guard = CleaningGuard { inner: &self.inner };
+        let first_dirty = self.first_dirty_offset();
+        let (map, map_end) = self
+            .build_offset_map(&closed, dirty_from, cleaner.dedupe_buffer_bytes, pacer)
+            .await?;
+        let map_end = map_end.max(first_dirty);
+        let targets: Vec<SegmentInfo> = closed
+            .iter()
+            .copied()
+            .filter(|s| s.next_offset <= map_end)
+            .collect();
+        let mut stats = CleanStats {
+            end_offset: map_end,
+            segments_before: targets.len(),
+            bytes_before: targets.iter().map(|s| s.len).sum(),
+            ..CleanStats::default()
+        };
+        let mut due: Option<i64> = None;
+        for group in groups(&targets, &config) {
+            let ctx = GroupCtx {
+                map: &map,
+                first_dirty,
+                now_ms,
+                delete_retention_ms: config.delete_retention_ms,
+                interval: u64::from(config.index_interval_bytes),
+            };
+            let len = self
+                .clean_group(group, &ctx, &mut stats, &mut due, pacer)
+                .await?;
+            stats.segments_after = stats.segments_after.saturating_add(1);
+            stats.bytes_after = stats.bytes_after.saturating_add(len);
+        }
+        {
+            let mut c = self.inner.cleaner.borrow_mut();
+            c.first_dirty = c.first_dirty.max(map_end);
+            c.tombstones_due_ms = due;
+        }
+        tracing::debug!(dir = %self.inner.dir.display(), ?stats, "log cleaned");
+        Ok(Some(stats))
+    }
+
+    /// The closed segments a clean may touch and the index of the first
+    /// dirty one, when a clean is due.
+    fn plan(&self, now_ms: i64, config: &LogConfig) -> Option<(Vec<SegmentInfo>, usize)> {
+        let first_dirty = self.first_dirty_offset();
+        let tombstones_due = self
+            .inner
+            .cleaner
+            .borrow()
+            .tombstones_due_ms
+            .is_some_and(|t| now_ms >= t);
+        let st = self.inner.state.borrow();
+        if st.closed || st.failed.is_some() || st.cleaning {
+            return None;
+        }
+        let count = st.segments.len().saturating_sub(1);
+        let mut closed = Vec::new();
+        for s in st.segments.iter().take(count) {
+            if st.finishing == Some(s.base_offset) {
+                break;
+            }
+            // Only segments all of whose records are older than the lag.
+            let young = config.min_compaction_lag_ms > 0
+                && s.max_timestamp >= 0
+                && now_ms.saturating_sub(s.max_timestamp) < config.min_compaction_lag_ms;
+            if young && s.next_offset > first_dirty {
+                break;
+            }
+            closed.push(SegmentInfo {
+                base: s.base_offset,
+                len: s.len,
+                next_offset: s.next_offset,
+                max_timestamp: s.max_timestamp,
+            });
+        }
+        let dirty_from = closed.partition_point(|s| s.next_offset <= first_dirty);
+        let (clean, dirty) = closed.split_at(dirty_from);
+        let clean_bytes: u64 = clean.iter().map(|s| s.len).sum();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.len).sum();
+        let total = clean_bytes.saturating_add(dirty_bytes);
+        let ratio_due = dirty_bytes > 0
+            && (dirty_bytes as f64) >= config.min_cleanable_dirty_ratio * (total as f64);
+        let lag_due = dirty.first().is_some_and(|s| {
+            dirty_bytes > 0
+                && s.max_timestamp >= 0
+                && now_ms.saturating_sub(s.max_timestamp) > config.max_compaction_lag_ms
+        });
+        let due = ratio_due || lag_due || (tombstones_due && !closed.is_empty());
+        due.then_some((closed, dirty_from))
+    }
+
+    /// Reads the keys of the dirty segments into the offset map while it
+    /// fits `budget_bytes` (at least one segment); returns it with the end
+    /// offset of the last segment it holds.
+    async fn build_offset_map(
+        &self,
+        closed: &[SegmentInfo],
+        dirty_from: usize,
+        budget_bytes: u64,
+        pacer: &mut impl Pacer,
+    ) -> Result<(OffsetMap, i64)> {
+        let mut map = OffsetMap::new();
+        let mut map_bytes = 0u64;
+        let mut end = 0i64;
+        for seg in closed.iter().skip(dirty_from) {
+            let mut keys = OffsetMap::new();
+            let mut cur = Cursor::new(seg.base, seg.len);
+            while !cur.done() {
+                for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
+                    pacer.breathe().await;
+                    if h.is_control() {
+                        continue;
+                    }
+                    // A batch whose records cannot be read adds no key: the
+                    // records it may supersede elsewhere are kept.
+                    let Ok(records) = records_bytes(&bytes) else {
+                        continue;
+                    };
+                    let Ok(parsed) = parse_records(&records, h.record_count) else {
+                        continue;
+                    };
+                    for r in parsed {
+                        if let Some(k) = r.key {
+                            let offset = h.base_offset.saturating_add(i64::from(r.offset_delta));
+                            keys.insert(k.to_vec(), offset);
+                        }
+                    }
+                }
+            }
+            let added: u64 = keys
+                .keys()
+                .filter(|k| !map.contains_key(*k))
+                .map(|k| (k.len() as u64).saturating_add(MAP_ENTRY_OVERHEAD_BYTES))
+                .sum();
+            if !map.is_empty() && map_bytes.saturating_add(added) > budget_bytes {
+                break;
+            }
+            map_bytes = map_bytes.saturating_add(added);
+            map.extend(keys);
+            end = seg.next_offset;
+        }
+        Ok((map, end))
+    }
+
+    /// Writes one group of segments cleaned, then swaps it in. Returns the
+    /// cleaned segment's length.
+    async fn clean_group(
+        &self,
+        group: &[SegmentInfo],
+        ctx: &GroupCtx<'_>,
+        stats: &mut CleanStats,
+        due: &mut Option<i64>,
+        pacer: &mut impl Pacer,
+    ) -> Result<u64> {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return Ok(0);
+        };
+        let (storage, dir) = (&self.inner.storage, &self.inner.dir);
+        let base = first.base;
+        swap::discard(storage, dir, base).await;
+        let file = storage
+            .open(&dir.join(swap::cleaned_name(base, "log")))
+            .await
+            .map_err(io_err)?;
+        let mut w = CleanedWriter::new(base, file, ctx.interval);
+        for seg in group {
+            let removable = seg.next_offset <= ctx.first_dirty
+                && seg.max_timestamp >= 0
+                && ctx.now_ms.saturating_sub(seg.max_timestamp) > ctx.delete_retention_ms;
+            let mut cur = Cursor::new(seg.base, seg.len);
+            while !cur.done() {
+                for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
+                    pacer.breathe().await;
+                    let last_of_producer = self.is_last_batch_of_producer(&h);
+                    let (kept, removed, tombstones) =
+                        retain(&h, &bytes, ctx.map, removable, last_of_producer);
+                    stats.records_removed = stats.records_removed.saturating_add(removed);
+                    if tombstones {
+                        let at = seg
+                            .max_timestamp
+                            .saturating_add(ctx.delete_retention_ms)
+                            .saturating_add(1)
+                            .max(ctx.now_ms);
+                        *due = Some(due.map_or(at, |d| d.min(at)));
+                    }
+                    match kept {
+                        Kept::Whole => w.push(&h, &bytes, pacer).await?,
+                        Kept::Rebuilt(b) => {
+                            stats.batches_rebuilt = stats.batches_rebuilt.saturating_add(1);
+                            let nh = BatchHeader::parse(&b)?;
+                            w.push(&nh, &b, pacer).await?;
+                        }
+                        Kept::Nothing => {}
+                    }
+                }
+            }
+        }
+        let mut seg = w.finish(pacer).await?;
+        seg.next_offset = last.next_offset;
+        let end = last.next_offset;
+        write_index_files_as(
+            storage,
+            dir,
+            &swap::cleaned_name(base, "index"),
+            &swap::cleaned_name(base, "timeindex"),
+            &index::encode_offset_index(&seg.index),
+            &index::encode_time_index(&seg.time_index),
+        )
+        .await
+        .map_err(io_err)?;
+        if !self.group_unchanged(group) {
+            swap::discard(storage, dir, base).await;
+            return Err(EngineError::Io(std::io::Error::other(format!(
+                "clean of segments {base}..{end}: the segments changed meanwhile"
+            ))));
+        }
+        swap::commit(storage, dir, base, end)
+            .await
+            .map_err(io_err)?;
+        swap::finish(storage, dir, base, end)
+            .await
+            .map_err(io_err)?;
+        let len = seg.len;
+        let mut st = self.inner.state.borrow_mut();
+        let Some(i) = st.segments.iter().position(|s| s.base_offset == base) else {
+            unreachable!("segment {base} vanished while the log was being cleaned");
+        };
+        let k = group.len();
+        let replaced: Vec<_> = st
+            .segments
+            .splice(i..i.saturating_add(k), std::iter::once(seg))
+            .collect();
+        debug_assert!(replaced
+            .iter()
+            .zip(group)
+            .all(|(s, g)| s.base_offset == g.base));
+        tracing::trace!(dir = %dir.display(), base, end, file = %segment_name(base, "log"), len, "segments swapped for their clean");
+        Ok(len)
+    }
+
+    /// The group's segments are still in the log as planned (nothing
+    /// deletes or cuts closed segments while `cleaning` is set; this is the
+    /// check that it held).
+    fn group_unchanged(&self, group: &[SegmentInfo]) -> bool {
+        let st = self.inner.state.borrow();
+        if st.closed {
+            return false;
+        }
+        let Some(i) = group
+            .first()
+            .and_then(|g| st.segments.iter().position(|s| s.base_offset == g.base))
+        else {
+            return false;
+        };
+        group.iter().enumerate().all(|(j, g)| {
+            st.segments
+                .get(i.saturating_add(j))
+                .is_some_and(|s| s.base_offset == g.base && s.len == g.len)
+        })
+    }
+
+    fn is_last_batch_of_producer(&self, h: &BatchHeader) -> bool {
+        h.producer_id >= 0
+            && self
+                .inner
+                .producers
+                .borrow()
+                .get(h.producer_id)
+                .and_then(|e| e.batches.back())
+                .is_some_and(|b| b.base_offset == h.base_offset)
+    }
+}
+
+/// What a group's clean needs to decide about each record.
+struct GroupCtx<'a> {
+    map: &'a OffsetMap,
+    first_dirty: i64,
+    now_ms: i64,
+    delete_retention_ms: i64,
+    interval: u64,
+}
+
+/// Decides what of one batch stays. Returns it with the number of records
+/// removed and whether a tombstone stays.
+fn retain(
+    h: &BatchHeader,
+    bytes: &[u8],
+    map: &OffsetMap,
+    tombstones_removable: bool,
+    last_of_producer: bool,
+) -> (Kept, u64, bool) {
+    if h.is_control() {
+        return (Kept::Whole, 0, false);
+    }
+    let Ok(records) = records_bytes(bytes) else {
+        return (Kept::Whole, 0, false);
+    };
+    let Ok(parsed) = parse_records(&records, h.record_count) else {
+        return (Kept::Whole, 0, false);
+    };
+    let mut kept = Vec::with_capacity(parsed.len());
+    let mut tombstones = false;
+    for r in &parsed {
+        let Some(key) = r.key else {
+            continue;
+        };
+        let offset = h.base_offset.saturating_add(i64::from(r.offset_delta));
+        if map.get(key).is_some_and(|&last| last > offset) {
+            continue;
+        }
+        if r.tombstone {
+            if tombstones_removable {
+                continue;
+            }
+            tombstones = true;
+        }
+        kept.push(*r);
+    }
+    let removed = parsed.len().saturating_sub(kept.len()) as u64;
+    if last_of_producer {
+        // Kept whole: the producer's sequence state is rebuilt from it.
+        return (Kept::Whole, 0, parsed.iter().any(|r| r.tombstone));
+    }
+    if removed == 0 {
+        return (Kept::Whole, 0, tombstones);
+    }
+    if kept.is_empty() {
+        return (Kept::Nothing, removed, false);
+    }
+    match rebuild_batch(bytes, &kept) {
+        Ok(b) => (Kept::Rebuilt(b), removed, tombstones),
+        Err(_) => (Kept::Whole, 0, tombstones),
+    }
+}
+
+/// Consecutive segments grouped while their sizes fit `segment.bytes` and
+/// their offsets a segment's relative range.
+fn groups<'a>(segments: &'a [SegmentInfo], config: &LogConfig) -> Vec<&'a [SegmentInfo]> {
+    let limit = super::segment::segment_bytes(config);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    let mut bytes = 0u64;
+    for (i, s) in segments.iter().enumerate() {
+        let span_ok = segments
+            .get(start)
+            .is_some_and(|f| s.next_offset.saturating_sub(f.base) <= i64::from(i32::MAX));
+        if i > start && (bytes.saturating_add(s.len) > limit || !span_ok) {
+            if let Some(g) = segments.get(start..i) {
+                out.push(g);
+            }
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(s.len);
+    }
+    if let Some(g) = segments.get(start..).filter(|g| !g.is_empty()) {
+        out.push(g);
+    }
+    out
+}
