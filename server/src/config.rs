@@ -233,6 +233,9 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, String>,
     /// Consumer-group settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
+    /// `schema.registry.listeners`: `host:port` of the built-in schema
+    /// registry (strom-registry); `None`: no registry.
+    pub schema_registry_listen: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -253,6 +256,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: None,
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
+            schema_registry_listen: None,
         }
     }
 }
@@ -367,6 +371,11 @@ impl BrokerConfig {
                     .saturating_mul(60_000)
                     .to_string(),
             )?,
+            "schema.registry.listeners" => {
+                let listen = strom_registry::parse_listener(value.trim())
+                    .map_err(|e| bad(key, value, &e.to_string()))?;
+                self.schema_registry_listen = Some(listen);
+            }
             k if IGNORED_BROKER_KEYS.contains(&k) => {
                 int(1, i16::MAX as i64)?;
             }
