@@ -226,6 +226,13 @@ def test_bad_input_gets_confluents_error_codes(registry):
     status, body, _ = registry.call("POST", f"/subjects/{subject}/versions", huge)
     assert status == 413 and body["error_code"] == 413
 
+    # Nesting deep enough to overflow a recursive parser's stack is refused.
+    deep = '{"type":"array","items":' * 5_000 + '"int"' + "}" * 5_000
+    error_of(*registry.call("POST", f"/subjects/{subject}/versions", {"schema": deep})[:2], 42201)
+    status, body, _ = registry.call("GET", "/no/such/path")
+    assert status == 404 and body["error_code"] == 404
+    error_of(*registry.call("GET", "/schemas/ids/not-a-number")[:2], 40403)
+
     # None of it stopped the registry or the broker.
     assert registry.broker.alive()
     assert registry.call("GET", f"/subjects/{subject}/versions")[:2] == (200, [1])
@@ -358,5 +365,13 @@ def test_restart_keeps_subjects_versions_and_ids(tmp_path):
         error_of(*reg.call("GET", f"/subjects/{c}/versions")[:2], 40401)
         status, body, _ = reg.register(subject_name("d"), "double")
         assert status == 200 and body["id"] > max_id
+
+        # A crash (SIGKILL) loses nothing acknowledged: writes are acks=all.
+        reg.broker.crash_restart()
+        reg.wait_ready()
+        assert reg.call("GET", f"/subjects/{a}/versions")[:2] == (200, [1, 2])
+        assert reg.call("GET", f"/schemas/ids/{body['id']}")[0] == 200
+        status, after, _ = reg.register(subject_name("e"), "float")
+        assert status == 200 and after["id"] > body["id"]
     finally:
         reg.broker.stop(signal.SIGKILL)
