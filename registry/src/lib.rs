@@ -48,8 +48,9 @@ pub mod schema;
 pub mod state;
 pub mod store;
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,12 @@ use anyhow::Context;
 /// broker has just started; its first CreateTopics may be slow).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 const OPEN_RETRY: Duration = Duration::from_millis(200);
+
+/// The ids registered (and not deleted) under each subject, as the
+/// registry last read them from `_schemas`: what produce-side validation
+/// (`confluent.value.schema.validation`) checks records against. The
+/// registry replaces the map whole after each read that changed it.
+pub type SchemaIds = Arc<RwLock<HashMap<String, HashSet<i32>>>>;
 
 /// The registry's listener, bound, and the thread that serves it.
 pub struct Registry {
@@ -91,7 +98,7 @@ pub fn loopback_of(broker: SocketAddr) -> SocketAddr {
 /// Binds `listen` (so a taken port fails `strom serve` at once) and starts
 /// the registry's thread. Connections wait in the listen backlog until the
 /// registry has read `_schemas` to the end.
-pub fn start(listen: &str, broker: SocketAddr) -> anyhow::Result<Registry> {
+pub fn start(listen: &str, broker: SocketAddr, ids: SchemaIds) -> anyhow::Result<Registry> {
     let listener = TcpListener::bind(listen)
         .with_context(|| format!("binding the schema registry to {listen}"))?;
     listener.set_nonblocking(true)?;
@@ -100,7 +107,7 @@ pub fn start(listen: &str, broker: SocketAddr) -> anyhow::Result<Registry> {
     let thread = std::thread::Builder::new()
         .name("schema-registry".into())
         .spawn(move || {
-            if let Err(e) = run(listener, broker) {
+            if let Err(e) = run(listener, broker, ids) {
                 tracing::error!("schema registry stopped: {e:#}");
             }
         })
@@ -108,14 +115,14 @@ pub fn start(listen: &str, broker: SocketAddr) -> anyhow::Result<Registry> {
     Ok(Registry { addr, thread })
 }
 
-fn run(listener: TcpListener, broker: SocketAddr) -> anyhow::Result<()> {
+fn run(listener: TcpListener, broker: SocketAddr, ids: SchemaIds) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .context("building the schema registry's runtime")?;
     runtime.block_on(async move {
-        let store = open_store(broker).await?;
+        let store = open_store(broker, ids).await?;
         tracing::info!(
             subjects = store.state.subjects.len(),
             max_id = store.state.max_id,
@@ -128,10 +135,10 @@ fn run(listener: TcpListener, broker: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
-async fn open_store(broker: SocketAddr) -> anyhow::Result<store::Store> {
+async fn open_store(broker: SocketAddr, ids: SchemaIds) -> anyhow::Result<store::Store> {
     let started = Instant::now();
     loop {
-        match store::Store::open(broker.to_string()).await {
+        match store::Store::open(broker.to_string(), ids.clone()).await {
             Ok(s) => return Ok(s),
             Err(e) if started.elapsed() < OPEN_TIMEOUT => {
                 tracing::debug!("schema registry: opening _schemas: {e}; retrying");

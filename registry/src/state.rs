@@ -2,7 +2,7 @@
 //! It changes only by `apply`, one record at a time in log order, so the
 //! state after a restart is the state before it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::compat::Level;
 use crate::log_format::{Decoded, SchemaValue};
@@ -137,6 +137,17 @@ impl State {
             .get(subject)
             .map(|vs| vs.values().filter(|v| deleted || !v.deleted).collect())
             .unwrap_or_default()
+    }
+
+    /// The ids of each subject's live (not soft-deleted) versions.
+    pub fn live_ids(&self) -> HashMap<String, HashSet<i32>> {
+        self.subjects
+            .iter()
+            .map(|(s, vs)| {
+                let ids = vs.values().filter(|v| !v.deleted).map(|v| v.id).collect();
+                (s.clone(), ids)
+            })
+            .collect()
     }
 
     pub fn level(&self, subject: &str) -> Level {

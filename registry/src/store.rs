@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::client::{ClientError, KafkaClient};
 use crate::log_format::{decode, Entry};
 use crate::state::State;
+use crate::SchemaIds;
 
 pub const TOPIC: &str = "_schemas";
 /// The topic's configs: compacted, so it keeps the last record per key.
@@ -22,6 +23,8 @@ pub struct Store {
     pub state: State,
     /// The offset of the next record to read.
     next_offset: i64,
+    /// Published after each read that applied records.
+    ids: SchemaIds,
 }
 
 fn now_ms() -> i64 {
@@ -34,11 +37,12 @@ fn now_ms() -> i64 {
 impl Store {
     /// Connects to the broker at `broker_addr`, creates `_schemas` if it is
     /// missing and reads it to the end.
-    pub async fn open(broker_addr: String) -> Result<Store, ClientError> {
+    pub async fn open(broker_addr: String, ids: SchemaIds) -> Result<Store, ClientError> {
         let mut store = Store {
             client: KafkaClient::new(broker_addr),
             state: State::default(),
             next_offset: 0,
+            ids,
         };
         store.client.ensure_topic(TOPIC, TOPIC_CONFIGS).await?;
         store.catch_up(0).await?;
@@ -49,9 +53,11 @@ impl Store {
     /// up to (not including) `until`.
     pub async fn catch_up(&mut self, until: i64) -> Result<(), ClientError> {
         let started = Instant::now();
+        let mut applied = false;
         loop {
             let fetched = self.client.fetch(TOPIC, self.next_offset).await?;
             let progressed = !fetched.records.is_empty();
+            applied |= progressed;
             for r in fetched.records {
                 self.next_offset = r.offset.saturating_add(1);
                 let Some(key) = r.key else { continue };
@@ -71,12 +77,25 @@ impl Store {
                 self.next_offset = self.next_offset.max(fetched.high_watermark);
             }
             if self.next_offset >= fetched.high_watermark && self.next_offset >= until {
+                if applied {
+                    self.publish_ids();
+                }
                 return Ok(());
             }
             if started.elapsed() >= READ_BACK_TIMEOUT {
                 return Err(ClientError::Timeout(READ_BACK_TIMEOUT));
             }
             tokio::time::sleep(READ_BACK_POLL).await;
+        }
+    }
+
+    fn publish_ids(&self) {
+        let ids = self.state.live_ids();
+        // A poisoned lock only means a reader panicked while holding it;
+        // the map itself is replaced whole, so it is never half-written.
+        match self.ids.write() {
+            Ok(mut guard) => *guard = ids,
+            Err(poisoned) => *poisoned.into_inner() = ids,
         }
     }
 

@@ -181,11 +181,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // SIGTERM right after the listening line is a graceful shutdown.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let registry_listen = broker_config.schema_registry_listen.clone();
+    let schema_ids = broker_config.schema_ids.clone();
     let broker = Broker::start(broker_config)?;
     // The registry runs on its own thread, a Kafka client of this broker;
     // it lives until the process exits.
     let registry = match &registry_listen {
-        Some(listen) => Some(strom_registry::start(listen, broker.addr)?),
+        Some(listen) => Some(strom_registry::start(listen, broker.addr, schema_ids)?),
         None => None,
     };
     // Not println!: it panics when stdout cannot be written (a full disk).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -375,3 +375,53 @@ def test_restart_keeps_subjects_versions_and_ids(tmp_path):
         assert status == 200 and after["id"] > body["id"]
     finally:
         reg.broker.stop(signal.SIGKILL)
+
+
+def test_produce_side_validation(registry, topic_name):
+    """A topic with confluent.value.schema.validation=true takes records
+    whose value carries an id registered under `<topic>-value` and refuses
+    any other with INVALID_RECORD; a topic without it takes anything."""
+    topic = create_topic(
+        registry.broker.bootstrap, topic_name, 1, config={"confluent.value.schema.validation": "true"}
+    )
+    plain = create_topic(registry.broker.bootstrap, topic_name + "-plain", 1)
+    client = SchemaRegistryClient({"url": registry.url})
+    serializer = AvroSerializer(client, json.dumps(USER_V1))
+    good = serializer({"name": "ok", "age": 1}, SerializationContext(topic, MessageField.VALUE))
+    other_id = registry.register(subject_name("other"), {**USER_V1, "name": "Other"})[1]["id"]
+    wrong_subject = struct.pack(">bI", 0, other_id) + good[5:]
+
+    results = {}
+
+    def produce(t, value, label):
+        p = Producer({"bootstrap.servers": registry.broker.bootstrap, "retries": 0})
+
+        def done(err, msg):
+            results[label] = err
+
+        p.produce(t, value=value, on_delivery=done)
+        assert p.flush(30) == 0
+
+    produce(topic, good, "good")
+    produce(topic, None, "tombstone")
+    produce(topic, b"no header at all", "garbage")
+    produce(topic, wrong_subject, "wrong subject")
+    produce(topic, struct.pack(">bI", 0, 999_999) + good[5:], "unknown id")
+    produce(plain, b"no header at all", "plain topic")
+
+    assert results["good"] is None and results["tombstone"] is None, results
+    assert results["plain topic"] is None, results
+    for label in ["garbage", "wrong subject", "unknown id"]:
+        assert results[label] is not None and results[label].code() == KafkaError.INVALID_RECORD, (label, results)
+
+    # Only the good record and the tombstone were written.
+    assert high_watermark(registry, topic) == 2
+
+
+def high_watermark(registry, topic):
+    """How many records `topic` partition 0 holds (its high watermark)."""
+    c = Consumer({"bootstrap.servers": registry.broker.bootstrap, "group.id": f"w-{uuid.uuid4().hex[:8]}"})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        c.close()

@@ -1,7 +1,9 @@
 //! Produce (v3-v9): partitions are grouped by owner shard, each group is
 //! appended on its shard (concurrently, so acks=all appends share a group
 //! commit), and the response is assembled in request order. Batches are
-//! validated by the engine (length, magic, CRC32C) and never decoded.
+//! validated by the engine (length, magic, CRC32C) and never decoded, except
+//! for topics that validate records against the schema registry
+//! (`api::schema_validation`).
 
 use std::rc::Rc;
 
@@ -189,6 +191,9 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
     let Some(records) = item.records.filter(|r| !r.is_empty()) else {
         return AppendOutcome::error(ResponseError::CorruptMessage, "no records");
     };
+    if let Err(msg) = crate::api::schema_validation::check(shard, &item.topic, &records) {
+        return AppendOutcome::error(ResponseError::InvalidRecord, msg);
+    }
     match log.append(&records, durability, now_ms()).await {
         Ok(info) => AppendOutcome {
             error: None,
