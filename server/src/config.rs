@@ -74,6 +74,11 @@ const TOPIC_CONFIGS: &[(&str, Kind, &str)] = &[
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
         "producer",
     ),
+    // Produce-side validation against the schema registry (Confluent's
+    // names): a record's key or value must carry an id registered under
+    // the topic's subject (`<topic>-key`, `<topic>-value`).
+    ("confluent.key.schema.validation", Kind::Bool, "false"),
+    ("confluent.value.schema.validation", Kind::Bool, "false"),
     ("delete.retention.ms", Kind::Long(0), "86400000"),
     ("file.delete.delay.ms", Kind::Long(0), "60000"),
     ("flush.messages", Kind::Long(1), "9223372036854775807"),
@@ -244,6 +249,12 @@ pub struct BrokerConfig {
     pub groups: crate::group::GroupConfig,
     /// The log cleaner (`log.cleaner.*`).
     pub cleaner: strom_engine::config::CleanerConfig,
+    /// `schema.registry.listeners`: `host:port` of the built-in schema
+    /// registry (strom-registry); `None`: no registry.
+    pub schema_registry_listen: Option<String>,
+    /// The registry's ids per subject, for topics that validate produced
+    /// records (`confluent.value.schema.validation`); empty without one.
+    pub schema_ids: strom_registry::SchemaIds,
 }
 
 impl Default for BrokerConfig {
@@ -265,6 +276,8 @@ impl Default for BrokerConfig {
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
             cleaner: strom_engine::config::CleanerConfig::default(),
+            schema_registry_listen: None,
+            schema_ids: Default::default(),
         }
     }
 }
@@ -411,6 +424,11 @@ impl BrokerConfig {
                     .saturating_mul(60_000)
                     .to_string(),
             )?,
+            "schema.registry.listeners" => {
+                let listen = strom_registry::parse_listener(value.trim())
+                    .map_err(|e| bad(key, value, &e.to_string()))?;
+                self.schema_registry_listen = Some(listen);
+            }
             k if IGNORED_BROKER_KEYS.contains(&k) => {
                 int(1, i16::MAX as i64)?;
             }

@@ -10,7 +10,10 @@
 //!   silence, the idle timeout (`connections.max.idle.ms`).
 //! - `api`: the Kafka APIs, one module per API family (`api::groups` for
 //!   the consumer-group APIs), dispatched by a single `match` over `ApiKey`
-//!   in `api::dispatch`.
+//!   in `api::dispatch`. `api::schema_validation` is the one place records
+//!   are decoded, only for topics that validate against the schema
+//!   registry (the strom-registry crate, which `main` starts on its own
+//!   thread when `schema.registry.listeners` is set).
 //! - `wire`: the Kafka wire format around a request's body: the response
 //!   type (`Reply`), the parsed header (`RequestContext`), decoding behind
 //!   `catch_unwind`, response frames (size, header, body).

@@ -54,6 +54,10 @@ enum Command {
         /// TOML file with Kafka broker config keys (num.partitions, log.retention.ms, ...).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve the schema registry (Confluent's REST API) on HOST:PORT
+        /// (config key `schema.registry.listeners`; default: no registry).
+        #[arg(long)]
+        schema_registry_listen: Option<String>,
     },
 }
 
@@ -146,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         advertised_listener,
         shards,
         config,
+        schema_registry_listen,
     } = cli.command;
     let mut broker_config = BrokerConfig::default();
     if let Some(path) = &config {
@@ -168,17 +173,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::ensure!(n >= 1, "--shards must be at least 1");
         broker_config.shards = Some(n);
     }
+    if let Some(l) = schema_registry_listen {
+        broker_config.schema_registry_listen = Some(strom_registry::parse_listener(&l)?);
+    }
 
     // Register the signal handlers before announcing readiness, so a
     // SIGTERM right after the listening line is a graceful shutdown.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let registry_listen = broker_config.schema_registry_listen.clone();
+    let schema_ids = broker_config.schema_ids.clone();
     let broker = Broker::start(broker_config)?;
+    // The registry runs on its own thread, a Kafka client of this broker;
+    // it lives until the process exits.
+    let registry = match &registry_listen {
+        Some(listen) => Some(strom_registry::start(listen, broker.addr, schema_ids)?),
+        None => None,
+    };
     // Not println!: it panics when stdout cannot be written (a full disk).
     let _ = writeln!(
         std::io::stdout().lock(),
         "strom listening on {}",
         broker.addr
     );
+    if let Some(r) = &registry {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "schema registry listening on http://{}",
+            r.addr
+        );
+    }
     let stop = broker.stop_handle();
     // Wait for a signal, and watch the shards meanwhile: a shard that ends
     // on its own has panicked, and a broker missing a shard must not look

@@ -418,6 +418,8 @@ fn describe_broker_configs(
             .cloned()
             .unwrap_or_else(|| default.to_string());
         let broker_key = match topic_key {
+            // Topic-only configs: Confluent's brokers have no default for them.
+            k if k.starts_with("confluent.") => continue,
             "max.message.bytes" => "message.max.bytes".to_string(),
             "segment.ms" => "log.roll.ms".to_string(),
             "flush.ms" => "log.flush.interval.ms".to_string(),

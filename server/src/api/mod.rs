@@ -14,6 +14,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod schema_validation;
 
 use std::rc::Rc;
 

@@ -1,9 +1,11 @@
 //! Produce (v3-v9): partitions are grouped by owner shard, each group is
 //! appended on its shard (concurrently, so acks=all appends share a group
 //! commit), and the response is assembled in request order. Batches are
-//! validated by the engine (length, magic, CRC32C) and never decoded, but
-//! for compacted topics, whose records' keys are read: a record without a
-//! key is refused (INVALID_RECORD with KIP-467 record errors).
+//! validated by the engine (length, magic, CRC32C) and never decoded,
+//! except in two cases: compacted topics, whose records' keys are read (a
+//! record without a key is refused: INVALID_RECORD with KIP-467 record
+//! errors), and topics that validate records against the schema registry
+//! (`api::schema_validation`).
 
 use std::rc::Rc;
 
@@ -241,6 +243,9 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
         if !keyless.is_empty() {
             return keyless_refusal(&item.topic, item.partition, &keyless);
         }
+    }
+    if let Err(msg) = crate::api::schema_validation::check(shard, &item.topic, &records) {
+        return AppendOutcome::error(ResponseError::InvalidRecord, msg);
     }
     match log.append(&records, durability, now_ms()).await {
         Ok(info) => AppendOutcome {
