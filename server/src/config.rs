@@ -452,6 +452,15 @@ impl BrokerConfig {
         self.max_connections_per_ip.unwrap_or(self.max_connections)
     }
 
+    /// Records the port the broker actually listens on. A listen address
+    /// with port 0 (the kernel picks one) would otherwise be advertised in
+    /// Metadata as port 0, and clients could not reach the broker.
+    pub fn set_bound_port(&mut self, port: u16) {
+        if let Some((host, "0")) = self.listen.rsplit_once(':') {
+            self.listen = format!("{host}:{port}");
+        }
+    }
+
     /// Address given to clients: the advertised listener or the listen address.
     pub fn advertised(&self) -> (String, i32) {
         let addr = self.advertised_listener.as_deref().unwrap_or(&self.listen);
@@ -489,6 +498,23 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_zero_is_advertised_as_the_bound_port() {
+        let mut c = BrokerConfig {
+            listen: "127.0.0.1:0".to_string(),
+            ..BrokerConfig::default()
+        };
+        c.set_bound_port(40123);
+        assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 40123));
+        // A concrete port is kept.
+        let mut c = BrokerConfig {
+            listen: "0.0.0.0:9092".to_string(),
+            ..BrokerConfig::default()
+        };
+        c.set_bound_port(40123);
+        assert_eq!(c.advertised(), ("localhost".to_string(), 9092));
+    }
 
     #[test]
     fn toml_dotted_and_quoted_keys() {
