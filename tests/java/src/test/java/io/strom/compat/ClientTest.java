@@ -11,10 +11,8 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
-import java.util.UUID;
 import java.util.concurrent.Future;
 import org.apache.kafka.clients.admin.Admin;
-import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -27,30 +25,10 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** kafka-clients 4.4 producer and consumer groups against the real broker. */
-class ClientTest {
-    static StromBroker broker;
-
-    @BeforeAll
-    static void startBroker() throws Exception {
-        broker = StromBroker.start();
-    }
-
-    @AfterAll
-    static void stopBroker() throws Exception {
-        if (broker != null) {
-            broker.close();
-        }
-    }
-
-    static String topicName(String prefix) {
-        return prefix + "-" + UUID.randomUUID().toString().substring(0, 8);
-    }
-
+class ClientTest extends BrokerTest {
     static Properties producerProps() {
         Properties p = new Properties();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
@@ -75,10 +53,7 @@ class ClientTest {
     }
 
     static Admin admin() {
-        Map<String, Object> conf = new HashMap<>();
-        conf.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
-        conf.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 30000);
-        return Admin.create(conf);
+        return broker.admin();
     }
 
     static void createTopic(String topic, int partitions) throws Exception {
@@ -90,7 +65,7 @@ class ClientTest {
     /** Idempotent (the 4.x default) acks=all producer: every send is acknowledged with consecutive offsets. */
     @Test
     void idempotentProducerAcksAll() throws Exception {
-        String topic = topicName("java-produce");
+        String topic = name("java-produce");
         createTopic(topic, 3);
         int n = 3000;
         Map<Integer, List<Long>> offsets = new HashMap<>();
@@ -123,7 +98,7 @@ class ClientTest {
      */
     @Test
     void consumerGroupCooperativeStickyStatic() throws Exception {
-        String topic = topicName("java-group");
+        String topic = name("java-group");
         String group = "g-" + topic;
         int partitions = 4;
         createTopic(topic, partitions);

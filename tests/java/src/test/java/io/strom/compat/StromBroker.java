@@ -120,6 +120,18 @@ public final class StromBroker implements AutoCloseable {
         return bootstrap;
     }
 
+    /** An AdminClient for this broker; the caller closes it. */
+    public org.apache.kafka.clients.admin.Admin admin() {
+        return org.apache.kafka.clients.admin.Admin.create(java.util.Map.of(
+                org.apache.kafka.clients.admin.AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+                org.apache.kafka.clients.admin.AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 30000));
+    }
+
+    /** A topic or group name no other test uses. */
+    public static String uniqueName(String prefix) {
+        return prefix + "-" + java.util.UUID.randomUUID().toString().substring(0, 8);
+    }
+
     public Path logPath() {
         return logPath;
     }
