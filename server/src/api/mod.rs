@@ -12,7 +12,9 @@ pub mod configs;
 pub mod fetch;
 mod fetch_read;
 pub mod groups;
+pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 
@@ -134,6 +136,14 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             ),
             None => Reply::Close,
         },
+        ApiKey::OffsetForLeaderEpoch => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &leader_epoch::handle(shard, req, v).await),
+            None => Reply::Close,
+        },
+        ApiKey::DescribeLogDirs => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &log_dirs::handle(shard, req, v).await),
+            None => Reply::Close,
+        },
         ApiKey::DescribeCluster => match decode(&mut body, v) {
             Some(req) => respond(ctx, &metadata::describe_cluster(shard, &req)),
             None => Reply::Close,
@@ -182,6 +192,8 @@ pub fn decode_body(ctx: &RequestContext, mut body: Bytes) -> Option<bool> {
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(b, v).is_some(),
         ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(b, v).is_some(),
         ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(b, v).is_some(),
+        ApiKey::OffsetForLeaderEpoch => decode::<OffsetForLeaderEpochRequest>(b, v).is_some(),
+        ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(b, v).is_some(),
         ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(b, v).is_some(),
         ApiKey::JoinGroup => decode::<JoinGroupRequest>(b, v).is_some(),
         ApiKey::SyncGroup => decode::<SyncGroupRequest>(b, v).is_some(),

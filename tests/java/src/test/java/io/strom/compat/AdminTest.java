@@ -40,7 +40,7 @@ import org.junit.jupiter.api.Test;
 
 /** kafka-clients 4.4's AdminClient against the real broker. */
 class AdminTest extends BrokerTest {
-    static void produce(String topic, int n) throws Exception {
+    static void produce(String topic, int n, int partitions) throws Exception {
         Map<String, Object> p = new HashMap<>();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
         p.put(ProducerConfig.ACKS_CONFIG, "all");
@@ -49,7 +49,7 @@ class AdminTest extends BrokerTest {
             // Distinct, increasing timestamps, so the max-timestamp offset is known.
             long t0 = System.currentTimeMillis() - 60_000;
             for (int i = 0; i < n; i++) {
-                producer.send(new ProducerRecord<>(topic, i % 2, t0 + i, "k" + i, "v" + i));
+                producer.send(new ProducerRecord<>(topic, i % partitions, t0 + i, "k" + i, "v" + i));
             }
             producer.flush();
         }
@@ -120,7 +120,7 @@ class AdminTest extends BrokerTest {
     void listOffsetsAndGroups() throws Exception {
         String topic = name("admin-offsets");
         admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get();
-        produce(topic, 10);
+        produce(topic, 10, 2);
         TopicPartition p0 = new TopicPartition(topic, 0);
         TopicPartition p1 = new TopicPartition(topic, 1);
         Map<TopicPartition, ListOffsetsResult.ListOffsetsResultInfo> latest =
@@ -147,6 +147,67 @@ class AdminTest extends BrokerTest {
         assertEquals(5, committed.get(p1).offset());
         admin.deleteConsumerGroups(List.of(group)).all().get();
         assertFalse(admin.listConsumerGroups().all().get().stream().anyMatch(g -> g.groupId().equals(group)));
+    }
+
+    /** DescribeLogDirs: the data directory with every partition's size. */
+    @Test
+    void describeLogDirs() throws Exception {
+        String topic = name("admin-logdirs");
+        admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get();
+        produce(topic, 10, 2);
+        Map<String, org.apache.kafka.clients.admin.LogDirDescription> dirs =
+                admin.describeLogDirs(List.of(0)).allDescriptions().get().get(0);
+        assertEquals(1, dirs.size(), "one log dir: " + dirs);
+        var dir = dirs.values().iterator().next();
+        assertTrue(dir.totalBytes().orElse(0) > 0, "total bytes reported");
+        assertTrue(dir.usableBytes().orElse(-1) >= 0, "usable bytes reported");
+        for (int p = 0; p < 2; p++) {
+            var info = dir.replicaInfos().get(new TopicPartition(topic, p));
+            assertTrue(info != null && info.size() > 0, "partition " + p + " has bytes: " + dir.replicaInfos());
+        }
+    }
+
+    /**
+     * OffsetForLeaderEpoch: a consumer that seeks to a position carrying
+     * leader epoch 0 past the end of the log is told the log ends earlier
+     * (LogTruncationException with the divergent offset), which it learns
+     * only from OffsetForLeaderEpoch (KIP-320).
+     */
+    @Test
+    void offsetForLeaderEpochDetectsTruncation() throws Exception {
+        String topic = name("admin-epoch");
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+        produce(topic, 10, 1);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        Map<String, Object> c = new HashMap<>();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
+        c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none");
+        c.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        try (KafkaConsumer<String, String> consumer =
+                new KafkaConsumer<>(c, new StringDeserializer(), new StringDeserializer())) {
+            consumer.assign(List.of(tp));
+            // A position within the log with epoch 0 validates and reads on.
+            consumer.seek(tp, new OffsetAndMetadata(4, java.util.Optional.of(0), ""));
+            List<String> values = new java.util.ArrayList<>();
+            long deadline = System.nanoTime() + java.time.Duration.ofSeconds(30).toNanos();
+            while (values.size() < 6 && System.nanoTime() < deadline) {
+                consumer.poll(java.time.Duration.ofMillis(200)).forEach(r -> values.add(r.value()));
+            }
+            assertEquals(List.of("v4", "v5", "v6", "v7", "v8", "v9"), values);
+
+            consumer.seek(tp, new OffsetAndMetadata(50, java.util.Optional.of(0), ""));
+            org.apache.kafka.clients.consumer.LogTruncationException truncated = null;
+            deadline = System.nanoTime() + java.time.Duration.ofSeconds(30).toNanos();
+            while (truncated == null && System.nanoTime() < deadline) {
+                try {
+                    consumer.poll(java.time.Duration.ofMillis(200));
+                } catch (org.apache.kafka.clients.consumer.LogTruncationException e) {
+                    truncated = e;
+                }
+            }
+            assertTrue(truncated != null, "the consumer detected the truncation");
+            assertEquals(10, truncated.divergentOffsets().get(tp).offset());
+        }
     }
 
     /** IncrementalAlterConfigs on a topic: set, append, subtract, delete, applied at once. */

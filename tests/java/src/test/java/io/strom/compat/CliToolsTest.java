@@ -147,6 +147,20 @@ class CliToolsTest extends BrokerTest {
         assertFalse(Tool.ok(CONSUMER_GROUPS, null, bs("--list")).stdout.lines().anyMatch(group::equals));
     }
 
+    /** kafka-log-dirs --describe: the JSON lists the topic's partitions with their sizes. */
+    @Test
+    void kafkaLogDirs() throws Exception {
+        String topic = name("cli-logdirs");
+        Tool.ok(TOPICS, null, bs("--create", "--topic", topic, "--partitions", "2"));
+        Tool.ok(CONSOLE_PRODUCER, "a\nb\nc\n", bs("--topic", topic));
+        Tool d = Tool.ok("org.apache.kafka.tools.LogDirsCommand", null,
+                bs("--describe", "--topic-list", topic));
+        String json = d.stdout.lines().filter(l -> l.startsWith("{")).findFirst().orElse("");
+        assertTrue(json.contains("\"partition\":\"" + topic + "-0\""), d.toString());
+        assertTrue(json.contains("\"partition\":\"" + topic + "-1\""), d.toString());
+        assertTrue(json.contains("\"brokers\":[{\"broker\":0"), d.toString());
+    }
+
     /** kafka-producer-perf-test and kafka-consumer-perf-test move every record. */
     @Test
     void perfTests() throws Exception {

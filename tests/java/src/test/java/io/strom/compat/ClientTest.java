@@ -158,4 +158,24 @@ class ClientTest extends BrokerTest {
             assertEquals(n, sum, "committed offsets are the log ends");
         }
     }
+
+    /**
+     * Until Strom has transactions, a transactional producer fails at once
+     * with a non-retriable error that says so, instead of retrying
+     * FindCoordinator until max.block.ms and timing out.
+     */
+    @Test
+    void transactionalProducerGetsAClearError() {
+        Properties p = producerProps();
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, name("tx"));
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            org.apache.kafka.common.KafkaException e = org.junit.jupiter.api.Assertions.assertThrows(
+                    org.apache.kafka.common.KafkaException.class, producer::initTransactions);
+            assertFalse(e instanceof org.apache.kafka.common.errors.TimeoutException,
+                    "not a timeout: " + e);
+            assertTrue(String.valueOf(e.getMessage()).contains("transactions are not supported"),
+                    "the broker's reason reaches the user: " + e);
+        }
+    }
 }
