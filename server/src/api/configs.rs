@@ -1,6 +1,8 @@
-//! IncrementalAlterConfigs (v0-v1): topic configs, changed through
-//! `Shard::update_metadata` and pushed to the partitions' logs by
-//! `Shard::apply_metadata`, so a change applies without a restart.
+//! IncrementalAlterConfigs (v0-v1): topic configs, and dynamic broker
+//! configs (the broker keys that set topic defaults, for this broker or as
+//! the cluster-wide default), changed through `Shard::update_metadata` and
+//! pushed to the partitions' logs by `Shard::apply_metadata`, so a change
+//! applies without a restart.
 //!
 //! Each resource is all or nothing: every operation is checked on a copy of
 //! the topic's configs, and the copy replaces them only when all pass.
@@ -14,12 +16,15 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::config::{topic_config_defaults, validate_topic_config, BrokerConfig};
+use crate::config::{
+    dynamic_broker_topic_key, topic_config_defaults, validate_topic_config, BrokerConfig,
+};
 use crate::metadata::Metadata;
 use crate::shard::Shard;
 
-/// Kafka's ConfigResource type of a topic.
+/// Kafka's ConfigResource types.
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 /// Kafka's AlterConfigOp types.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -65,13 +70,8 @@ fn altered_topic_configs(
     resource: &AlterConfigsResource,
 ) -> Result<BTreeMap<String, String>, AlterError> {
     let mut next = explicit.clone();
-    let mut seen: Vec<&str> = Vec::new();
     for op in &resource.configs {
         let key = op.name.as_str();
-        if seen.contains(&key) {
-            return Err(invalid_request(format!("config '{key}' given twice")));
-        }
-        seen.push(key);
         let value = op.value.as_ref().map(|v| v.as_str());
         match op.config_operation {
             OP_SET => {
@@ -129,6 +129,19 @@ fn altered_topic_configs(
     Ok(next)
 }
 
+/// A key given twice in one resource is refused, as Kafka refuses it.
+fn check_unique_keys(resource: &AlterConfigsResource) -> Result<(), AlterError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for op in &resource.configs {
+        let key = op.name.as_str();
+        if seen.contains(&key) {
+            return Err(invalid_request(format!("config '{key}' given twice")));
+        }
+        seen.push(key);
+    }
+    Ok(())
+}
+
 /// Alters one resource in `m` (or in nothing, with `validate_only`).
 fn alter_resource(
     config: &BrokerConfig,
@@ -136,6 +149,7 @@ fn alter_resource(
     resource: &AlterConfigsResource,
     validate_only: bool,
 ) -> Result<(), AlterError> {
+    check_unique_keys(resource)?;
     match resource.resource_type {
         RESOURCE_TOPIC => {
             let name = resource.resource_name.as_str();
@@ -151,10 +165,61 @@ fn alter_resource(
             }
             Ok(())
         }
+        RESOURCE_BROKER => {
+            let name = resource.resource_name.as_str();
+            if !name.is_empty() && name != config.node_id.to_string() {
+                return Err(invalid_request(format!("unknown broker '{name}'")));
+            }
+            let current = m.broker_configs.get(name).cloned().unwrap_or_default();
+            let next = altered_broker_configs(&current, resource)?;
+            if !validate_only {
+                if next.is_empty() {
+                    m.broker_configs.remove(name);
+                } else {
+                    m.broker_configs.insert(name.to_string(), next);
+                }
+            }
+            Ok(())
+        }
         other => Err(invalid_request(format!(
-            "resource type {other} cannot be altered here (topics only)"
+            "resource type {other} cannot be altered here (topics and brokers only)"
         ))),
     }
+}
+
+/// Applies SET and DELETE to a copy of one broker resource's dynamic
+/// configs. Only the broker keys that set a topic default can change at run
+/// time; anything else needs the config file and a restart.
+fn altered_broker_configs(
+    current: &BTreeMap<String, String>,
+    resource: &AlterConfigsResource,
+) -> Result<BTreeMap<String, String>, AlterError> {
+    let mut next = current.clone();
+    for op in &resource.configs {
+        let key = op.name.as_str();
+        let Some(topic_key) = dynamic_broker_topic_key(key) else {
+            return Err(invalid_config(format!(
+                "broker config '{key}' cannot be changed at run time \
+                 (only the log.* topic defaults can); set it in the config file"
+            )));
+        };
+        match (op.config_operation, op.value.as_ref()) {
+            (OP_SET, Some(value)) => {
+                let value = validate_topic_config(topic_key, value.as_str())
+                    .map_err(|e| invalid_config(format!("{key}: {e}")))?;
+                next.insert(key.to_string(), value);
+            }
+            (OP_DELETE, _) => {
+                next.remove(key);
+            }
+            (op, _) => {
+                return Err(invalid_request(format!(
+                    "operation {op} on broker config '{key}': only SET with a value and DELETE"
+                )))
+            }
+        }
+    }
+    Ok(next)
 }
 
 pub async fn incremental_alter_configs(

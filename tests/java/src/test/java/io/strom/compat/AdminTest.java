@@ -210,6 +210,75 @@ class AdminTest extends BrokerTest {
         }
     }
 
+    /**
+     * Dynamic broker configs: a topic default set on the broker (cluster
+     * default, then this broker) reaches existing topics' live logs without
+     * a restart: with log.message.timestamp.type=LogAppendTime a record
+     * produced with an old CreateTime comes back with the broker's time.
+     */
+    @Test
+    void dynamicBrokerConfigAppliesToLiveLogs() throws Exception {
+        String topic = name("admin-dynamic");
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+        ConfigResource cluster = new ConfigResource(ConfigResource.Type.BROKER, "");
+        ConfigResource node = new ConfigResource(ConfigResource.Type.BROKER, "0");
+        try {
+            admin.incrementalAlterConfigs(Map.of(cluster, List.of(new AlterConfigOp(
+                    new ConfigEntry("log.retention.ms", "7200000"), AlterConfigOp.OpType.SET))))
+                    .all().get();
+            ConfigEntry retention = topicConfig(topic).get("retention.ms");
+            assertEquals("7200000", retention.value());
+            assertEquals(ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, retention.source());
+
+            admin.incrementalAlterConfigs(Map.of(node, List.of(new AlterConfigOp(
+                    new ConfigEntry("log.message.timestamp.type", "LogAppendTime"), AlterConfigOp.OpType.SET))))
+                    .all().get();
+            ConfigEntry type = topicConfig(topic).get("message.timestamp.type");
+            assertEquals("LogAppendTime", type.value());
+            assertEquals(ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG, type.source());
+            Config brokerConfig = admin.describeConfigs(List.of(node)).all().get().get(node);
+            assertEquals("LogAppendTime", brokerConfig.get("log.message.timestamp.type").value());
+
+            long old = System.currentTimeMillis() - 30 * 60_000;
+            Map<String, Object> p = new HashMap<>();
+            p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
+            try (KafkaProducer<String, String> producer =
+                    new KafkaProducer<>(p, new StringSerializer(), new StringSerializer())) {
+                producer.send(new ProducerRecord<>(topic, 0, old, "k", "v")).get();
+            }
+            Map<String, Object> c = new HashMap<>();
+            c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
+            c.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+            try (KafkaConsumer<String, String> consumer =
+                    new KafkaConsumer<>(c, new StringDeserializer(), new StringDeserializer())) {
+                TopicPartition tp = new TopicPartition(topic, 0);
+                consumer.assign(List.of(tp));
+                consumer.seekToBeginning(List.of(tp));
+                List<org.apache.kafka.clients.consumer.ConsumerRecord<String, String>> got = new java.util.ArrayList<>();
+                long deadline = System.nanoTime() + java.time.Duration.ofSeconds(30).toNanos();
+                while (got.isEmpty() && System.nanoTime() < deadline) {
+                    consumer.poll(java.time.Duration.ofMillis(200)).forEach(got::add);
+                }
+                assertEquals(1, got.size());
+                assertEquals(org.apache.kafka.common.record.TimestampType.LOG_APPEND_TIME, got.get(0).timestampType());
+                assertTrue(got.get(0).timestamp() > old + 20 * 60_000, "the broker's append time");
+            }
+
+            // A key that cannot change at run time is refused.
+            ExecutionException fixed = assertThrows(ExecutionException.class, () -> admin.incrementalAlterConfigs(
+                    Map.of(node, List.of(new AlterConfigOp(new ConfigEntry("num.partitions", "3"),
+                            AlterConfigOp.OpType.SET)))).all().get());
+            assertInstanceOf(InvalidConfigurationException.class, fixed.getCause());
+        } finally {
+            admin.incrementalAlterConfigs(Map.of(
+                    cluster, List.of(new AlterConfigOp(new ConfigEntry("log.retention.ms", ""), AlterConfigOp.OpType.DELETE)),
+                    node, List.of(new AlterConfigOp(new ConfigEntry("log.message.timestamp.type", ""),
+                            AlterConfigOp.OpType.DELETE)))).all().get();
+        }
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, topicConfig(topic).get("retention.ms").source());
+        assertEquals("CreateTime", topicConfig(topic).get("message.timestamp.type").value());
+    }
+
     /** IncrementalAlterConfigs on a topic: set, append, subtract, delete, applied at once. */
     @Test
     void incrementalAlterTopicConfigs() throws Exception {

@@ -91,6 +91,31 @@ class CliToolsTest extends BrokerTest {
         assertTrue(bad.status != 0, "a bad value is refused: " + bad);
     }
 
+    /** kafka-configs on the brokers' cluster-wide default and on broker 0. */
+    @Test
+    void kafkaConfigsBroker() throws Exception {
+        Tool.ok(CONFIGS, null, bs("--alter", "--entity-type", "brokers", "--entity-default",
+                "--add-config", "log.retention.bytes=1073741824"));
+        Tool.ok(CONFIGS, null, bs("--alter", "--entity-type", "brokers", "--entity-name", "0",
+                "--add-config", "log.segment.bytes=104857600"));
+        try {
+            Tool d = Tool.ok(CONFIGS, null, bs("--describe", "--entity-type", "brokers", "--entity-default"));
+            assertTrue(d.stdout.contains("log.retention.bytes=1073741824"), d.toString());
+            Tool b = Tool.ok(CONFIGS, null, bs("--describe", "--entity-type", "brokers", "--entity-name", "0"));
+            assertTrue(b.stdout.contains("log.segment.bytes=104857600"), b.toString());
+            Tool bad = Tool.run(CONFIGS, null, bs("--alter", "--entity-type", "brokers", "--entity-name", "0",
+                    "--add-config", "log.segment.bytes=tiny"));
+            assertTrue(bad.status != 0, "a bad value is refused: " + bad);
+        } finally {
+            Tool.ok(CONFIGS, null, bs("--alter", "--entity-type", "brokers", "--entity-default",
+                    "--delete-config", "log.retention.bytes"));
+            Tool.ok(CONFIGS, null, bs("--alter", "--entity-type", "brokers", "--entity-name", "0",
+                    "--delete-config", "log.segment.bytes"));
+        }
+        Tool after = Tool.ok(CONFIGS, null, bs("--describe", "--entity-type", "brokers", "--entity-name", "0"));
+        assertFalse(after.stdout.contains("log.segment.bytes=104857600"), after.toString());
+    }
+
     /**
      * kafka-console-producer then kafka-console-consumer in a group;
      * kafka-consumer-groups --describe shows the committed offsets and lag,
