@@ -314,6 +314,44 @@ const BROKER_TOPIC_KEYS: &[(&str, &str)] = &[
     ("min.insync.replicas", "min.insync.replicas"),
 ];
 
+/// The topic config a broker key sets the default of, for the broker keys
+/// that can be changed at run time (IncrementalAlterConfigs on a broker).
+pub fn dynamic_broker_topic_key(broker_key: &str) -> Option<&'static str> {
+    BROKER_TOPIC_KEYS
+        .iter()
+        .find(|(b, _)| *b == broker_key)
+        .map(|(_, t)| *t)
+}
+
+/// The topic defaults that dynamic broker configs set, with the source each
+/// comes from (Kafka's ConfigSource: 2 for this broker, 3 for the
+/// cluster-wide default); this broker's own value wins.
+pub fn dynamic_topic_defaults(
+    broker_configs: &BTreeMap<String, BTreeMap<String, String>>,
+    node_id: i32,
+) -> BTreeMap<String, (String, i8)> {
+    let mut out = BTreeMap::new();
+    let layers = [
+        (broker_configs.get(""), SOURCE_DYNAMIC_DEFAULT_BROKER),
+        (
+            broker_configs.get(&node_id.to_string()),
+            SOURCE_DYNAMIC_BROKER,
+        ),
+    ];
+    for (layer, source) in layers {
+        for (k, v) in layer.into_iter().flatten() {
+            if let Some(topic_key) = dynamic_broker_topic_key(k) {
+                out.insert(topic_key.to_string(), (v.clone(), source));
+            }
+        }
+    }
+    out
+}
+
+/// Kafka's ConfigSource values for dynamic broker configs.
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+
 /// Broker keys accepted for compatibility that have no effect on a single node.
 const IGNORED_BROKER_KEYS: &[&str] = &[
     "default.replication.factor",
@@ -483,8 +521,25 @@ impl BrokerConfig {
 
     /// The effective `LogConfig` of a topic with these topic configs.
     pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> LogConfig {
+        self.log_config_with(&BTreeMap::new(), topic_configs)
+    }
+
+    /// The effective `LogConfig` of a topic: Kafka's defaults, then the
+    /// broker's static topic defaults, then the dynamic ones
+    /// ([`dynamic_topic_defaults`]), then the topic's own configs.
+    pub fn log_config_with(
+        &self,
+        dynamic: &BTreeMap<String, (String, i8)>,
+        topic_configs: &BTreeMap<String, String>,
+    ) -> LogConfig {
         let mut cfg = LogConfig::default();
-        for (k, v) in self.topic_defaults.iter().chain(topic_configs.iter()) {
+        let dynamic = dynamic.iter().map(|(k, (v, _))| (k, v));
+        for (k, v) in self
+            .topic_defaults
+            .iter()
+            .chain(dynamic)
+            .chain(topic_configs.iter())
+        {
             apply_to_log_config(&mut cfg, k, v);
         }
         cfg
@@ -512,6 +567,15 @@ impl BrokerConfig {
     /// The effective `max.connections.per.ip`.
     pub fn max_connections_per_ip(&self) -> usize {
         self.max_connections_per_ip.unwrap_or(self.max_connections)
+    }
+
+    /// Records the port the broker actually listens on. A listen address
+    /// with port 0 (the kernel picks one) would otherwise be advertised in
+    /// Metadata as port 0, and clients could not reach the broker.
+    pub fn set_bound_port(&mut self, port: u16) {
+        if let Some((host, "0")) = self.listen.rsplit_once(':') {
+            self.listen = format!("{host}:{port}");
+        }
     }
 
     /// Address given to clients: the advertised listener or the listen address.
@@ -551,6 +615,23 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_zero_is_advertised_as_the_bound_port() {
+        let mut c = BrokerConfig {
+            listen: "127.0.0.1:0".to_string(),
+            ..BrokerConfig::default()
+        };
+        c.set_bound_port(40123);
+        assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 40123));
+        // A concrete port is kept.
+        let mut c = BrokerConfig {
+            listen: "0.0.0.0:9092".to_string(),
+            ..BrokerConfig::default()
+        };
+        c.set_bound_port(40123);
+        assert_eq!(c.advertised(), ("localhost".to_string(), 9092));
+    }
 
     #[test]
     fn toml_dotted_and_quoted_keys() {

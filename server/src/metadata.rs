@@ -34,6 +34,11 @@ pub struct Metadata {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Dynamic broker configs (IncrementalAlterConfigs on a broker
+    /// resource), by resource name: "" for the cluster-wide default, the
+    /// node id for one broker; each a map of broker key to validated value.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Metadata {
@@ -42,6 +47,7 @@ impl Metadata {
             version: 0,
             cluster_id: new_cluster_id(),
             topics: BTreeMap::new(),
+            broker_configs: BTreeMap::new(),
         }
     }
 

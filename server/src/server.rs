@@ -80,6 +80,8 @@ impl Broker {
         // It also turns port 0 into one concrete port for every shard.
         let addr = probe_listen_address(addr)
             .with_context(|| format!("listen address {addr} is not available"))?;
+        let mut config = config;
+        config.set_bound_port(addr.port());
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);

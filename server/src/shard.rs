@@ -21,7 +21,7 @@ use strom_engine::PartitionLog;
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::config::BrokerConfig;
+use crate::config::{dynamic_topic_defaults, BrokerConfig};
 use crate::conn_limits::ConnectionLimits;
 use crate::frame_pool::FramePool;
 use crate::metadata::{owner_shard, partition_dir, Metadata};
@@ -232,9 +232,11 @@ impl Shard {
                 }
             }
         }
+        let dynamic = dynamic_topic_defaults(&next.broker_configs, self.config.node_id);
+        let dynamic_changed = previous.broker_configs != next.broker_configs;
         for (name, topic) in &next.topics {
             let is_new_topic = previous.topics.get(name).map(|t| t.id) != Some(topic.id);
-            let log_config = self.config.log_config(&topic.configs);
+            let log_config = self.config.log_config_with(&dynamic, &topic.configs);
             for p in 0..topic.partitions {
                 if self.owner(name, p) != self.id || self.log(name, p).is_some() {
                     continue;
@@ -259,7 +261,9 @@ impl Shard {
                     }
                 }
             }
-            if previous.topics.get(name).map(|t| &t.configs) != Some(&topic.configs) {
+            if dynamic_changed
+                || previous.topics.get(name).map(|t| &t.configs) != Some(&topic.configs)
+            {
                 if let Some(t) = self.logs.borrow().get(name) {
                     for log in t.partitions.values() {
                         log.set_config(log_config.clone());

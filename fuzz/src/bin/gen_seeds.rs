@@ -171,6 +171,10 @@ fn default_body(key: ApiKey, v: i16) -> BytesMut {
         ApiKey::DeleteGroups => encode(&DeleteGroupsRequest::default(), v),
         ApiKey::OffsetDelete => encode(&OffsetDeleteRequest::default(), v),
         ApiKey::InitProducerId => encode(&InitProducerIdRequest::default(), v),
+        ApiKey::IncrementalAlterConfigs => encode(&IncrementalAlterConfigsRequest::default(), v),
+        ApiKey::DescribeCluster => encode(&DescribeClusterRequest::default(), v),
+        ApiKey::OffsetForLeaderEpoch => encode(&OffsetForLeaderEpochRequest::default(), v),
+        ApiKey::DescribeLogDirs => encode(&DescribeLogDirsRequest::default(), v),
         other => panic!("{other:?} is advertised but has no seed"),
     };
     encoded.unwrap_or_else(|| panic!("{key:?} v{v}: the default request does not encode"))

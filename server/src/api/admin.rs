@@ -23,7 +23,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::config::{topic_config_defaults, validate_topic_config, BrokerConfig};
+use crate::config::{
+    dynamic_broker_topic_key, dynamic_topic_defaults, topic_config_defaults, validate_topic_config,
+    BrokerConfig,
+};
 use crate::metadata::{validate_topic_name, Metadata, TopicMeta, PARTITIONS_PER_TOPIC_MAX};
 use crate::shard::Shard;
 
@@ -167,7 +170,9 @@ pub async fn create_topics(
                         Err(_) => (-1, BTreeMap::new()),
                     };
                     let described = if version >= 5 {
-                        Some(created_configs(&shard.config, &configs))
+                        let dynamic =
+                            dynamic_topic_defaults(&meta.broker_configs, shard.config.node_id);
+                        Some(created_configs(&shard.config, &dynamic, &configs))
                     } else {
                         None
                     };
@@ -194,9 +199,10 @@ pub async fn create_topics(
 
 fn created_configs(
     config: &BrokerConfig,
+    dynamic: &BTreeMap<String, (String, i8)>,
     explicit: &BTreeMap<String, String>,
 ) -> Vec<CreatableTopicConfigs> {
-    describe_topic_configs(config, explicit, None)
+    describe_topic_configs(config, dynamic, explicit, None)
         .into_iter()
         .map(|c| {
             CreatableTopicConfigs::default()
@@ -354,18 +360,33 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// A topic default's value and source: dynamic broker config, else the
+/// config file, else Kafka's default.
+fn topic_default(
+    config: &BrokerConfig,
+    dynamic: &BTreeMap<String, (String, i8)>,
+    name: &str,
+    default: &str,
+) -> (String, i8) {
+    match (dynamic.get(name), config.topic_defaults.get(name)) {
+        (Some((v, source)), _) => (v.clone(), *source),
+        (None, Some(v)) => (v.clone(), SOURCE_STATIC_BROKER),
+        (None, None) => (default.to_string(), SOURCE_DEFAULT),
+    }
+}
+
 fn describe_topic_configs(
     config: &BrokerConfig,
+    dynamic: &BTreeMap<String, (String, i8)>,
     explicit: &BTreeMap<String, String>,
     keys: Option<&[StrBytes]>,
 ) -> Vec<DescribeConfigsResourceResult> {
     topic_config_defaults()
         .filter(|(name, _)| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == *name)))
         .map(|(name, default)| {
-            let (value, source) = match (explicit.get(name), config.topic_defaults.get(name)) {
-                (Some(v), _) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
-                (None, Some(v)) => (v.clone(), SOURCE_STATIC_BROKER),
-                (None, None) => (default.to_string(), SOURCE_DEFAULT),
+            let (value, source) = match explicit.get(name) {
+                Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
+                None => topic_default(config, dynamic, name, default),
             };
             DescribeConfigsResourceResult::default()
                 .with_name(StrBytes::from_static_str(name))
@@ -377,9 +398,10 @@ fn describe_topic_configs(
 
 fn describe_broker_configs(
     config: &BrokerConfig,
+    dynamic: &BTreeMap<String, (String, i8)>,
     keys: Option<&[StrBytes]>,
 ) -> Vec<DescribeConfigsResourceResult> {
-    let mut entries: Vec<(String, String)> = vec![
+    let fixed: Vec<(String, String)> = vec![
         ("num.partitions".into(), config.num_partitions.to_string()),
         (
             "auto.create.topics.enable".into(),
@@ -411,12 +433,12 @@ fn describe_broker_configs(
         ("log.dirs".into(), config.data_dir.display().to_string()),
         ("default.replication.factor".into(), "1".into()),
     ];
+    let mut entries: Vec<(String, String, i8)> = fixed
+        .into_iter()
+        .map(|(k, v)| (k, v, SOURCE_STATIC_BROKER))
+        .collect();
     for (topic_key, default) in topic_config_defaults() {
-        let value = config
-            .topic_defaults
-            .get(topic_key)
-            .cloned()
-            .unwrap_or_else(|| default.to_string());
+        let (value, source) = topic_default(config, dynamic, topic_key, default);
         let broker_key = match topic_key {
             // Topic-only configs: Confluent's brokers have no default for them.
             k if k.starts_with("confluent.") => continue,
@@ -427,17 +449,18 @@ fn describe_broker_configs(
             "compression.type" | "min.insync.replicas" => topic_key.to_string(),
             k => format!("log.{k}"),
         };
-        entries.push((broker_key, value));
+        entries.push((broker_key, value, source));
     }
     entries
         .into_iter()
-        .filter(|(name, _)| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == name)))
-        .map(|(name, value)| {
+        .filter(|(name, _, _)| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == name)))
+        .map(|(name, value, source)| {
+            let read_only = dynamic_broker_topic_key(&name).is_none();
             DescribeConfigsResourceResult::default()
                 .with_name(StrBytes::from_string(name))
                 .with_value(Some(StrBytes::from_string(value)))
-                .with_read_only(true)
-                .with_config_source(SOURCE_STATIC_BROKER)
+                .with_read_only(read_only)
+                .with_config_source(source)
         })
         .collect()
 }
@@ -459,9 +482,12 @@ pub async fn describe_configs(
                 .with_resource_name(r.resource_name.clone());
             match r.resource_type {
                 RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
-                    Some(t) => {
-                        base.with_configs(describe_topic_configs(&shard.config, &t.configs, keys))
-                    }
+                    Some(t) => base.with_configs(describe_topic_configs(
+                        &shard.config,
+                        &dynamic_topic_defaults(&meta.broker_configs, shard.config.node_id),
+                        &t.configs,
+                        keys,
+                    )),
                     None => base
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_error_message(Some(StrBytes::from_string(format!(
@@ -472,7 +498,14 @@ pub async fn describe_configs(
                 RESOURCE_BROKER => {
                     let name = r.resource_name.as_str();
                     if name.is_empty() || name == shard.config.node_id.to_string() {
-                        base.with_configs(describe_broker_configs(&shard.config, keys))
+                        // The default resource ("") shows the cluster-wide
+                        // dynamic defaults only, a broker all its layers.
+                        let mut layers = meta.broker_configs.clone();
+                        if name.is_empty() {
+                            layers.retain(|k, _| k.is_empty());
+                        }
+                        let dynamic = dynamic_topic_defaults(&layers, shard.config.node_id);
+                        base.with_configs(describe_broker_configs(&shard.config, &dynamic, keys))
                     } else {
                         base.with_error_code(ResponseError::InvalidRequest.code())
                             .with_error_message(Some(StrBytes::from_string(format!(

@@ -1,12 +1,17 @@
 //! Metadata (v0-v12): this broker as the only node, leader of everything;
 //! auto-creates requested topics when both the request and the broker allow.
+//! DescribeCluster (v0-v2): the same node, cluster id and controller.
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -112,6 +117,31 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         .with_cluster_id(Some(StrBytes::from_string(meta.cluster_id.clone())))
         .with_controller_id(BrokerId(node_id))
         .with_topics(topics)
+}
+
+/// DescribeCluster: this broker as the only node and the controller.
+/// `endpoint_type` 2 (controllers, KIP-919) is answered with the same node:
+/// one node is broker and controller both.
+pub fn describe_cluster(
+    shard: &Rc<Shard>,
+    req: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let node_id = shard.config.node_id;
+    let (host, port) = shard.config.advertised();
+    let cluster_ops = if req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS_ALL
+    } else {
+        i32::MIN
+    };
+    DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))
+        .with_controller_id(BrokerId(node_id))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(node_id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)])
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 /// Bit set of the ACL operations on a topic (Kafka's AclOperation codes):

@@ -8,10 +8,13 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod configs;
 pub mod fetch;
 mod fetch_read;
 pub mod groups;
+pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod schema_validation;
@@ -130,6 +133,25 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             Some(req) => respond(ctx, &admin::describe_configs(shard, req, v).await),
             None => Reply::Close,
         },
+        ApiKey::IncrementalAlterConfigs => match decode(&mut body, v) {
+            Some(req) => respond(
+                ctx,
+                &configs::incremental_alter_configs(shard, req, v).await,
+            ),
+            None => Reply::Close,
+        },
+        ApiKey::OffsetForLeaderEpoch => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &leader_epoch::handle(shard, req, v).await),
+            None => Reply::Close,
+        },
+        ApiKey::DescribeLogDirs => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &log_dirs::handle(shard, req, v).await),
+            None => Reply::Close,
+        },
+        ApiKey::DescribeCluster => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &metadata::describe_cluster(shard, &req)),
+            None => Reply::Close,
+        },
         ApiKey::FindCoordinator
         | ApiKey::JoinGroup
         | ApiKey::SyncGroup
@@ -172,6 +194,10 @@ pub fn decode_body(ctx: &RequestContext, mut body: Bytes) -> Option<bool> {
         ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(b, v).is_some(),
         ApiKey::CreatePartitions => decode::<CreatePartitionsRequest>(b, v).is_some(),
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(b, v).is_some(),
+        ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(b, v).is_some(),
+        ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(b, v).is_some(),
+        ApiKey::OffsetForLeaderEpoch => decode::<OffsetForLeaderEpochRequest>(b, v).is_some(),
+        ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(b, v).is_some(),
         ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(b, v).is_some(),
         ApiKey::JoinGroup => decode::<JoinGroupRequest>(b, v).is_some(),
         ApiKey::SyncGroup => decode::<SyncGroupRequest>(b, v).is_some(),

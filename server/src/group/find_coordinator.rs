@@ -5,10 +5,13 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::codes::{COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE};
+use super::codes::{INVALID_REQUEST, NONE};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
+/// The error message a transactional producer gets (and shows its user).
+pub const TRANSACTIONS_UNSUPPORTED: &str =
+    "transactions are not supported by this broker (Strom) yet; use an idempotent producer";
 
 /// This broker as clients should reach it (advertised host and port).
 #[derive(Debug, Clone)]
@@ -26,13 +29,18 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let error = match req.key_type {
         KEY_TYPE_GROUP => NONE,
-        // No transaction coordinator yet: retriable, so a transactional
-        // producer waits instead of failing with a wrong answer.
-        KEY_TYPE_TRANSACTION => COORDINATOR_NOT_AVAILABLE,
+        // No transactions yet: a non-retriable error with a message, so a
+        // transactional producer fails at once and says why, instead of
+        // retrying COORDINATOR_NOT_AVAILABLE until its own timeout.
+        KEY_TYPE_TRANSACTION => INVALID_REQUEST,
         _ => INVALID_REQUEST,
     };
-    let message =
-        |e: i16| (e != NONE).then(|| StrBytes::from_static_str("no coordinator for this key type"));
+    let text = if req.key_type == KEY_TYPE_TRANSACTION {
+        TRANSACTIONS_UNSUPPORTED
+    } else {
+        "no coordinator for this key type"
+    };
+    let message = |e: i16| (e != NONE).then(|| StrBytes::from_static_str(text));
     if version >= 4 {
         let coordinators = req
             .coordinator_keys

@@ -44,7 +44,12 @@ fn find_coordinator_single_and_batched() {
         3,
         &node,
     );
-    assert_eq!(r.error_code, COORDINATOR_NOT_AVAILABLE);
+    // No transactions: a non-retriable error that says so.
+    assert_eq!(r.error_code, INVALID_REQUEST);
+    assert!(r
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.contains("transactions are not supported")));
     for v in 0..=4 {
         let req = if v >= 4 {
             req.clone()
