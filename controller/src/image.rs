@@ -151,7 +151,9 @@ impl ClusterImage {
                 };
                 self.brokers.insert(*broker_id, registration);
             }
-            Record::FenceBroker { broker_id, epoch } => self.set_fenced(*broker_id, *epoch, true)?,
+            Record::FenceBroker { broker_id, epoch } => {
+                self.set_fenced(*broker_id, *epoch, true)?
+            }
             Record::UnfenceBroker { broker_id, epoch } => {
                 self.set_fenced(*broker_id, *epoch, false)?
             }

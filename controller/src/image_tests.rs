@@ -72,7 +72,10 @@ fn cluster_id_is_set_once() {
         cluster_id: id.into(),
     };
     image.apply_batch(1, &[set("a")]).unwrap();
-    assert_eq!(image.apply_batch(2, &[set("b")]), Err(ApplyError::ClusterIdSet));
+    assert_eq!(
+        image.apply_batch(2, &[set("b")]),
+        Err(ApplyError::ClusterIdSet)
+    );
     assert_eq!(image.cluster_id.as_deref(), Some("a"));
 }
 
@@ -95,7 +98,10 @@ fn partitions_are_dense_and_well_formed() {
     let reject = |image: &mut ClusterImage, r: Record| {
         let index = image.applied_index + 1;
         assert!(
-            matches!(image.apply_batch(index, &[r]), Err(ApplyError::BadPartition { .. })),
+            matches!(
+                image.apply_batch(index, &[r]),
+                Err(ApplyError::BadPartition { .. })
+            ),
             "accepted a bad partition"
         );
     };
@@ -140,7 +146,9 @@ fn partition_change_bumps_epochs() {
         replicas: None,
     };
     // A shrunk ISR: partition epoch only.
-    image.apply_batch(2, &[change(None, Some(vec![1]))]).unwrap();
+    image
+        .apply_batch(2, &[change(None, Some(vec![1]))])
+        .unwrap();
     let p = &image.topics["t"].partitions[0];
     assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 0, 1));
     // The same leader again changes nothing.
@@ -235,7 +243,9 @@ fn producer_id_blocks_move_forward() {
 #[test]
 fn remove_topic_takes_everything_and_the_name_is_free_again() {
     let (mut image, id) = with_topic();
-    image.apply_batch(2, &[Record::RemoveTopic { topic_id: id }]).unwrap();
+    image
+        .apply_batch(2, &[Record::RemoveTopic { topic_id: id }])
+        .unwrap();
     assert!(image.topics.is_empty());
     assert_eq!(
         image.apply_batch(3, &[Record::RemoveTopic { topic_id: id }]),

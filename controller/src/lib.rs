@@ -36,6 +36,7 @@
 //!   leader transfer, learners, joint consensus), so learners
 //!   (`process.roles=broker` nodes) and membership changes are there when
 //!   we need them.
+//!
 //! The exact pin (`=0.7.0`) keeps a minor release from changing the
 //! `Ready` protocol that `node.rs` follows.
 

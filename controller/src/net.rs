@@ -105,7 +105,11 @@ fn receive_loop(stream: TcpStream, deliver: Deliver) {
         }
         let len = u32::from_be_bytes(len) as usize;
         if len > MESSAGE_MAX_BYTES {
-            tracing::warn!(?peer, len, "controller peer sent an oversized frame; closing");
+            tracing::warn!(
+                ?peer,
+                len,
+                "controller peer sent an oversized frame; closing"
+            );
             return;
         }
         let mut buf = vec![0u8; len];

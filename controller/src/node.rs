@@ -141,11 +141,10 @@ impl Controller {
         let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
         let node = RawNode::new(&raft_config, storage, &logger)?;
 
-        let listener =
-            TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
-                addr: config.listen.clone(),
-                source,
-            })?;
+        let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
         let (tx, rx) = channel::<Input>();
         let deliver_tx = Mutex::new(tx.clone());
         let deliver: crate::net::Deliver = Arc::new(move |m| {

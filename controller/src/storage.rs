@@ -298,10 +298,7 @@ fn frame_into(buf: &mut Vec<u8>, payload: &[u8]) {
 fn parse_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut out = Vec::new();
     let mut pos = 0usize;
-    loop {
-        let Some(header) = bytes.get(pos..pos.saturating_add(FRAME_HEADER_BYTES)) else {
-            break;
-        };
+    while let Some(header) = bytes.get(pos..pos.saturating_add(FRAME_HEADER_BYTES)) {
         let (len, crc) = header.split_at(4);
         let len = u32::from_le_bytes(len.try_into().unwrap_or([0xff; 4])) as usize;
         let crc = u32::from_le_bytes(crc.try_into().unwrap_or([0; 4]));
@@ -339,7 +336,10 @@ fn load_log(path: &Path) -> Result<Vec<Entry>, StoreError> {
             cut_bytes = bytes.len().saturating_sub(valid),
             "controller log has a torn tail; cutting it"
         );
-        let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
         f.set_len(valid as u64).map_err(io(path))?;
         f.sync_all().map_err(io(path))?;
     }

@@ -4,9 +4,11 @@
 use super::*;
 
 fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
+    let mut e = Entry {
+        index,
+        term,
+        ..Default::default()
+    };
     e.set_data(data.to_vec().into());
     e
 }
@@ -25,14 +27,19 @@ fn entries_and_hard_state_survive_a_reopen() {
     {
         let mut s = DiskStorage::open(dir.path(), &[1, 2, 3]).unwrap();
         s.append(&[entry(1, 1, b"a"), entry(2, 1, b"b")]).unwrap();
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.vote = 2;
-        hs.commit = 2;
+        let hs = HardState {
+            term: 1,
+            vote: 2,
+            commit: 2,
+            ..Default::default()
+        };
         s.set_hard_state(&hs).unwrap();
     }
     let changed = DiskStorage::open(dir.path(), &[9]).err().unwrap();
-    assert!(matches!(changed, StoreError::VotersChanged { .. }), "{changed}");
+    assert!(
+        matches!(changed, StoreError::VotersChanged { .. }),
+        "{changed}"
+    );
     let s = DiskStorage::open(dir.path(), &[3, 2, 1]).unwrap();
     assert_eq!(indexes_and_terms(&s), vec![(1, 1), (2, 1)]);
     let state = s.initial_state().unwrap();

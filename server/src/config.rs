@@ -233,6 +233,8 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, String>,
     /// Consumer-group settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
+    /// The cluster keys (`process.roles`, `controller.quorum.voters`, ...).
+    pub cluster: crate::cluster_config::ClusterConfig,
 }
 
 impl Default for BrokerConfig {
@@ -253,6 +255,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: None,
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
+            cluster: crate::cluster_config::ClusterConfig::default(),
         }
     }
 }
@@ -367,6 +370,10 @@ impl BrokerConfig {
                     .saturating_mul(60_000)
                     .to_string(),
             )?,
+            k if crate::cluster_config::CLUSTER_KEYS.contains(&k) => self
+                .cluster
+                .set(k, value)
+                .map_err(|e| bad(key, value, &e))?,
             k if IGNORED_BROKER_KEYS.contains(&k) => {
                 int(1, i16::MAX as i64)?;
             }
@@ -432,6 +439,9 @@ impl BrokerConfig {
     /// set): a frame may be as large as `socket.request.max.bytes`, so the
     /// request budget must hold one, as Kafka requires.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.cluster
+            .check(self.node_id)
+            .map_err(|e| bad("controller.quorum.voters", "", &e))?;
         if let Some(queued) = self.queued_max_request_bytes {
             if queued < self.socket_request_max_bytes {
                 return Err(bad(

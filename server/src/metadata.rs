@@ -34,6 +34,11 @@ pub struct Metadata {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// In a cluster: the controller's image this snapshot was made from
+    /// (brokers, partition leaders, replicas, ISR, epochs). The Raft log
+    /// holds it, so it is not persisted here.
+    #[serde(skip)]
+    pub cluster: Option<std::sync::Arc<strom_controller::ClusterImage>>,
 }
 
 impl Metadata {
@@ -42,6 +47,7 @@ impl Metadata {
             version: 0,
             cluster_id: new_cluster_id(),
             topics: BTreeMap::new(),
+            cluster: None,
         }
     }
 
