@@ -186,11 +186,7 @@ impl ClusterImage {
                 let topic = self
                     .topic_by_id_mut(*topic_id)
                     .ok_or(ApplyError::UnknownTopicId(*topic_id))?;
-                let bad = |reason: &str| ApplyError::BadPartition {
-                    topic_id: *topic_id,
-                    partition: *partition,
-                    reason: reason.to_string(),
-                };
+                let bad = bad_partition(*topic_id, *partition);
                 if usize::try_from(*partition).ok() != Some(topic.partitions.len()) {
                     return Err(bad(&format!(
                         "the next partition of this topic is {}",
@@ -207,7 +203,7 @@ impl ClusterImage {
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
                 };
-                check_partition(&state).map_err(bad)?;
+                check_partition(&state).map_err(&bad)?;
                 topic.partitions.push(state);
             }
             Record::PartitionChange {
@@ -220,11 +216,7 @@ impl ClusterImage {
                 let topic = self
                     .topic_by_id_mut(*topic_id)
                     .ok_or(ApplyError::UnknownTopicId(*topic_id))?;
-                let bad = |reason: &str| ApplyError::BadPartition {
-                    topic_id: *topic_id,
-                    partition: *partition,
-                    reason: reason.to_string(),
-                };
+                let bad = bad_partition(*topic_id, *partition);
                 let state = usize::try_from(*partition)
                     .ok()
                     .and_then(|p| topic.partitions.get_mut(p))
@@ -245,7 +237,7 @@ impl ClusterImage {
                 if next != *state {
                     next.partition_epoch = state.partition_epoch.saturating_add(1);
                 }
-                check_partition(&next).map_err(bad)?;
+                check_partition(&next).map_err(&bad)?;
                 *state = next;
             }
             Record::Config {
@@ -302,6 +294,15 @@ impl ClusterImage {
             }
             _ => Err(ApplyError::StaleBrokerEpoch { broker_id, epoch }),
         }
+    }
+}
+
+/// The error of a record on partition `partition` of `topic_id`.
+fn bad_partition(topic_id: Uuid, partition: i32) -> impl Fn(&str) -> ApplyError {
+    move |reason| ApplyError::BadPartition {
+        topic_id,
+        partition,
+        reason: reason.to_string(),
     }
 }
 
