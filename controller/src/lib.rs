@@ -59,6 +59,9 @@ pub mod node;
 pub mod records;
 pub mod storage;
 
+#[cfg(test)]
+mod sim_tests;
+
 pub use image::{ApplyError, BrokerRegistration, ClusterImage, PartitionState, TopicImage};
 pub use node::{BrokerInfo, Controller, ControllerConfig, ProposeError, ProposeResult};
 pub use records::{ConfigResource, Record};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use raft::eraftpb::{Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -35,11 +35,17 @@ pub const ELECTION_TICKS: usize = 10;
 pub const HEARTBEAT_TICKS: usize = 1;
 /// Applied entries past the last snapshot before a new one is taken.
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
-/// How long a proposal waits to be applied before its caller gives up.
-pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a proposal waits to be applied before its caller gives up
+/// (10 s).
+pub const PROPOSAL_TIMEOUT_TICKS: u64 = 100;
 /// How often a node re-proposes its registration or the cluster id while
-/// they are missing from the image.
-const SELF_PROPOSAL_RETRY: Duration = Duration::from_secs(2);
+/// they are missing from the image (2 s).
+const SELF_PROPOSAL_RETRY_TICKS: u64 = 20;
+/// How long a leader waits for a follower to take a snapshot before it
+/// counts the snapshot as lost and sends it again (3 s). raft-rs pauses a
+/// follower's replication while a snapshot is on its way and relies on the
+/// application to report a lost one; the network drops messages silently.
+const SNAPSHOT_RETRY_TICKS: u64 = 30;
 
 /// This node as a broker, registered in the metadata.
 #[derive(Debug, Clone)]
@@ -62,6 +68,12 @@ pub struct ControllerConfig {
     /// The cluster id this node proposes if it is the first leader.
     pub cluster_id_candidate: String,
     pub snapshot_every_entries: u64,
+    /// fsync the log; `false` only in simulations (see `DiskStorage::set_sync`).
+    pub fsync: bool,
+    /// `Some(t)`: the election timeout is exactly `t` ticks. raft-rs draws
+    /// it from its own thread-local RNG otherwise, which a seeded
+    /// simulation cannot replay. `None` in production.
+    pub fixed_election_ticks: Option<usize>,
 }
 
 #[derive(Debug, Error)]
@@ -87,8 +99,8 @@ pub enum ProposeError {
     NoLeader,
     #[error("the controller rejected the change: {0}")]
     Rejected(ApplyError),
-    #[error("the change was not applied within {0:?}")]
-    TimedOut(Duration),
+    #[error("the change was not applied within {0} ms")]
+    TimedOut(u64),
     #[error("the controller has stopped")]
     Stopped,
 }
@@ -96,7 +108,7 @@ pub enum ProposeError {
 /// The answer to a proposal: the Raft index it was applied at.
 pub type ProposeResult = Result<u64, ProposeError>;
 
-enum Input {
+pub(crate) enum Input {
     Raft(Message),
     Propose {
         records: Vec<Record>,
@@ -118,29 +130,6 @@ pub struct Controller {
 impl Controller {
     /// Opens the log, binds the listener and starts the thread.
     pub fn start(config: ControllerConfig, publish: Publish) -> Result<Controller, StartError> {
-        let voter_ids: Vec<u64> = config.voters.iter().map(|(id, _)| *id).collect();
-        let storage = DiskStorage::open(&config.dir, &voter_ids)?;
-        let snapshot = storage.stored_snapshot();
-        let image: ClusterImage = if snapshot.get_metadata().index > 0 {
-            serde_json::from_slice(snapshot.get_data()).map_err(StartError::Snapshot)?
-        } else {
-            ClusterImage::default()
-        };
-        let raft_config = raft::Config {
-            id: config.node_id,
-            election_tick: ELECTION_TICKS,
-            heartbeat_tick: HEARTBEAT_TICKS,
-            applied: image.applied_index,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
-        };
-        raft_config.validate()?;
-        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
-        let node = RawNode::new(&raft_config, storage, &logger)?;
-
         let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
             addr: config.listen.clone(),
             source,
@@ -161,23 +150,9 @@ impl Controller {
             .collect();
         let network = Network::start(listener, &peers, deliver).map_err(StartError::Thread)?;
 
-        let leader_id = Arc::new(AtomicU64::new(0));
-        let shared_image = Arc::new(Mutex::new(Arc::new(image.clone())));
-        publish(Arc::new(image.clone()));
-        let mut driver = Driver {
-            node,
-            network,
-            image,
-            config: config.clone(),
-            publish,
-            pending: HashMap::new(),
-            next_request: 0,
-            incarnation_id: Uuid::new_v4(),
-            last_registration: None,
-            last_cluster_id: None,
-            leader_id: leader_id.clone(),
-            shared_image: shared_image.clone(),
-        };
+        let mut driver = Driver::open(config.clone(), Box::new(network), publish)?;
+        let leader_id = driver.leader_id.clone();
+        let shared_image = driver.shared_image.clone();
         std::thread::Builder::new()
             .name("strom-controller".into())
             .spawn(move || {
@@ -227,25 +202,107 @@ impl Controller {
 
 struct Pending {
     reply: oneshot::Sender<ProposeResult>,
-    deadline: Instant,
+    deadline_tick: u64,
 }
 
-struct Driver {
-    node: RawNode<DiskStorage>,
-    network: Network,
-    image: ClusterImage,
+/// Where a node's outgoing Raft messages go: the TCP `Network`, or the
+/// simulator's queues in tests.
+pub(crate) trait Transport: Send {
+    fn send(&self, messages: Vec<Message>);
+}
+
+impl Transport for Network {
+    fn send(&self, messages: Vec<Message>) {
+        Network::send(self, messages)
+    }
+}
+
+/// One controller's state machine and Raft node, driven by `run` on the
+/// controller thread (or step by step by the simulator): `take` an input,
+/// `tick`, `on_ready` while `node.has_ready()`.
+pub(crate) struct Driver {
+    pub(crate) node: RawNode<DiskStorage>,
+    network: Box<dyn Transport>,
+    pub(crate) image: ClusterImage,
     config: ControllerConfig,
     publish: Publish,
     pending: HashMap<u64, Pending>,
     next_request: u64,
     incarnation_id: Uuid,
-    last_registration: Option<Instant>,
-    last_cluster_id: Option<Instant>,
+    /// Ticks since start: the controller's clock.
+    ticks: u64,
+    last_registration: Option<u64>,
+    last_cluster_id: Option<u64>,
+    /// Followers waiting for a snapshot, with the tick it was first seen.
+    snapshot_waits: HashMap<u64, u64>,
     leader_id: Arc<AtomicU64>,
     shared_image: Arc<Mutex<Arc<ClusterImage>>>,
 }
 
 impl Driver {
+    /// Opens the log, rebuilds the image from the snapshot and the
+    /// committed entries after it, and publishes it before anything else:
+    /// the first image a broker sees has every topic whose logs this node
+    /// may have opened before it stopped.
+    pub(crate) fn open(
+        config: ControllerConfig,
+        network: Box<dyn Transport>,
+        publish: Publish,
+    ) -> Result<Driver, StartError> {
+        let voter_ids: Vec<u64> = config.voters.iter().map(|(id, _)| *id).collect();
+        let mut storage = DiskStorage::open(&config.dir, &voter_ids)?;
+        storage.set_sync(config.fsync);
+        let snapshot = storage.stored_snapshot();
+        let mut image: ClusterImage = if snapshot.get_metadata().index > 0 {
+            serde_json::from_slice(snapshot.get_data()).map_err(StartError::Snapshot)?
+        } else {
+            ClusterImage::default()
+        };
+        let commit = storage.initial_state()?.hard_state.commit;
+        let committed: Vec<Entry> = storage
+            .entries_from(image.applied_index.saturating_add(1))?
+            .into_iter()
+            .filter(|e| e.index <= commit)
+            .collect();
+        apply_entries(&mut image, committed, config.node_id, &mut Vec::new());
+        let raft_config = raft::Config {
+            id: config.node_id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied: image.applied_index,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            min_election_tick: config.fixed_election_ticks.unwrap_or(0),
+            max_election_tick: config
+                .fixed_election_ticks
+                .map_or(0, |t| t.saturating_add(1)),
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
+        let node = RawNode::new(&raft_config, storage, &logger)?;
+        let image_now = Arc::new(image.clone());
+        publish(image_now.clone());
+        Ok(Driver {
+            node,
+            network,
+            image,
+            config,
+            publish,
+            pending: HashMap::new(),
+            next_request: 0,
+            incarnation_id: Uuid::new_v4(),
+            ticks: 0,
+            last_registration: None,
+            last_cluster_id: None,
+            snapshot_waits: HashMap::new(),
+            leader_id: Arc::new(AtomicU64::new(0)),
+            shared_image: Arc::new(Mutex::new(image_now)),
+        })
+    }
+
     fn run(&mut self, inbox: Receiver<Input>) -> Result<(), StoreError> {
         let tick = Duration::from_millis(TICK_MS);
         let mut next_tick = Instant::now();
@@ -261,20 +318,51 @@ impl Driver {
                 self.take(input);
             }
             if Instant::now() >= next_tick {
-                self.node.tick();
+                self.tick();
                 next_tick = Instant::now().checked_add(tick).unwrap_or(next_tick);
-                self.propose_own_records();
-                self.expire_pending();
             }
             if self.node.has_ready() {
                 self.on_ready()?;
             }
-            self.leader_id
-                .store(self.node.raft.leader_id, Ordering::SeqCst);
         }
     }
 
-    fn take(&mut self, input: Input) {
+    /// One tick of the controller's clock.
+    pub(crate) fn tick(&mut self) {
+        self.ticks = self.ticks.saturating_add(1);
+        self.node.tick();
+        self.propose_own_records();
+        self.expire_pending();
+        self.resend_lost_snapshots();
+    }
+
+    /// Reports a snapshot as failed once a follower has waited for it
+    /// [`SNAPSHOT_RETRY_TICKS`], so the leader sends it again.
+    fn resend_lost_snapshots(&mut self) {
+        let now = self.ticks;
+        let waiting: Vec<u64> = if self.node.raft.state == StateRole::Leader {
+            self.node
+                .raft
+                .prs()
+                .iter()
+                .filter(|(_, p)| p.state == ProgressState::Snapshot)
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.snapshot_waits.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            let since = *self.snapshot_waits.entry(id).or_insert(now);
+            if now.saturating_sub(since) >= SNAPSHOT_RETRY_TICKS {
+                tracing::info!(peer = id, "snapshot not taken in time; sending it again");
+                self.node.report_snapshot(id, SnapshotStatus::Failure);
+                self.snapshot_waits.remove(&id);
+            }
+        }
+    }
+
+    pub(crate) fn take(&mut self, input: Input) {
         match input {
             Input::Raft(m) => {
                 if let Err(e) = self.node.step(m) {
@@ -299,10 +387,14 @@ impl Driver {
                     let _ = reply.send(Err(ProposeError::NoLeader));
                     return;
                 }
-                let deadline = Instant::now()
-                    .checked_add(PROPOSAL_TIMEOUT)
-                    .unwrap_or_else(Instant::now);
-                self.pending.insert(request_id, Pending { reply, deadline });
+                let deadline_tick = self.ticks.saturating_add(PROPOSAL_TIMEOUT_TICKS);
+                self.pending.insert(
+                    request_id,
+                    Pending {
+                        reply,
+                        deadline_tick,
+                    },
+                );
             }
         }
     }
@@ -310,12 +402,15 @@ impl Driver {
     /// The leader sets the cluster id once; every broker node registers
     /// itself until its incarnation is in the image.
     fn propose_own_records(&mut self) {
-        let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= SELF_PROPOSAL_RETRY);
+        let now = self.ticks;
+        let due = |last: Option<u64>| {
+            last.is_none_or(|t| now.saturating_sub(t) >= SELF_PROPOSAL_RETRY_TICKS)
+        };
         if self.node.raft.state == StateRole::Leader
             && self.image.cluster_id.is_none()
             && due(self.last_cluster_id)
         {
-            self.last_cluster_id = Some(Instant::now());
+            self.last_cluster_id = Some(now);
             let batch = Batch {
                 origin: None,
                 records: vec![Record::ClusterId {
@@ -334,7 +429,7 @@ impl Driver {
             .get(&broker_id)
             .is_some_and(|b| b.incarnation_id == self.incarnation_id);
         if !registered && self.node.raft.leader_id != 0 && due(self.last_registration) {
-            self.last_registration = Some(Instant::now());
+            self.last_registration = Some(now);
             let batch = Batch {
                 origin: None,
                 records: vec![Record::RegisterBroker {
@@ -352,21 +447,23 @@ impl Driver {
     }
 
     fn expire_pending(&mut self) {
-        let now = Instant::now();
+        let now = self.ticks;
         let expired: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, p)| p.deadline_tick <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(ProposeError::TimedOut(PROPOSAL_TIMEOUT)));
+                let _ = p.reply.send(Err(ProposeError::TimedOut(
+                    PROPOSAL_TIMEOUT_TICKS.saturating_mul(TICK_MS),
+                )));
             }
         }
     }
 
-    fn on_ready(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn on_ready(&mut self) -> Result<(), StoreError> {
         let mut ready = self.node.ready();
         self.network.send(ready.take_messages());
         let mut answers = Vec::new();
@@ -392,6 +489,8 @@ impl Driver {
         self.network.send(light.take_messages());
         changed |= self.apply(light.take_committed_entries(), &mut answers);
         self.node.advance_apply();
+        self.leader_id
+            .store(self.node.raft.leader_id, Ordering::SeqCst);
         if changed {
             let image = Arc::new(self.image.clone());
             if let Ok(mut shared) = self.shared_image.lock() {
@@ -411,39 +510,7 @@ impl Driver {
 
     /// Applies committed entries; returns whether the image moved.
     fn apply(&mut self, entries: Vec<Entry>, answers: &mut Vec<(u64, ProposeResult)>) -> bool {
-        let mut changed = false;
-        for e in entries {
-            if e.index <= self.image.applied_index {
-                continue;
-            }
-            changed = true;
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                // Leader no-ops; membership is static (no conf changes yet).
-                self.image.applied_index = e.index;
-                continue;
-            }
-            let batch = match Batch::decode(&e.data) {
-                Ok(b) => b,
-                Err(err) => {
-                    tracing::error!(index = e.index, "undecodable metadata entry skipped: {err}");
-                    self.image.applied_index = e.index;
-                    continue;
-                }
-            };
-            let result = self.image.apply_batch(e.index, &batch.records);
-            if let Err(err) = &result {
-                tracing::debug!(index = e.index, "metadata batch rejected: {err}");
-            }
-            if let Some(origin) = batch.origin {
-                if origin.node_id == self.config.node_id {
-                    answers.push((
-                        origin.request_id,
-                        result.map(|()| e.index).map_err(ProposeError::Rejected),
-                    ));
-                }
-            }
-        }
-        changed
+        apply_entries(&mut self.image, entries, self.config.node_id, answers)
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
@@ -457,4 +524,47 @@ impl Driver {
         tracing::debug!(index = applied, "controller snapshot taken");
         Ok(())
     }
+}
+
+/// Applies committed entries to `image`; answers for batches `node_id`
+/// proposed go to `answers`. Returns whether the image moved.
+fn apply_entries(
+    image: &mut ClusterImage,
+    entries: Vec<Entry>,
+    node_id: u64,
+    answers: &mut Vec<(u64, ProposeResult)>,
+) -> bool {
+    let mut changed = false;
+    for e in entries {
+        if e.index <= image.applied_index {
+            continue;
+        }
+        changed = true;
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            // Leader no-ops; membership is static (no conf changes yet).
+            image.applied_index = e.index;
+            continue;
+        }
+        let batch = match Batch::decode(&e.data) {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::error!(index = e.index, "undecodable metadata entry skipped: {err}");
+                image.applied_index = e.index;
+                continue;
+            }
+        };
+        let result = image.apply_batch(e.index, &batch.records);
+        if let Err(err) = &result {
+            tracing::debug!(index = e.index, "metadata batch rejected: {err}");
+        }
+        if let Some(origin) = batch.origin {
+            if origin.node_id == node_id {
+                answers.push((
+                    origin.request_id,
+                    result.map(|()| e.index).map_err(ProposeError::Rejected),
+                ));
+            }
+        }
+    }
+    changed
 }

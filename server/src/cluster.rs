@@ -70,6 +70,8 @@ pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<I
             broker: Some(BrokerInfo { host, port }),
             cluster_id_candidate: local.cluster_id.clone(),
             snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES,
+            fsync: true,
+            fixed_election_ticks: None,
         },
         Box::new(move |image| {
             let _ = tx.unbounded_send(image);
