@@ -71,6 +71,21 @@ pub struct ClusterImage {
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// The first producer id no broker has been given.
     pub next_producer_id: i64,
+    /// Topic names by id (an index over `topics`).
+    pub topic_ids: BTreeMap<Uuid, String>,
+}
+
+/// What a batch changed, saved before its first change, so that a batch
+/// rejected halfway is rolled back without copying the whole image (a
+/// copy per batch made 10,000 topic creations take minutes).
+#[derive(Default)]
+struct Undo {
+    cluster_id: Option<Option<String>>,
+    next_producer_id: Option<i64>,
+    topics: BTreeMap<String, Option<TopicImage>>,
+    topic_ids: BTreeMap<Uuid, Option<String>>,
+    brokers: BTreeMap<i32, Option<BrokerRegistration>>,
+    broker_configs: BTreeMap<String, Option<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,11 +114,11 @@ pub enum ApplyError {
 
 impl ClusterImage {
     pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicImage> {
-        self.topics.values().find(|t| t.id == id)
+        self.topics.get(self.topic_ids.get(&id)?)
     }
 
     fn topic_by_id_mut(&mut self, id: Uuid) -> Option<&mut TopicImage> {
-        self.topics.values_mut().find(|t| t.id == id)
+        self.topics.get_mut(self.topic_ids.get(&id)?)
     }
 
     /// Brokers that may lead partitions, in id order.
@@ -115,13 +130,99 @@ impl ClusterImage {
     /// applied index moves to `index` either way.
     pub fn apply_batch(&mut self, index: u64, records: &[Record]) -> Result<(), ApplyError> {
         debug_assert!(index > self.applied_index, "entries apply in index order");
-        let mut next = self.clone();
-        let result = records.iter().try_for_each(|r| next.apply(index, r));
-        if result.is_ok() {
-            *self = next;
+        let mut undo = Undo::default();
+        let result = records.iter().try_for_each(|r| {
+            self.save(r, &mut undo);
+            self.apply(index, r)
+        });
+        if result.is_err() {
+            self.roll_back(undo);
         }
         self.applied_index = index;
         result
+    }
+
+    /// Saves in `undo` what `record` may change, unless saved already.
+    fn save(&self, record: &Record, undo: &mut Undo) {
+        let save_topic = |name: &String, undo: &mut Undo| {
+            if !undo.topics.contains_key(name) {
+                undo.topics
+                    .insert(name.clone(), self.topics.get(name).cloned());
+            }
+        };
+        let save_topic_id = |id: &Uuid, undo: &mut Undo| {
+            if !undo.topic_ids.contains_key(id) {
+                undo.topic_ids.insert(*id, self.topic_ids.get(id).cloned());
+            }
+            if let Some(name) = self.topic_ids.get(id) {
+                if !undo.topics.contains_key(name) {
+                    undo.topics
+                        .insert(name.clone(), self.topics.get(name).cloned());
+                }
+            }
+        };
+        match record {
+            Record::ClusterId { .. } => {
+                undo.cluster_id
+                    .get_or_insert_with(|| self.cluster_id.clone());
+            }
+            Record::RegisterBroker { broker_id, .. }
+            | Record::FenceBroker { broker_id, .. }
+            | Record::UnfenceBroker { broker_id, .. } => {
+                if !undo.brokers.contains_key(broker_id) {
+                    undo.brokers
+                        .insert(*broker_id, self.brokers.get(broker_id).cloned());
+                }
+            }
+            Record::Topic { name, topic_id } => {
+                save_topic(name, undo);
+                save_topic_id(topic_id, undo);
+            }
+            Record::Partition { topic_id, .. }
+            | Record::PartitionChange { topic_id, .. }
+            | Record::RemoveTopic { topic_id } => save_topic_id(topic_id, undo),
+            Record::Config {
+                resource: ConfigResource::Topic,
+                resource_name,
+                ..
+            } => save_topic(resource_name, undo),
+            Record::Config {
+                resource: ConfigResource::Broker,
+                resource_name,
+                ..
+            } => {
+                if !undo.broker_configs.contains_key(resource_name) {
+                    undo.broker_configs.insert(
+                        resource_name.clone(),
+                        self.broker_configs.get(resource_name).cloned(),
+                    );
+                }
+            }
+            Record::ProducerIds { .. } => {
+                undo.next_producer_id.get_or_insert(self.next_producer_id);
+            }
+        }
+    }
+
+    fn roll_back(&mut self, undo: Undo) {
+        fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, saved: BTreeMap<K, Option<V>>) {
+            for (k, v) in saved {
+                match v {
+                    Some(v) => map.insert(k, v),
+                    None => map.remove(&k),
+                };
+            }
+        }
+        if let Some(id) = undo.cluster_id {
+            self.cluster_id = id;
+        }
+        if let Some(next) = undo.next_producer_id {
+            self.next_producer_id = next;
+        }
+        restore(&mut self.topics, undo.topics);
+        restore(&mut self.topic_ids, undo.topic_ids);
+        restore(&mut self.brokers, undo.brokers);
+        restore(&mut self.broker_configs, undo.broker_configs);
     }
 
     fn apply(&mut self, index: u64, record: &Record) -> Result<(), ApplyError> {
@@ -164,6 +265,7 @@ impl ClusterImage {
                 if self.topic_by_id(*topic_id).is_some() {
                     return Err(ApplyError::TopicIdExists(*topic_id));
                 }
+                self.topic_ids.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
                     TopicImage {
@@ -281,6 +383,7 @@ impl ClusterImage {
                     .map(|t| t.name.clone())
                     .ok_or(ApplyError::UnknownTopicId(*topic_id))?;
                 self.topics.remove(&name);
+                self.topic_ids.remove(topic_id);
             }
         }
         Ok(())

@@ -63,6 +63,29 @@ fn a_batch_applies_whole_or_not_at_all() {
     assert_eq!(image.applied_index, 2, "a rejected entry is still applied");
     image.applied_index = before.applied_index;
     assert_eq!(image, before);
+    // A removal, a re-creation and a config, then a bad record: all undone.
+    let again = Uuid::new_v4();
+    let config = Record::Config {
+        resource: ConfigResource::Topic,
+        resource_name: "t".into(),
+        name: "retention.ms".into(),
+        value: Some("1".into()),
+    };
+    assert!(image
+        .apply_batch(
+            3,
+            &[
+                Record::RemoveTopic { topic_id: id },
+                topic("t", again),
+                config,
+                partition(again, 1, &[1], 1),
+            ],
+        )
+        .is_err());
+    image.applied_index = before.applied_index;
+    assert_eq!(image, before);
+    assert_eq!(image.topic_by_id(id).map(|t| t.name.as_str()), Some("t"));
+    assert!(image.topic_by_id(again).is_none());
 }
 
 #[test]

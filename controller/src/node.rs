@@ -33,7 +33,8 @@ pub const TICK_MS: u64 = 100;
 pub const ELECTION_TICKS: usize = 10;
 /// Ticks between a leader's heartbeats.
 pub const HEARTBEAT_TICKS: usize = 1;
-/// Applied entries past the last snapshot before a new one is taken.
+/// Applied entries past the last snapshot before a new one is taken, in
+/// production (`ControllerConfig::snapshot_every_entries`).
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 /// How long a proposal waits to be applied before its caller gives up
 /// (10 s).

@@ -80,6 +80,22 @@ pub enum Record {
     RemoveTopic { topic_id: Uuid },
 }
 
+impl Record {
+    /// A new partition with one replica, `leader`, which leads it at epoch 0
+    /// (what every partition is until replication comes).
+    pub fn single_replica_partition(topic_id: Uuid, partition: i32, leader: i32) -> Record {
+        Record::Partition {
+            topic_id,
+            partition,
+            replicas: vec![leader],
+            isr: vec![leader],
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
+
 /// Who proposed a batch and which request it answers, so the proposing
 /// node can tell its caller the outcome when the entry is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

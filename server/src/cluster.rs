@@ -26,8 +26,6 @@ use crate::metadata::{Metadata, TopicMeta};
 /// The controller's directory in the data dir. Partition directories are
 /// `<topic>-<number>`, so no partition can have this name.
 pub const CONTROLLER_DIR: &str = "strom-controller";
-/// Applied entries between snapshots of the metadata log.
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 
 static CONTROLLER: OnceLock<Arc<Controller>> = OnceLock::new();
 
@@ -69,7 +67,7 @@ pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<I
             dir,
             broker: Some(BrokerInfo { host, port }),
             cluster_id_candidate: local.cluster_id.clone(),
-            snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES,
+            snapshot_every_entries: strom_controller::node::SNAPSHOT_EVERY_ENTRIES,
             fsync: true,
             fixed_election_ticks: None,
         },
@@ -143,15 +141,7 @@ pub fn records_for_change(
         };
         for p in first_new.max(0)..t.partitions {
             let leader = place(name, p, &brokers);
-            records.push(Record::Partition {
-                topic_id: t.id,
-                partition: p,
-                replicas: vec![leader],
-                isr: vec![leader],
-                leader,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            });
+            records.push(Record::single_replica_partition(t.id, p, leader));
         }
         records.extend(config_records(name, old_configs, &t.configs));
     }
