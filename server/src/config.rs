@@ -255,6 +255,8 @@ pub struct BrokerConfig {
     /// The registry's ids per subject, for topics that validate produced
     /// records (`confluent.value.schema.validation`); empty without one.
     pub schema_ids: strom_registry::SchemaIds,
+    /// The cluster keys (`process.roles`, `controller.quorum.voters`, ...).
+    pub cluster: crate::cluster_config::ClusterConfig,
 }
 
 impl Default for BrokerConfig {
@@ -278,6 +280,7 @@ impl Default for BrokerConfig {
             cleaner: strom_engine::config::CleanerConfig::default(),
             schema_registry_listen: None,
             schema_ids: Default::default(),
+            cluster: crate::cluster_config::ClusterConfig::default(),
         }
     }
 }
@@ -467,6 +470,10 @@ impl BrokerConfig {
                     .map_err(|e| bad(key, value, &e.to_string()))?;
                 self.schema_registry_listen = Some(listen);
             }
+            k if crate::cluster_config::CLUSTER_KEYS.contains(&k) => self
+                .cluster
+                .set(k, value)
+                .map_err(|e| bad(key, value, &e))?,
             k if IGNORED_BROKER_KEYS.contains(&k) => {
                 int(1, i16::MAX as i64)?;
             }
@@ -549,6 +556,9 @@ impl BrokerConfig {
     /// set): a frame may be as large as `socket.request.max.bytes`, so the
     /// request budget must hold one, as Kafka requires.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.cluster
+            .check(self.node_id)
+            .map_err(|e| bad("controller.quorum.voters", "", &e))?;
         if let Some(queued) = self.queued_max_request_bytes {
             if queued < self.socket_request_max_bytes {
                 return Err(bad(

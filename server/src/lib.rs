@@ -23,15 +23,22 @@
 //! - `coordinators`: each shard's group coordinator, started over the
 //!   `__consumer_offsets` partitions placed on that shard; `api::groups`
 //!   runs each group request on its coordinator's shard.
+//! - `cluster_publish`: in a cluster, shard 0 follows the controller's
+//!   images and publishes each to every shard as its metadata.
 //! - `shard`: one per core. Owns the logs of the partitions placed on it, a
 //!   read-only copy of the metadata, and the cross-shard job mesh used to run
 //!   work on the shard that owns a partition. Shard 0 serializes metadata
 //!   updates and publishes each new snapshot to every shard.
+//! - `cluster`: the broker's side of the controller quorum
+//!   (`strom-controller`): starting it, images into `Metadata`, admin
+//!   changes into records proposed to the active controller.
 //! - `metadata`: the cluster metadata snapshot (topics, partition counts,
 //!   topic configs), its atomic persistence in the data dir, and partition
 //!   placement on shards.
 //! - `config`: broker configuration (TOML file with Kafka's key names, CLI
 //!   overrides) and topic-level configs mapped onto the engine's `LogConfig`.
+//! - `cluster_config`: the cluster keys (`process.roles`,
+//!   `controller.quorum.voters`, `controller.listener.names`, `listeners`).
 //! - `group`: consumer groups, coordinator logic only: the classic group
 //!   protocol, committed offsets in `__consumer_offsets`, FindCoordinator.
 //!   One `GroupCoordinator` per shard owns the groups whose offsets
@@ -70,6 +77,9 @@ pub mod alloc;
 pub mod api;
 pub mod cleaner;
 pub mod clock;
+pub mod cluster;
+pub mod cluster_config;
+pub mod cluster_publish;
 pub mod config;
 pub mod conn;
 pub mod conn_limits;

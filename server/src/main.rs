@@ -37,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a single-node broker.
+    /// Run a broker: a single node, or a node of a cluster when the
+    /// controller quorum's voters are given.
     Serve {
         /// Directory holding the logs and the metadata.
         #[arg(long)]
@@ -58,6 +59,16 @@ enum Command {
         /// (config key `schema.registry.listeners`; default: no registry).
         #[arg(long)]
         schema_registry_listen: Option<String>,
+        /// This node's id (`node.id`); at least 1 in a cluster.
+        #[arg(long)]
+        node_id: Option<i32>,
+        /// HOST:PORT where this node's controller listens for its peers
+        /// (default: its entry in the voters).
+        #[arg(long)]
+        controller_listen: Option<String>,
+        /// The controller quorum, ID@HOST:PORT,... (`controller.quorum.voters`).
+        #[arg(long)]
+        controller_quorum_voters: Option<String>,
     },
 }
 
@@ -151,6 +162,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         shards,
         config,
         schema_registry_listen,
+        node_id,
+        controller_listen,
+        controller_quorum_voters,
     } = cli.command;
     let mut broker_config = BrokerConfig::default();
     if let Some(path) = &config {
@@ -159,6 +173,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         broker_config
             .apply_toml(&text)
             .with_context(|| format!("config file {}", path.display()))?;
+    }
+    if let Some(id) = node_id {
+        broker_config
+            .set("node.id", &id.to_string())
+            .context("--node-id")?;
+    }
+    if let Some(voters) = controller_quorum_voters {
+        broker_config
+            .set("controller.quorum.voters", &voters)
+            .context("--controller-quorum-voters")?;
+    }
+    if controller_listen.is_some() {
+        broker_config.cluster.controller_listen = controller_listen;
+    }
+    // `listeners = "PLAINTEXT://...,CONTROLLER://..."` in the file gives
+    // the Kafka listener unless --listen does.
+    if let Some(l) = broker_config.cluster.broker_listener() {
+        broker_config.listen = l.to_string();
     }
     if let Some(d) = data_dir {
         broker_config.data_dir = d;

@@ -39,6 +39,11 @@ pub struct Metadata {
     /// node id for one broker; each a map of broker key to validated value.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// In a cluster: the controller's image this snapshot was made from
+    /// (brokers, partition leaders, replicas, ISR, epochs). The Raft log
+    /// holds it, so it is not persisted here.
+    #[serde(skip)]
+    pub cluster: Option<std::sync::Arc<strom_controller::ClusterImage>>,
 }
 
 impl Metadata {
@@ -48,6 +53,7 @@ impl Metadata {
             cluster_id: new_cluster_id(),
             topics: BTreeMap::new(),
             broker_configs: BTreeMap::new(),
+            cluster: None,
         }
     }
 

@@ -68,6 +68,18 @@ impl Broker {
                 .persist(&config.data_dir)
                 .context("writing initial metadata")?;
         }
+        // In a cluster the controller's log holds the metadata: the shards
+        // start empty and shard 0 publishes the controller's images.
+        let mut images = crate::cluster::start(&config, &metadata)?;
+        let metadata = if images.is_some() {
+            Metadata {
+                version: 0,
+                topics: Default::default(),
+                ..metadata
+            }
+        } else {
+            metadata
+        };
         let metadata = Arc::new(metadata);
         let addr = config
             .listen
@@ -108,6 +120,7 @@ impl Broker {
             let ready = ready_tx.clone();
             let logs_open = logs_open.clone();
             let connection_limits = connection_limits.clone();
+            let images = if id == 0 { images.take() } else { None };
             let exit = ExitNotice {
                 id,
                 tx: exit_tx.clone(),
@@ -124,6 +137,7 @@ impl Broker {
                             config,
                             metadata,
                             connection_limits,
+                            images,
                         };
                         run_shard(shard, addr, stop, mesh, ready, logs_open).await;
                     })
@@ -200,6 +214,8 @@ struct ShardStart {
     config: Arc<BrokerConfig>,
     metadata: Arc<Metadata>,
     connection_limits: Arc<ConnectionLimits>,
+    /// Shard 0 in a cluster: the controller's images to publish.
+    images: Option<crate::cluster::ImageReceiver>,
 }
 
 async fn run_shard(
@@ -216,6 +232,7 @@ async fn run_shard(
         config,
         metadata,
         connection_limits,
+        images,
     } = start;
     let (senders, mut receivers) = if shards > 1 {
         match mesh.join().await {
@@ -282,6 +299,9 @@ async fn run_shard(
     let bound = listener.local_addr().unwrap_or(addr);
     let _ = ready.send(Ok(bound));
 
+    if let Some(images) = images {
+        glommio::spawn_local(crate::cluster_publish::follow_images(shard.clone(), images)).detach();
+    }
     glommio::spawn_local(tick_loop(shard.clone())).detach();
     crate::cleaner::spawn(shard.clone());
     glommio::spawn_local(watch_stop(shard.clone(), stop)).detach();

@@ -30,6 +30,11 @@ use crate::request_budget::RequestBudget;
 /// Work sent to another shard. Built on the sender, run on the receiver.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
+/// How long a cluster change waits for its metadata to reach the shard
+/// after the controller applied it, and how often it looks.
+const CLUSTER_PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const CLUSTER_PUBLISH_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Capacity of each shard-to-shard job queue.
 pub const MESH_QUEUE_JOBS: usize = 1024;
 
@@ -39,6 +44,8 @@ pub enum ShardError {
     Gone(usize),
     #[error("metadata could not be persisted: {0}")]
     Persist(String),
+    #[error("the controller did not apply the change: {0}")]
+    Controller(String),
 }
 
 /// The logs of one topic that live on this shard.
@@ -166,10 +173,54 @@ impl Shard {
         R: Send + 'static,
         F: FnOnce(&mut Metadata) -> R + Send + 'static,
     {
+        if let Some(controller) = crate::cluster::controller() {
+            return self.update_cluster_metadata(controller, f).await;
+        }
         self.run_on(0, move |shard| async move {
             shard.update_metadata_local(f).await
         })
         .await?
+    }
+
+    /// In a cluster: applies `f` to a copy of this shard's metadata and
+    /// proposes the difference as records; returns once the controller has
+    /// applied them and this shard has the metadata that includes them.
+    async fn update_cluster_metadata<R, F>(
+        self: &Rc<Self>,
+        controller: &strom_controller::Controller,
+        f: F,
+    ) -> Result<R, ShardError>
+    where
+        F: FnOnce(&mut Metadata) -> R,
+    {
+        let current = self.metadata();
+        let mut next = (*current).clone();
+        let out = f(&mut next);
+        if next.topics == current.topics {
+            return Ok(out);
+        }
+        let image = controller.image();
+        let records =
+            crate::cluster::records_for_change(&current, &next, &image, self.config.node_id);
+        let index = match controller.propose(records).await {
+            Ok(Ok(index)) => index,
+            Ok(Err(e)) => return Err(ShardError::Controller(e.to_string())),
+            Err(_) => return Err(ShardError::Controller("the controller stopped".into())),
+        };
+        // The image is published before the proposer hears back; shard 0
+        // hands it to every shard soon after.
+        let deadline = std::time::Instant::now()
+            .checked_add(CLUSTER_PUBLISH_WAIT)
+            .unwrap_or_else(std::time::Instant::now);
+        while self.metadata().version < index {
+            if std::time::Instant::now() >= deadline {
+                return Err(ShardError::Controller(format!(
+                    "metadata at index {index} did not reach this shard in {CLUSTER_PUBLISH_WAIT:?}"
+                )));
+            }
+            glommio::timer::sleep(CLUSTER_PUBLISH_POLL).await;
+        }
+        Ok(out)
     }
 
     async fn update_metadata_local<R, F>(self: &Rc<Self>, f: F) -> Result<R, ShardError>

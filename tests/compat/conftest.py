@@ -61,6 +61,15 @@ class Broker:
         return self.proc.pid
 
     def start(self):
+        self.launch()
+        self.wait_ready()
+
+    def extra_args(self) -> list:
+        """More `strom serve` arguments (the cluster tests' nodes add theirs)."""
+        return []
+
+    def launch(self):
+        """Starts the process without waiting for it to serve."""
         if not STROM_BIN.exists():
             raise RuntimeError(f"{STROM_BIN} not built (cargo build --release -p strom-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,13 +91,13 @@ class Broker:
                 str(self.shards),
                 "--config",
                 str(config),
+                *self.extra_args(),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env} if self.env else None,
         )
-        self.wait_ready()
 
     def wait_ready(self):
         """Returns once the port accepts and ApiVersions and Metadata answer."""

@@ -167,6 +167,12 @@ fn alter_resource(
         }
         RESOURCE_BROKER => {
             let name = resource.resource_name.as_str();
+            if m.cluster.is_some() {
+                // The controller's log has no record for them yet.
+                return Err(invalid_request(
+                    "dynamic broker configs are not supported in a cluster yet",
+                ));
+            }
             if !name.is_empty() && name != config.node_id.to_string() {
                 return Err(invalid_request(format!("unknown broker '{name}'")));
             }

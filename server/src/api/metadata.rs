@@ -1,6 +1,9 @@
-//! Metadata (v0-v12): this broker as the only node, leader of everything;
-//! auto-creates requested topics when both the request and the broker allow.
-//! DescribeCluster (v0-v2): the same node, cluster id and controller.
+//! Metadata (v0-v12): on one node, this broker as the only node, leader of
+//! everything; in a cluster, every unfenced broker and each partition's
+//! leader, replicas, ISR and leader epoch from the controller's image.
+//! Auto-creates requested topics when both the request and the broker allow.
+//! DescribeCluster (v0-v2): this node, the cluster id and the controller
+//! (on one node; in a cluster it does not list the other brokers yet).
 
 use std::rc::Rc;
 
@@ -73,7 +76,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         None => meta
             .topics
             .iter()
-            .map(|(name, t)| topic_entry(name, Some(t), node_id))
+            .map(|(name, t)| topic_entry(&meta, name, Some(t), node_id))
             .collect(),
         Some(list) => list
             .into_iter()
@@ -83,10 +86,10 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
                         tracing::debug!("metadata for invalid topic: {msg}");
                         return error_entry(Some(name), id, ResponseError::InvalidTopicException);
                     }
-                    topic_entry(&name, meta.topics.get(&name), node_id)
+                    topic_entry(&meta, &name, meta.topics.get(&name), node_id)
                 }
                 None => match lookup_by_id(&meta, id) {
-                    Some((name, t)) => topic_entry(name, Some(t), node_id),
+                    Some((name, t)) => topic_entry(&meta, name, Some(t), node_id),
                     None => error_entry(None, id, ResponseError::UnknownTopicId),
                 },
             })
@@ -108,14 +111,23 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         i32::MIN
     };
 
+    let brokers = crate::cluster::brokers(&meta).unwrap_or_else(|| vec![(node_id, host, port)]);
+    let controller_id = crate::cluster::controller_id().unwrap_or(node_id);
     MetadataResponse::default()
         .with_cluster_authorized_operations(cluster_ops)
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node_id))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(StrBytes::from_string(meta.cluster_id.clone())))
-        .with_controller_id(BrokerId(node_id))
+        .with_controller_id(BrokerId(controller_id))
         .with_topics(topics)
 }
 
@@ -168,7 +180,12 @@ fn error_entry(name: Option<String>, id: Uuid, error: ResponseError) -> Metadata
         .with_topic_id(id)
 }
 
-fn topic_entry(name: &str, topic: Option<&TopicMeta>, node_id: i32) -> MetadataResponseTopic {
+fn topic_entry(
+    meta: &Metadata,
+    name: &str,
+    topic: Option<&TopicMeta>,
+    node_id: i32,
+) -> MetadataResponseTopic {
     let Some(topic) = topic else {
         return error_entry(
             Some(name.to_string()),
@@ -178,12 +195,20 @@ fn topic_entry(name: &str, topic: Option<&TopicMeta>, node_id: i32) -> MetadataR
     };
     let partitions = (0..topic.partitions)
         .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+            let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+            let base = MetadataResponsePartition::default().with_partition_index(p);
+            match crate::cluster::partition_state(meta, name, p) {
+                Some(state) => base
+                    .with_leader_id(BrokerId(state.leader))
+                    .with_leader_epoch(state.leader_epoch)
+                    .with_replica_nodes(ids(&state.replicas))
+                    .with_isr_nodes(ids(&state.isr)),
+                None => base
+                    .with_leader_id(BrokerId(node_id))
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![BrokerId(node_id)])
+                    .with_isr_nodes(vec![BrokerId(node_id)]),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -1,0 +1,571 @@
+//! The controller thread: drives raft-rs's `RawNode` (ticks, messages,
+//! proposals, `Ready` handling), applies committed batches to the
+//! `ClusterImage`, publishes each new image and answers proposers.
+//!
+//! Nothing here runs on a shard: the thread blocks on its inbox and on
+//! fsync as it likes. Brokers talk to it through [`Controller`], a `Send`
+//! handle whose proposals answer on a oneshot channel a glommio task can
+//! await.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use raft::eraftpb::{Entry, EntryType, Message};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::image::{ApplyError, ClusterImage};
+use crate::net::Network;
+use crate::records::{Batch, Origin, Record};
+use crate::storage::{DiskStorage, StoreError};
+
+/// How often raft-rs is ticked.
+pub const TICK_MS: u64 = 100;
+/// Ticks without a leader's word before a follower campaigns (1 s, Kafka's
+/// `controller.quorum.election.timeout.ms`); raft-rs randomizes it up to 2x.
+pub const ELECTION_TICKS: usize = 10;
+/// Ticks between a leader's heartbeats.
+pub const HEARTBEAT_TICKS: usize = 1;
+/// Applied entries past the last snapshot before a new one is taken, in
+/// production (`ControllerConfig::snapshot_every_entries`).
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
+/// How long a proposal waits to be applied before its caller gives up
+/// (10 s).
+pub const PROPOSAL_TIMEOUT_TICKS: u64 = 100;
+/// How often a node re-proposes its registration or the cluster id while
+/// they are missing from the image (2 s).
+const SELF_PROPOSAL_RETRY_TICKS: u64 = 20;
+/// How long a leader waits for a follower to take a snapshot before it
+/// counts the snapshot as lost and sends it again (3 s). raft-rs pauses a
+/// follower's replication while a snapshot is on its way and relies on the
+/// application to report a lost one; the network drops messages silently.
+const SNAPSHOT_RETRY_TICKS: u64 = 30;
+
+/// This node as a broker, registered in the metadata.
+#[derive(Debug, Clone)]
+pub struct BrokerInfo {
+    pub host: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub node_id: u64,
+    /// Every voter: `(node id, "host:port")`, this node included.
+    pub voters: Vec<(u64, String)>,
+    /// Where this node listens for its peers.
+    pub listen: String,
+    /// `<data-dir>/__cluster_metadata`.
+    pub dir: PathBuf,
+    /// Registered in the metadata when set (`process.roles` has `broker`).
+    pub broker: Option<BrokerInfo>,
+    /// The cluster id this node proposes if it is the first leader.
+    pub cluster_id_candidate: String,
+    pub snapshot_every_entries: u64,
+    /// fsync the log; `false` only in simulations (see `DiskStorage::set_sync`).
+    pub fsync: bool,
+    /// `Some(t)`: the election timeout is exactly `t` ticks. raft-rs draws
+    /// it from its own thread-local RNG otherwise, which a seeded
+    /// simulation cannot replay. `None` in production.
+    pub fixed_election_ticks: Option<usize>,
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("controller listen address {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("controller snapshot holds no valid image: {0}")]
+    Snapshot(serde_json::Error),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("starting the controller thread: {0}")]
+    Thread(std::io::Error),
+}
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("no active controller is known")]
+    NoLeader,
+    #[error("the controller rejected the change: {0}")]
+    Rejected(ApplyError),
+    #[error("the change was not applied within {0} ms")]
+    TimedOut(u64),
+    #[error("the controller has stopped")]
+    Stopped,
+}
+
+/// The answer to a proposal: the Raft index it was applied at.
+pub type ProposeResult = Result<u64, ProposeError>;
+
+pub(crate) enum Input {
+    Raft(Message),
+    Propose {
+        records: Vec<Record>,
+        reply: oneshot::Sender<ProposeResult>,
+    },
+}
+
+/// Receives every new image, on the controller thread.
+pub type Publish = Box<dyn Fn(Arc<ClusterImage>) + Send>;
+
+/// A handle on the controller thread.
+pub struct Controller {
+    inbox: Mutex<Sender<Input>>,
+    leader_id: Arc<AtomicU64>,
+    image: Arc<Mutex<Arc<ClusterImage>>>,
+    pub node_id: u64,
+}
+
+impl Controller {
+    /// Opens the log, binds the listener and starts the thread.
+    pub fn start(config: ControllerConfig, publish: Publish) -> Result<Controller, StartError> {
+        let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let (tx, rx) = channel::<Input>();
+        let deliver_tx = Mutex::new(tx.clone());
+        let deliver: crate::net::Deliver = Arc::new(move |m| {
+            deliver_tx
+                .lock()
+                .map(|tx| tx.send(Input::Raft(m)).is_ok())
+                .unwrap_or(false)
+        });
+        let peers: Vec<(u64, String)> = config
+            .voters
+            .iter()
+            .filter(|(id, _)| *id != config.node_id)
+            .cloned()
+            .collect();
+        let network = Network::start(listener, &peers, deliver).map_err(StartError::Thread)?;
+
+        let mut driver = Driver::open(config.clone(), Box::new(network), publish)?;
+        let leader_id = driver.leader_id.clone();
+        let shared_image = driver.shared_image.clone();
+        std::thread::Builder::new()
+            .name("strom-controller".into())
+            .spawn(move || {
+                if let Err(e) = driver.run(rx) {
+                    // The metadata log can no longer be written or read:
+                    // a node that goes on would serve stale metadata.
+                    tracing::error!("controller failed: {e}; stopping the process");
+                    std::process::exit(1);
+                }
+            })
+            .map_err(StartError::Thread)?;
+        Ok(Controller {
+            inbox: Mutex::new(tx),
+            leader_id,
+            image: shared_image,
+            node_id: config.node_id,
+        })
+    }
+
+    /// Proposes a batch; the receiver answers once it is applied here.
+    pub fn propose(&self, records: Vec<Record>) -> oneshot::Receiver<ProposeResult> {
+        let (reply, rx) = oneshot::channel();
+        if let Ok(inbox) = self.inbox.lock() {
+            // A send to a stopped controller drops `reply`: the caller
+            // sees the channel cancelled.
+            let _ = inbox.send(Input::Propose { records, reply });
+        }
+        rx
+    }
+
+    /// The active controller, as this node knows it.
+    pub fn leader_id(&self) -> Option<u64> {
+        match self.leader_id.load(Ordering::SeqCst) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// The latest applied image.
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.image
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+struct Pending {
+    reply: oneshot::Sender<ProposeResult>,
+    deadline_tick: u64,
+}
+
+/// Where a node's outgoing Raft messages go: the TCP `Network`, or the
+/// simulator's queues in tests.
+pub(crate) trait Transport: Send {
+    fn send(&self, messages: Vec<Message>);
+}
+
+impl Transport for Network {
+    fn send(&self, messages: Vec<Message>) {
+        Network::send(self, messages)
+    }
+}
+
+/// One controller's state machine and Raft node, driven by `run` on the
+/// controller thread (or step by step by the simulator): `take` an input,
+/// `tick`, `on_ready` while `node.has_ready()`.
+pub(crate) struct Driver {
+    pub(crate) node: RawNode<DiskStorage>,
+    network: Box<dyn Transport>,
+    pub(crate) image: ClusterImage,
+    config: ControllerConfig,
+    publish: Publish,
+    pending: HashMap<u64, Pending>,
+    next_request: u64,
+    incarnation_id: Uuid,
+    /// Ticks since start: the controller's clock.
+    ticks: u64,
+    last_registration: Option<u64>,
+    last_cluster_id: Option<u64>,
+    /// Followers waiting for a snapshot, with the tick it was first seen.
+    snapshot_waits: HashMap<u64, u64>,
+    leader_id: Arc<AtomicU64>,
+    shared_image: Arc<Mutex<Arc<ClusterImage>>>,
+}
+
+impl Driver {
+    /// Opens the log, rebuilds the image from the snapshot and the
+    /// committed entries after it, and publishes it before anything else:
+    /// the first image a broker sees has every topic whose logs this node
+    /// may have opened before it stopped.
+    pub(crate) fn open(
+        config: ControllerConfig,
+        network: Box<dyn Transport>,
+        publish: Publish,
+    ) -> Result<Driver, StartError> {
+        let voter_ids: Vec<u64> = config.voters.iter().map(|(id, _)| *id).collect();
+        let mut storage = DiskStorage::open(&config.dir, &voter_ids)?;
+        storage.set_sync(config.fsync);
+        let snapshot = storage.stored_snapshot();
+        let mut image: ClusterImage = if snapshot.get_metadata().index > 0 {
+            serde_json::from_slice(snapshot.get_data()).map_err(StartError::Snapshot)?
+        } else {
+            ClusterImage::default()
+        };
+        let commit = storage.initial_state()?.hard_state.commit;
+        let committed: Vec<Entry> = storage
+            .entries_from(image.applied_index.saturating_add(1))?
+            .into_iter()
+            .filter(|e| e.index <= commit)
+            .collect();
+        apply_entries(&mut image, committed, config.node_id, &mut Vec::new());
+        let raft_config = raft::Config {
+            id: config.node_id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied: image.applied_index,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            min_election_tick: config.fixed_election_ticks.unwrap_or(0),
+            max_election_tick: config
+                .fixed_election_ticks
+                .map_or(0, |t| t.saturating_add(1)),
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
+        let node = RawNode::new(&raft_config, storage, &logger)?;
+        let image_now = Arc::new(image.clone());
+        publish(image_now.clone());
+        Ok(Driver {
+            node,
+            network,
+            image,
+            config,
+            publish,
+            pending: HashMap::new(),
+            next_request: 0,
+            incarnation_id: Uuid::new_v4(),
+            ticks: 0,
+            last_registration: None,
+            last_cluster_id: None,
+            snapshot_waits: HashMap::new(),
+            leader_id: Arc::new(AtomicU64::new(0)),
+            shared_image: Arc::new(Mutex::new(image_now)),
+        })
+    }
+
+    fn run(&mut self, inbox: Receiver<Input>) -> Result<(), StoreError> {
+        let tick = Duration::from_millis(TICK_MS);
+        let mut next_tick = Instant::now();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(wait) {
+                Ok(input) => self.take(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            // Whatever else arrived meanwhile, before one Ready for all.
+            while let Ok(input) = inbox.try_recv() {
+                self.take(input);
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now().checked_add(tick).unwrap_or(next_tick);
+            }
+            if self.node.has_ready() {
+                self.on_ready()?;
+            }
+        }
+    }
+
+    /// One tick of the controller's clock.
+    pub(crate) fn tick(&mut self) {
+        self.ticks = self.ticks.saturating_add(1);
+        self.node.tick();
+        self.propose_own_records();
+        self.expire_pending();
+        self.resend_lost_snapshots();
+    }
+
+    /// Reports a snapshot as failed once a follower has waited for it
+    /// [`SNAPSHOT_RETRY_TICKS`], so the leader sends it again.
+    fn resend_lost_snapshots(&mut self) {
+        let now = self.ticks;
+        let waiting: Vec<u64> = if self.node.raft.state == StateRole::Leader {
+            self.node
+                .raft
+                .prs()
+                .iter()
+                .filter(|(_, p)| p.state == ProgressState::Snapshot)
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.snapshot_waits.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            let since = *self.snapshot_waits.entry(id).or_insert(now);
+            if now.saturating_sub(since) >= SNAPSHOT_RETRY_TICKS {
+                tracing::info!(peer = id, "snapshot not taken in time; sending it again");
+                self.node.report_snapshot(id, SnapshotStatus::Failure);
+                self.snapshot_waits.remove(&id);
+            }
+        }
+    }
+
+    pub(crate) fn take(&mut self, input: Input) {
+        match input {
+            Input::Raft(m) => {
+                if let Err(e) = self.node.step(m) {
+                    tracing::debug!("raft message ignored: {e}");
+                }
+            }
+            Input::Propose { records, reply } => {
+                self.next_request = self.next_request.wrapping_add(1);
+                let request_id = self.next_request;
+                let batch = Batch {
+                    origin: Some(Origin {
+                        node_id: self.config.node_id,
+                        request_id,
+                    }),
+                    records,
+                };
+                if self.node.raft.leader_id == 0 {
+                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    return;
+                }
+                if self.node.propose(Vec::new(), batch.encode()).is_err() {
+                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    return;
+                }
+                let deadline_tick = self.ticks.saturating_add(PROPOSAL_TIMEOUT_TICKS);
+                self.pending.insert(
+                    request_id,
+                    Pending {
+                        reply,
+                        deadline_tick,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The leader sets the cluster id once; every broker node registers
+    /// itself until its incarnation is in the image.
+    fn propose_own_records(&mut self) {
+        let now = self.ticks;
+        let due = |last: Option<u64>| {
+            last.is_none_or(|t| now.saturating_sub(t) >= SELF_PROPOSAL_RETRY_TICKS)
+        };
+        if self.node.raft.state == StateRole::Leader
+            && self.image.cluster_id.is_none()
+            && due(self.last_cluster_id)
+        {
+            self.last_cluster_id = Some(now);
+            let batch = Batch {
+                origin: None,
+                records: vec![Record::ClusterId {
+                    cluster_id: self.config.cluster_id_candidate.clone(),
+                }],
+            };
+            let _ = self.node.propose(Vec::new(), batch.encode());
+        }
+        let Some(broker) = &self.config.broker else {
+            return;
+        };
+        let broker_id = i32::try_from(self.config.node_id).unwrap_or(i32::MAX);
+        let registered = self
+            .image
+            .brokers
+            .get(&broker_id)
+            .is_some_and(|b| b.incarnation_id == self.incarnation_id);
+        if !registered && self.node.raft.leader_id != 0 && due(self.last_registration) {
+            self.last_registration = Some(now);
+            let batch = Batch {
+                origin: None,
+                records: vec![Record::RegisterBroker {
+                    broker_id,
+                    incarnation_id: self.incarnation_id,
+                    host: broker.host.clone(),
+                    port: broker.port,
+                    rack: None,
+                    // No heartbeats yet: a registered broker is unfenced.
+                    fenced: false,
+                }],
+            };
+            let _ = self.node.propose(Vec::new(), batch.encode());
+        }
+    }
+
+    fn expire_pending(&mut self) {
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_tick <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                let _ = p.reply.send(Err(ProposeError::TimedOut(
+                    PROPOSAL_TIMEOUT_TICKS.saturating_mul(TICK_MS),
+                )));
+            }
+        }
+    }
+
+    pub(crate) fn on_ready(&mut self) -> Result<(), StoreError> {
+        let mut ready = self.node.ready();
+        self.network.send(ready.take_messages());
+        let mut answers = Vec::new();
+        let mut changed = false;
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            let image: ClusterImage = serde_json::from_slice(snapshot.get_data())
+                .map_err(|_| StoreError::Corrupt(self.config.dir.join("snapshot (received)")))?;
+            self.node.mut_store().apply_snapshot(snapshot)?;
+            self.image = image;
+            changed = true;
+        }
+        changed |= self.apply(ready.take_committed_entries(), &mut answers);
+        self.node.mut_store().append(ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            self.node.mut_store().set_hard_state(hs)?;
+        }
+        self.network.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().set_commit(commit)?;
+        }
+        self.network.send(light.take_messages());
+        changed |= self.apply(light.take_committed_entries(), &mut answers);
+        self.node.advance_apply();
+        self.leader_id
+            .store(self.node.raft.leader_id, Ordering::SeqCst);
+        if changed {
+            let image = Arc::new(self.image.clone());
+            if let Ok(mut shared) = self.shared_image.lock() {
+                *shared = image.clone();
+            }
+            (self.publish)(image);
+        }
+        // After the image is published, so a proposer that hears back
+        // finds its change in the broker's metadata.
+        for (request_id, result) in answers {
+            if let Some(p) = self.pending.remove(&request_id) {
+                let _ = p.reply.send(result);
+            }
+        }
+        self.maybe_snapshot()
+    }
+
+    /// Applies committed entries; returns whether the image moved.
+    fn apply(&mut self, entries: Vec<Entry>, answers: &mut Vec<(u64, ProposeResult)>) -> bool {
+        apply_entries(&mut self.image, entries, self.config.node_id, answers)
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+        let stored = self.node.store().stored_snapshot().get_metadata().index;
+        let applied = self.image.applied_index;
+        if applied.saturating_sub(stored) < self.config.snapshot_every_entries {
+            return Ok(());
+        }
+        let data = serde_json::to_vec(&self.image).unwrap_or_default();
+        self.node.mut_store().compact(applied, data)?;
+        tracing::debug!(index = applied, "controller snapshot taken");
+        Ok(())
+    }
+}
+
+/// Applies committed entries to `image`; answers for batches `node_id`
+/// proposed go to `answers`. Returns whether the image moved.
+fn apply_entries(
+    image: &mut ClusterImage,
+    entries: Vec<Entry>,
+    node_id: u64,
+    answers: &mut Vec<(u64, ProposeResult)>,
+) -> bool {
+    let mut changed = false;
+    for e in entries {
+        if e.index <= image.applied_index {
+            continue;
+        }
+        changed = true;
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            // Leader no-ops; membership is static (no conf changes yet).
+            image.applied_index = e.index;
+            continue;
+        }
+        let batch = match Batch::decode(&e.data) {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::error!(index = e.index, "undecodable metadata entry skipped: {err}");
+                image.applied_index = e.index;
+                continue;
+            }
+        };
+        let result = image.apply_batch(e.index, &batch.records);
+        if let Err(err) = &result {
+            tracing::debug!(index = e.index, "metadata batch rejected: {err}");
+        }
+        if let Some(origin) = batch.origin {
+            if origin.node_id == node_id {
+                answers.push((
+                    origin.request_id,
+                    result.map(|()| e.index).map_err(ProposeError::Rejected),
+                ));
+            }
+        }
+    }
+    changed
+}
