@@ -215,6 +215,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut total = 0usize;
         let mut expect_offset: Option<i64> = None;
         let gaps = self.may_have_gaps(base);
+        let seg_end = self.segment_end(base);
         while let Some(length_field) =
             bytes.get(at.saturating_add(8)..at.saturating_add(LOG_OVERHEAD))
         {
@@ -256,6 +257,15 @@ impl<S: Storage> PartitionLog<S> {
                     h.base_offset
                 )));
             }
+            // A batch never crosses into the next segment, nor past the log
+            // end: a closed segment is trusted by its index files, and only
+            // this check keeps a damaged one from serving an offset twice.
+            if h.last_offset() >= seg_end {
+                return Err(EngineError::Corrupt(format!(
+                    "segment {base} position {here}: batch ends at offset {}, past the segment's end {seg_end}",
+                    h.last_offset()
+                )));
+            }
             expect_offset = Some(h.last_offset().saturating_add(1));
             total = total.saturating_add(size);
             out.batches.push(b);
@@ -267,6 +277,17 @@ impl<S: Storage> PartitionLog<S> {
             )));
         }
         Ok(out)
+    }
+
+    /// The offset segment `base` ends before: the next segment's base
+    /// offset, or the log end offset for the last one.
+    fn segment_end(&self, base: i64) -> i64 {
+        let st = self.inner.state.borrow();
+        st.segments
+            .iter()
+            .map(|s| s.base_offset)
+            .find(|&b| b > base)
+            .unwrap_or(st.log_end_offset)
     }
 
     /// Whether segment `base` may have gaps between its batches: it was
