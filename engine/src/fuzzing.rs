@@ -299,9 +299,13 @@ pub fn check_recovery(data: &[u8]) {
         };
         let end = log.log_end_offset();
         let extra = batch::build_batch(0, &[b"after recovery"]);
-        if let Ok(info) = log.append(&extra, Durability::Synced, 0).await {
-            assert_eq!(info.base_offset, end, "appended away from the log end");
-        }
+        let appended = match log.append(&extra, Durability::Synced, 0).await {
+            Ok(info) => {
+                assert_eq!(info.base_offset, end, "appended away from the log end");
+                true
+            }
+            Err(_) => false,
+        };
         if log.close().await.is_err() {
             return;
         }
@@ -312,6 +316,19 @@ pub fn check_recovery(data: &[u8]) {
         assert!(after.len() >= before.len(), "a clean reopen lost batches");
         for (a, b) in before.iter().zip(&after) {
             assert_eq!(a, b, "a clean reopen changed a batch");
+        }
+        if appended {
+            // The batch appended after recovery reads back at its offset
+            // (what the CRC covers; the base offset and leader epoch are
+            // the log's), not some other batch that claims the offset.
+            let back = after
+                .get(before.len())
+                .expect("the batch appended after recovery is gone after a clean reopen");
+            assert_eq!(
+                back.get(batch::CRC_START..),
+                extra.get(batch::CRC_START..),
+                "another batch took the offset appended after recovery"
+            );
         }
     });
 }

@@ -235,7 +235,10 @@ impl<S: Storage> PartitionLog<S> {
                 .get(at..at.saturating_add(8))
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map_or(i64::MAX, i64::from_be_bytes);
-            if base_offset >= bound {
+            // Nor anything at or past the segment's end: bytes a closed
+            // segment holds past the next segment's base are not part of
+            // the log (its index files, not a scan, gave its length).
+            if base_offset >= bound || base_offset >= seg_end {
                 break;
             }
             let b = bytes.slice(at..end);
@@ -258,8 +261,8 @@ impl<S: Storage> PartitionLog<S> {
                 )));
             }
             // A batch never crosses into the next segment, nor past the log
-            // end: a closed segment is trusted by its index files, and only
-            // this check keeps a damaged one from serving an offset twice.
+            // end: only this check keeps a damaged closed segment from
+            // serving an offset twice.
             if h.last_offset() >= seg_end {
                 return Err(EngineError::Corrupt(format!(
                     "segment {base} position {here}: batch ends at offset {}, past the segment's end {seg_end}",
@@ -340,6 +343,14 @@ impl<S: Storage> PartitionLog<S> {
                     .find(|&b| b > base)
             };
             match next {
+                // Only a cleaned segment may end before the next one starts.
+                // Elsewhere the offsets up to it are lost (a damaged closed
+                // segment): an error, not a silent jump over them.
+                Some(next) if next < bound && !self.may_have_gaps(base) => {
+                    return Err(EngineError::Corrupt(format!(
+                        "segment {base} has no batch at or after offset {at}, before the next segment starts at {next}"
+                    )));
+                }
                 Some(next) if next < bound => at = next,
                 _ => return Ok(None),
             }
