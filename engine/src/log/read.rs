@@ -335,24 +335,19 @@ impl<S: Storage> PartitionLog<S> {
                 }
                 return Ok(Some((base, pos, bytes, disk_bytes)));
             }
-            let next = {
-                let st = self.inner.state.borrow();
-                st.segments
-                    .iter()
-                    .map(|s| s.base_offset)
-                    .find(|&b| b > base)
-            };
-            match next {
-                // Only a cleaned segment may end before the next one starts.
-                // Elsewhere the offsets up to it are lost (a damaged closed
-                // segment): an error, not a silent jump over them.
-                Some(next) if next < bound && !self.may_have_gaps(base) => {
-                    return Err(EngineError::Corrupt(format!(
-                        "segment {base} has no batch at or after offset {at}, before the next segment starts at {next}"
-                    )));
-                }
-                Some(next) if next < bound => at = next,
-                _ => return Ok(None),
+            // Only a cleaned segment may end before the next one starts (or
+            // before the read bound). Elsewhere the offsets from `at` on are
+            // lost (a damaged closed segment): an error, not a silent jump
+            // over them nor an empty read below the log end.
+            if !self.may_have_gaps(base) {
+                return Err(EngineError::Corrupt(format!(
+                    "segment {base} has no batch at or after offset {at}, below the read bound {bound}"
+                )));
+            }
+            // The next segment's base; the log end when this one is last.
+            at = self.segment_end(base);
+            if at >= bound {
+                return Ok(None);
             }
         }
     }
