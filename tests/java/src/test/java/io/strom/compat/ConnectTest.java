@@ -1,0 +1,249 @@
+package io.strom.compat;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
+
+/**
+ * Kafka Connect 4.4 in distributed mode against the real broker, with Kafka's
+ * own FileStreamSource and FileStreamSink connectors (connect-file 4.3.1, the
+ * newest this machine's Maven mirror serves) in an unmodified worker.
+ */
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
+class ConnectTest extends BrokerTest {
+    static final String SOURCE = "org.apache.kafka.connect.file.FileStreamSourceConnector";
+    static final String SINK = "org.apache.kafka.connect.file.FileStreamSinkConnector";
+    static final Duration FLOW_TIMEOUT = Duration.ofSeconds(90);
+
+    static String group;
+    static ConnectWorker worker;
+
+    @BeforeAll
+    static void startWorker() throws Exception {
+        group = name("connect");
+        worker = ConnectWorker.start(broker, group);
+    }
+
+    @AfterAll
+    static void stopWorker() throws Exception {
+        if (worker != null) {
+            worker.close();
+        }
+    }
+
+    /** The worker created its three internal topics on Strom, compacted, as Connect requires. */
+    @Test
+    @Order(1)
+    void internalTopicsAreCompacted() throws Exception {
+        List<String> topics = List.of(ConnectWorker.configTopic(group), ConnectWorker.offsetTopic(group),
+                ConnectWorker.statusTopic(group));
+        List<ConfigResource> rs = topics.stream()
+                .map(t -> new ConfigResource(ConfigResource.Type.TOPIC, t)).toList();
+        Map<ConfigResource, Config> configs = admin.describeConfigs(rs).all().get();
+        for (ConfigResource r : rs) {
+            assertEquals("compact", configs.get(r).get("cleanup.policy").value(), r.name());
+        }
+        Map<String, Integer> partitions = Map.of(topics.get(0), 1, topics.get(1), 5, topics.get(2), 3);
+        admin.describeTopics(topics).allTopicNames().get().forEach((t, d) ->
+                assertEquals(partitions.get(t), d.partitions().size(), t + " partitions"));
+    }
+
+    /** FileStreamSource into a topic and FileStreamSink out of it: the output file is the input, byte for byte. */
+    @Test
+    @Order(2)
+    void fileSourceToSinkByteForByte() throws Exception {
+        String topic = name("connect-file");
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+        Path dir = Files.createTempDirectory("connect-file-");
+        Path in = dir.resolve("in.txt");
+        Path out = dir.resolve("out.txt");
+        StringBuilder text = new StringBuilder();
+        for (int i = 0; i < 3000; i++) {
+            switch (i % 5) {
+                case 0 -> text.append("line ").append(i).append(" plain ascii");
+                case 1 -> text.append("");
+                case 2 -> text.append("ünïcødé ").append(i).append(" 流 \t tab \"quoted\" {\"json\":1}");
+                case 3 -> text.append("x".repeat(1500 + i)).append(i);
+                default -> text.append(i);
+            }
+            text.append('\n');
+        }
+        byte[] expected = text.toString().getBytes(StandardCharsets.UTF_8);
+        Files.write(in, expected);
+        String source = name("file-source");
+        String sink = name("file-sink");
+        worker.create(source, Map.of("connector.class", SOURCE, "tasks.max", "1",
+                "file", in.toString(), "topic", topic));
+        worker.create(sink, Map.of("connector.class", SINK, "tasks.max", "1",
+                "file", out.toString(), "topics", topic));
+        Wait.until(FLOW_TIMEOUT, "the sink file to reach " + expected.length + " bytes",
+                () -> size(out) >= expected.length);
+        assertArrayEquals(expected, Files.readAllBytes(out), "the sink file is the source file");
+        assertEquals(3000, readLines(topic).size(), "one record per line");
+        assertEquals(204, worker.delete("/connectors/" + source).status());
+        assertEquals(204, worker.delete("/connectors/" + sink).status());
+    }
+
+    /** The REST API: create, read, status, pause, resume, restart, offsets, delete. */
+    @Test
+    @Order(3)
+    void restApiLifecycle() throws Exception {
+        String topic = name("connect-rest");
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+        Path in = Files.createTempFile("connect-rest-", ".txt");
+        appendLines(in, 0, 100);
+        String name = name("rest-source");
+        Map<String, String> config = Map.of("connector.class", SOURCE, "tasks.max", "1",
+                "file", in.toString(), "topic", topic);
+        ConnectWorker.Reply created = worker.create(name, config);
+        assertEquals(name, created.body().get("name").asText());
+        assertEquals(in.toString(), created.body().get("config").get("file").asText());
+        assertEquals(409, worker.post("/connectors", Map.of("name", name, "config", config)).status(),
+                "a second connector with the same name");
+        ConnectWorker.Reply bad = worker.post("/connectors", Map.of("name", name("bad"),
+                "config", Map.of("connector.class", "no.such.Connector")));
+        assertEquals(400, bad.status(), "an unknown connector class: " + bad);
+        assertTrue(bad.body().get("message").asText().contains("no.such.Connector"), bad.toString());
+
+        worker.awaitState(name, "RUNNING", 1);
+        awaitLineCount(topic, 100);
+        assertTrue(listConnectors().contains(name));
+        assertEquals(topic, worker.get("/connectors/" + name + "/config").body().get("topic").asText());
+        assertEquals(1, worker.get("/connectors/" + name + "/tasks").body().size());
+
+        assertEquals(202, worker.put("/connectors/" + name + "/pause").status());
+        worker.awaitState(name, "PAUSED", 1);
+        appendLines(in, 100, 200);
+        assertEquals(202, worker.put("/connectors/" + name + "/resume").status());
+        worker.awaitState(name, "RUNNING", 1);
+        awaitLineCount(topic, 200);
+
+        // A restart stops the task gracefully, which commits its file position;
+        // the new task resumes there, so no line is read twice.
+        ConnectWorker.Reply restart = worker.post("/connectors/" + name + "/restart?includeTasks=true", Map.of());
+        assertEquals(202, restart.status(), restart.toString());
+        assertEquals("RESTARTING", restart.body().get("connector").get("state").asText(), restart.toString());
+        worker.awaitState(name, "RUNNING", 1);
+        appendLines(in, 200, 250);
+        awaitLineCount(topic, 250);
+        assertEquals(expectedLines(0, 250), readLines(topic), "every line once, in order, across the restart");
+        long fileSize = Files.size(in);
+        Wait.until(FLOW_TIMEOUT, "the stored source offset to reach " + fileSize,
+                () -> storedPosition(name) == fileSize);
+
+        assertEquals(204, worker.delete("/connectors/" + name).status());
+        assertEquals(404, worker.get("/connectors/" + name).status());
+        assertTrue(!listConnectors().contains(name), "deleted connector still listed");
+        assertEquals(404, worker.delete("/connectors/" + name).status(), "deleting it again");
+    }
+
+    static long size(Path p) {
+        try {
+            return Files.exists(p) ? Files.size(p) : 0;
+        } catch (java.io.IOException e) {
+            return 0;
+        }
+    }
+
+    static Set<String> listConnectors() throws Exception {
+        Set<String> names = new java.util.HashSet<>();
+        worker.get("/connectors").body().forEach(n -> names.add(n.asText()));
+        return names;
+    }
+
+    /** The source offset Connect stored for the file (KIP-875's GET offsets), -1 if none yet. */
+    static long storedPosition(String connector) {
+        try {
+            JsonNode offsets = worker.get("/connectors/" + connector + "/offsets").body().get("offsets");
+            if (offsets == null || offsets.isEmpty()) {
+                return -1;
+            }
+            return offsets.get(0).get("offset").get("position").asLong();
+        } catch (Exception e) {
+            return -1;
+        }
+    }
+
+    static String line(int i) {
+        return String.format("line-%06d", i);
+    }
+
+    static List<String> expectedLines(int from, int to) {
+        List<String> lines = new ArrayList<>();
+        for (int i = from; i < to; i++) {
+            lines.add(line(i));
+        }
+        return lines;
+    }
+
+    /** Appends whole lines with one write, so the source never sees half a line. */
+    static void appendLines(Path file, int from, int to) throws java.io.IOException {
+        StringBuilder b = new StringBuilder();
+        for (String l : expectedLines(from, to)) {
+            b.append(l).append('\n');
+        }
+        Files.writeString(file, b, StandardOpenOption.APPEND);
+    }
+
+    static void awaitLineCount(String topic, int n) throws Exception {
+        Wait.until(FLOW_TIMEOUT, n + " records in " + topic, () -> endOffset(topic) >= n);
+    }
+
+    static long endOffset(String topic) {
+        try (KafkaConsumer<String, String> c = consumer()) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            return c.endOffsets(List.of(tp)).get(tp);
+        }
+    }
+
+    static KafkaConsumer<String, String> consumer() {
+        return new KafkaConsumer<>(Map.of(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap()),
+                new StringDeserializer(), new StringDeserializer());
+    }
+
+    /** Every record value of partition 0 of {@code topic}, in offset order. */
+    static List<String> readLines(String topic) throws Exception {
+        TopicPartition tp = new TopicPartition(topic, 0);
+        List<String> values = new ArrayList<>();
+        try (KafkaConsumer<String, String> c = consumer()) {
+            c.assign(List.of(tp));
+            c.seekToBeginning(List.of(tp));
+            long end = c.endOffsets(List.of(tp)).get(tp);
+            long deadline = System.nanoTime() + FLOW_TIMEOUT.toNanos();
+            while (c.position(tp) < end) {
+                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) {
+                    values.add(r.value());
+                }
+                if (System.nanoTime() > deadline) {
+                    throw new AssertionError("could not read " + topic + " to " + end);
+                }
+            }
+        }
+        return values;
+    }
+}
