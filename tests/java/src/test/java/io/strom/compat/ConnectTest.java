@@ -162,6 +162,114 @@ class ConnectTest extends BrokerTest {
         assertEquals(404, worker.delete("/connectors/" + name).status(), "deleting it again");
     }
 
+    /**
+     * A worker SIGKILLed mid-stream and started again resumes from the stored
+     * source offset and the sink's committed offset. What is asserted, exactly:
+     * every line written to the input file reaches the topic and the sink file
+     * (no loss), nothing else does, and each copy is its original with at most
+     * one replayed stretch (at-least-once): the topic is in[0..x) + in[c..) with
+     * c <= x, where c is no earlier than the file position Connect had stored
+     * before the kill (so the new source task started from the stored offset,
+     * not the file's start); the sink file is topic[0..y) + topic[d..) with
+     * d <= y and d no earlier than the sink's committed offset before the kill.
+     */
+    @Test
+    @Order(4)
+    void workerKillResumesFromStoredOffsets() throws Exception {
+        String topic = name("connect-kill");
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+        Path dir = Files.createTempDirectory("connect-kill-");
+        Path in = dir.resolve("in.txt");
+        Path out = dir.resolve("out.txt");
+        Files.createFile(in);
+        String source = name("kill-source");
+        String sink = name("kill-sink");
+        worker.create(source, Map.of("connector.class", SOURCE, "tasks.max", "1",
+                "file", in.toString(), "topic", topic, "batch.size", "50"));
+        worker.create(sink, Map.of("connector.class", SINK, "tasks.max", "1",
+                "file", out.toString(), "topics", topic));
+        // The file grows for about 8 s while the worker is killed and replaced.
+        int total = 4000;
+        int chunk = 20;
+        java.util.concurrent.atomic.AtomicInteger written = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.CompletableFuture<Void> writer = java.util.concurrent.CompletableFuture.runAsync(() -> {
+            try {
+                for (int i = 0; i < total; i += chunk) {
+                    appendLines(in, i, i + chunk);
+                    written.set(i + chunk);
+                    Thread.sleep(40);
+                }
+            } catch (Exception e) {
+                throw new java.util.concurrent.CompletionException(e);
+            }
+        });
+        TopicPartition tp = new TopicPartition(topic, 0);
+        Wait.until(FLOW_TIMEOUT, "1000 lines through, a stored source offset and a committed sink offset",
+                () -> lines(out).size() >= 1000 && storedPosition(source) > 0 && committedOffset(sink, tp) > 0);
+        long storedBytes = storedPosition(source);
+        long sinkCommitted = committedOffset(sink, tp);
+        worker.kill();
+        int writtenAtKill = written.get();
+        worker = ConnectWorker.start(broker, group);
+        writer.get(FLOW_TIMEOUT.toSeconds(), java.util.concurrent.TimeUnit.SECONDS);
+        List<String> input = expectedLines(0, total);
+        Wait.until(FLOW_TIMEOUT, "every line in the sink file after the restart",
+                () -> new java.util.HashSet<>(lines(out)).containsAll(input));
+        List<String> inTopic = readLines(topic);
+        int lineBytes = line(0).length() + 1;
+        int topicReplayed = assertOneReplay("topic", input, inTopic, (int) (storedBytes / lineBytes));
+        int sinkReplayed = assertOneReplay("sink file", inTopic, lines(out), (int) sinkCommitted);
+        System.out.printf("connect kill: %d of %d lines written at the kill, source offset stored %d bytes,"
+                + " sink committed %d; replayed %d lines into the topic, %d into the sink file%n",
+                writtenAtKill, total, storedBytes, sinkCommitted, topicReplayed, sinkReplayed);
+    }
+
+    /**
+     * Asserts that {@code copy} is {@code original[0..x) + original[c..)} with
+     * {@code minReplayStart <= c <= x}: all of the original, in order, with at
+     * most one replayed stretch starting no earlier than {@code minReplayStart}.
+     * Returns the number of replayed lines, {@code x - c}.
+     */
+    static int assertOneReplay(String what, List<String> original, List<String> copy, int minReplayStart) {
+        int x = 0;
+        while (x < copy.size() && x < original.size() && copy.get(x).equals(original.get(x))) {
+            x++;
+        }
+        List<String> rest = copy.subList(x, copy.size());
+        if (rest.isEmpty()) {
+            assertEquals(original.size(), x, what + " lost the lines after " + x);
+            return 0;
+        }
+        int c = original.size() - rest.size();
+        assertTrue(c >= 0 && original.subList(c, original.size()).equals(rest),
+                what + ": past its first " + x + " lines it is not a tail of the original");
+        assertTrue(c <= x, what + ": lines " + x + " to " + c + " are missing");
+        assertTrue(c >= minReplayStart, what + ": replayed from line " + c
+                + ", before the stored position (line " + minReplayStart + ")");
+        System.out.printf("%s: lines [0, %d) then a replay from line %d%n", what, x, c);
+        return x - c;
+    }
+
+    /** The offset a sink connector's consumer group committed for {@code tp}, -1 if none. */
+    static long committedOffset(String sink, TopicPartition tp) {
+        try {
+            var committed = admin.listConsumerGroupOffsets("connect-" + sink)
+                    .partitionsToOffsetAndMetadata().get().get(tp);
+            return committed == null ? -1 : committed.offset();
+        } catch (Exception e) {
+            return -1;
+        }
+    }
+
+    /** The lines of a file (empty if it does not exist yet). */
+    static List<String> lines(Path p) {
+        try {
+            return Files.exists(p) ? Files.readAllLines(p) : List.of();
+        } catch (java.io.IOException e) {
+            return List.of();
+        }
+    }
+
     static long size(Path p) {
         try {
             return Files.exists(p) ? Files.size(p) : 0;
