@@ -77,11 +77,6 @@ class ConnectTest extends BrokerTest {
     @Test
     @Order(2)
     void fileSourceToSinkByteForByte() throws Exception {
-        String topic = name("connect-file");
-        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
-        Path dir = Files.createTempDirectory("connect-file-");
-        Path in = dir.resolve("in.txt");
-        Path out = dir.resolve("out.txt");
         StringBuilder text = new StringBuilder();
         for (int i = 0; i < 3000; i++) {
             switch (i % 5) {
@@ -94,19 +89,14 @@ class ConnectTest extends BrokerTest {
             text.append('\n');
         }
         byte[] expected = text.toString().getBytes(StandardCharsets.UTF_8);
-        Files.write(in, expected);
-        String source = name("file-source");
-        String sink = name("file-sink");
-        worker.create(source, Map.of("connector.class", SOURCE, "tasks.max", "1",
-                "file", in.toString(), "topic", topic));
-        worker.create(sink, Map.of("connector.class", SINK, "tasks.max", "1",
-                "file", out.toString(), "topics", topic));
+        FilePipeline p = FilePipeline.start("connect-file", expected, Map.of());
+        Path out = p.out();
         Wait.until(FLOW_TIMEOUT, "the sink file to reach " + expected.length + " bytes",
                 () -> size(out) >= expected.length);
         assertArrayEquals(expected, Files.readAllBytes(out), "the sink file is the source file");
-        assertEquals(3000, readLines(topic).size(), "one record per line");
-        assertEquals(204, worker.delete("/connectors/" + source).status());
-        assertEquals(204, worker.delete("/connectors/" + sink).status());
+        assertEquals(3000, readLines(p.topic()).size(), "one record per line");
+        assertEquals(204, worker.delete("/connectors/" + p.source()).status());
+        assertEquals(204, worker.delete("/connectors/" + p.sink()).status());
     }
 
     /** The REST API: create, read, status, pause, resume, restart, offsets, delete. */
@@ -176,18 +166,12 @@ class ConnectTest extends BrokerTest {
     @Test
     @Order(4)
     void workerKillResumesFromStoredOffsets() throws Exception {
-        String topic = name("connect-kill");
-        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
-        Path dir = Files.createTempDirectory("connect-kill-");
-        Path in = dir.resolve("in.txt");
-        Path out = dir.resolve("out.txt");
-        Files.createFile(in);
-        String source = name("kill-source");
-        String sink = name("kill-sink");
-        worker.create(source, Map.of("connector.class", SOURCE, "tasks.max", "1",
-                "file", in.toString(), "topic", topic, "batch.size", "50"));
-        worker.create(sink, Map.of("connector.class", SINK, "tasks.max", "1",
-                "file", out.toString(), "topics", topic));
+        FilePipeline p = FilePipeline.start("connect-kill", new byte[0], Map.of("batch.size", "50"));
+        String topic = p.topic();
+        Path in = p.in();
+        Path out = p.out();
+        String source = p.source();
+        String sink = p.sink();
         // The file grows for about 8 s while the worker is killed and replaced.
         int total = 4000;
         int chunk = 20;
@@ -267,6 +251,29 @@ class ConnectTest extends BrokerTest {
             return Files.exists(p) ? Files.readAllLines(p) : List.of();
         } catch (java.io.IOException e) {
             return List.of();
+        }
+    }
+
+    /**
+     * A one-partition topic between a FileStreamSource reading {@code in} and a
+     * FileStreamSink writing {@code out}, both connectors created and running.
+     */
+    record FilePipeline(String topic, Path in, Path out, String source, String sink) {
+        static FilePipeline start(String prefix, byte[] initial, Map<String, String> sourceExtra) throws Exception {
+            String topic = name(prefix);
+            // One partition: the sink sees the records in the order the source read the lines.
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+            Path dir = Files.createTempDirectory(prefix + "-");
+            FilePipeline p = new FilePipeline(topic, dir.resolve("in.txt"), dir.resolve("out.txt"),
+                    name(prefix + "-source"), name(prefix + "-sink"));
+            Files.write(p.in, initial);
+            Map<String, String> source = new java.util.HashMap<>(sourceExtra);
+            source.putAll(Map.of("connector.class", SOURCE, "tasks.max", "1",
+                    "file", p.in.toString(), "topic", topic));
+            worker.create(p.source, source);
+            worker.create(p.sink, Map.of("connector.class", SINK, "tasks.max", "1",
+                    "file", p.out.toString(), "topics", topic));
+            return p;
         }
     }
 

@@ -25,6 +25,41 @@ final class ConnectWorker implements AutoCloseable {
     static final Duration START_TIMEOUT = Duration.ofSeconds(90);
     static final ObjectMapper JSON = new ObjectMapper();
 
+    /**
+     * The worker's config: bootstrap, group, REST port and the three internal
+     * topics are filled in. Source offsets and sink consumer offsets are
+     * committed every second (Kafka's default: a minute), so a kill test loses
+     * little progress. The connectors are found by their service manifests on
+     * the classpath, without a slow scan of every jar. A dead worker's
+     * connectors move at once (Kafka waits up to 5 minutes for it to come
+     * back), and a dead worker or sink consumer leaves its group after 6 s
+     * (Kafka's consumer default: 45 s). Sink consumers use the classic group
+     * protocol Strom speaks.
+     */
+    static final String WORKER_CONFIG = """
+            bootstrap.servers=%s
+            group.id=%s
+            listeners=http://127.0.0.1:%d
+            config.storage.topic=%s
+            offset.storage.topic=%s
+            status.storage.topic=%s
+            config.storage.replication.factor=1
+            offset.storage.replication.factor=1
+            status.storage.replication.factor=1
+            offset.storage.partitions=5
+            status.storage.partitions=3
+            key.converter=org.apache.kafka.connect.storage.StringConverter
+            value.converter=org.apache.kafka.connect.storage.StringConverter
+            offset.flush.interval.ms=1000
+            plugin.discovery=service_load
+            scheduled.rebalance.max.delay.ms=0
+            session.timeout.ms=6000
+            heartbeat.interval.ms=1000
+            consumer.group.protocol=classic
+            consumer.session.timeout.ms=6000
+            consumer.heartbeat.interval.ms=1000
+            """;
+
     final String group;
     final String url;
     private final Jvm jvm;
@@ -62,39 +97,9 @@ final class ConnectWorker implements AutoCloseable {
         try (ServerSocket s = new ServerSocket(0)) {
             port = s.getLocalPort();
         }
-        Map<String, String> config = new java.util.LinkedHashMap<>();
-        config.put("bootstrap.servers", broker.bootstrap());
-        config.put("group.id", group);
-        config.put("listeners", "http://127.0.0.1:" + port);
-        config.put("key.converter", "org.apache.kafka.connect.storage.StringConverter");
-        config.put("value.converter", "org.apache.kafka.connect.storage.StringConverter");
-        config.put("config.storage.topic", configTopic(group));
-        config.put("offset.storage.topic", offsetTopic(group));
-        config.put("status.storage.topic", statusTopic(group));
-        config.put("config.storage.replication.factor", "1");
-        config.put("offset.storage.replication.factor", "1");
-        config.put("status.storage.replication.factor", "1");
-        config.put("offset.storage.partitions", "5");
-        config.put("status.storage.partitions", "3");
-        // Source offsets and sink consumer offsets are committed every second
-        // (Kafka's default: a minute), so a kill test loses little progress.
-        config.put("offset.flush.interval.ms", "1000");
-        // The connectors are Kafka's own, found by their service manifests on
-        // the classpath; no slow scan of every jar.
-        config.put("plugin.discovery", "service_load");
-        // A worker that died is replaced at once, not after Kafka's 5 minutes.
-        config.put("scheduled.rebalance.max.delay.ms", "0");
-        config.put("session.timeout.ms", "6000");
-        config.put("heartbeat.interval.ms", "1000");
-        // Sink tasks' consumers: the classic group protocol Strom speaks, and a
-        // dead worker's consumer leaves its group after 6 s, not 45.
-        config.put("consumer.group.protocol", "classic");
-        config.put("consumer.session.timeout.ms", "6000");
-        config.put("consumer.heartbeat.interval.ms", "1000");
         Path props = Files.createTempFile("connect-worker-", ".properties");
-        StringBuilder text = new StringBuilder();
-        config.forEach((k, v) -> text.append(k).append('=').append(v).append('\n'));
-        Files.writeString(props, text.toString());
+        Files.writeString(props, String.format(WORKER_CONFIG, broker.bootstrap(), group, port,
+                configTopic(group), offsetTopic(group), statusTopic(group)));
         Jvm jvm = Jvm.start("org.apache.kafka.connect.cli.ConnectDistributed",
                 List.of("-Dorg.slf4j.simpleLogger.defaultLogLevel=info"), props.toString());
         ConnectWorker w = new ConnectWorker(group, "http://127.0.0.1:" + port, jvm);

@@ -10,11 +10,13 @@ import java.util.concurrent.TimeUnit;
 /**
  * A long-running main class (a Connect worker, a Streams application) in a
  * JVM of its own, on this test's classpath, so a test can SIGKILL it the way
- * a crash or an OOM killer would. Its stdout and stderr go to a log file that
- * failures quote.
+ * a crash or an OOM killer would. Its stdout and stderr go to a log file under
+ * {@link #LOG_DIR} that failures quote.
  */
 final class Jvm implements AutoCloseable {
     static final long STOP_TIMEOUT_S = 60;
+    /** Kept after the run (under Maven's target/, relative to tests/java) for a failure's post-mortem. */
+    static final Path LOG_DIR = Path.of("target", "jvm-logs");
 
     private final String mainClass;
     private final Process process;
@@ -33,7 +35,8 @@ final class Jvm implements AutoCloseable {
         cmd.addAll(jvmArgs);
         cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), mainClass));
         cmd.addAll(List.of(args));
-        Path log = Files.createTempFile("jvm-" + mainClass.substring(mainClass.lastIndexOf('.') + 1) + "-", ".log");
+        Files.createDirectories(LOG_DIR);
+        Path log = Files.createTempFile(LOG_DIR, mainClass.substring(mainClass.lastIndexOf('.') + 1) + "-", ".log");
         Process p = new ProcessBuilder(cmd)
                 .redirectErrorStream(true)
                 .redirectOutput(log.toFile())
