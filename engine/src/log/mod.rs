@@ -23,6 +23,8 @@
 //!   shares;
 //! - `recover`: opening the segments after a clean shutdown or a crash;
 //! - `retention`: deleting old segments;
+//! - `delete_records`: moving the log start offset on request (DeleteRecords)
+//!   and keeping it in `log-start-offset`;
 //! - `clean`: the log cleaner (compaction), its segment rewrite and the
 //!   swap of cleaned segments by rename.
 //!
