@@ -189,6 +189,11 @@ impl ProducerStateTable {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer with its state, by producer id.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
     /// Every batch below this offset has been recorded.
     pub fn end_offset(&self) -> i64 {
         self.end_offset

@@ -426,6 +426,13 @@ impl BrokerConfig {
             "offsets.retention.check.interval.ms" => {
                 self.groups.offsets_retention_check_interval_ms = int(1, i64::MAX)?
             }
+            // Strom's own: how often the coordinator's timer checks session,
+            // rebalance and retention deadlines. Requests that read group
+            // membership apply passed deadlines themselves, so this only
+            // bounds how late a silent group is cleaned up.
+            "strom.group.tick.interval.ms" => {
+                self.groups.tick_interval_ms = int(1, i64::from(u32::MAX))? as u64
+            }
             "offset.metadata.max.bytes" => {
                 self.groups.offset_metadata_max_bytes = int(0, i16::MAX as i64)? as usize
             }

@@ -23,6 +23,8 @@
 //!   shares;
 //! - `recover`: opening the segments after a clean shutdown or a crash;
 //! - `retention`: deleting old segments;
+//! - `delete_records`: moving the log start offset on request (DeleteRecords)
+//!   and keeping it in `log-start-offset`;
 //! - `clean`: the log cleaner (compaction), its segment rewrite and the
 //!   swap of cleaned segments by rename.
 //!
@@ -58,6 +60,7 @@ use crate::producer_state::{self, ProducerStateTable};
 
 mod append;
 pub mod clean;
+mod delete_records;
 mod files;
 mod flush;
 mod prealloc;
@@ -113,8 +116,13 @@ impl<S: Storage> PartitionLog<S> {
         let dir = dir.to_path_buf();
         let chunk_bytes = align_up(segment::segment_bytes(&config)).min(CHUNK_BYTES);
         let (segments, tail) = recover::recover::<S>(&storage, &dir, &config, chunk_bytes).await?;
-        let log_start_offset = segments.first().map(|s| s.base_offset).unwrap_or(0);
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        let saved_log_start = delete_records::read_log_start(&storage, &dir).await?;
+        let log_start_offset = segments
+            .first()
+            .map(|s| s.base_offset)
+            .unwrap_or(0)
+            .max(saved_log_start.unwrap_or(0).min(log_end_offset));
         tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -151,6 +159,7 @@ impl<S: Storage> PartitionLog<S> {
                 buffered_writer: Cell::new(false),
                 prealloc: RefCell::new(prealloc::Prealloc::default()),
                 cleaner: RefCell::new(state::CleanerState::default()),
+                log_start_saved: futures_util::lock::Mutex::new(saved_log_start.unwrap_or(0)),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
                 write_behind,
             }),
@@ -211,6 +220,17 @@ impl<S: Storage> PartitionLog<S> {
     /// A chunk-sized buffer (the storage reuses freed ones).
     fn take_buf(&self, file: &S::File) -> BufOf<S> {
         file.alloc_buf(self.inner.chunk_bytes as usize)
+    }
+
+    /// The idempotent producers this partition knows (DescribeProducers):
+    /// a copy of each one's state, by producer id.
+    pub fn producers(&self) -> Vec<(i64, producer_state::ProducerEntry)> {
+        self.inner
+            .producers
+            .borrow()
+            .iter()
+            .map(|(id, e)| (id, e.clone()))
+            .collect()
     }
 
     pub fn log_start_offset(&self) -> i64 {

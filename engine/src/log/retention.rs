@@ -1,5 +1,6 @@
 //! Retention: deleting whole closed segments past `retention.ms` or
-//! `retention.bytes`, oldest first, which moves the log start offset. The
+//! `retention.bytes`, or wholly below a log start offset that DeleteRecords
+//! moved, oldest first, which moves the log start offset. The
 //! active segment is never deleted, nor one still being finished by a roll.
 //! A compact-only log (`cleanup.policy=compact`) keeps everything: its
 //! segments go only through compaction.
@@ -40,14 +41,16 @@ impl<S: Storage> PartitionLog<S> {
                     && now_ms.saturating_sub(seg.max_timestamp) > retention_ms;
                 let rest = total.saturating_sub(seg.len);
                 let by_size = u64::try_from(retention_bytes).is_ok_and(|limit| rest >= limit);
-                if !(by_time || by_size) {
+                // Wholly below a start moved by DeleteRecords.
+                let by_start = next.base_offset <= st.log_start_offset;
+                if !(by_time || by_size || by_start) {
                     break;
                 }
                 total = rest;
                 let next_base = next.base_offset;
                 let seg = st.segments.remove(0);
                 doomed.push(seg.base_offset);
-                st.log_start_offset = next_base;
+                st.log_start_offset = st.log_start_offset.max(next_base);
             }
         }
         for base in &doomed {

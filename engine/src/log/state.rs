@@ -178,6 +178,9 @@ pub(super) struct Inner<S: Storage> {
     pub(super) prealloc: RefCell<Prealloc>,
     /// The log cleaner's progress through this log.
     pub(super) cleaner: RefCell<CleanerState>,
+    /// The log start offset last written to `log-start-offset` (see
+    /// `delete_records.rs`); held while it is written.
+    pub(super) log_start_saved: futures_util::lock::Mutex<i64>,
 }
 
 impl<S: Storage> Drop for Inner<S> {

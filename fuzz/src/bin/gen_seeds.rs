@@ -138,6 +138,35 @@ fn body(key: ApiKey, v: i16) -> BytesMut {
             &DeleteGroupsRequest::default().with_groups_names(vec![group()]),
             v,
         ),
+        ApiKey::DeleteRecords => encode(
+            &DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(1),
+                    ]),
+            ]),
+            v,
+        ),
+        ApiKey::DescribeProducers => encode(
+            &DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic())
+                    .with_partition_indexes(vec![0]),
+            ]),
+            v,
+        ),
+        ApiKey::AlterConfigs => encode(
+            &AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(topic().0)
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("60000")))]),
+            ]),
+            v,
+        ),
         _ => None,
     };
     rich.unwrap_or_else(|| default_body(key, v))
@@ -175,6 +204,9 @@ fn default_body(key: ApiKey, v: i16) -> BytesMut {
         ApiKey::DescribeCluster => encode(&DescribeClusterRequest::default(), v),
         ApiKey::OffsetForLeaderEpoch => encode(&OffsetForLeaderEpochRequest::default(), v),
         ApiKey::DescribeLogDirs => encode(&DescribeLogDirsRequest::default(), v),
+        ApiKey::DeleteRecords => encode(&DeleteRecordsRequest::default(), v),
+        ApiKey::DescribeProducers => encode(&DescribeProducersRequest::default(), v),
+        ApiKey::AlterConfigs => encode(&AlterConfigsRequest::default(), v),
         other => panic!("{other:?} is advertised but has no seed"),
     };
     encoded.unwrap_or_else(|| panic!("{key:?} v{v}: the default request does not encode"))

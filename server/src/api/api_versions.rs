@@ -23,6 +23,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
+    // AlterConfigs: kafka-python (v1) and confluent-kafka (tests/compat);
+    // DeleteRecords: kafka-python (v0), confluent-kafka, the Java
+    // AdminClient and kafka-delete-records (v2); DescribeProducers: the
+    // Java AdminClient.
+    (ApiKey::AlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
     // Consumer groups (`crate::group`); keep equal to group::SUPPORTED_VERSIONS.
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),

@@ -1,4 +1,5 @@
-//! IncrementalAlterConfigs (v0-v1): topic configs, and dynamic broker
+//! IncrementalAlterConfigs (v0-v1) and the legacy AlterConfigs (v0-v1,
+//! which replaces a resource's whole set): topic configs, and dynamic broker
 //! configs (the broker keys that set topic defaults, for this broker or as
 //! the cluster-wide default), changed through `Shard::update_metadata` and
 //! pushed to the partitions' logs by `Shard::apply_metadata`, so a change
@@ -10,9 +11,16 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
+use kafka_protocol::messages::alter_configs_request::AlterConfigsResource as LegacyResource;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as LegacyResponse;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -228,23 +236,30 @@ fn altered_broker_configs(
     Ok(next)
 }
 
-pub async fn incremental_alter_configs(
+/// Alters every resource in one metadata update: `as_ops` gives each one's
+/// IncrementalAlterConfigs operations (it may read the metadata first).
+/// Answers in request order.
+async fn alter_resources<R, F>(
     shard: &Rc<Shard>,
-    req: IncrementalAlterConfigsRequest,
-    _version: i16,
-) -> IncrementalAlterConfigsResponse {
-    let validate_only = req.validate_only;
-    let resources = req.resources;
-    let keys: Vec<(i8, StrBytes)> = resources
-        .iter()
-        .map(|r| (r.resource_type, r.resource_name.clone()))
-        .collect();
+    resources: Vec<R>,
+    validate_only: bool,
+    key: fn(&R) -> (i8, StrBytes),
+    as_ops: F,
+) -> Vec<AlterConfigsResourceResponse>
+where
+    R: Send + 'static,
+    F: Fn(&Metadata, &R) -> AlterConfigsResource + Send + 'static,
+{
+    let keys: Vec<(i8, StrBytes)> = resources.iter().map(key).collect();
     let config = shard.config.clone();
     let results = shard
         .update_metadata(move |m| {
             resources
                 .iter()
-                .map(|r| alter_resource(&config, m, r, validate_only))
+                .map(|r| {
+                    let ops = as_ops(m, r);
+                    alter_resource(&config, m, &ops, validate_only)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -255,8 +270,7 @@ pub async fn incremental_alter_configs(
             .map(|_| Err((ResponseError::UnknownServerError.code(), e.to_string())))
             .collect(),
     };
-    let responses = keys
-        .into_iter()
+    keys.into_iter()
         .zip(results)
         .map(|((resource_type, resource_name), result)| {
             let base = AlterConfigsResourceResponse::default()
@@ -269,6 +283,87 @@ pub async fn incremental_alter_configs(
                     .with_error_message(Some(StrBytes::from_string(msg))),
             }
         })
-        .collect();
+        .collect()
+}
+
+pub async fn incremental_alter_configs(
+    shard: &Rc<Shard>,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let responses = alter_resources(
+        shard,
+        req.resources,
+        req.validate_only,
+        |r| (r.resource_type, r.resource_name.clone()),
+        |_, r| r.clone(),
+    )
+    .await;
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The legacy AlterConfigs resource as IncrementalAlterConfigs operations:
+/// SET for every config given, DELETE for every one set now and not given,
+/// so the given set replaces the whole set, as Kafka's AlterConfigs does.
+fn as_replacement(m: &Metadata, legacy: &LegacyResource) -> AlterConfigsResource {
+    let name = legacy.resource_name.as_str();
+    let current: Vec<String> = match legacy.resource_type {
+        RESOURCE_TOPIC => m
+            .topics
+            .get(name)
+            .map(|t| t.configs.keys().cloned().collect())
+            .unwrap_or_default(),
+        RESOURCE_BROKER => m
+            .broker_configs
+            .get(name)
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let given = legacy.configs.iter().map(|c| {
+        AlterableConfig::default()
+            .with_name(c.name.clone())
+            .with_config_operation(OP_SET)
+            .with_value(c.value.clone())
+    });
+    let dropped = current
+        .into_iter()
+        .filter(|k| !legacy.configs.iter().any(|c| c.name.as_str() == k))
+        .map(|k| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k))
+                .with_config_operation(OP_DELETE)
+        });
+    AlterConfigsResource::default()
+        .with_resource_type(legacy.resource_type)
+        .with_resource_name(legacy.resource_name.clone())
+        .with_configs(given.chain(dropped).collect())
+}
+
+/// AlterConfigs (v0-v1, the legacy, non-incremental API): each resource's
+/// configs are replaced by the given set; checked and applied as
+/// IncrementalAlterConfigs applies them.
+pub async fn alter_configs(
+    shard: &Rc<Shard>,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let responses = alter_resources(
+        shard,
+        req.resources,
+        req.validate_only,
+        |r| (r.resource_type, r.resource_name.clone()),
+        as_replacement,
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        LegacyResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name)
+            .with_error_code(r.error_code)
+            .with_error_message(r.error_message)
+    })
+    .collect();
+    AlterConfigsResponse::default().with_responses(responses)
 }

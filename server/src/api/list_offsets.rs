@@ -100,8 +100,9 @@ async fn lookup_local(shard: &Shard, topic: &str, partition: i32, timestamp: i64
             None => (0, -1, -1),
         },
         ts if ts < 0 => (ResponseError::InvalidRequest.code(), -1, -1),
+        // Never below a log start that DeleteRecords moved into a segment.
         ts => match log.offset_for_timestamp(ts).await {
-            Ok(Some((offset, found_ts))) => (0, found_ts, offset),
+            Ok(Some((offset, found_ts))) => (0, found_ts, offset.max(log.log_start_offset())),
             Ok(None) => (0, -1, -1),
             Err(e) => (engine_error_code(&e).code(), -1, -1),
         },

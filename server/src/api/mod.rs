@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
+pub mod delete_records;
+pub mod describe_producers;
 pub mod fetch;
 mod fetch_read;
 pub mod groups;
@@ -140,6 +142,18 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             ),
             None => Reply::Close,
         },
+        ApiKey::AlterConfigs => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &configs::alter_configs(shard, req, v).await),
+            None => Reply::Close,
+        },
+        ApiKey::DeleteRecords => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &delete_records::handle(shard, req, v).await),
+            None => Reply::Close,
+        },
+        ApiKey::DescribeProducers => match decode(&mut body, v) {
+            Some(req) => respond(ctx, &describe_producers::handle(shard, req, v).await),
+            None => Reply::Close,
+        },
         ApiKey::OffsetForLeaderEpoch => match decode(&mut body, v) {
             Some(req) => respond(ctx, &leader_epoch::handle(shard, req, v).await),
             None => Reply::Close,
@@ -195,6 +209,9 @@ pub fn decode_body(ctx: &RequestContext, mut body: Bytes) -> Option<bool> {
         ApiKey::CreatePartitions => decode::<CreatePartitionsRequest>(b, v).is_some(),
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(b, v).is_some(),
         ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(b, v).is_some(),
+        ApiKey::AlterConfigs => decode::<AlterConfigsRequest>(b, v).is_some(),
+        ApiKey::DeleteRecords => decode::<DeleteRecordsRequest>(b, v).is_some(),
+        ApiKey::DescribeProducers => decode::<DescribeProducersRequest>(b, v).is_some(),
         ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(b, v).is_some(),
         ApiKey::OffsetForLeaderEpoch => decode::<OffsetForLeaderEpochRequest>(b, v).is_some(),
         ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(b, v).is_some(),

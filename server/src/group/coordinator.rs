@@ -413,13 +413,8 @@ impl GroupCoordinator {
         if !self.inner.loaded.get() || !self.inner.active.get() {
             return;
         }
+        self.apply_deadlines(None);
         let now = self.now();
-        {
-            let mut groups = self.inner.groups.borrow_mut();
-            for group in groups.values_mut() {
-                self.tick_group(group, now);
-            }
-        }
         let interval = self.inner.config.offsets_retention_check_interval_ms;
         if now.saturating_sub(self.inner.last_retention_check_ms.get()) >= interval {
             self.inner.last_retention_check_ms.set(now);
@@ -431,6 +426,33 @@ impl GroupCoordinator {
                 && g.pending_members.is_empty()
                 && g.offsets.is_empty())
         });
+    }
+
+    /// Applies the deadlines that have passed (sessions, pending member
+    /// ids, rebalances) to the named groups, or to all with `None`, so a
+    /// request that reads membership sees the group as it is now rather
+    /// than as of the last tick: a group whose members' sessions all ended
+    /// is empty at the deadline.
+    pub(super) fn apply_deadlines(&self, group_ids: Option<&[&str]>) {
+        if !self.inner.loaded.get() || !self.inner.active.get() {
+            return;
+        }
+        let now = self.now();
+        let mut groups = self.inner.groups.borrow_mut();
+        match group_ids {
+            None => {
+                for group in groups.values_mut() {
+                    self.tick_group(group, now);
+                }
+            }
+            Some(ids) => {
+                for id in ids {
+                    if let Some(group) = groups.get_mut(*id) {
+                        self.tick_group(group, now);
+                    }
+                }
+            }
+        }
     }
 
     fn tick_group(&self, group: &mut Group, now: i64) {

@@ -5,7 +5,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::codes::{INVALID_REQUEST, NONE};
+use super::codes::{INVALID_REQUEST, NONE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -29,10 +29,12 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let error = match req.key_type {
         KEY_TYPE_GROUP => NONE,
-        // No transactions yet: a non-retriable error with a message, so a
-        // transactional producer fails at once and says why, instead of
-        // retrying COORDINATOR_NOT_AVAILABLE until its own timeout.
-        KEY_TYPE_TRANSACTION => INVALID_REQUEST,
+        // No transactions yet: an error that ends a transactional producer
+        // at once, with a message that says why, instead of retries until
+        // the client's own timeout. librdkafka treats only this code as
+        // fatal in a transaction coordinator lookup (everything else is
+        // retried); the Java producer treats any non-retriable one as fatal.
+        KEY_TYPE_TRANSACTION => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         _ => INVALID_REQUEST,
     };
     let text = if req.key_type == KEY_TYPE_TRANSACTION {

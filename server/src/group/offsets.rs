@@ -523,6 +523,8 @@ impl GroupCoordinator {
         req: DeleteGroupsRequest,
         _version: i16,
     ) -> DeleteGroupsResponse {
+        let names: Vec<&str> = req.groups_names.iter().map(|g| g.0.as_str()).collect();
+        self.apply_deadlines(Some(&names));
         let mut results = Vec::with_capacity(req.groups_names.len());
         for name in &req.groups_names {
             let error = self.delete_group(name.0.as_str()).await;
@@ -576,6 +578,7 @@ impl GroupCoordinator {
         if !types.is_empty() && !types.iter().any(|t| t == "classic") {
             return ListGroupsResponse::default();
         }
+        self.apply_deadlines(None);
         let groups = self.inner.groups.borrow();
         let mut listed: Vec<ListedGroup> = groups
             .values()
@@ -604,6 +607,8 @@ impl GroupCoordinator {
         req: DescribeGroupsRequest,
         version: i16,
     ) -> DescribeGroupsResponse {
+        let names: Vec<&str> = req.groups.iter().map(|g| g.0.as_str()).collect();
+        self.apply_deadlines(Some(&names));
         let groups = req
             .groups
             .iter()

@@ -44,8 +44,8 @@ fn find_coordinator_single_and_batched() {
         3,
         &node,
     );
-    // No transactions: a non-retriable error that says so.
-    assert_eq!(r.error_code, INVALID_REQUEST);
+    // No transactions: an error clients treat as fatal, that says why.
+    assert_eq!(r.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     assert!(r
         .error_message
         .as_ref()
