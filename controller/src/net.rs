@@ -236,6 +236,14 @@ fn write_message(w: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
     w.write_all(&bytes)
 }
 
+fn connect(addr: &str) -> Option<TcpStream> {
+    let resolved: SocketAddr = addr.to_socket_addrs().ok()?.next()?;
+    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT).ok()?;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    Some(stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,9 +255,11 @@ mod tests {
             broker_epoch: 42,
             applied_index: 7,
         };
-        let mut m = Message::default();
-        m.to = 2;
-        m.term = 9;
+        let m = Message {
+            to: 2,
+            term: 9,
+            ..Default::default()
+        };
         for frame in [Frame::Heartbeat(hb), Frame::Raft(m)] {
             let mut out = Vec::new();
             write_message(&mut out, &frame).unwrap();
@@ -264,12 +274,4 @@ mod tests {
         assert!(decode_frame(&[KIND_HEARTBEAT, 1, 2]).is_err());
         assert!(decode_frame(&[9]).is_err());
     }
-}
-
-fn connect(addr: &str) -> Option<TcpStream> {
-    let resolved: SocketAddr = addr.to_socket_addrs().ok()?.next()?;
-    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT).ok()?;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    Some(stream)
 }

@@ -417,13 +417,13 @@ impl Driver {
             if let Some(h) = own {
                 self.heard(h);
             }
-        } else if let Some(h) = own.filter(|_| now % HEARTBEAT_INTERVAL_TICKS == 0) {
+        } else if let Some(h) = own.filter(|_| now.is_multiple_of(HEARTBEAT_INTERVAL_TICKS)) {
             let to = self.node.raft.leader_id;
             if to != 0 && to != self.config.node_id {
                 self.network.heartbeat(to, h);
             }
         }
-        if !leader || now % RECONCILE_TICKS != 0 {
+        if !leader || !now.is_multiple_of(RECONCILE_TICKS) {
             return;
         }
         let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
