@@ -290,9 +290,12 @@ def test_a_killed_broker_is_fenced_and_serves_again_after_restart(cluster):
     assert victim_parts
 
     victim.stop(signal.SIGKILL)
+    t0 = time.monotonic()
     wait_registered(survivors, [s.node_id for s in survivors])
     want_fenced = {p: (-1 if p in victim_parts else l) for p, l in lead.items()}
     wait_leaders(survivors, "fenced", 6, lambda l: l == want_fenced)
+    print(f"fencing: node {victim.node_id} fenced, its partitions leaderless, "
+          f"{time.monotonic() - t0:.2f} s after SIGKILL (session {SESSION_TIMEOUT_MS} ms)")
     admin = AdminClient({"bootstrap.servers": survivors[0].bootstrap})
     described = admin.describe_cluster().result(timeout=10)
     assert sorted(n.id for n in described.nodes) == sorted(s.node_id for s in survivors)
@@ -301,9 +304,11 @@ def test_a_killed_broker_is_fenced_and_serves_again_after_restart(cluster):
         if p not in victim_parts:
             assert list_offsets_error(next(s for s in survivors if s.node_id == l), "fenced", p) == 0
 
+    t0 = time.monotonic()
     victim.start()
     wait_registered(nodes, [1, 2, 3])
     wait_leaders(nodes, "fenced", 6, lambda l: l == lead)
+    print(f"unfencing: node {victim.node_id} leads its partitions again {time.monotonic() - t0:.2f} s after its restart")
     got = read_all(survivors[1].bootstrap, "fenced", 6, len(acked))
     assert got == acked
     more = produce_keyed(victim.bootstrap, "fenced", 6, 5, "after")
