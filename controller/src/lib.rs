@@ -6,7 +6,9 @@
 //! - `node`: the controller thread and its `Controller` handle. Drives
 //!   raft-rs (ticks, messages, proposals, `Ready`), applies committed
 //!   batches, publishes each new image, answers proposers, takes snapshots.
-//! - `net`: Raft messages between controllers over TCP, one sender thread
+//! - `fencing`: on the active controller, broker heartbeats become fence
+//!   and unfence records and the partition leadership that follows.
+//! - `net`: Raft messages and broker heartbeats between controllers over TCP, one sender thread
 //!   per peer, one reader thread per incoming connection.
 //! - `storage`: the Raft log, hard state and snapshot on disk (fsync'd),
 //!   behind raft-rs's `Storage` trait.
@@ -52,6 +54,7 @@
     )
 )]
 
+pub mod fencing;
 pub mod image;
 mod log;
 pub mod net;
@@ -63,5 +66,6 @@ pub mod storage;
 mod sim_tests;
 
 pub use image::{ApplyError, BrokerRegistration, ClusterImage, PartitionState, TopicImage};
+pub use net::Heartbeat;
 pub use node::{BrokerInfo, Controller, ControllerConfig, ProposeError, ProposeResult};
 pub use records::{ConfigResource, Record};

@@ -1,6 +1,8 @@
 //! The network between controllers: Raft messages over TCP.
 //!
-//! Each message is a frame `len:u32 BE, protobuf raft Message`. Every node
+//! Each message is a frame `len:u32 BE, kind:u8, body`: kind 0 is a
+//! protobuf raft Message, kind 1 a broker heartbeat (`broker_id:i32 BE,
+//! broker_epoch:i64 BE, applied_index:u64 BE`). Every node
 //! listens on its `controller.listener` address; for each peer it keeps one
 //! outgoing connection, written by that peer's sender thread from a bounded
 //! queue. Raft tolerates lost messages, so a full queue or a broken
@@ -25,12 +27,43 @@ pub const MESSAGE_MAX_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Hands a received message to the controller; false once it is gone.
-pub type Deliver = Arc<dyn Fn(Message) -> bool + Send + Sync>;
+const KIND_RAFT: u8 = 0;
+const KIND_HEARTBEAT: u8 = 1;
+const HEARTBEAT_BYTES: usize = 4 + 8 + 8;
+
+/// A broker's heartbeat to the active controller (Kafka's
+/// `BrokerHeartbeatRequest`, reduced to what fencing needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    /// The last metadata entry the broker has applied: it is caught up once
+    /// this reaches its own registration.
+    pub applied_index: u64,
+}
+
+/// What travels between controllers.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Raft(Message),
+    Heartbeat(Heartbeat),
+}
+
+impl Frame {
+    fn to(&self, heartbeat_to: u64) -> u64 {
+        match self {
+            Frame::Raft(m) => m.to,
+            Frame::Heartbeat(_) => heartbeat_to,
+        }
+    }
+}
+
+/// Hands a received frame to the controller; false once it is gone.
+pub type Deliver = Arc<dyn Fn(Frame) -> bool + Send + Sync>;
 
 /// The sending side: one queue per peer.
 pub struct Network {
-    peers: HashMap<u64, SyncSender<Message>>,
+    peers: HashMap<u64, SyncSender<Frame>>,
 }
 
 impl Network {
@@ -60,17 +93,28 @@ impl Network {
     /// Queues messages for their peers; drops what does not fit.
     pub fn send(&self, messages: Vec<Message>) {
         for m in messages {
-            let Some(queue) = self.peers.get(&m.to) else {
-                tracing::warn!(to = m.to, "raft message for an unknown peer dropped");
-                continue;
-            };
-            match queue.try_send(m) {
-                Ok(()) => {}
-                Err(TrySendError::Full(m)) => {
-                    tracing::debug!(to = m.to, "peer queue full; raft message dropped")
-                }
-                Err(TrySendError::Disconnected(_)) => {}
+            self.queue(Frame::Raft(m), 0);
+        }
+    }
+
+    /// Queues a heartbeat for peer `to`; dropped like a Raft message when
+    /// it does not fit (the next one follows soon).
+    pub fn send_heartbeat(&self, to: u64, heartbeat: Heartbeat) {
+        self.queue(Frame::Heartbeat(heartbeat), to);
+    }
+
+    fn queue(&self, frame: Frame, heartbeat_to: u64) {
+        let to = frame.to(heartbeat_to);
+        let Some(queue) = self.peers.get(&to) else {
+            tracing::warn!(to, "controller message for an unknown peer dropped");
+            return;
+        };
+        match queue.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::debug!(to, "peer queue full; controller message dropped")
             }
+            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 }
@@ -116,9 +160,9 @@ fn receive_loop(stream: TcpStream, deliver: Deliver) {
         if reader.read_exact(&mut buf).is_err() {
             return;
         }
-        match Message::parse_from_bytes(&buf) {
-            Ok(m) => {
-                if !deliver(m) {
+        match decode_frame(&buf) {
+            Ok(frame) => {
+                if !deliver(frame) {
                     return;
                 }
             }
@@ -130,7 +174,30 @@ fn receive_loop(stream: TcpStream, deliver: Deliver) {
     }
 }
 
-fn send_loop(id: u64, addr: &str, queue: Receiver<Message>) {
+/// The frame in `buf` (after its length).
+fn decode_frame(buf: &[u8]) -> Result<Frame, String> {
+    let (kind, body) = buf.split_first().ok_or("an empty frame")?;
+    match *kind {
+        KIND_RAFT => Message::parse_from_bytes(body)
+            .map(Frame::Raft)
+            .map_err(|e| e.to_string()),
+        KIND_HEARTBEAT => {
+            let fixed: [u8; HEARTBEAT_BYTES] = body
+                .try_into()
+                .map_err(|_| format!("a heartbeat of {} bytes", body.len()))?;
+            let (id, rest) = fixed.split_at(4);
+            let (epoch, applied) = rest.split_at(8);
+            Ok(Frame::Heartbeat(Heartbeat {
+                broker_id: i32::from_be_bytes(id.try_into().map_err(|_| "id")?),
+                broker_epoch: i64::from_be_bytes(epoch.try_into().map_err(|_| "epoch")?),
+                applied_index: u64::from_be_bytes(applied.try_into().map_err(|_| "applied")?),
+            }))
+        }
+        other => Err(format!("unknown frame kind {other}")),
+    }
+}
+
+fn send_loop(id: u64, addr: &str, queue: Receiver<Frame>) {
     let mut conn: Option<BufWriter<TcpStream>> = None;
     while let Ok(first) = queue.recv() {
         // Write everything queued, then flush once.
@@ -150,8 +217,20 @@ fn send_loop(id: u64, addr: &str, queue: Receiver<Message>) {
     }
 }
 
-fn write_message(w: &mut impl Write, m: &Message) -> std::io::Result<()> {
-    let bytes = m.write_to_bytes().map_err(std::io::Error::other)?;
+fn write_message(w: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    match frame {
+        Frame::Raft(m) => {
+            bytes.push(KIND_RAFT);
+            m.write_to_vec(&mut bytes).map_err(std::io::Error::other)?;
+        }
+        Frame::Heartbeat(h) => {
+            bytes.push(KIND_HEARTBEAT);
+            bytes.extend_from_slice(&h.broker_id.to_be_bytes());
+            bytes.extend_from_slice(&h.broker_epoch.to_be_bytes());
+            bytes.extend_from_slice(&h.applied_index.to_be_bytes());
+        }
+    }
     let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
     w.write_all(&len.to_be_bytes())?;
     w.write_all(&bytes)
@@ -163,4 +242,36 @@ fn connect(addr: &str) -> Option<TcpStream> {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     Some(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_refused() {
+        let hb = Heartbeat {
+            broker_id: 3,
+            broker_epoch: 42,
+            applied_index: 7,
+        };
+        let m = Message {
+            to: 2,
+            term: 9,
+            ..Default::default()
+        };
+        for frame in [Frame::Heartbeat(hb), Frame::Raft(m)] {
+            let mut out = Vec::new();
+            write_message(&mut out, &frame).unwrap();
+            let decoded = decode_frame(&out[4..]).unwrap();
+            match (frame, decoded) {
+                (Frame::Heartbeat(a), Frame::Heartbeat(b)) => assert_eq!(a, b),
+                (Frame::Raft(a), Frame::Raft(b)) => assert_eq!(a, b),
+                _ => panic!("the frame changed kind"),
+            }
+        }
+        assert!(decode_frame(&[]).is_err());
+        assert!(decode_frame(&[KIND_HEARTBEAT, 1, 2]).is_err());
+        assert!(decode_frame(&[9]).is_err());
+    }
 }

@@ -21,8 +21,9 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::fencing::{reconcile, Seen};
 use crate::image::{ApplyError, ClusterImage};
-use crate::net::Network;
+use crate::net::{Frame, Heartbeat, Network};
 use crate::records::{Batch, Origin, Record};
 use crate::storage::{DiskStorage, StoreError};
 
@@ -47,6 +48,15 @@ const SELF_PROPOSAL_RETRY_TICKS: u64 = 20;
 /// follower's replication while a snapshot is on its way and relies on the
 /// application to report a lost one; the network drops messages silently.
 const SNAPSHOT_RETRY_TICKS: u64 = 30;
+/// How often a broker heartbeats to the active controller (500 ms; Kafka's
+/// `broker.heartbeat.interval.ms` is 2 s, but sessions here may be as
+/// short as a test makes them).
+const HEARTBEAT_INTERVAL_TICKS: u64 = 5;
+/// How often the active controller checks broker liveness (`fencing`).
+const RECONCILE_TICKS: u64 = 2;
+/// How long the active controller waits for its fencing batch to apply
+/// before it proposes the same records again (2 s).
+const RECONCILE_RETRY_TICKS: u64 = 20;
 
 /// This node as a broker, registered in the metadata.
 #[derive(Debug, Clone)]
@@ -75,6 +85,11 @@ pub struct ControllerConfig {
     /// it from its own thread-local RNG otherwise, which a seeded
     /// simulation cannot replay. `None` in production.
     pub fixed_election_ticks: Option<usize>,
+    /// `broker.session.timeout.ms`: brokers register fenced, heartbeat, and
+    /// the active controller fences one that falls silent this long.
+    /// `None`: brokers register unfenced and are never fenced (simulations
+    /// that do not model heartbeats).
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -111,6 +126,7 @@ pub type ProposeResult = Result<u64, ProposeError>;
 
 pub(crate) enum Input {
     Raft(Message),
+    Heartbeat(Heartbeat),
     Propose {
         records: Vec<Record>,
         reply: oneshot::Sender<ProposeResult>,
@@ -137,10 +153,14 @@ impl Controller {
         })?;
         let (tx, rx) = channel::<Input>();
         let deliver_tx = Mutex::new(tx.clone());
-        let deliver: crate::net::Deliver = Arc::new(move |m| {
+        let deliver: crate::net::Deliver = Arc::new(move |frame| {
+            let input = match frame {
+                Frame::Raft(m) => Input::Raft(m),
+                Frame::Heartbeat(h) => Input::Heartbeat(h),
+            };
             deliver_tx
                 .lock()
-                .map(|tx| tx.send(Input::Raft(m)).is_ok())
+                .map(|tx| tx.send(input).is_ok())
                 .unwrap_or(false)
         });
         let peers: Vec<(u64, String)> = config
@@ -210,11 +230,17 @@ struct Pending {
 /// simulator's queues in tests.
 pub(crate) trait Transport: Send {
     fn send(&self, messages: Vec<Message>);
+    /// A broker heartbeat to the active controller, peer `to`.
+    fn heartbeat(&self, to: u64, heartbeat: Heartbeat);
 }
 
 impl Transport for Network {
     fn send(&self, messages: Vec<Message>) {
         Network::send(self, messages)
+    }
+
+    fn heartbeat(&self, to: u64, heartbeat: Heartbeat) {
+        Network::send_heartbeat(self, to, heartbeat)
     }
 }
 
@@ -238,6 +264,12 @@ pub(crate) struct Driver {
     snapshot_waits: HashMap<u64, u64>,
     leader_id: Arc<AtomicU64>,
     shared_image: Arc<Mutex<Arc<ClusterImage>>>,
+    /// On the active controller: each broker's last heartbeat.
+    heartbeats: HashMap<i32, Seen>,
+    /// Whether this node was the active controller at the last tick.
+    was_leader: bool,
+    /// The last fencing batch proposed and when.
+    last_reconcile: Option<(Vec<Record>, u64)>,
 }
 
 impl Driver {
@@ -301,6 +333,9 @@ impl Driver {
             snapshot_waits: HashMap::new(),
             leader_id: Arc::new(AtomicU64::new(0)),
             shared_image: Arc::new(Mutex::new(image_now)),
+            heartbeats: HashMap::new(),
+            was_leader: false,
+            last_reconcile: None,
         })
     }
 
@@ -333,8 +368,93 @@ impl Driver {
         self.ticks = self.ticks.saturating_add(1);
         self.node.tick();
         self.propose_own_records();
+        self.heartbeat_and_fence();
         self.expire_pending();
         self.resend_lost_snapshots();
+    }
+
+    /// This node's broker epoch, once its own incarnation is registered.
+    fn own_epoch(&self) -> Option<(i32, i64)> {
+        self.config.broker.as_ref()?;
+        let broker_id = i32::try_from(self.config.node_id).ok()?;
+        let b = self.image.brokers.get(&broker_id)?;
+        (b.incarnation_id == self.incarnation_id).then_some((broker_id, b.epoch))
+    }
+
+    /// Every broker heartbeats to the active controller; the active
+    /// controller proposes what `fencing::reconcile` finds.
+    fn heartbeat_and_fence(&mut self) {
+        let Some(session_ms) = self.config.broker_session_timeout_ms else {
+            return;
+        };
+        let now = self.ticks;
+        let leader = self.node.raft.state == StateRole::Leader;
+        if leader && !self.was_leader {
+            // Rule 1 of `fencing`: a new active controller gives every
+            // registered broker a full session from now.
+            self.heartbeats = self
+                .image
+                .brokers
+                .values()
+                .map(|b| {
+                    let seen = Seen {
+                        broker_epoch: b.epoch,
+                        applied_index: 0,
+                        tick: now,
+                    };
+                    (b.broker_id, seen)
+                })
+                .collect();
+            self.last_reconcile = None;
+        }
+        self.was_leader = leader;
+        let own = self.own_epoch().map(|(broker_id, broker_epoch)| Heartbeat {
+            broker_id,
+            broker_epoch,
+            applied_index: self.image.applied_index,
+        });
+        if leader {
+            if let Some(h) = own {
+                self.heard(h);
+            }
+        } else if let Some(h) = own.filter(|_| now.is_multiple_of(HEARTBEAT_INTERVAL_TICKS)) {
+            let to = self.node.raft.leader_id;
+            if to != 0 && to != self.config.node_id {
+                self.network.heartbeat(to, h);
+            }
+        }
+        if !leader || !now.is_multiple_of(RECONCILE_TICKS) {
+            return;
+        }
+        let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
+        let records = reconcile(&self.image, &self.heartbeats, now, session_ticks);
+        if records.is_empty() {
+            self.last_reconcile = None;
+            return;
+        }
+        let repeated = self.last_reconcile.as_ref().is_some_and(|(last, at)| {
+            *last == records && now.saturating_sub(*at) < RECONCILE_RETRY_TICKS
+        });
+        if repeated {
+            return;
+        }
+        tracing::info!(?records, "broker liveness changed");
+        let batch = Batch {
+            origin: None,
+            records: records.clone(),
+        };
+        let _ = self.node.propose(Vec::new(), batch.encode());
+        self.last_reconcile = Some((records, now));
+    }
+
+    /// Records a heartbeat (on the active controller).
+    fn heard(&mut self, h: Heartbeat) {
+        let seen = Seen {
+            broker_epoch: h.broker_epoch,
+            applied_index: h.applied_index,
+            tick: self.ticks,
+        };
+        self.heartbeats.insert(h.broker_id, seen);
     }
 
     /// Reports a snapshot as failed once a follower has waited for it
@@ -368,6 +488,11 @@ impl Driver {
             Input::Raft(m) => {
                 if let Err(e) = self.node.step(m) {
                     tracing::debug!("raft message ignored: {e}");
+                }
+            }
+            Input::Heartbeat(h) => {
+                if self.node.raft.state == StateRole::Leader {
+                    self.heard(h);
                 }
             }
             Input::Propose { records, reply } => {
@@ -439,8 +564,9 @@ impl Driver {
                     host: broker.host.clone(),
                     port: broker.port,
                     rack: None,
-                    // No heartbeats yet: a registered broker is unfenced.
-                    fenced: false,
+                    // With heartbeats, a broker starts fenced until it has
+                    // caught up (`fencing`); without, it serves at once.
+                    fenced: self.config.broker_session_timeout_ms.is_some(),
                 }],
             };
             let _ = self.node.propose(Vec::new(), batch.encode());

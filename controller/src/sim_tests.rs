@@ -40,6 +40,10 @@ impl Transport for SimTransport {
     fn send(&self, messages: Vec<Message>) {
         self.0.lock().unwrap().extend(messages);
     }
+
+    /// The simulation runs without fencing (`broker_session_timeout_ms:
+    /// None`): no node heartbeats.
+    fn heartbeat(&self, _to: u64, _heartbeat: crate::net::Heartbeat) {}
 }
 
 struct Sim {
@@ -85,6 +89,7 @@ impl Sim {
             fsync: false,
             // Staggered, so that the nodes do not keep splitting the vote.
             fixed_election_ticks: Some(10 + 4 * id as usize),
+            broker_session_timeout_ms: None,
         };
         let published = self.published.clone();
         let seed = self.seed;
@@ -340,6 +345,7 @@ fn the_log_stays_bounded_over_ten_thousand_topics() {
         snapshot_every_entries: crate::node::SNAPSHOT_EVERY_ENTRIES,
         fsync: false,
         fixed_election_ticks: Some(10),
+        broker_session_timeout_ms: None,
     };
     let outbox = Arc::new(Mutex::new(Vec::new()));
     let mut node = Driver::open(config, Box::new(SimTransport(outbox)), Box::new(|_| {})).unwrap();

@@ -13,6 +13,7 @@
 //!   topic created meanwhile through another broker).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context};
@@ -20,8 +21,12 @@ use strom_controller::{
     BrokerInfo, ClusterImage, ConfigResource, Controller, ControllerConfig, PartitionState, Record,
 };
 
+use kafka_protocol::ResponseError;
+
 use crate::config::BrokerConfig;
-use crate::metadata::{Metadata, TopicMeta};
+use crate::group::codes::COORDINATOR_NOT_AVAILABLE;
+use crate::group::OFFSETS_TOPIC;
+use crate::metadata::{Metadata, TopicMeta, INTERNAL_TOPICS};
 
 /// The controller's directory in the data dir. Partition directories are
 /// `<topic>-<number>`, so no partition can have this name.
@@ -70,6 +75,7 @@ pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<I
             snapshot_every_entries: strom_controller::node::SNAPSHOT_EVERY_ENTRIES,
             fsync: true,
             fixed_election_ticks: None,
+            broker_session_timeout_ms: Some(config.cluster.broker_session_timeout_ms()),
         },
         Box::new(move |image| {
             let _ = tx.unbounded_send(image);
@@ -85,9 +91,12 @@ pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<I
 /// The shards' metadata for an image. Until the cluster id is set, the
 /// node's own is shown.
 pub fn metadata_from_image(image: Arc<ClusterImage>, local_cluster_id: &str) -> Metadata {
+    // The internal topics are the coordinators' (their logs are opened by
+    // `coordinators`), as on a single node, where they are not listed.
     let topics = image
         .topics
         .iter()
+        .filter(|(name, _)| !INTERNAL_TOPICS.contains(&name.as_str()))
         .map(|(name, t)| {
             let meta = TopicMeta {
                 id: t.id,
@@ -190,6 +199,115 @@ pub fn partition_state<'m>(meta: &'m Metadata, topic: &str, p: i32) -> Option<&'
     let image = meta.cluster.as_ref()?;
     let topic = image.topics.get(topic)?;
     topic.partitions.get(usize::try_from(p).ok()?)
+}
+
+/// Whether this node may serve partition `p` of `topic`: always on one
+/// node; in a cluster only while it leads the partition and is not fenced
+/// (NOT_LEADER_OR_FOLLOWER otherwise, so the client refreshes its
+/// metadata and goes to the leader). A topic the image does not know is
+/// left to the caller (UNKNOWN_TOPIC_OR_PARTITION).
+pub fn check_leader(
+    meta: &Metadata,
+    node_id: i32,
+    topic: &str,
+    p: i32,
+) -> Result<(), ResponseError> {
+    let Some(image) = meta.cluster.as_ref() else {
+        return Ok(());
+    };
+    let Some(t) = image.topics.get(topic) else {
+        return Ok(());
+    };
+    let Some(state) = usize::try_from(p).ok().and_then(|i| t.partitions.get(i)) else {
+        return Ok(());
+    };
+    if state.leader != node_id || is_fenced(image, node_id) {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok(())
+}
+
+/// Whether this node holds a replica of partition `p` of `topic` (and so
+/// keeps its log): always on one node.
+pub fn holds_replica(meta: &Metadata, node_id: i32, topic: &str, p: i32) -> bool {
+    partition_state(meta, topic, p).is_none_or(|s| s.replicas.contains(&node_id))
+}
+
+/// A fenced (or unregistered) broker serves no partition.
+fn is_fenced(image: &ClusterImage, node_id: i32) -> bool {
+    image.brokers.get(&node_id).is_none_or(|b| b.fenced)
+}
+
+/// The coordinator of `__consumer_offsets` partition `p` in a cluster: the
+/// partition's leader, with its advertised listener. `Ok(None)` on one
+/// node (this node coordinates every group); `Err(code)` while there is
+/// none (no offsets topic yet, no leader: COORDINATOR_NOT_AVAILABLE).
+pub fn offsets_coordinator(meta: &Metadata, p: i32) -> Result<Option<(i32, String, i32)>, i16> {
+    let Some(image) = meta.cluster.as_ref() else {
+        return Ok(None);
+    };
+    let leader = image
+        .topics
+        .get(OFFSETS_TOPIC)
+        .and_then(|t| t.partitions.get(usize::try_from(p).ok()?))
+        .map(|s| s.leader)
+        .ok_or(COORDINATOR_NOT_AVAILABLE)?;
+    let b = image
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .ok_or(COORDINATOR_NOT_AVAILABLE)?;
+    Ok(Some((b.broker_id, b.host.clone(), b.port)))
+}
+
+/// When the last creation of `__consumer_offsets` was proposed (ms since
+/// the epoch), so that a burst of FindCoordinator requests proposes once.
+static OFFSETS_TOPIC_PROPOSED_MS: AtomicI64 = AtomicI64::new(0);
+/// How long before a creation that did not land is proposed again.
+const OFFSETS_TOPIC_RETRY_MS: i64 = 2000;
+
+/// In a cluster, proposes `__consumer_offsets` with `partitions`
+/// partitions placed across the unfenced brokers, unless the image has it
+/// or a proposal is on its way. Kafka creates it on the first
+/// FindCoordinator too; a creation racing another broker's is refused by
+/// the apply rules (the topic exists), which is the answer wanted.
+pub fn ensure_offsets_topic(meta: &Metadata, partitions: i32, now_ms: i64) {
+    let (Some(image), Some(controller)) = (meta.cluster.as_ref(), controller()) else {
+        return;
+    };
+    if image.topics.contains_key(OFFSETS_TOPIC) {
+        return;
+    }
+    let last = OFFSETS_TOPIC_PROPOSED_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) < OFFSETS_TOPIC_RETRY_MS
+        || OFFSETS_TOPIC_PROPOSED_MS
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let brokers: Vec<i32> = image.unfenced_brokers().map(|b| b.broker_id).collect();
+    if brokers.is_empty() {
+        return;
+    }
+    let topic_id = uuid::Uuid::new_v4();
+    let mut records = vec![Record::Topic {
+        name: OFFSETS_TOPIC.to_string(),
+        topic_id,
+    }];
+    records.extend(
+        (0..partitions).map(|p| {
+            Record::single_replica_partition(topic_id, p, place(OFFSETS_TOPIC, p, &brokers))
+        }),
+    );
+    records.push(Record::Config {
+        resource: ConfigResource::Topic,
+        resource_name: OFFSETS_TOPIC.to_string(),
+        name: "cleanup.policy".to_string(),
+        value: Some("compact".to_string()),
+    });
+    // The outcome shows in the image; the answer is not awaited.
+    drop(controller.propose(records));
 }
 
 /// The brokers Metadata lists in a cluster: every unfenced one with its

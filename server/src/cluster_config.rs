@@ -26,7 +26,16 @@ pub struct ClusterConfig {
     pub listeners: Vec<(String, String)>,
     /// `--controller-listen`: overrides the controller listener from `listeners`.
     pub controller_listen: Option<String>,
+    /// `broker.session.timeout.ms`; `None`: Kafka's default
+    /// ([`BROKER_SESSION_TIMEOUT_MS_DEFAULT`]).
+    pub broker_session_timeout_ms: Option<u64>,
 }
+
+/// Kafka's `broker.session.timeout.ms` default.
+pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9000;
+/// The shortest session accepted: the controller ticks every 100 ms and a
+/// broker heartbeats every 500 ms, so a shorter one would fence live brokers.
+const BROKER_SESSION_TIMEOUT_MS_MIN: u64 = 1000;
 
 /// The keys this module owns.
 pub const CLUSTER_KEYS: &[&str] = &[
@@ -34,6 +43,7 @@ pub const CLUSTER_KEYS: &[&str] = &[
     "controller.quorum.voters",
     "controller.listener.names",
     "listeners",
+    "broker.session.timeout.ms",
 ];
 
 const DEFAULT_CONTROLLER_LISTENER: &str = "CONTROLLER";
@@ -48,9 +58,25 @@ impl ClusterConfig {
                 self.controller_listener_names = split_list(value).map(String::from).collect()
             }
             "listeners" => self.listeners = parse_listeners(value)?,
+            "broker.session.timeout.ms" => {
+                let ms: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| "not a whole number of milliseconds".to_string())?;
+                if ms < BROKER_SESSION_TIMEOUT_MS_MIN {
+                    return Err(format!("at least {BROKER_SESSION_TIMEOUT_MS_MIN} ms"));
+                }
+                self.broker_session_timeout_ms = Some(ms);
+            }
             _ => return Err(format!("`{key}` is not a cluster key")),
         }
         Ok(())
+    }
+
+    /// `broker.session.timeout.ms`, Kafka's default when unset.
+    pub fn broker_session_timeout_ms(&self) -> u64 {
+        self.broker_session_timeout_ms
+            .unwrap_or(BROKER_SESSION_TIMEOUT_MS_DEFAULT)
     }
 
     /// Whether this node is part of a quorum (voters are configured).

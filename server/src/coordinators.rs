@@ -12,6 +12,7 @@ use std::rc::{Rc, Weak};
 
 use strom_engine::{EngineError, LogConfig, PartitionLog};
 
+use crate::group::codes::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
 use crate::group::{
     offsets_partition_for, system_clock, GroupCoordinator, TopicLookup, OFFSETS_TOPIC,
 };
@@ -104,14 +105,23 @@ fn coordinator_shard(shard: &Shard, group_id: &str) -> usize {
     owner_shard(OFFSETS_TOPIC, p, shard.shards)
 }
 
-/// Runs `f` with the coordinator of `group_id`, on its shard. `None` when
-/// that shard or its coordinator is not there (starting or stopping).
-pub async fn on_coordinator<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, f: F) -> Option<T>
+/// Runs `f` with the coordinator of `group_id`, on its shard. The error
+/// code otherwise: NOT_COORDINATOR when, in a cluster, another broker
+/// leads the group's offsets partition (or this one is fenced); the
+/// retriable COORDINATOR_LOAD_IN_PROGRESS when the shard or its
+/// coordinator is not there (starting or stopping).
+pub async fn on_coordinator<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, f: F) -> Result<T, i16>
 where
     T: Send + 'static,
     F: FnOnce(GroupCoordinator) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
+    let p = offsets_partition_for(group_id, shard.config.groups.offsets_topic_num_partitions);
+    match crate::cluster::offsets_coordinator(&shard.metadata(), p) {
+        Ok(None) => {}
+        Ok(Some((leader, _, _))) if leader == shard.config.node_id => {}
+        _ => return Err(NOT_COORDINATOR),
+    }
     let target = coordinator_shard(shard, group_id);
     let out = shard
         .run_on(target, move |_| async move {
@@ -121,5 +131,5 @@ where
             }
         })
         .await;
-    out.ok().flatten()
+    out.ok().flatten().ok_or(COORDINATOR_LOAD_IN_PROGRESS)
 }

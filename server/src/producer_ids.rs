@@ -19,6 +19,10 @@
 //!
 //! A file that fails its CRC stops the broker rather than risk reusing ids.
 //!
+//! In a cluster the file is not used: each block comes from the active
+//! controller, as a producer-id-block record in the metadata log, so ids
+//! are unique across the brokers (`next_cluster_id`).
+//!
 //! The manager is shared by all shards behind a mutex. Allocation takes the
 //! lock for a few nanoseconds, and once per block for one small synchronous
 //! write and two fsyncs; InitProducerId is rare next to Produce.
@@ -35,6 +39,9 @@ use thiserror::Error;
 
 /// Ids reserved per durable write.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+/// Block requests to the controller before InitProducerId gives up (each
+/// refused one lost a race to another broker's).
+const CLUSTER_BLOCK_ATTEMPTS: usize = 5;
 /// File in the data directory holding the next block start.
 pub const PRODUCER_IDS_FILE: &str = "producer_ids";
 /// Oldest and newest InitProducerId versions served.
@@ -50,6 +57,8 @@ pub enum ProducerIdError {
     Corrupt { path: PathBuf },
     #[error("producer ids exhausted")]
     Exhausted,
+    #[error("the controller handed out no producer id block: {0}")]
+    Controller(String),
     #[error("producer id file I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -111,6 +120,62 @@ impl ProducerIdManager {
         Ok(id)
     }
 
+    /// The next id of the current block, if any is left.
+    fn take_from_block(&self) -> Option<i64> {
+        let mut block = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (block.next < block.end).then(|| {
+            let id = block.next;
+            block.next = block.next.saturating_add(1);
+            id
+        })
+    }
+
+    /// In a cluster: the next id, from a block the active controller handed
+    /// this broker. A block is `[start, start + PRODUCER_ID_BLOCK_SIZE)`
+    /// where `start` is the image's next producer id; the producer-id-block
+    /// record moves it to the block's end, and the apply rules refuse a
+    /// record that does not move it forward, so a block whose record
+    /// applied was handed to no other broker (every block ends at a
+    /// multiple of the block size). A refused record (another broker took
+    /// that block meanwhile) is retried with the newer image.
+    pub async fn next_cluster_id(
+        &self,
+        controller: &strom_controller::Controller,
+        broker_id: i32,
+    ) -> Result<i64, ProducerIdError> {
+        for _ in 0..CLUSTER_BLOCK_ATTEMPTS {
+            if let Some(id) = self.take_from_block() {
+                return Ok(id);
+            }
+            let image = controller.image();
+            let start = image.next_producer_id;
+            let end = start
+                .checked_add(PRODUCER_ID_BLOCK_SIZE)
+                .ok_or(ProducerIdError::Exhausted)?;
+            let record = strom_controller::Record::ProducerIds {
+                broker_id,
+                broker_epoch: image.brokers.get(&broker_id).map_or(-1, |b| b.epoch),
+                next_producer_id: end,
+            };
+            match controller.propose(vec![record]).await {
+                Ok(Ok(_)) => {
+                    tracing::debug!(start, end, "producer id block from the controller");
+                    let mut block = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if block.next >= block.end {
+                        block.next = start;
+                        block.end = end;
+                    }
+                }
+                Ok(Err(strom_controller::ProposeError::Rejected(_))) => continue,
+                Ok(Err(e)) => return Err(ProducerIdError::Controller(e.to_string())),
+                Err(_) => return Err(ProducerIdError::Controller("stopped".into())),
+            }
+        }
+        Err(ProducerIdError::Controller(format!(
+            "{CLUSTER_BLOCK_ATTEMPTS} block requests lost the race to other brokers"
+        )))
+    }
+
     /// Answers an InitProducerId request. A producer without a
     /// transactional id gets a fresh id with epoch 0, as Kafka does, also
     /// when it sends its old id and epoch to have them bumped (KIP-360): a
@@ -120,21 +185,53 @@ impl ProducerIdManager {
         &self,
         request: &InitProducerIdRequest,
     ) -> InitProducerIdResponse {
-        let response = InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-        if request.transactional_id.is_some() {
-            return response.with_error_code(ResponseError::InvalidRequest.code());
+        match refuse_transactional(request) {
+            Some(refusal) => refusal,
+            None => answer(self.next_id()),
         }
-        match self.next_id() {
-            Ok(id) => response
-                .with_producer_id(ProducerId(id))
-                .with_producer_epoch(0),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot allocate a producer id");
-                // Retriable for every client: it tries again after a backoff.
-                response.with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            }
+    }
+
+    /// [`Self::handle_init_producer_id`] in a cluster, with ids from the
+    /// controller's blocks.
+    pub async fn handle_init_producer_id_in_cluster(
+        &self,
+        request: &InitProducerIdRequest,
+        controller: &strom_controller::Controller,
+        broker_id: i32,
+    ) -> InitProducerIdResponse {
+        match refuse_transactional(request) {
+            Some(refusal) => refusal,
+            None => answer(self.next_cluster_id(controller, broker_id).await),
+        }
+    }
+}
+
+/// An InitProducerId answer with no id yet.
+fn no_id() -> InitProducerIdResponse {
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+/// Transactions are not supported: a transactional id is refused with
+/// INVALID_REQUEST.
+fn refuse_transactional(request: &InitProducerIdRequest) -> Option<InitProducerIdResponse> {
+    request
+        .transactional_id
+        .is_some()
+        .then(|| no_id().with_error_code(ResponseError::InvalidRequest.code()))
+}
+
+/// The answer with a fresh id at epoch 0, or the error.
+fn answer(id: Result<i64, ProducerIdError>) -> InitProducerIdResponse {
+    match id {
+        Ok(id) => no_id()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot allocate a producer id");
+            // Retriable for every client: it tries again after a backoff.
+            no_id().with_error_code(ResponseError::CoordinatorNotAvailable.code())
         }
     }
 }
@@ -158,13 +255,22 @@ pub fn manager_for(data_dir: &Path) -> Result<Arc<ProducerIdManager>, ProducerId
     Ok(m)
 }
 
-/// InitProducerId for the broker whose data directory is `data_dir`.
-pub fn init_producer_id(
+/// InitProducerId for the broker whose data directory is `data_dir`: ids
+/// from the local file's blocks on one node, from the controller's in a
+/// cluster.
+pub async fn init_producer_id(
     data_dir: &Path,
+    broker_id: i32,
     request: &InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     match manager_for(data_dir) {
-        Ok(m) => m.handle_init_producer_id(request),
+        Ok(m) => match crate::cluster::controller() {
+            Some(c) => {
+                m.handle_init_producer_id_in_cluster(request, c, broker_id)
+                    .await
+            }
+            None => m.handle_init_producer_id(request),
+        },
         Err(e) => {
             tracing::error!(error = %e, "cannot open the producer id allocator");
             InitProducerIdResponse::default()
@@ -343,9 +449,18 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         let req = InitProducerIdRequest::default().with_transactional_id(None);
-        assert_eq!(init_producer_id(a.path(), &req).producer_id, ProducerId(0));
-        assert_eq!(init_producer_id(a.path(), &req).producer_id, ProducerId(1));
-        assert_eq!(init_producer_id(b.path(), &req).producer_id, ProducerId(0));
+        assert_eq!(
+            futures_lite::future::block_on(init_producer_id(a.path(), 1, &req)).producer_id,
+            ProducerId(0)
+        );
+        assert_eq!(
+            futures_lite::future::block_on(init_producer_id(a.path(), 1, &req)).producer_id,
+            ProducerId(1)
+        );
+        assert_eq!(
+            futures_lite::future::block_on(init_producer_id(b.path(), 1, &req)).producer_id,
+            ProducerId(0)
+        );
         assert!(Arc::ptr_eq(
             &manager_for(a.path()).unwrap(),
             &manager_for(a.path()).unwrap()

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
+use kafka_protocol::ResponseError;
 use strom_engine::notify::Notify;
 use strom_engine::PartitionLog;
 use thiserror::Error;
@@ -117,6 +118,16 @@ impl Shard {
             .borrow()
             .get(topic)
             .and_then(|t| t.partitions.get(&partition).cloned())
+    }
+
+    /// The log of a partition this node serves to clients: in a cluster
+    /// only while it leads the partition and is not fenced
+    /// (NOT_LEADER_OR_FOLLOWER); UNKNOWN_TOPIC_OR_PARTITION when there is
+    /// no such log.
+    pub fn served_log(&self, topic: &str, partition: i32) -> Result<PartitionLog, ResponseError> {
+        crate::cluster::check_leader(&self.metadata(), self.config.node_id, topic, partition)?;
+        self.log(topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
     /// Every log this shard owns.
@@ -289,7 +300,10 @@ impl Shard {
             let is_new_topic = previous.topics.get(name).map(|t| t.id) != Some(topic.id);
             let log_config = self.config.log_config_with(&dynamic, &topic.configs);
             for p in 0..topic.partitions {
-                if self.owner(name, p) != self.id || self.log(name, p).is_some() {
+                if self.owner(name, p) != self.id
+                    || self.log(name, p).is_some()
+                    || !crate::cluster::holds_replica(&next, self.config.node_id, name, p)
+                {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, name, p);

@@ -145,7 +145,12 @@ async fn wait_any(shard: &Rc<Shard>, waits: &[Want], timeout: Duration) {
 async fn wait_local(shard: &Shard, group: Vec<Want>, timeout: Duration) {
     let logs: Vec<_> = group
         .iter()
-        .filter_map(|w| shard.log(&w.topic, w.partition).map(|l| (l, w.offset)))
+        .filter_map(|w| {
+            shard
+                .served_log(&w.topic, w.partition)
+                .ok()
+                .map(|l| (l, w.offset))
+        })
         .collect();
     if logs.is_empty() {
         glommio::timer::sleep(timeout).await;

@@ -192,15 +192,15 @@ pub async fn refresh(shard: &Rc<Shard>, wants: &[Want], got: &mut [Got]) {
 }
 
 fn offsets_local(shard: &Shard, topic: &str, partition: i32) -> Offsets {
-    match shard.log(topic, partition) {
-        Some(log) => Offsets {
+    match shard.served_log(topic, partition) {
+        Ok(log) => Offsets {
             error: None,
             high_watermark: log.high_watermark(),
             log_start_offset: log.log_start_offset(),
             log_end_offset: log.log_end_offset(),
         },
-        None => Offsets {
-            error: Some(ResponseError::UnknownTopicOrPartition),
+        Err(e) => Offsets {
+            error: Some(e),
             high_watermark: -1,
             log_start_offset: -1,
             log_end_offset: -1,
@@ -360,8 +360,9 @@ async fn read_run(
 }
 
 async fn read_one(shard: &Shard, item: &ReadItem, budget: &mut Budget) -> ReadOut {
-    let Some(log) = shard.log(&item.topic, item.partition) else {
-        return ReadOut::Failed(ResponseError::UnknownTopicOrPartition);
+    let log = match shard.served_log(&item.topic, item.partition) {
+        Ok(log) => log,
+        Err(e) => return ReadOut::Failed(e),
     };
     let limit = budget.limit(item.max_bytes);
     if limit == 0 && !budget.first_batch_free {

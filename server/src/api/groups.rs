@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 
 use crate::coordinators::{local, on_coordinator};
 use crate::group::codes::COORDINATOR_LOAD_IN_PROGRESS;
-use crate::group::{find_coordinator, ClientInfo, CoordinatorNode};
+use crate::group::{find_coordinator_with, offsets_partition_for, ClientInfo, CoordinatorNode};
 use crate::shard::Shard;
 use crate::wire::{decode, respond, Reply, RequestContext};
 
@@ -31,15 +31,7 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
     let v = ctx.version;
     match ctx.api_key {
         ApiKey::FindCoordinator => match decode::<FindCoordinatorRequest>(&mut body, v) {
-            Some(req) => {
-                let (host, port) = shard.config.advertised();
-                let node = CoordinatorNode {
-                    node_id: shard.config.node_id,
-                    host,
-                    port,
-                };
-                respond(ctx, &find_coordinator(&req, v, &node))
-            }
+            Some(req) => respond(ctx, &find_coordinator_here(shard, &req, v)),
             None => Reply::Close,
         },
         ApiKey::JoinGroup => match decode::<JoinGroupRequest>(&mut body, v) {
@@ -53,28 +45,27 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
                     c.join_group(req, v, &client).await
                 })
                 .await;
-                respond(ctx, &resp.unwrap_or_else(|| join_unavailable(v)))
+                respond(ctx, &resp.unwrap_or_else(|code| join_unavailable(v, code)))
             }
             None => Reply::Close,
         },
-        ApiKey::SyncGroup => {
-            match decode::<SyncGroupRequest>(&mut body, v) {
-                Some(req) => {
-                    let group = req.group_id.0.to_string();
-                    let resp = on_coordinator(shard, &group, move |c| async move {
-                        c.sync_group(req, v).await
-                    })
-                    .await;
-                    respond(
-                        ctx,
-                        &resp.unwrap_or_else(|| {
-                            SyncGroupResponse::default().with_error_code(NO_COORDINATOR_YET)
-                        }),
+        ApiKey::SyncGroup => match decode::<SyncGroupRequest>(&mut body, v) {
+            Some(req) => {
+                let group = req.group_id.0.to_string();
+                let resp =
+                    on_coordinator(
+                        shard,
+                        &group,
+                        move |c| async move { c.sync_group(req, v).await },
                     )
-                }
-                None => Reply::Close,
+                    .await;
+                respond(
+                    ctx,
+                    &resp.unwrap_or_else(|code| SyncGroupResponse::default().with_error_code(code)),
+                )
             }
-        }
+            None => Reply::Close,
+        },
         ApiKey::Heartbeat => match decode::<HeartbeatRequest>(&mut body, v) {
             Some(req) => {
                 let group = req.group_id.0.to_string();
@@ -87,9 +78,7 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
                     .await;
                 respond(
                     ctx,
-                    &resp.unwrap_or_else(|| {
-                        HeartbeatResponse::default().with_error_code(NO_COORDINATOR_YET)
-                    }),
+                    &resp.unwrap_or_else(|code| HeartbeatResponse::default().with_error_code(code)),
                 )
             }
             None => Reply::Close,
@@ -103,9 +92,8 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
                 .await;
                 respond(
                     ctx,
-                    &resp.unwrap_or_else(|| {
-                        LeaveGroupResponse::default().with_error_code(NO_COORDINATOR_YET)
-                    }),
+                    &resp
+                        .unwrap_or_else(|code| LeaveGroupResponse::default().with_error_code(code)),
                 )
             }
             None => Reply::Close,
@@ -118,7 +106,7 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
                     c.offset_commit(req, v).await
                 })
                 .await;
-                respond(ctx, &resp.unwrap_or(fallback))
+                respond(ctx, &resp.unwrap_or_else(fallback))
             }
             None => Reply::Close,
         },
@@ -135,8 +123,8 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
                 .await;
                 respond(
                     ctx,
-                    &resp.unwrap_or_else(|| {
-                        OffsetDeleteResponse::default().with_error_code(NO_COORDINATOR_YET)
+                    &resp.unwrap_or_else(|code| {
+                        OffsetDeleteResponse::default().with_error_code(code)
                     }),
                 )
             }
@@ -158,8 +146,39 @@ pub async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) 
     }
 }
 
-fn join_unavailable(version: i16) -> JoinGroupResponse {
-    let resp = JoinGroupResponse::default().with_error_code(NO_COORDINATOR_YET);
+/// FindCoordinator: this node for every group on one node; in a cluster
+/// the leader of the group's `__consumer_offsets` partition, which is
+/// created (placed across the brokers) by the first FindCoordinator.
+fn find_coordinator_here(
+    shard: &Shard,
+    req: &FindCoordinatorRequest,
+    v: i16,
+) -> FindCoordinatorResponse {
+    let meta = shard.metadata();
+    let partitions = shard.config.groups.offsets_topic_num_partitions;
+    crate::cluster::ensure_offsets_topic(&meta, partitions, crate::clock::now_ms());
+    let (host, port) = shard.config.advertised();
+    let here = CoordinatorNode {
+        node_id: shard.config.node_id,
+        host,
+        port,
+    };
+    let resolve = |group: &str| {
+        let p = offsets_partition_for(group, partitions);
+        match crate::cluster::offsets_coordinator(&meta, p)? {
+            None => Ok(here.clone()),
+            Some((node_id, host, port)) => Ok(CoordinatorNode {
+                node_id,
+                host,
+                port,
+            }),
+        }
+    };
+    find_coordinator_with(req, v, &resolve)
+}
+
+fn join_unavailable(version: i16, code: i16) -> JoinGroupResponse {
+    let resp = JoinGroupResponse::default().with_error_code(code);
     if version >= 7 {
         resp.with_protocol_name(None)
     } else {
@@ -167,26 +186,37 @@ fn join_unavailable(version: i16) -> JoinGroupResponse {
     }
 }
 
-fn commit_unavailable(req: &OffsetCommitRequest) -> OffsetCommitResponse {
-    let topics = req
+/// The answer to a commit that reached no coordinator, given the code.
+fn commit_unavailable(req: &OffsetCommitRequest) -> impl FnOnce(i16) -> OffsetCommitResponse {
+    let shape: Vec<(TopicName, Vec<i32>)> = req
         .topics
         .iter()
         .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(NO_COORDINATOR_YET)
-                })
-                .collect();
-            OffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions)
+            (
+                t.name.clone(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
         })
         .collect();
-    OffsetCommitResponse::default().with_topics(topics)
+    move |code| {
+        let topics = shape
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|p| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
 }
 
 /// v8+ may name several groups: each is fetched on its own shard.
@@ -197,11 +227,11 @@ async fn offset_fetch(shard: &Rc<Shard>, req: OffsetFetchRequest, v: i16) -> Off
             c.offset_fetch(req, v).await
         })
         .await;
-        return resp.unwrap_or_else(|| {
+        return resp.unwrap_or_else(|code| {
             // v1 has no top-level error code; an empty answer makes the client retry.
             let r = OffsetFetchResponse::default();
             if v >= 2 {
-                r.with_error_code(NO_COORDINATOR_YET)
+                r.with_error_code(code)
             } else {
                 r
             }
@@ -219,16 +249,19 @@ async fn offset_fetch(shard: &Rc<Shard>, req: OffsetFetchRequest, v: i16) -> Off
             move |c| async move { c.offset_fetch(one, v).await },
         )
         .await;
-        match resp.and_then(|r| r.groups.into_iter().next()) {
-            Some(group) => groups.push(group),
-            None => groups.push(
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(id)
-                    .with_error_code(NO_COORDINATOR_YET),
-            ),
+        match resp.map(|r| r.groups.into_iter().next()) {
+            Ok(Some(group)) => groups.push(group),
+            Ok(None) => groups.push(no_group(id, NO_COORDINATOR_YET)),
+            Err(code) => groups.push(no_group(id, code)),
         }
     }
     OffsetFetchResponse::default().with_groups(groups)
+}
+
+fn no_group(id: GroupId, code: i16) -> OffsetFetchResponseGroup {
+    OffsetFetchResponseGroup::default()
+        .with_group_id(id)
+        .with_error_code(code)
 }
 
 async fn describe_groups(
@@ -246,14 +279,19 @@ async fn describe_groups(
             c.describe_groups(one, v).await
         })
         .await;
-        match resp.and_then(|r| r.groups.into_iter().next()) {
-            Some(g) => out.push(g),
-            None => out.push(
-                DescribedGroup::default()
-                    .with_group_id(id)
-                    .with_error_code(NO_COORDINATOR_YET),
-            ),
-        }
+        let code = match resp.map(|r| r.groups.into_iter().next()) {
+            Ok(Some(g)) => {
+                out.push(g);
+                continue;
+            }
+            Ok(None) => NO_COORDINATOR_YET,
+            Err(code) => code,
+        };
+        out.push(
+            DescribedGroup::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
     }
     DescribeGroupsResponse::default().with_groups(out)
 }
@@ -271,14 +309,19 @@ async fn delete_groups(
             c.delete_groups(one, v).await
         })
         .await;
-        match resp.and_then(|r| r.results.into_iter().next()) {
-            Some(r) => out.push(r),
-            None => out.push(
-                DeletableGroupResult::default()
-                    .with_group_id(id)
-                    .with_error_code(NO_COORDINATOR_YET),
-            ),
-        }
+        let code = match resp.map(|r| r.results.into_iter().next()) {
+            Ok(Some(r)) => {
+                out.push(r);
+                continue;
+            }
+            Ok(None) => NO_COORDINATOR_YET,
+            Err(code) => code,
+        };
+        out.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
     }
     DeleteGroupsResponse::default().with_results(out)
 }

@@ -17,8 +17,9 @@ use kafka_protocol::ResponseError;
 use crate::scatter::scatter_gather;
 use crate::shard::Shard;
 
-/// The only leader epoch a partition has on one node.
-const LEADER_EPOCH: i32 = 0;
+/// The only leader epoch a partition has on one node; in a cluster the
+/// metadata's.
+const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 /// Kafka's answer for an epoch the leader does not know.
 const UNDEFINED_EPOCH: i32 = -1;
 const UNDEFINED_EPOCH_OFFSET: i64 = -1;
@@ -76,18 +77,27 @@ fn error(e: ResponseError) -> EpochEndOffset {
 }
 
 fn answer(shard: &Shard, (topic, partition, current_epoch, epoch): &Query) -> EpochEndOffset {
-    let Some(log) = shard.log(topic, *partition) else {
-        return error(ResponseError::UnknownTopicOrPartition);
+    let log = match shard.served_log(topic, *partition) {
+        Ok(log) => log,
+        Err(e) => return error(e),
     };
+    let leader_epoch = crate::cluster::partition_state(&shard.metadata(), topic, *partition)
+        .map_or(SINGLE_NODE_LEADER_EPOCH, |s| s.leader_epoch);
     // -1: the client does not check the leader's epoch. A newer epoch than
-    // the leader's is one this leader has not heard of, as Kafka answers it.
-    // (An older one would be FENCED_LEADER_EPOCH; below 0 there is none.)
-    if *current_epoch > LEADER_EPOCH {
+    // the leader's is one this leader has not heard of, an older one is
+    // fenced, as Kafka answers them.
+    if *current_epoch > leader_epoch {
         return error(ResponseError::UnknownLeaderEpoch);
     }
-    if *epoch == LEADER_EPOCH {
+    if *current_epoch >= 0 && *current_epoch < leader_epoch {
+        return error(ResponseError::FencedLeaderEpoch);
+    }
+    // One replica per partition: a log never diverges from an older
+    // leader's (the leader only changes between this broker and none), so
+    // every epoch up to the current one ends at the log's end.
+    if (0..=leader_epoch).contains(epoch) {
         EpochEndOffset::default()
-            .with_leader_epoch(LEADER_EPOCH)
+            .with_leader_epoch(*epoch)
             .with_end_offset(log.high_watermark())
     } else {
         EpochEndOffset::default()

@@ -84,8 +84,9 @@ pub async fn handle(
 }
 
 async fn lookup_local(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> Answer {
-    let Some(log) = shard.log(topic, partition) else {
-        return (ResponseError::UnknownTopicOrPartition.code(), -1, -1);
+    let log = match shard.served_log(topic, partition) {
+        Ok(log) => log,
+        Err(e) => return (e.code(), -1, -1),
     };
     match timestamp {
         EARLIEST_TIMESTAMP => (0, -1, log.log_start_offset()),

@@ -2,8 +2,8 @@
 //! everything; in a cluster, every unfenced broker and each partition's
 //! leader, replicas, ISR and leader epoch from the controller's image.
 //! Auto-creates requested topics when both the request and the broker allow.
-//! DescribeCluster (v0-v2): this node, the cluster id and the controller
-//! (on one node; in a cluster it does not list the other brokers yet).
+//! DescribeCluster (v0-v2): the unfenced brokers, the cluster id and the
+//! active controller (this node alone on a single node).
 
 use std::rc::Rc;
 
@@ -131,9 +131,11 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         .with_topics(topics)
 }
 
-/// DescribeCluster: this broker as the only node and the controller.
-/// `endpoint_type` 2 (controllers, KIP-919) is answered with the same node:
-/// one node is broker and controller both.
+/// DescribeCluster: on one node, this broker as the only node and the
+/// controller; in a cluster, every unfenced broker and the active
+/// controller (-1 while none is known). `endpoint_type` 2 (controllers,
+/// KIP-919) is answered with the same nodes: every node is broker and
+/// controller both.
 pub fn describe_cluster(
     shard: &Rc<Shard>,
     req: &DescribeClusterRequest,
@@ -145,14 +147,24 @@ pub fn describe_cluster(
     } else {
         i32::MIN
     };
+    let meta = shard.metadata();
+    let brokers = crate::cluster::brokers(&meta).unwrap_or_else(|| vec![(node_id, host, port)]);
+    let controller_id = crate::cluster::controller_id().unwrap_or(node_id);
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
-        .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))
-        .with_controller_id(BrokerId(node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(node_id))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_cluster_id(StrBytes::from_string(meta.cluster_id.clone()))
+        .with_controller_id(BrokerId(controller_id))
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|(id, host, port)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_authorized_operations(cluster_ops)
 }
 
@@ -198,7 +210,13 @@ fn topic_entry(
             let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
             let base = MetadataResponsePartition::default().with_partition_index(p);
             match crate::cluster::partition_state(meta, name, p) {
+                // Kafka's answer for a partition without a leader.
                 Some(state) => base
+                    .with_error_code(if state.leader == -1 {
+                        ResponseError::LeaderNotAvailable.code()
+                    } else {
+                        0
+                    })
                     .with_leader_id(BrokerId(state.leader))
                     .with_leader_epoch(state.leader_epoch)
                     .with_replica_nodes(ids(&state.replicas))

@@ -180,7 +180,12 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
         ApiKey::InitProducerId => match decode(&mut body, v) {
             Some(req) => respond(
                 ctx,
-                &crate::producer_ids::init_producer_id(&shard.config.data_dir, &req),
+                &crate::producer_ids::init_producer_id(
+                    &shard.config.data_dir,
+                    shard.config.node_id,
+                    &req,
+                )
+                .await,
             ),
             None => Reply::Close,
         },

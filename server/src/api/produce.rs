@@ -227,11 +227,16 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
     if let Err(msg) = crate::metadata::validate_topic_name(&item.topic) {
         return AppendOutcome::error(ResponseError::InvalidTopicException, msg);
     }
-    let Some(log) = shard.log(&item.topic, item.partition) else {
-        return AppendOutcome::error(
-            ResponseError::UnknownTopicOrPartition,
-            format!("{}-{} is not hosted here", item.topic, item.partition),
-        );
+    let log = match shard.served_log(&item.topic, item.partition) {
+        Ok(log) => log,
+        Err(e) => {
+            let why = if e == ResponseError::NotLeaderOrFollower {
+                "is led by another broker"
+            } else {
+                "is not hosted here"
+            };
+            return AppendOutcome::error(e, format!("{}-{} {why}", item.topic, item.partition));
+        }
     };
     let Some(records) = item.records.filter(|r| !r.is_empty()) else {
         return AppendOutcome::error(ResponseError::CorruptMessage, "no records");
