@@ -77,8 +77,9 @@ pub async fn handle(
 }
 
 async fn delete_local(shard: &Shard, d: &Deletion) -> Answer {
-    let Some(log) = shard.log(&d.topic, d.partition) else {
-        return (ResponseError::UnknownTopicOrPartition.code(), -1);
+    let log = match shard.served_log(&d.topic, d.partition) {
+        Ok(log) => log,
+        Err(e) => return (e.code(), -1),
     };
     let config = log.config();
     if config.cleanup_compact && !config.cleanup_delete {

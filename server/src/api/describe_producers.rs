@@ -70,9 +70,7 @@ async fn describe_local(
     topic: &str,
     partition: i32,
 ) -> Result<Vec<ProducerState>, ResponseError> {
-    let log = shard
-        .log(topic, partition)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let log = shard.served_log(topic, partition)?;
     Ok(log
         .producers()
         .into_iter()
