@@ -65,7 +65,7 @@ def order_class(package="acme"):
     nested.field.add(name="sku", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
+    pool.AddSerializedFile(fdp.SerializeToString())
     order = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Order"))
     line = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Order.Line"))
     return order, line
