@@ -2,7 +2,7 @@
 //! It changes only by `apply`, one record at a time in log order, so the
 //! state after a restart is the state before it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::compat::Level;
 use crate::log_format::{Decoded, SchemaValue};

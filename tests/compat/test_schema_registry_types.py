@@ -93,8 +93,9 @@ def test_protobuf_round_trip_through_strom(registry, topic_name):
     ctx = SerializationContext(topic, MessageField.VALUE)
     orders = [order(id=f"o-{i}", cents=100 * i) for i in range(40)]
     values = [ser(o, ctx) for o in orders]
-    # A nested message type is framed with its message index path.
-    line_ser = ProtobufSerializer(line, client, {"auto.register.schemas": False, "use.latest.version": True})
+    # A nested message type of the same file: the same schema (and id),
+    # framed with its message index path.
+    line_ser = ProtobufSerializer(line, client)
     produce_all(registry, topic, values)
 
     status, versions, _ = registry.call("GET", f"/subjects/{topic}-value/versions")
@@ -115,7 +116,9 @@ def test_protobuf_round_trip_through_strom(registry, topic_name):
     status, body, _ = registry.call("GET", f"/schemas/ids/{latest['id']}", format="serialized")
     assert status == 200 and body["schemaType"] == "PROTOBUF"
     assert descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(body["schema"])).message_type[0].name == "Order"
-    assert line_ser(line(sku="a"), ctx)[5:7] == b"\x04\x00", "message indexes [0, 0] as zig-zag varints"
+    framed = line_ser(line(sku="a"), ctx)
+    assert framed[:5] == values[0][:5], "the same file is the same schema"
+    assert framed[5:8] == b"\x04\x00\x00", "message indexes [0, 0]: count 2, then 0 and 0, zig-zag varints"
 
 
 def test_protobuf_text_ids_compatibility_and_deletes(registry):

@@ -101,9 +101,8 @@ fn check_payload(
         )),
         Some(SchemaType::Protobuf) => {
             let rest = p.get(HEADER_BYTES..).unwrap_or_default();
-            check_message_indexes(rest).map_err(|why| {
-                format!("a Protobuf record for subject {subject} (id {id}): {why}")
-            })
+            check_message_indexes(rest)
+                .map_err(|why| format!("a Protobuf record for subject {subject} (id {id}): {why}"))
         }
         Some(_) => Ok(()),
     }
@@ -163,7 +162,10 @@ mod tests {
             &[0, 0, 0, 0, 9, 2, 0xd8, 0x04],
         ] {
             let good = Bytes::copy_from_slice(good);
-            assert!(check_payload(Some(&good), "t-value", &ids()).is_ok(), "{good:?}");
+            assert!(
+                check_payload(Some(&good), "t-value", &ids()).is_ok(),
+                "{good:?}"
+            );
         }
         for bad in [
             &[0u8, 0, 0, 0, 9][..],
@@ -174,7 +176,10 @@ mod tests {
             &[0, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
         ] {
             let bad = Bytes::copy_from_slice(bad);
-            assert!(check_payload(Some(&bad), "t-value", &ids()).is_err(), "{bad:?}");
+            assert!(
+                check_payload(Some(&bad), "t-value", &ids()).is_err(),
+                "{bad:?}"
+            );
         }
         // An Avro id needs no indexes.
         let avro = Bytes::from_static(&[0, 0, 0, 0, 7]);
