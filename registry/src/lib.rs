@@ -24,7 +24,7 @@
 //! - `schema`: schema types, references, identity, and dispatch to a
 //!   type's parser and checker: `avro` (apache-avro), `protobuf`
 //!   (protox, prost-reflect, Confluent's Protobuf rules), `json_schema`
-//!   (serde_json, Confluent's JSON Schema rules).
+//!   (serde_json) with `json_diff` (Confluent's JSON Schema rules).
 //! - `error`: Confluent's error codes and bodies.
 
 // Nothing a request carries may reach a panic (the same rules as the
@@ -44,6 +44,7 @@ pub mod client;
 pub mod compat;
 pub mod error;
 pub mod http;
+pub mod json_diff;
 pub mod json_schema;
 pub mod log_format;
 pub mod ops;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::avro;
 use crate::compat::Direction;
-use crate::json_schema;
 use crate::protobuf;
+use crate::{json_diff, json_schema};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SchemaType {
@@ -100,7 +100,7 @@ impl Parsed {
         match (self, other) {
             (Parsed::Avro(new), Parsed::Avro(old)) => avro::check(new, old, direction),
             (Parsed::Protobuf(new), Parsed::Protobuf(old)) => protobuf::check(new, old, direction),
-            (Parsed::Json(new), Parsed::Json(old)) => json_schema::check(new, old, direction),
+            (Parsed::Json(new), Parsed::Json(old)) => json_diff::check(new, old, direction),
             // Confluent refuses a change of type under one subject.
             _ => vec!["the schema type differs from the earlier version's".to_string()],
         }
