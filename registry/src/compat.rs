@@ -85,6 +85,44 @@ impl Level {
     }
 }
 
+/// The reasons `new` and `old` are incompatible in `direction`, for a
+/// type whose checker lists every difference from an original to an
+/// update (Protobuf, JSON Schema): BACKWARD looks at old → new, FORWARD
+/// at new → old, and only the differences `compatible` refuses count.
+pub fn directional_reasons<T, C: std::fmt::Debug + Copy>(
+    new: &T,
+    old: &T,
+    direction: Direction,
+    differences: fn(&T, &T) -> Vec<(String, C)>,
+    compatible: fn(C) -> bool,
+) -> Vec<String> {
+    let mut pairs = Vec::new();
+    if matches!(direction, Direction::Backward | Direction::Both) {
+        pairs.push((old, new));
+    }
+    if matches!(direction, Direction::Forward | Direction::Both) {
+        pairs.push((new, old));
+    }
+    pairs
+        .into_iter()
+        .flat_map(|(original, update)| differences(original, update))
+        .filter(|(_, change)| !compatible(*change))
+        .map(|(path, change)| format!("{change:?} at {path}"))
+        .collect()
+}
+
+/// Whether any difference recorded after `mark` is one `compatible`
+/// refuses (a nested comparison's verdict).
+pub fn incompatible_since<C: Copy>(
+    changes: &[(String, C)],
+    mark: usize,
+    compatible: fn(C) -> bool,
+) -> bool {
+    changes
+        .get(mark..)
+        .is_some_and(|c| c.iter().any(|(_, c)| !compatible(*c)))
+}
+
 /// Checks `new` against `previous` (oldest first) under `level`; returns
 /// the reasons it is incompatible, empty when it is compatible.
 pub fn check(level: Level, new: &Parsed, previous: &[Parsed]) -> Vec<String> {

@@ -172,10 +172,19 @@ async fn get_version<const RAW: bool>(
     let spec = parse_version(&v)?;
     let store = st.lock().await;
     let found = ops::find_version(&store.state, &s, spec, flag(&q, "deleted"))?;
+    let text = ops::formatted(
+        &store.state,
+        &crate::state::body_of(found),
+        q.get("format").map(String::as_str),
+    )?;
     if RAW {
-        return Ok(raw_schema(&found.schema));
+        return Ok(raw_schema(&text));
     }
-    ok(ops::version_json(found))
+    let mut out = ops::version_json(found);
+    if let Some(map) = out.as_object_mut() {
+        map.insert("schema".into(), json!(text));
+    }
+    ok(out)
 }
 
 /// A schema's own text as the answer's body, as Confluent sends it.
@@ -231,6 +240,7 @@ fn parse_id(id: &str) -> Result<i32, ApiError> {
 async fn schema_by_id<const RAW: bool>(
     AxState(st): AxState<Shared>,
     Path(id): Path<String>,
+    q: Flags,
 ) -> Answer {
     let id = parse_id(&id)?;
     let store = st.lock().await;
@@ -239,10 +249,11 @@ async fn schema_by_id<const RAW: bool>(
         .ids
         .get(&id)
         .ok_or_else(ApiError::schema_not_found)?;
+    let text = ops::formatted(&store.state, body, q.get("format").map(String::as_str))?;
     if RAW {
-        return Ok(raw_schema(&body.schema));
+        return Ok(raw_schema(&text));
     }
-    let mut out = json!({ "schema": body.schema });
+    let mut out = json!({ "schema": text });
     ops::add_type_and_references(&mut out, body.schema_type, &body.references);
     ok(out)
 }

@@ -22,7 +22,9 @@
 //! - `compat`: compatibility levels and which versions a schema is
 //!   checked against.
 //! - `schema`: schema types, references, identity, and dispatch to a
-//!   type's parser and checker: `avro` (apache-avro).
+//!   type's parser and checker: `avro` (apache-avro), `protobuf`
+//!   (protox, prost-reflect, Confluent's Protobuf rules), `json_schema`
+//!   (serde_json) with `json_diff` (Confluent's JSON Schema rules).
 //! - `error`: Confluent's error codes and bodies.
 
 // Nothing a request carries may reach a panic (the same rules as the
@@ -42,13 +44,16 @@ pub mod client;
 pub mod compat;
 pub mod error;
 pub mod http;
+pub mod json_diff;
+pub mod json_schema;
 pub mod log_format;
 pub mod ops;
+pub mod protobuf;
 pub mod schema;
 pub mod state;
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -61,11 +66,16 @@ use anyhow::Context;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 const OPEN_RETRY: Duration = Duration::from_millis(200);
 
-/// The ids registered (and not deleted) under each subject, as the
-/// registry last read them from `_schemas`: what produce-side validation
-/// (`confluent.value.schema.validation`) checks records against. The
-/// registry replaces the map whole after each read that changed it.
-pub type SchemaIds = Arc<RwLock<HashMap<String, HashSet<i32>>>>;
+/// The ids registered (and not deleted) under each subject, with each
+/// id's schema type, as the registry last read them from `_schemas`: what
+/// produce-side validation (`confluent.value.schema.validation`) checks
+/// records against (a Protobuf record carries message indexes after its
+/// id). The registry replaces the map whole after each read that changed
+/// it.
+pub type SchemaIds = Arc<RwLock<HashMap<String, SubjectIds>>>;
+
+/// A subject's live ids and their schema types.
+pub type SubjectIds = HashMap<i32, schema::SchemaType>;
 
 /// The registry's listener, bound, and the thread that serves it.
 pub struct Registry {

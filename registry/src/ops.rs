@@ -12,8 +12,8 @@ use crate::error::ApiError;
 use crate::log_format::{
     ConfigValue, DeleteSubjectValue, Entry, Key, ModeValue, NoopValue, SchemaValue,
 };
-use crate::schema::{identity, Parsed, Reference, SchemaBody, SchemaType};
-use crate::state::{State, MODES};
+use crate::schema::{identity, NamedReference, Parsed, Reference, SchemaBody, SchemaType};
+use crate::state::{body_of, State, MODES};
 use crate::store::Store;
 
 /// How deep references may nest (a reference's references, ...).
@@ -62,13 +62,13 @@ fn schema_type(name: Option<&str>) -> Result<SchemaType, ApiError> {
     }
 }
 
-/// The texts of the schemas `refs` name, each after its own references.
-fn resolve_references(state: &State, refs: &[Reference]) -> Result<Vec<String>, ApiError> {
+/// The schemas `refs` name, each after its own references.
+fn resolve_references(state: &State, refs: &[Reference]) -> Result<Vec<NamedReference>, ApiError> {
     fn walk(
         state: &State,
         refs: &[Reference],
         depth: usize,
-        out: &mut Vec<String>,
+        out: &mut Vec<NamedReference>,
     ) -> Result<(), ApiError> {
         if depth > MAX_REFERENCE_DEPTH {
             return Err(ApiError::invalid_schema("References nest too deeply"));
@@ -85,8 +85,11 @@ fn resolve_references(state: &State, refs: &[Reference]) -> Result<Vec<String>, 
                     ))
                 })?;
             walk(state, &v.references, depth.saturating_add(1), out)?;
-            if !out.contains(&v.schema) {
-                out.push(v.schema.clone());
+            if !out.iter().any(|o| o.name == r.name && o.schema == v.schema) {
+                out.push(NamedReference {
+                    name: r.name.clone(),
+                    schema: v.schema.clone(),
+                });
             }
         }
         Ok(())
@@ -101,12 +104,20 @@ fn parse_body(state: &State, body: &SchemaBody) -> Result<Parsed, ApiError> {
     Parsed::parse(body.schema_type, &body.schema, &refs).map_err(|e| ApiError::invalid_schema(&e.0))
 }
 
-fn body_of(v: &SchemaValue) -> SchemaBody {
-    SchemaBody {
-        schema_type: v.schema_type,
-        schema: v.schema.clone(),
-        references: v.references.clone(),
+/// A schema's text in the `format` a read asks for: `serialized` turns a
+/// Protobuf schema into a base64 `FileDescriptorProto` (confluent-kafka's
+/// Python deserializer asks for that); otherwise the text as stored.
+pub fn formatted(
+    state: &State,
+    body: &SchemaBody,
+    format: Option<&str>,
+) -> Result<String, ApiError> {
+    if format == Some("serialized") && body.schema_type == SchemaType::Protobuf {
+        if let Parsed::Protobuf(p) = parse_body(state, body)? {
+            return Ok(p.serialized());
+        }
     }
+    Ok(body.schema.clone())
 }
 
 /// The request's schema, parsed, and normalized when asked.

@@ -1,12 +1,15 @@
 //! Schema types, references, and what the registry needs of a schema of
 //! any type: validation (with its references), the text it stores, the
 //! identity that makes "the same schema" the same id, and compatibility.
-//! Avro is `crate::avro`; Protobuf and JSON Schema are not supported yet.
+//! Avro is `crate::avro`, Protobuf `crate::protobuf`, JSON Schema
+//! `crate::json_schema`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::avro;
 use crate::compat::Direction;
+use crate::protobuf;
+use crate::{json_diff, json_schema};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SchemaType {
@@ -25,7 +28,7 @@ impl SchemaType {
     }
 
     /// The types this registry accepts, as `GET /schemas/types` lists them.
-    pub const SUPPORTED: &'static [&'static str] = &["AVRO"];
+    pub const SUPPORTED: &'static [&'static str] = &["AVRO", "PROTOBUF", "JSON"];
 }
 
 /// A reference from a schema to another subject's version, by the name
@@ -45,9 +48,14 @@ pub struct SchemaBody {
     pub references: Vec<Reference>,
 }
 
-/// The text of each schema a schema references, dependencies first, as
-/// the parser needs them.
-pub type ResolvedReferences = Vec<String>;
+/// A schema a schema references: the name it is referenced by (for
+/// Protobuf, the import path) and its text. The parser gets them
+/// dependencies first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedReference {
+    pub name: String,
+    pub schema: String,
+}
 
 /// Why a schema is refused (error 42201).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +64,8 @@ pub struct InvalidSchema(pub String);
 /// A schema that parsed, ready for compatibility checks.
 pub enum Parsed {
     Avro(avro::AvroSchema),
+    Protobuf(protobuf::ProtoSchema),
+    Json(json_schema::JsonSchema),
 }
 
 impl Parsed {
@@ -63,14 +73,15 @@ impl Parsed {
     pub fn parse(
         schema_type: SchemaType,
         schema: &str,
-        references: &[String],
+        references: &[NamedReference],
     ) -> Result<Parsed, InvalidSchema> {
         match schema_type {
-            SchemaType::Avro => avro::parse(schema, references).map(Parsed::Avro),
-            SchemaType::Protobuf | SchemaType::Json => Err(InvalidSchema(format!(
-                "schema type {schema_type:?} is not supported yet (supported: {:?})",
-                SchemaType::SUPPORTED
-            ))),
+            SchemaType::Avro => {
+                let texts: Vec<String> = references.iter().map(|r| r.schema.clone()).collect();
+                avro::parse(schema, &texts).map(Parsed::Avro)
+            }
+            SchemaType::Protobuf => protobuf::parse(schema, references).map(Parsed::Protobuf),
+            SchemaType::Json => json_schema::parse(schema, references).map(Parsed::Json),
         }
     }
 
@@ -78,6 +89,8 @@ impl Parsed {
     pub fn normalized(&self) -> String {
         match self {
             Parsed::Avro(s) => s.normalized(),
+            Parsed::Protobuf(s) => s.serialized(),
+            Parsed::Json(s) => s.canonical(),
         }
     }
 
@@ -86,6 +99,10 @@ impl Parsed {
     pub fn check(&self, other: &Parsed, direction: Direction) -> Vec<String> {
         match (self, other) {
             (Parsed::Avro(new), Parsed::Avro(old)) => avro::check(new, old, direction),
+            (Parsed::Protobuf(new), Parsed::Protobuf(old)) => protobuf::check(new, old, direction),
+            (Parsed::Json(new), Parsed::Json(old)) => json_diff::check(new, old, direction),
+            // Confluent refuses a change of type under one subject.
+            _ => vec!["the schema type differs from the earlier version's".to_string()],
         }
     }
 }

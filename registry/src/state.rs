@@ -2,7 +2,7 @@
 //! It changes only by `apply`, one record at a time in log order, so the
 //! state after a restart is the state before it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::compat::Level;
 use crate::log_format::{Decoded, SchemaValue};
@@ -30,7 +30,7 @@ pub struct State {
     pub subject_modes: BTreeMap<String, String>,
 }
 
-fn body_of(v: &SchemaValue) -> SchemaBody {
+pub fn body_of(v: &SchemaValue) -> SchemaBody {
     SchemaBody {
         schema_type: v.schema_type,
         schema: v.schema.clone(),
@@ -140,11 +140,15 @@ impl State {
     }
 
     /// The ids of each subject's live (not soft-deleted) versions.
-    pub fn live_ids(&self) -> HashMap<String, HashSet<i32>> {
+    pub fn live_ids(&self) -> HashMap<String, crate::SubjectIds> {
         self.subjects
             .iter()
             .map(|(s, vs)| {
-                let ids = vs.values().filter(|v| !v.deleted).map(|v| v.id).collect();
+                let ids = vs
+                    .values()
+                    .filter(|v| !v.deleted)
+                    .map(|v| (v.id, v.schema_type))
+                    .collect();
                 (s.clone(), ids)
             })
             .collect()

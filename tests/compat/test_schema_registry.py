@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 CT = "application/vnd.schemaregistry.v1+json"
 READY_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 10.0
+CONSUME_TIMEOUT_S = 60.0
 
 USER_V1 = {
     "type": "record",
@@ -124,11 +125,9 @@ def test_avro_round_trip_through_strom(registry, topic_name):
     assert consume_avro(registry, topic, len(users), latest["id"]) == users
 
 
-def consume_avro(registry, topic, count, schema_id):
-    """Reads `count` records of `topic` with a group consumer and decodes
-    them with confluent-kafka's AvroDeserializer; each must carry
-    `schema_id` after the magic byte."""
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry.url}))
+def consume_decoded(registry, topic, count, decode):
+    """Reads `count` records of `topic` with a group consumer (bounded by
+    CONSUME_TIMEOUT_S) and returns `decode` of each value."""
     consumer = Consumer(
         {
             "bootstrap.servers": registry.broker.bootstrap,
@@ -138,18 +137,30 @@ def consume_avro(registry, topic, count, schema_id):
     )
     consumer.subscribe([topic])
     got = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + CONSUME_TIMEOUT_S
     try:
         while len(got) < count and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is None or msg.error():
                 continue
-            raw = msg.value()
-            assert struct.unpack(">bI", raw[:5]) == (0, schema_id)
-            got.append(deserializer(raw, SerializationContext(topic, MessageField.VALUE)))
+            got.append(decode(msg.value()))
     finally:
         consumer.close()
     return got
+
+
+def consume_avro(registry, topic, count, schema_id):
+    """Reads `count` records of `topic` and decodes them with
+    confluent-kafka's AvroDeserializer; each must carry `schema_id` after
+    the magic byte."""
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry.url}))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+
+    def decode(raw):
+        assert struct.unpack(">bI", raw[:5]) == (0, schema_id)
+        return deserializer(raw, ctx)
+
+    return consume_decoded(registry, topic, count, decode)
 
 
 def test_kafkajs_registry_client_round_trip(registry, topic_name, tmp_path):
