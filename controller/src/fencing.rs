@@ -122,6 +122,14 @@ mod tests {
     /// A broker is unfenced once caught up, its partition led; silent past
     /// the session it is fenced and the partition has no leader; a new
     /// incarnation leads it again once caught up.
+    fn seen_at(broker_epoch: i64, applied_index: u64, tick: u64) -> Seen {
+        Seen {
+            broker_epoch,
+            applied_index,
+            tick,
+        }
+    }
+
     #[test]
     fn fence_unfence_and_leadership() {
         let mut image = ClusterImage::default();
@@ -145,35 +153,14 @@ mod tests {
         let mut seen = HashMap::new();
         // Broker 1 has not caught up with its registration (index 1): fenced
         // stays fenced; partitions of fenced brokers lose their leaders.
-        seen.insert(
-            1,
-            Seen {
-                broker_epoch: 1,
-                applied_index: 0,
-                tick: 0,
-            },
-        );
+        seen.insert(1, seen_at(1, 0, 0));
         let r = reconcile(&image, &seen, 1, session);
         assert!(!r.iter().any(|r| matches!(r, Record::UnfenceBroker { .. })));
         image.apply_batch(4, &r).unwrap();
         assert_eq!((leader_of(&image, 0), leader_of(&image, 1)), (-1, -1));
         // Caught up: unfenced and leading again, at a new leader epoch.
-        seen.insert(
-            1,
-            Seen {
-                broker_epoch: 1,
-                applied_index: 4,
-                tick: 2,
-            },
-        );
-        seen.insert(
-            2,
-            Seen {
-                broker_epoch: 2,
-                applied_index: 4,
-                tick: 2,
-            },
-        );
+        seen.insert(1, seen_at(1, 4, 2));
+        seen.insert(2, seen_at(2, 4, 2));
         let r = reconcile(&image, &seen, 3, session);
         image.apply_batch(5, &r).unwrap();
         assert!(image.unfenced_brokers().count() == 2);
@@ -181,37 +168,16 @@ mod tests {
         assert_eq!(image.topics["t"].partitions[0].leader_epoch, 2);
         assert!(reconcile(&image, &seen, 4, session).is_empty());
         // Broker 2 falls silent past the session.
-        seen.insert(
-            1,
-            Seen {
-                broker_epoch: 1,
-                applied_index: 5,
-                tick: 20,
-            },
-        );
+        seen.insert(1, seen_at(1, 5, 20));
         let r = reconcile(&image, &seen, 20, session);
         image.apply_batch(6, &r).unwrap();
         assert!(image.brokers[&2].fenced);
         assert_eq!((leader_of(&image, 0), leader_of(&image, 1)), (1, -1));
         // A heartbeat of an older incarnation does not count.
         register(&mut image, 7, 2);
-        seen.insert(
-            2,
-            Seen {
-                broker_epoch: 2,
-                applied_index: 9,
-                tick: 21,
-            },
-        );
+        seen.insert(2, seen_at(2, 9, 21));
         assert!(reconcile(&image, &seen, 21, session).is_empty());
-        seen.insert(
-            2,
-            Seen {
-                broker_epoch: 7,
-                applied_index: 7,
-                tick: 21,
-            },
-        );
+        seen.insert(2, seen_at(7, 7, 21));
         let r = reconcile(&image, &seen, 21, session);
         image.apply_batch(8, &r).unwrap();
         assert_eq!(leader_of(&image, 1), 2);
