@@ -37,7 +37,10 @@ def consumer_perf(text):
     header = [h.strip() for h in lines[-2].split(",")]
     values = [v.strip() for v in lines[-1].split(",")]
     row = dict(zip(header, values))
-    return {"mb_per_s": float(row["MB.sec"]), "msgs_per_s": float(row["nMsg.sec"])}
+    # MB.sec counts the group join (rebalance.time.ms) in; fetch.MB.sec is
+    # the reading alone.
+    return {"mb_per_s": float(row["MB.sec"]), "msgs_per_s": float(row["nMsg.sec"]),
+            "fetch_mb_per_s": float(row["fetch.MB.sec"]), "rebalance_ms": float(row["rebalance.time.ms"])}
 
 
 def main():
@@ -92,13 +95,15 @@ def main():
             md.append(f"| {pct}% | {who} | " + " | ".join(
                 f"{f[f'{kind}_{q}_ms']:.2f}" for kind in ("publish", "e2e") for q in ("p50", "p99", "p999")) + " |")
     md += ["", "## Kafka's own perf tools (acks=1, 1 KiB, 16 partitions)", "",
-           "| peer | producer msg/s (per round) | producer p99 ms | consumer MB/s (per round) |",
-           "|---|---|---|---|"]
+           "| peer | producer msg/s (per round) | producer p99 ms | consumer MB/s (per round) | consumer fetch MB/s, join excluded | group join ms |",
+           "|---|---|---|---|---|---|"]
     for who in PEERS:
         p = summary["peers"][who]
         md.append(f"| {who} | {[round(x['msgs_per_s']) for x in p['producer_perf']]} | "
                   f"{[x['p99_ms'] for x in p['producer_perf']]} | "
-                  f"{[x['mb_per_s'] for x in p['consumer_perf']]} |")
+                  f"{[x['mb_per_s'] for x in p['consumer_perf']]} | "
+                  f"{[x.get('fetch_mb_per_s') for x in p['consumer_perf']]} | "
+                  f"{[x.get('rebalance_ms') for x in p['consumer_perf']]} |")
     md += ["", "## Against the machine's limits", "",
            f"fio sequential O_DIRECT write: {fio_mib:.0f} MiB/s; iperf3 loopback: {loop_mib:.0f} MiB/s.", "",
            "| peer | bytes moved (in + out) / loopback | bytes written / fio |", "|---|---|---|"]
