@@ -65,6 +65,7 @@ mod files;
 mod flush;
 mod prealloc;
 mod read;
+mod readahead;
 mod reclaim;
 mod recover;
 mod retention;
@@ -79,6 +80,7 @@ pub use append::validate_for_append;
 
 pub use clean::{CleanStats, NoPacing, Pacer};
 use files::{write_index_files, SPARE_SEGMENT_FILE};
+pub use readahead::{read_ahead_held_bytes, READ_AHEAD_BUDGET_BYTES};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
     AppendInfo, AppendOrigin, Durability, PartitionLog, ReadResult, Spawner, CLEAN_SHUTDOWN_FILE,
@@ -158,6 +160,8 @@ impl<S: Storage> PartitionLog<S> {
                 spare_busy: Cell::new(false),
                 buffered_writer: Cell::new(false),
                 prealloc: RefCell::new(prealloc::Prealloc::default()),
+                read_ahead: RefCell::new(None),
+                read_ahead_hits: Cell::new(0),
                 cleaner: RefCell::new(state::CleanerState::default()),
                 log_start_saved: futures_util::lock::Mutex::new(saved_log_start.unwrap_or(0)),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),

@@ -6,8 +6,11 @@
 //! that comes from the file is checked (CRC-32C and the chain of base
 //! offsets) before it is returned.
 
+use std::rc::Rc;
+
 use bytes::{Bytes, BytesMut};
 
+use super::readahead::{Prefetch, READ_AHEAD_MAX_BYTES, READ_AHEAD_MIN_BYTES};
 use super::state::{io_err, PartitionLog, ReadResult};
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use crate::error::{EngineError, Result};
@@ -16,6 +19,13 @@ use crate::io::{Storage, StorageFile, ALIGN_BYTES};
 
 /// Bytes read at a time when scanning batch headers.
 const SCAN_WINDOW_BYTES: u64 = 64 * 1024;
+
+/// What a scan reads first for a read that wants `want` bytes: the batch
+/// it looks for and the bytes after it, from an index entry up to a page
+/// before the batch, to an aligned end.
+fn scan_window(want: u64) -> u64 {
+    SCAN_WINDOW_BYTES.max(want.saturating_add(2 * ALIGN_BYTES))
+}
 
 impl<S: Storage> PartitionLog<S> {
     /// Reads bytes `[pos, pos + len)` of the segment with base `base`
@@ -64,8 +74,8 @@ impl<S: Storage> PartitionLog<S> {
             return Ok((mem.freeze(), from_file));
         }
         let from_disk = disk_end.saturating_sub(pos);
-        let disk = file
-            .read_at(pos, from_disk as usize)
+        let disk = self
+            .read_file(base, &file, pos, from_disk)
             .await
             .map_err(io_err)?;
         if disk.len() as u64 != from_disk {
@@ -81,6 +91,98 @@ impl<S: Storage> PartitionLog<S> {
         out.extend_from_slice(&disk);
         out.extend_from_slice(&mem);
         Ok((out.freeze(), from_file))
+    }
+
+    /// Starts reading `[pos, pos + len)` of segment `base` in the
+    /// background (clamped to what the file holds for good and to
+    /// `READ_AHEAD_MAX_BYTES`), replacing this log's read-ahead (see
+    /// `readahead.rs`).
+    fn start_read_ahead(&self, base: i64, pos: u64, len: u64) {
+        let Some(spawn) = self.inner.write_behind.clone() else {
+            return;
+        };
+        let (file, end) = {
+            let st = self.inner.state.borrow();
+            let Ok(i) = st.segments.binary_search_by_key(&base, |s| s.base_offset) else {
+                return;
+            };
+            let Some(seg) = st.segments.get(i) else {
+                return;
+            };
+            let is_active = i.saturating_add(1) == st.segments.len();
+            let file_end = match (&st.tail, is_active) {
+                (Some(tail), true) => tail.mem_start().min(seg.len),
+                _ => seg.len,
+            };
+            let end = pos
+                .saturating_add(len.min(READ_AHEAD_MAX_BYTES))
+                .min(file_end);
+            (seg.file.clone(), end)
+        };
+        let len = end.saturating_sub(pos);
+        if len < READ_AHEAD_MIN_BYTES {
+            return;
+        }
+        let mut slot = self.inner.read_ahead.borrow_mut();
+        if slot.as_ref().is_some_and(|p| p.starts_at(base, &file, pos)) {
+            return;
+        }
+        // The one this replaces gives its budget back first.
+        slot.take();
+        *slot = Prefetch::start(base, file, pos, len, &*spawn);
+    }
+
+    /// Reads `[pos, pos + len)` of segment `base` from `file`: the leading
+    /// part a read-ahead holds (waiting for it when it is on its way), the
+    /// rest with a read of its own. Short at the end of the file. The
+    /// read-ahead is used up either way.
+    async fn read_file(
+        &self,
+        base: i64,
+        file: &Rc<S::File>,
+        pos: u64,
+        len: u64,
+    ) -> std::io::Result<Bytes> {
+        let ahead = {
+            let mut slot = self.inner.read_ahead.borrow_mut();
+            if slot.as_ref().is_some_and(|p| p.covers(base, file, pos)) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        let head = match ahead {
+            Some(p) => p.bytes(pos, len).await.unwrap_or_default(),
+            None => Bytes::new(),
+        };
+        let got = head.len() as u64;
+        if got > 0 {
+            let hits = &self.inner.read_ahead_hits;
+            hits.set(hits.get().saturating_add(1));
+        }
+        if got >= len {
+            return Ok(head);
+        }
+        let rest = file
+            .read_at(pos.saturating_add(got), len.saturating_sub(got) as usize)
+            .await?;
+        if head.is_empty() {
+            return Ok(rest);
+        }
+        let mut out = BytesMut::with_capacity(head.len().saturating_add(rest.len()));
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&rest);
+        Ok(out.freeze())
+    }
+
+    /// Reads from the file that a read-ahead served, in whole or in part.
+    pub fn read_ahead_hits(&self) -> u64 {
+        self.inner.read_ahead_hits.get()
+    }
+
+    /// Forgets this log's read-ahead: the bytes it read may be rewritten.
+    pub(super) fn drop_read_ahead(&self) {
+        self.inner.read_ahead.borrow_mut().take();
     }
 
     /// Finds the segment holding `offset`: its base, length and the index
@@ -116,13 +218,7 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
         let gaps = self.may_have_gaps(base);
         while pos < seg_len {
-            let (window, disk_bytes) = self
-                .read_range(
-                    base,
-                    pos,
-                    SCAN_WINDOW_BYTES.max(want.saturating_add(2 * ALIGN_BYTES)),
-                )
-                .await?;
+            let (window, disk_bytes) = self.read_range(base, pos, scan_window(want)).await?;
             let mut at = 0usize;
             while let Some(rest) = window.get(at..).filter(|rest| rest.len() >= HEADER_BYTES) {
                 let here = pos.saturating_add(at as u64);
@@ -278,6 +374,15 @@ impl<S: Storage> PartitionLog<S> {
             return Err(EngineError::Corrupt(format!(
                 "segment {base}: batch at offset {offset} cut short"
             )));
+        }
+        if disk_bytes > 0 {
+            // A reader going through the log from the disk: start its next
+            // step's read now (see `readahead.rs`).
+            if let Some((next_base, _, next_pos, _)) =
+                expect_offset.and_then(|next| self.locate(next))
+            {
+                self.start_read_ahead(next_base, next_pos, scan_window(max_bytes as u64));
+            }
         }
         Ok(out)
     }

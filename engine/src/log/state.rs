@@ -13,6 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::prealloc::Prealloc;
+use super::readahead::Prefetch;
 use super::segment::Segment;
 use super::tail::Tail;
 use crate::config::LogConfig;
@@ -181,6 +182,11 @@ pub(super) struct Inner<S: Storage> {
     /// The log start offset last written to `log-start-offset` (see
     /// `delete_records.rs`); held while it is written.
     pub(super) log_start_saved: futures_util::lock::Mutex<i64>,
+    /// The read the next sequential read from the disk will make, started
+    /// ahead of it (see `readahead.rs`).
+    pub(super) read_ahead: RefCell<Option<Rc<Prefetch<S::File>>>>,
+    /// Reads from the file that a read-ahead served, in whole or in part.
+    pub(super) read_ahead_hits: Cell<u64>,
 }
 
 impl<S: Storage> Drop for Inner<S> {

@@ -85,6 +85,8 @@ impl<S: Storage> PartitionLog<S> {
         self.forget_index_files(base).await?;
         let (file, len) = (segment.file.clone(), segment.len);
         let dropped = self.cut_in_memory(segment).await?;
+        // What a read-ahead holds past the cut is about to be written again.
+        self.drop_read_ahead();
         // From here memory and disk differ until the cut is on disk.
         let cut = self.cut_on_disk(&file, len, &dropped).await;
         if let Err(e) = &cut {
