@@ -73,6 +73,7 @@
 )]
 
 pub mod batch;
+pub mod codec;
 pub mod config;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]

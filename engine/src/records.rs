@@ -13,38 +13,20 @@
 //!           headerCount varint  headers...
 //! ```
 //!
-//! Records are read uncompressed, or inflated from gzip (codec 1). The other
-//! codecs (snappy, lz4, zstd) are not read: such batches are `Unreadable`,
-//! the cleaner keeps them whole and the produce check lets them pass.
+//! Records are read uncompressed or inflated with any of Kafka's codecs
+//! (gzip, snappy, lz4, zstd: `codec.rs`). A batch with an unknown codec is
+//! `Unreadable`: the cleaner keeps it whole and the produce check lets it
+//! pass (the append refuses such a batch before either sees it).
 //!
 //! A rebuilt batch keeps every header field of the original (base offset,
 //! lastOffsetDelta, timestamps, producer id, epoch, base sequence, codec)
 //! but the record count, the length and the CRC: the kept records are copied
 //! byte for byte, so their offset and timestamp deltas stay valid.
 
-use std::io::{Read, Write};
-
 use crate::batch::{get_varint, BatchHeader, ATTR_CODEC_MASK, CRC_START, HEADER_BYTES};
+use crate::codec;
 
-/// Codec 1 in the attributes: gzip.
-const CODEC_GZIP: i16 = 1;
-
-/// The most bytes a batch's records may inflate to: a gzip bomb stops here
-/// (Kafka's own limit is the topic's max.message.bytes for the batch; the
-/// inflated size is bounded separately so a shard never allocates without
-/// limit).
-pub const MAX_INFLATED_BYTES: u64 = 64 << 20;
-
-/// Why a batch's records could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unreadable {
-    /// Compressed with a codec the engine does not inflate.
-    Codec(i16),
-    /// The records do not parse (lengths past the end, a bad varint).
-    Malformed,
-    /// Inflates past [`MAX_INFLATED_BYTES`].
-    TooLarge,
-}
+pub use crate::codec::{Unreadable, MAX_INFLATED_BYTES};
 
 /// One record, borrowed from the (inflated) records bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,21 +45,7 @@ pub fn records_bytes(batch: &[u8]) -> Result<Vec<u8>, Unreadable> {
     let body = batch
         .get(HEADER_BYTES..h.total_bytes())
         .ok_or(Unreadable::Malformed)?;
-    match h.attributes & ATTR_CODEC_MASK {
-        0 => Ok(body.to_vec()),
-        CODEC_GZIP => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .take(MAX_INFLATED_BYTES.saturating_add(1))
-                .read_to_end(&mut out)
-                .map_err(|_| Unreadable::Malformed)?;
-            if out.len() as u64 > MAX_INFLATED_BYTES {
-                return Err(Unreadable::TooLarge);
-            }
-            Ok(out)
-        }
-        codec => Err(Unreadable::Codec(codec)),
-    }
+    codec::inflate(h.attributes & ATTR_CODEC_MASK, body)
 }
 
 /// Parses `count` records from `bytes` (see [`records_bytes`]).
@@ -219,14 +187,8 @@ pub fn rebuild_batch(batch: &[u8], kept: &[Record<'_>]) -> Result<Vec<u8>, Unrea
         records.extend_from_slice(r.bytes);
     }
     let records = match h.attributes & ATTR_CODEC_MASK {
-        0 => records,
-        CODEC_GZIP => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            enc.write_all(&records)
-                .and_then(|()| enc.finish())
-                .map_err(|_| Unreadable::Malformed)?
-        }
-        codec => return Err(Unreadable::Codec(codec)),
+        codec::CODEC_NONE => records,
+        codec => codec::deflate(codec, &records)?,
     };
     let count = i32::try_from(kept.len()).map_err(|_| Unreadable::Malformed)?;
     let length = HEADER_BYTES
@@ -269,6 +231,28 @@ pub fn build_keyed_batch(
     producer: (i64, i16, i32),
     gzip: bool,
 ) -> Vec<u8> {
+    let codec = if gzip {
+        codec::CODEC_GZIP
+    } else {
+        codec::CODEC_NONE
+    };
+    build_keyed_batch_with_codec(base_timestamp, records, producer, codec)
+}
+
+/// [`build_keyed_batch`] with any codec.
+#[cfg(any(test, feature = "test-util"))]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    reason = "a test-only builder of small batches"
+)]
+pub fn build_keyed_batch_with_codec(
+    base_timestamp: i64,
+    records: &[KeyValue<'_>],
+    producer: (i64, i16, i32),
+    codec: i16,
+) -> Vec<u8> {
     use crate::batch::put_varint;
     let values: Vec<&[u8]> = vec![&b""[..]; records.len()];
     let mut b = crate::batch::build_batch_with_producer(
@@ -302,11 +286,9 @@ pub fn build_keyed_batch(
         put_varint(&mut body, r.len() as i64);
         body.extend_from_slice(&r);
     }
-    if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&body).unwrap();
-        body = enc.finish().unwrap();
-        let attrs = i16::from_be_bytes([b[21], b[22]]) | CODEC_GZIP;
+    if codec != codec::CODEC_NONE {
+        body = codec::deflate(codec, &body).unwrap();
+        let attrs = i16::from_be_bytes([b[21], b[22]]) | codec;
         b[21..23].copy_from_slice(&attrs.to_be_bytes());
     }
     b.extend_from_slice(&body);
@@ -322,8 +304,16 @@ mod tests {
     use super::*;
     use crate::batch::validate;
 
-    fn sample(gzip: bool) -> Vec<u8> {
-        build_keyed_batch(
+    const CODECS: [i16; 5] = [
+        codec::CODEC_NONE,
+        codec::CODEC_GZIP,
+        codec::CODEC_SNAPPY,
+        codec::CODEC_LZ4,
+        codec::CODEC_ZSTD,
+    ];
+
+    fn sample(codec: i16) -> Vec<u8> {
+        build_keyed_batch_with_codec(
             1_000,
             &[
                 (Some(b"a"), Some(b"1")),
@@ -332,14 +322,14 @@ mod tests {
                 (Some(b"a"), Some(b"2")),
             ],
             (7, 1, 10),
-            gzip,
+            codec,
         )
     }
 
     #[test]
-    fn keys_values_and_offsets_parse_plain_and_gzip() {
-        for gzip in [false, true] {
-            let b = sample(gzip);
+    fn keys_values_and_offsets_parse_with_every_codec() {
+        for codec in CODECS {
+            let b = sample(codec);
             let h = validate(&b).unwrap();
             let bytes = records_bytes(&b).unwrap();
             let recs = parse_records(&bytes, h.record_count).unwrap();
@@ -363,8 +353,8 @@ mod tests {
 
     #[test]
     fn a_rebuilt_batch_keeps_its_header_and_validates() {
-        for gzip in [false, true] {
-            let b = sample(gzip);
+        for codec in CODECS {
+            let b = sample(codec);
             let h = validate(&b).unwrap();
             let bytes = records_bytes(&b).unwrap();
             let recs = parse_records(&bytes, h.record_count).unwrap();
@@ -395,7 +385,7 @@ mod tests {
     fn keyless_records_are_counted_over_the_batches() {
         let keyed = build_keyed_batch(1, &[(Some(b"a"), Some(b"1"))], (-1, -1, -1), false);
         let mut two = keyed.clone();
-        two.extend_from_slice(&sample(true));
+        two.extend_from_slice(&sample(codec::CODEC_LZ4));
         assert_eq!(keyless_in_batches(&keyed), Vec::<i32>::new());
         // The sample's keyless record is its third: index 1 + 2.
         assert_eq!(keyless_in_batches(&two), vec![3]);
@@ -404,7 +394,7 @@ mod tests {
 
     #[test]
     fn malformed_and_unsupported_records_are_refused_not_panicked() {
-        let b = sample(false);
+        let b = sample(codec::CODEC_NONE);
         let h = validate(&b).unwrap();
         let bytes = records_bytes(&b).unwrap();
         for cut in 0..bytes.len() {
@@ -414,11 +404,18 @@ mod tests {
             parse_records(&bytes, h.record_count + 1),
             Err(Unreadable::Malformed)
         );
-        let mut zstd = b.clone();
-        zstd[22] |= 4;
-        assert_eq!(records_bytes(&zstd), Err(Unreadable::Codec(4)));
-        let mut gz = b.clone();
-        gz[22] |= 1;
-        assert_eq!(records_bytes(&gz), Err(Unreadable::Malformed));
+        let mut unknown = b.clone();
+        unknown[22] |= 5;
+        assert_eq!(records_bytes(&unknown), Err(Unreadable::Codec(5)));
+        // Plain records claiming a codec do not inflate.
+        for codec in &CODECS[1..] {
+            let mut claimed = b.clone();
+            claimed[22] |= *codec as u8;
+            assert_eq!(
+                records_bytes(&claimed),
+                Err(Unreadable::Malformed),
+                "codec {codec}"
+            );
+        }
     }
 }

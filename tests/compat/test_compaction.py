@@ -148,6 +148,50 @@ def test_compaction_keeps_the_last_value_per_key_at_its_offset(broker_with, topi
     assert nxt == max(produced) + 1
 
 
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_are_compacted_and_checked_for_keys(broker_with, topic_name, codec):
+    """librdkafka compresses each batch with the codec: the cleaner reads
+    their keys (and rebuilds them with the same codec), and the keyless
+    check reads them too."""
+    broker = broker_with(CLEANER)
+    create_topic(
+        broker.bootstrap,
+        topic_name,
+        1,
+        {"cleanup.policy": "compact", "segment.bytes": str(SEGMENT_BYTES), "min.cleanable.dirty.ratio": "0.01"},
+    )
+    recs = []
+    for round_ in range(UPDATES):
+        for k in range(KEYS):
+            if round_ % (k % 7 + 1) == 0:
+                # Values that do not shrink to nothing, so segments still roll.
+                value = f"{k}:{round_}:{(k * 7919 + round_ * 104729) % 1000003}".encode() * 12
+                recs.append(Rec(f"key-{k}".encode(), value))
+    offsets = produce_all(broker.bootstrap, topic_name, 0, recs, **SMALL_BATCHES, **{"compression.type": codec})
+    produced = {off: (r.key, r.value) for off, r in zip(offsets, recs)}
+    got, end = wait_compacted(broker, topic_name, produced)
+    assert end > 0, "no segment was closed"
+    for off, rec in expected_below(produced, 1 << 62).items():
+        assert got.get(off) == rec, f"last value of {rec[0]!r} at {off} not read back"
+    # A keyless record inside a compressed batch is found and refused.
+    p = Producer(
+        {"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 50, "retries": 0, "compression.type": codec}
+    )
+    results = {}
+    for i, key in enumerate([b"a", None, b"b"]):
+        p.produce(
+            topic_name,
+            value=b"w%d" % i * 50,
+            key=key,
+            partition=0,
+            on_delivery=lambda err, msg, i=i: results.__setitem__(i, err),
+        )
+    assert p.flush(30) == 0
+    assert len(results) == 3 and all(
+        e is not None and e.code() == KafkaError.INVALID_RECORD for e in results.values()
+    ), results
+
+
 def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
     broker = broker_with(CLEANER)
     retention_ms = 8000

@@ -11,8 +11,9 @@
 //!   that first saw it;
 //! - whole: control batches, the last batch of each producer the log still
 //!   tracks (so idempotent-producer state survives a restart), and batches
-//!   whose records it cannot read (snappy, lz4 and zstd: it reads
-//!   uncompressed and gzip records);
+//!   whose records it cannot read (an unknown codec, records that do not
+//!   parse or inflate past the bound; it reads uncompressed records and
+//!   all of Kafka's codecs, `codec.rs`);
 //! - a batch with some records gone is rebuilt with the same header fields
 //!   (base offset, lastOffsetDelta, timestamps, producer id, epoch, base
 //!   sequence) and recompressed with its codec; a batch with none left goes.
