@@ -217,14 +217,9 @@ pub fn rebuild_batch(batch: &[u8], kept: &[Record<'_>]) -> Result<Vec<u8>, Unrea
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// A batch of keyed records for tests: `(key, value)` pairs, `None` for a
-/// null key or a null value (a tombstone), with producer fields and codec.
+/// null key or a null value (a tombstone), with producer fields, plain or
+/// gzip.
 #[cfg(any(test, feature = "test-util"))]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::unwrap_used,
-    reason = "a test-only builder of small batches"
-)]
 pub fn build_keyed_batch(
     base_timestamp: i64,
     records: &[KeyValue<'_>],
