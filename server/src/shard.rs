@@ -336,7 +336,41 @@ impl Shard {
                 }
             }
         }
+        self.apply_leadership(&next).await;
         *self.metadata.borrow_mut() = next;
+    }
+
+    /// Tells each log whether this node leads it and at which epoch, before
+    /// the metadata that says so is installed: every client batch the log
+    /// appends under that metadata carries the epoch.
+    async fn apply_leadership(&self, next: &Metadata) {
+        let logs: Vec<(String, i32, PartitionLog)> = self
+            .logs
+            .borrow()
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .map(move |(p, log)| (name.clone(), *p, log.clone()))
+            })
+            .collect();
+        for (name, p, log) in logs {
+            match crate::cluster::led_at_epoch(next, self.config.node_id, &name, p) {
+                Some(epoch) if log.leader_epoch() != Some(epoch) => {
+                    match log.become_leader(epoch).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(topic = %name, partition = p, epoch, latest = ?log.leader_epochs().latest_epoch(), "metadata names a leader epoch older than the log's; not stamped")
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %name, partition = p, epoch, "recording the leader epoch failed: {e}")
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => log.resign_leadership(),
+            }
+        }
     }
 
     /// Flushes and closes every log of this shard (clean-shutdown marker).
