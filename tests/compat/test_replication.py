@@ -75,6 +75,9 @@ def test_one_node_stamps_epoch_zero_and_answers_offset_for_leader_epoch(broker, 
     assert p.flush(30) == 0
     got = read_epochs(broker.bootstrap, topic_name, [0], 20)
     assert {epoch for _, epoch in got.values()} == {0}, "every batch carries the leader epoch"
+    # The partition's checkpoint: epoch 0 from offset 0, in Kafka's format.
+    checkpoint = broker.data_dir / f"{topic_name}-0" / "leader-epoch-checkpoint"
+    assert checkpoint.read_text() == "0\n1\n0 0\n"
 
     assert offset_for_leader_epoch(broker, topic_name, 0, 0) == (0, 0, 20)
     assert offset_for_leader_epoch(broker, topic_name, 0, 0, current_epoch=0) == (0, 0, 20)
