@@ -50,6 +50,9 @@ pub struct LogConfig {
     pub timestamp_after_max_ms: i64,
     /// Preallocate segments to `segment_bytes` with fallocate.
     pub preallocate: bool,
+    /// `min.insync.replicas`: an acks=all append needs at least this many
+    /// in-sync replicas (the broker checks it; the log only carries it).
+    pub min_insync_replicas: i32,
 }
 
 impl Default for LogConfig {
@@ -73,6 +76,7 @@ impl Default for LogConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
             preallocate: true,
+            min_insync_replicas: 1,
         }
     }
 }

@@ -29,7 +29,9 @@
 //!     segment that recovery shares;
 //!   - `log/recover.rs`: opening the segments after a clean shutdown or a
 //!     crash, producer state rebuild;
-//!   - `log/retention.rs`: deleting old segments.
+//!   - `log/retention.rs`: deleting old segments;
+//!   - `log/epochs.rs`: the leader epoch checkpoint, becoming leader at an
+//!     epoch, an epoch's end offset.
 //! - `batch`: Kafka RecordBatch v2 framing: validation (length, magic,
 //!   CRC32C, record count against the offset span) and in-place offset
 //!   assignment. Records are never decoded.
@@ -44,6 +46,9 @@
 //!   `io::budget`, the bound on what all logs on a storage preallocate
 //!   ahead of their data (a cap and a share of the free space).
 //! - `batch`'s `build_batch*` are test-only the same way.
+//! - `leader_epoch`: the leader epoch cache (epoch to start offset, Kafka's
+//!   `LeaderEpochFileCache` rules) and its checkpoint text; no I/O (the
+//!   log's `epochs.rs` keeps it on disk).
 //! - `notify`: single-threaded broadcast used by long polls.
 //! - `producer_state`: idempotent-producer dedup (epoch and last five
 //!   sequence ranges per producer id), its snapshots and rebuild.
@@ -87,6 +92,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod index;
 pub mod io;
+pub mod leader_epoch;
 pub mod log;
 pub mod notify;
 pub mod producer_state;

@@ -2,6 +2,9 @@
 //! from its leader keeps the leader's offsets and bytes, and refuses, writing
 //! nothing, batches that do not continue its log exactly.
 
+mod common;
+
+use common::batches_from;
 use futures_lite::future::block_on;
 use strom_engine::batch::{self, build_batch, build_batch_with_producer, BatchHeader};
 use strom_engine::io::sim::SimStorage;
@@ -14,19 +17,6 @@ async fn open(fs: &SimStorage, dir: &str, config: &LogConfig) -> Log {
     PartitionLog::open_with(fs.clone(), dir, config.clone())
         .await
         .unwrap()
-}
-
-/// Every batch of the log from `from`, as stored.
-async fn batches_from(log: &Log, mut from: i64) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while from < log.log_end_offset() {
-        let r = log.read(from, 1 << 20).await.unwrap();
-        for b in &r.batches {
-            from = BatchHeader::parse(b).unwrap().last_offset() + 1;
-            out.push(b.to_vec());
-        }
-    }
-    out
 }
 
 fn base_and_last(b: &[u8]) -> (i64, i64) {

@@ -32,6 +32,10 @@ use crate::metadata::{Metadata, TopicMeta, INTERNAL_TOPICS};
 /// `<topic>-<number>`, so no partition can have this name.
 pub const CONTROLLER_DIR: &str = "strom-controller";
 
+/// The leader epoch of every partition on a single node, since it was
+/// created (Metadata and ListOffsets say so).
+pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
 static CONTROLLER: OnceLock<Arc<Controller>> = OnceLock::new();
 
 /// The running controller, in a cluster.
@@ -225,6 +229,18 @@ pub fn check_leader(
         return Err(ResponseError::NotLeaderOrFollower);
     }
     Ok(())
+}
+
+/// The leader epoch at which this node leads partition `p` of `topic`:
+/// 0 on one node (its only epoch); in a cluster the image's, while this
+/// node is the unfenced leader; `None` when it does not lead it.
+pub fn led_at_epoch(meta: &Metadata, node_id: i32, topic: &str, p: i32) -> Option<i32> {
+    match partition_state(meta, topic, p) {
+        None => meta.cluster.is_none().then_some(SINGLE_NODE_LEADER_EPOCH),
+        Some(s) => check_leader(meta, node_id, topic, p)
+            .is_ok()
+            .then_some(s.leader_epoch),
+    }
 }
 
 /// Whether this node holds a replica of partition `p` of `topic` (and so

@@ -211,6 +211,7 @@ fn apply_to_log_config(cfg: &mut LogConfig, key: &str, value: &str) {
         "message.timestamp.before.max.ms" => cfg.timestamp_before_max_ms = num(),
         "message.timestamp.after.max.ms" => cfg.timestamp_after_max_ms = num(),
         "preallocate" => cfg.preallocate = value == "true",
+        "min.insync.replicas" => cfg.min_insync_replicas = num().clamp(1, i32::MAX.into()) as i32,
         _ => {}
     }
 }

@@ -336,7 +336,48 @@ impl Shard {
                 }
             }
         }
+        self.apply_leadership(&next).await;
         *self.metadata.borrow_mut() = next;
+    }
+
+    /// Tells each log whether this node leads it and at which epoch, before
+    /// the metadata that says so is installed: every client batch the log
+    /// appends under that metadata carries the epoch. A new epoch costs a
+    /// checkpoint write per partition, so they run concurrently (a topic
+    /// created with many partitions on this shard waits for one round).
+    async fn apply_leadership(&self, next: &Metadata) {
+        let logs: Vec<(String, i32, PartitionLog)> = self
+            .logs
+            .borrow()
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .map(move |(p, log)| (name.clone(), *p, log.clone()))
+            })
+            .collect();
+        let mut becoming = Vec::new();
+        for (name, p, log) in logs {
+            match crate::cluster::led_at_epoch(next, self.config.node_id, &name, p) {
+                Some(epoch) if log.leader_epoch() != Some(epoch) => {
+                    becoming.push((name, p, log, epoch));
+                }
+                Some(_) => {}
+                None => log.resign_leadership(),
+            }
+        }
+        let records = becoming.into_iter().map(|(name, p, log, epoch)| async move {
+            match log.become_leader(epoch).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(topic = %name, partition = p, epoch, latest = ?log.leader_epochs().latest_epoch(), "metadata names a leader epoch older than the log's; not stamped")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, partition = p, epoch, "recording the leader epoch failed: {e}")
+                }
+            }
+        });
+        futures_util::future::join_all(records).await;
     }
 
     /// Flushes and closes every log of this shard (clean-shutdown marker).

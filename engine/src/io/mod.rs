@@ -101,6 +101,22 @@ pub trait Storage: Clone + 'static {
     fn preallocation_budget(&self) -> &PreallocBudget;
 }
 
+/// Replaces the file `name` in `dir` with `data`, whole or not at all:
+/// written to `tmp_name` beside it (synced), renamed over it, the
+/// directory synced.
+pub async fn replace_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    tmp_name: &str,
+    name: &str,
+    data: &[u8],
+) -> io::Result<()> {
+    let tmp = dir.join(tmp_name);
+    write_whole_file(storage, &tmp, data).await?;
+    storage.rename(&tmp, &dir.join(name)).await?;
+    storage.sync_dir(dir).await
+}
+
 /// Writes `data` as the whole content of the file at `path` (aligned write,
 /// then truncate to the exact length, then fdatasync).
 pub async fn write_whole_file<S: Storage>(storage: &S, path: &Path, data: &[u8]) -> io::Result<()> {

@@ -18,6 +18,12 @@
 //! leader did that) but are recorded, so the follower can answer retries
 //! if it becomes the leader; their bytes, LogAppendTime included, are kept
 //! as the leader wrote them.
+//!
+//! Leader epochs: a client's batches get the log's leader epoch (when the
+//! broker made it leader, see `epochs.rs`) in `partitionLeaderEpoch`, which
+//! is outside the CRC; a replica's keep their leader's, and a batch with an
+//! epoch newer than the cache's latest records that epoch as starting at
+//! its base offset. The checkpoint is written before the append returns.
 
 use std::ops::Range;
 
@@ -109,6 +115,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         let info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
         self.maybe_prepare_spare(segment_bytes).await;
+        // A new epoch this append started is on disk before the append is
+        // acknowledged (a no-op when the cache did not change).
+        self.save_epochs().await?;
         self.wait_for_durability(
             info.last_offset.saturating_add(1),
             durability,
@@ -201,6 +210,13 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let mut producers = self.inner.producers.borrow_mut();
+        let mut epochs = self.inner.epochs.borrow_mut();
+        // A client's batches carry this leader's epoch; a replica's carry
+        // their leader's, and a newer one starts an epoch here.
+        let stamp = match origin {
+            AppendOrigin::Client => epochs.leader_epoch,
+            AppendOrigin::Replica => None,
+        };
         st.clock_ms = st.clock_ms.max(now_ms);
         let interval = self.inner.config.borrow().index_interval_bytes as u64;
         let mut next = base;
@@ -221,11 +237,17 @@ impl<S: Storage> PartitionLog<S> {
             let mut header = [0u8; HEADER_BYTES];
             header.copy_from_slice(src_header);
             batch::set_base_offset(&mut header, next);
+            let epoch = stamp.unwrap_or(h.partition_leader_epoch);
+            batch::set_partition_leader_epoch(&mut header, epoch);
+            if origin == AppendOrigin::Replica && epochs.cache.assign(epoch, next) {
+                epochs.changed();
+            }
             let mut max_ts = h.max_timestamp;
             let owned;
             let (head, body): (&[u8], &[u8]) = if log_append_time {
                 let mut b = [src_header, src_body].concat();
                 batch::set_base_offset(&mut b, next);
+                batch::set_partition_leader_epoch(&mut b, epoch);
                 batch::set_log_append_time(&mut b, now_ms);
                 max_ts = now_ms;
                 owned = b;
@@ -236,6 +258,7 @@ impl<S: Storage> PartitionLog<S> {
             let pos = self.tail_write(&mut st, head, body);
             let stored = BatchHeader {
                 base_offset: next,
+                partition_leader_epoch: epoch,
                 ..*h
             };
             let seg = st

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::state::{io_err, PartitionLog};
 use crate::error::{EngineError, Result};
-use crate::io::{write_whole_file, Storage, StorageFile};
+use crate::io::{replace_file, Storage, StorageFile};
 
 pub(super) const LOG_START_FILE: &str = "log-start-offset";
 const LOG_START_TMP_FILE: &str = "log-start-offset.tmp";
@@ -50,17 +50,16 @@ impl<S: Storage> PartitionLog<S> {
         if *saved >= want {
             return Ok(());
         }
-        let storage = &self.inner.storage;
         let dir = &self.inner.dir;
-        let tmp = dir.join(LOG_START_TMP_FILE);
-        write_whole_file(storage, &tmp, format!("{want}\n").as_bytes())
-            .await
-            .map_err(io_err)?;
-        storage
-            .rename(&tmp, &dir.join(LOG_START_FILE))
-            .await
-            .map_err(io_err)?;
-        storage.sync_dir(dir).await.map_err(io_err)?;
+        replace_file(
+            &self.inner.storage,
+            dir,
+            LOG_START_TMP_FILE,
+            LOG_START_FILE,
+            format!("{want}\n").as_bytes(),
+        )
+        .await
+        .map_err(io_err)?;
         *saved = want;
         tracing::info!(dir = %dir.display(), log_start_offset = want, "log start offset moved by DeleteRecords");
         Ok(())

@@ -23,6 +23,8 @@
 //!   shares;
 //! - `recover`: opening the segments after a clean shutdown or a crash;
 //! - `retention`: deleting old segments;
+//! - `epochs`: the leader epoch checkpoint, becoming leader, an epoch's
+//!   end offset;
 //! - `delete_records`: moving the log start offset on request (DeleteRecords)
 //!   and keeping it in `log-start-offset`;
 //! - `clean`: the log cleaner (compaction), its segment rewrite and the
@@ -55,12 +57,14 @@ use crate::error::{EngineError, Result};
 use crate::index;
 use crate::io::dma::DmaStorage;
 use crate::io::{align_up, Storage, StorageFile, CHUNK_BYTES};
+use crate::leader_epoch::Epochs;
 use crate::notify::Notify;
 use crate::producer_state::{self, ProducerStateTable};
 
 mod append;
 pub mod clean;
 mod delete_records;
+mod epochs;
 mod files;
 mod flush;
 mod prealloc;
@@ -125,6 +129,7 @@ impl<S: Storage> PartitionLog<S> {
             .map(|s| s.base_offset)
             .unwrap_or(0)
             .max(saved_log_start.unwrap_or(0).min(log_end_offset));
+        let epoch_cache = epochs::load(&storage, &dir, log_end_offset).await?;
         tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -141,6 +146,7 @@ impl<S: Storage> PartitionLog<S> {
                     written_ends: std::collections::VecDeque::new(),
                     write_wanted: log_end_offset,
                     synced_offset: log_end_offset,
+                    replicated_hw: None,
                     messages_since_sync: 0,
                     last_sync_ms: 0,
                     clock_ms: 0,
@@ -165,6 +171,14 @@ impl<S: Storage> PartitionLog<S> {
                 cleaner: RefCell::new(state::CleanerState::default()),
                 log_start_saved: futures_util::lock::Mutex::new(saved_log_start.unwrap_or(0)),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
+                epochs: RefCell::new(Epochs {
+                    cache: epoch_cache,
+                    leader_epoch: None,
+                    version: 0,
+                }),
+                // Version 0 is what was loaded: a cache cut at open is
+                // written with the next change.
+                epochs_saved: futures_util::lock::Mutex::new(0),
                 write_behind,
             }),
         };
@@ -278,7 +292,8 @@ impl<S: Storage> PartitionLog<S> {
             .sum()
     }
 
-    /// Resolves once the read bound (the written offset, see
+    /// Resolves once the read bound (the written offset or the high
+    /// watermark, see
     /// [`high_watermark`](Self::high_watermark)) is past `offset` or the log
     /// closes: a long poll wakes when there is something it may read, not
     /// when it is only appended. Callers bound the wait with their own timer.
@@ -287,7 +302,7 @@ impl<S: Storage> PartitionLog<S> {
             let notified = self.inner.written.notified();
             {
                 let st = self.inner.state.borrow();
-                if st.written_offset > offset || st.closed {
+                if st.read_bound() > offset || st.closed {
                     return;
                 }
             }

@@ -521,7 +521,7 @@ impl<S: Storage> PartitionLog<S> {
             .max_by_key(|s| s.max_timestamp)
             .map(|s| (s.max_timestamp_offset, s.max_timestamp))
             // Kafka filters by the last fetchable offset the same way.
-            .filter(|&(offset, _)| offset < st.written_offset)
+            .filter(|&(offset, _)| offset < st.read_bound())
     }
 
     /// The read bound: readers see the offsets below it, and `read`,
@@ -531,9 +531,38 @@ impl<S: Storage> PartitionLog<S> {
     /// a reader saw (batches are still served from the tail buffer when
     /// hot, once written). In a cluster, the high watermark (what the
     /// in-sync replicas hold, this one counting up to its written offset),
-    /// passed to `read_bounded`.
+    /// set by the broker with [`set_high_watermark`](Self::set_high_watermark)
+    /// (and still never past the written offset).
     pub fn high_watermark(&self) -> i64 {
-        self.written_offset()
+        self.inner.state.borrow().read_bound()
+    }
+
+    /// Makes this log replicated: from now on readers see up to `hw` (the
+    /// high watermark its leader computed over the in-sync replicas, or a
+    /// follower's from its leader), capped at the written offset. The
+    /// high watermark never moves backwards, nor past the log end; long
+    /// polls waiting for it wake. Returns the read bound then.
+    pub fn set_high_watermark(&self, hw: i64) -> i64 {
+        let (before, after) = {
+            let mut st = self.inner.state.borrow_mut();
+            let before = st.read_bound();
+            let capped = hw.min(st.log_end_offset);
+            let next = st.replicated_hw.map_or(capped, |old| old.max(capped));
+            st.replicated_hw = Some(next);
+            (before, st.read_bound())
+        };
+        if after != before {
+            self.inner.written.notify_all();
+        }
+        after
+    }
+
+    /// A follower's read (Fetch from a replica): like [`read`](Self::read)
+    /// but up to the log end, past the high watermark, as Kafka's leader
+    /// serves its followers.
+    pub async fn read_to_end(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let end = self.log_end_offset();
+        self.read_bounded(offset, max_bytes, end).await
     }
 }
 

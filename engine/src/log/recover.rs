@@ -94,7 +94,11 @@ pub(super) async fn recover<S: Storage>(
     let names = storage.list_dir(dir).await.map_err(io_err)?;
     // Leftovers of a crash: the spare segment, index files not yet renamed.
     for n in &names {
-        if n == SPARE_SEGMENT_FILE || n.ends_with(".index.tmp") || n.ends_with(".timeindex.tmp") {
+        if n == SPARE_SEGMENT_FILE
+            || n == super::epochs::CHECKPOINT_TMP_FILE
+            || n.ends_with(".index.tmp")
+            || n.ends_with(".timeindex.tmp")
+        {
             storage.remove_file(&dir.join(n)).await.map_err(io_err)?;
         }
     }

@@ -20,6 +20,7 @@ use crate::config::LogConfig;
 use crate::error::EngineError;
 use crate::io::dma::DmaStorage;
 use crate::io::{Storage, StorageFile};
+use crate::leader_epoch::Epochs;
 use crate::notify::Notify;
 use crate::producer_state::ProducerStateTable;
 
@@ -104,6 +105,10 @@ pub(super) struct State<S: Storage> {
     pub(super) write_wanted: i64,
     /// Every offset below is covered by an fdatasync.
     pub(super) synced_offset: i64,
+    /// The high watermark its replicas give this log, once the broker
+    /// replicates it (`set_high_watermark`); `None` on one node. Never
+    /// past the log end, never backwards except by truncation.
+    pub(super) replicated_hw: Option<i64>,
     pub(super) messages_since_sync: u64,
     pub(super) last_sync_ms: i64,
     pub(super) clock_ms: i64,
@@ -159,6 +164,11 @@ pub(super) struct Inner<S: Storage> {
     /// Idempotent-producer dedup. Checked and recorded with no await
     /// between the check and the offset assignment.
     pub(super) producers: RefCell<ProducerStateTable>,
+    /// The leader epoch cache and the epoch stamped on client appends.
+    /// Changed with no await between a check and the change.
+    pub(super) epochs: RefCell<Epochs>,
+    /// The cache version the checkpoint file holds; held while writing it.
+    pub(super) epochs_saved: futures_util::lock::Mutex<u64>,
     /// Runs the finishing of a rolled segment and the preparation of the
     /// spare in the background. Without one (storage driven by a plain
     /// `block_on`), the roll or append awaits them.
@@ -212,6 +222,13 @@ pub(super) struct CleanerState {
 pub type Spawner = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
 
 impl<S: Storage> State<S> {
+    /// The read bound: the written offset, and in a replicated log also
+    /// the high watermark, whichever is lower.
+    pub(super) fn read_bound(&self) -> i64 {
+        self.replicated_hw
+            .map_or(self.written_offset, |hw| hw.min(self.written_offset))
+    }
+
     /// Moves `written_offset` over the appends whose bytes are all on the
     /// device (see `Tail::advance_written`). Returns whether it moved.
     pub(super) fn advance_written(&mut self) -> bool {

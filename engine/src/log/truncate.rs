@@ -25,7 +25,9 @@
 //! 3. the segments past it are removed, the directory synced;
 //! 4. its file is cut at the new end and fdatasynced;
 //! 5. producer snapshots past the new end are deleted (the directory
-//!    synced), before any append can move the log end past them again.
+//!    synced), before any append can move the log end past them again;
+//! 6. the leader epoch checkpoint loses the epochs that started at or past
+//!    the new end (the open after a crash drops them too).
 //!
 //! While a truncation runs, appends, rolls and other truncations wait
 //! (it holds the same `rolling` flag as a roll); reads go on and see the new
@@ -96,6 +98,15 @@ impl<S: Storage> PartitionLog<S> {
             tracing::error!(dir = %self.inner.dir.display(), offset, error = %e, "truncation failed; log refuses appends until reopened");
         }
         cut?;
+        // Epochs that started past the new end are gone with their batches
+        // (a crash before this write drops them at the next open).
+        {
+            let mut e = self.inner.epochs.borrow_mut();
+            if e.cache.truncate_from_end(end_offset) {
+                e.changed();
+            }
+        }
+        self.save_epochs().await?;
         tracing::info!(dir = %self.inner.dir.display(), offset, log_end_offset = end_offset, base_offset = base, "log truncated");
         Ok(end_offset)
     }
@@ -226,6 +237,7 @@ impl<S: Storage> PartitionLog<S> {
         st.synced_offset = st.synced_offset.min(end_offset);
         // Everything was written by `settle`; the new tail starts written.
         st.written_offset = st.written_offset.min(end_offset);
+        st.replicated_hw = st.replicated_hw.map(|hw| hw.min(end_offset));
         st.write_wanted = st.write_wanted.min(end_offset);
         st.written_ends.clear();
         st.messages_since_sync = 0;

@@ -1,9 +1,11 @@
-//! OffsetForLeaderEpoch (v2-v4). On one node every partition has had one
-//! leader epoch, 0, since it was created (Metadata and ListOffsets say so),
-//! so the end offset of epoch 0 is the partition's read bound, and any other
-//! epoch is unknown. Consumers (KIP-320) use it to detect truncation after
-//! a seek to a position that carries an epoch; the cluster issue builds the
-//! multi-epoch answer on the engine's leader-epoch checkpoint.
+//! OffsetForLeaderEpoch (v2-v4), answered by the partition's leader from
+//! its log's leader epoch cache (`strom_engine::leader_epoch`, Kafka's
+//! rules): the end offset of an epoch is where the next larger epoch
+//! starts, or the log end for the latest; an unknown epoch gets the largest
+//! one below it, one newer than all gets UNDEFINED (-1, -1). On one node
+//! every partition is led at epoch 0. Consumers (KIP-320, replica id -1)
+//! see the end bounded by the high watermark, as they read; followers
+//! (replica id >= 0) get the log end, to which they truncate (KIP-101/279).
 
 use std::rc::Rc;
 
@@ -17,21 +19,19 @@ use kafka_protocol::ResponseError;
 use crate::scatter::scatter_gather;
 use crate::shard::Shard;
 
-/// The only leader epoch a partition has on one node; in a cluster the
-/// metadata's.
-const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
-/// Kafka's answer for an epoch the leader does not know.
-const UNDEFINED_EPOCH: i32 = -1;
-const UNDEFINED_EPOCH_OFFSET: i64 = -1;
+use strom_engine::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 
-/// (topic, partition, current_leader_epoch, leader_epoch)
-type Query = (String, i32, i32, i32);
+use crate::cluster::SINGLE_NODE_LEADER_EPOCH;
+
+/// (topic, partition, current_leader_epoch, leader_epoch, from a replica)
+type Query = (String, i32, i32, i32, bool);
 
 pub async fn handle(
     shard: &Rc<Shard>,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {
+    let from_replica = req.replica_id.0 >= 0;
     let mut queries = Vec::new();
     for t in &req.topics {
         let name = t.topic.0.as_str();
@@ -41,6 +41,7 @@ pub async fn handle(
                 p.partition,
                 p.current_leader_epoch,
                 p.leader_epoch,
+                from_replica,
             );
             queries.push((shard.owner(name, p.partition), q));
         }
@@ -76,7 +77,10 @@ fn error(e: ResponseError) -> EpochEndOffset {
         .with_end_offset(UNDEFINED_EPOCH_OFFSET)
 }
 
-fn answer(shard: &Shard, (topic, partition, current_epoch, epoch): &Query) -> EpochEndOffset {
+fn answer(
+    shard: &Shard,
+    (topic, partition, current_epoch, epoch, from_replica): &Query,
+) -> EpochEndOffset {
     let log = match shard.served_log(topic, *partition) {
         Ok(log) => log,
         Err(e) => return error(e),
@@ -92,16 +96,13 @@ fn answer(shard: &Shard, (topic, partition, current_epoch, epoch): &Query) -> Ep
     if *current_epoch >= 0 && *current_epoch < leader_epoch {
         return error(ResponseError::FencedLeaderEpoch);
     }
-    // One replica per partition: a log never diverges from an older
-    // leader's (the leader only changes between this broker and none), so
-    // every epoch up to the current one ends at the log's end.
-    if (0..=leader_epoch).contains(epoch) {
-        EpochEndOffset::default()
-            .with_leader_epoch(*epoch)
-            .with_end_offset(log.high_watermark())
+    let (found_epoch, end_offset) = log.end_offset_for_epoch(*epoch);
+    let end_offset = if *from_replica || end_offset == UNDEFINED_EPOCH_OFFSET {
+        end_offset
     } else {
-        EpochEndOffset::default()
-            .with_leader_epoch(UNDEFINED_EPOCH)
-            .with_end_offset(UNDEFINED_EPOCH_OFFSET)
-    }
+        end_offset.min(log.high_watermark())
+    };
+    EpochEndOffset::default()
+        .with_leader_epoch(found_epoch)
+        .with_end_offset(end_offset)
 }

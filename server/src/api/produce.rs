@@ -17,7 +17,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use strom_engine::{BatchError, Durability, EngineError};
+use strom_engine::{BatchError, Durability, EngineError, PartitionLog};
 
 use crate::clock::now_ms;
 use crate::scatter::scatter_gather;
@@ -222,6 +222,29 @@ async fn append_all(
     .collect()
 }
 
+/// acks=all needs `min.insync.replicas` in-sync replicas before anything
+/// is appended (NOT_ENOUGH_REPLICAS, retriable, as Kafka answers even on
+/// one broker). On one node the ISR is the node itself.
+fn check_min_insync(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    log: &PartitionLog,
+) -> Result<(), AppendOutcome> {
+    let isr = crate::cluster::partition_state(&shard.metadata(), topic, partition)
+        .map_or(1, |s| s.isr.len());
+    let min_isr = log.config().min_insync_replicas;
+    if i64::try_from(isr).unwrap_or(i64::MAX) >= i64::from(min_isr) {
+        return Ok(());
+    }
+    Err(AppendOutcome::error(
+        ResponseError::NotEnoughReplicas,
+        format!(
+            "the in-sync replicas of {topic}-{partition} ({isr}) are fewer than min.insync.replicas ({min_isr})"
+        ),
+    ))
+}
+
 /// Appends one partition's records on the shard that owns it.
 async fn append_local(shard: &Shard, item: Item, durability: Durability) -> AppendOutcome {
     if let Err(msg) = crate::metadata::validate_topic_name(&item.topic) {
@@ -241,6 +264,11 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
     let Some(records) = item.records.filter(|r| !r.is_empty()) else {
         return AppendOutcome::error(ResponseError::CorruptMessage, "no records");
     };
+    if durability == Durability::Synced {
+        if let Err(refusal) = check_min_insync(shard, &item.topic, item.partition, &log) {
+            return refusal;
+        }
+    }
     if log.compacted() {
         // A compacted topic refuses records without a key, as Kafka's
         // LogValidator does; only compacted topics' keys are read.
