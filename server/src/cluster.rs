@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use strom_controller::{
     BrokerInfo, ClusterImage, ConfigResource, Controller, ControllerConfig, PartitionState, Record,
 };
@@ -42,21 +42,14 @@ pub fn controller() -> Option<&'static Arc<Controller>> {
 /// Every image the controller applies, in order.
 pub type ImageReceiver = futures_channel::mpsc::UnboundedReceiver<Arc<ClusterImage>>;
 
-/// Starts the controller when voters are configured; `None` on a single node.
+/// Starts the controller when voters are configured; `None` on a single
+/// node. A single node's topics in `local` are moved into the cluster
+/// metadata by `cluster_upgrade` once it runs.
 pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<ImageReceiver>> {
     if !config.cluster.enabled() {
         return Ok(None);
     }
     let dir = config.data_dir.join(CONTROLLER_DIR);
-    if !local.topics.is_empty() && !dir.exists() {
-        // The image would not know them, and applying it would close their
-        // logs: refuse rather than lose track of data.
-        bail!(
-            "data dir {} holds the topics of a single node ({}); moving them into a cluster is not supported yet",
-            config.data_dir.display(),
-            local.topics.len()
-        );
-    }
     let node_id = u64::try_from(config.node_id).context("node.id")?;
     let listen = config
         .cluster
@@ -160,7 +153,8 @@ pub fn records_for_change(
     records
 }
 
-fn config_records(
+/// The Config records that take a topic's configs from `old` to `new`.
+pub fn config_records(
     topic: &str,
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,

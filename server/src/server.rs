@@ -71,6 +71,9 @@ impl Broker {
         // In a cluster the controller's log holds the metadata: the shards
         // start empty and shard 0 publishes the controller's images.
         let mut images = crate::cluster::start(&config, &metadata)?;
+        if let Some(controller) = crate::cluster::controller().filter(|_| images.is_some()) {
+            crate::cluster_upgrade::move_single_node_topics(&config, &metadata, controller)?;
+        }
         let metadata = if images.is_some() {
             Metadata {
                 version: 0,
