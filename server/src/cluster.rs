@@ -106,9 +106,8 @@ pub fn metadata_from_image(image: Arc<ClusterImage>, local_cluster_id: &str) -> 
             .clone()
             .unwrap_or_else(|| local_cluster_id.to_string()),
         topics,
-        // Dynamic broker configs are not records yet: a cluster has none
-        // (IncrementalAlterConfigs refuses them there).
-        broker_configs: Default::default(),
+        // Applied on every node as they arrive, as on one node.
+        broker_configs: image.broker_configs.clone(),
         cluster: Some(image),
     }
 }
@@ -148,20 +147,48 @@ pub fn records_for_change(
             let leader = place(name, p, &brokers);
             records.push(Record::single_replica_partition(t.id, p, leader));
         }
-        records.extend(config_records(name, old_configs, &t.configs));
+        records.extend(config_records(
+            ConfigResource::Topic,
+            name,
+            old_configs,
+            &t.configs,
+        ));
     }
+    records.extend(broker_config_records(
+        &current.broker_configs,
+        &next.broker_configs,
+    ));
     records
 }
 
-/// The Config records that take a topic's configs from `old` to `new`.
+/// The Config records that take the dynamic broker configs (by resource
+/// name: "" for the cluster default, a broker id) from `old` to `new`.
+pub fn broker_config_records(
+    old: &BTreeMap<String, BTreeMap<String, String>>,
+    new: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<Record> {
+    let empty = BTreeMap::new();
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .flat_map(|name| {
+            let before = old.get(name).unwrap_or(&empty);
+            let after = new.get(name).unwrap_or(&empty);
+            config_records(ConfigResource::Broker, name, before, after)
+        })
+        .collect()
+}
+
+/// The Config records that take a resource's configs from `old` to `new`.
 pub fn config_records(
-    topic: &str,
+    resource: ConfigResource,
+    resource_name: &str,
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Vec<Record> {
     let set = |name: &String, value: Option<&String>| Record::Config {
-        resource: ConfigResource::Topic,
-        resource_name: topic.to_string(),
+        resource,
+        resource_name: resource_name.to_string(),
         name: name.clone(),
         value: value.cloned(),
     };

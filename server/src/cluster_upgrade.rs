@@ -12,13 +12,15 @@
 //!    committed offsets are in this node's logs), unless the cluster has it
 //!    already with every partition here (a cluster that has it elsewhere
 //!    is refused: those offsets would be lost);
-//! 3. the local metadata file is rewritten without topics (the old one is
+//! 3. the dynamic broker configs (`broker_configs`, set with
+//!    IncrementalAlterConfigs on the single node);
+//! 4. the local metadata file is rewritten without topics (the old one is
 //!    kept beside it as `strom-metadata.single-node.json`), so later starts do
 //!    not move them again.
 //!
 //! Each topic is one batch, applied whole or not at all. A batch the
 //! cluster rejects because the name or id exists is fine when the cluster
-//! holds the very same topic (a start that stopped between steps 2 and 3);
+//! holds the very same topic (a start that stopped before step 4);
 //! any other collision stops the node with an error naming the topics, and
 //! nothing is changed on disk.
 
@@ -30,7 +32,7 @@ use anyhow::{anyhow, bail, Context};
 use strom_controller::{ApplyError, ConfigResource, Controller, ProposeError, Record};
 use uuid::Uuid;
 
-use crate::cluster::config_records;
+use crate::cluster::{broker_config_records, config_records};
 use crate::config::BrokerConfig;
 use crate::group::OFFSETS_TOPIC;
 use crate::metadata::Metadata;
@@ -69,7 +71,12 @@ pub fn move_single_node_topics(
         }];
         records
             .extend((0..t.partitions).map(|p| Record::single_replica_partition(t.id, p, node_id)));
-        records.extend(config_records(name, &BTreeMap::new(), &t.configs));
+        records.extend(config_records(
+            ConfigResource::Topic,
+            name,
+            &BTreeMap::new(),
+            &t.configs,
+        ));
         match propose_until(controller, records, deadline)? {
             Ok(()) => {}
             Err(_) if same_topic_in_cluster(controller, name, t.id, t.partitions) => {}
@@ -93,6 +100,14 @@ pub fn move_single_node_topics(
             "the cluster already has {OFFSETS_TOPIC} with partitions on other brokers ({e}); \
              this node's committed offsets would be lost: start the upgraded node before the cluster serves groups"
         ),
+    }
+    // The dynamic broker configs go along; the cluster's own, where it has
+    // some already, are overwritten key by key.
+    let broker_configs = broker_config_records(&BTreeMap::new(), &local.broker_configs);
+    if !broker_configs.is_empty() {
+        if let Err(e) = propose_until(controller, broker_configs, deadline)? {
+            bail!("moving the dynamic broker configs into the cluster: {e}");
+        }
     }
     let old = config.data_dir.join(crate::metadata::METADATA_FILE);
     std::fs::copy(&old, config.data_dir.join(SINGLE_NODE_METADATA_FILE))

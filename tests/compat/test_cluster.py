@@ -120,6 +120,16 @@ def wait_registered(nodes, expect_ids):
         )
 
 
+def start_all(nodes):
+    """Launches every node at once (none serves before a quorum has elected
+    a leader), waits until each serves and lists them all as brokers."""
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.wait_ready()
+    wait_registered(nodes, [n.node_id for n in nodes])
+
+
 def agreed_controller(nodes) -> int:
     """The active controller once every node names the same one."""
 

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from clients import Rec, produce_all
 from conftest import free_port
-from test_cluster import ClusterNode, agreed_controller, assert_refused, raw_metadata, voter_nodes, wait_registered, wait_until
+from test_cluster import start_all, ClusterNode, agreed_controller, assert_refused, raw_metadata, voter_nodes, wait_registered, wait_until
 from test_cluster_serving import CONFIG, create_topic, leaders, list_offsets_error, produce_keyed, read_all, wait_leaders
 
 BROKER_ONLY_ID = 4
@@ -39,11 +39,7 @@ class BrokerOnlyNode(ClusterNode):
 def cluster(tmp_path):
     voters, nodes = voter_nodes(tmp_path, CONFIG)
     nodes.append(BrokerOnlyNode(tmp_path / "node4", BROKER_ONLY_ID, voters, free_port(), config=CONFIG))
-    for n in nodes:
-        n.launch()
-    for n in nodes:
-        n.wait_ready()
-    wait_registered(nodes, [1, 2, 3, BROKER_ONLY_ID])
+    start_all(nodes)
     yield nodes
     for n in nodes:
         if n.alive():

@@ -1,10 +1,10 @@
 """A single node's data dir upgraded in place into a cluster (issue 14).
 
 A plain `strom serve` (no cluster flags) gets a topic with a config, records
-(confluent-kafka and kcat) and a consumer group's committed offsets. It is
-stopped and restarted as node 1 of a new three-node cluster beside two
-fresh nodes: every node's Metadata lists the topic, every record reads back
-at its offset, the config and the committed offsets are there, and the
+(confluent-kafka and kcat), a consumer group's committed offsets and a
+dynamic broker config. It is stopped and restarted as node 1 of a new
+three-node cluster beside two fresh nodes: every node's Metadata lists the topic, every record reads back
+at its offset, the configs and the committed offsets are there, and the
 topic takes more records. A single node whose topic collides with a
 different one of the same name in the cluster is refused with an error.
 """
@@ -13,11 +13,12 @@ import signal
 import subprocess
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
 
 from clients import Rec, produce_all
 from conftest import Broker
-from test_cluster import ClusterNode, assert_refused, raw_metadata, voter_nodes, wait_registered, wait_until
+from test_cluster import start_all, ClusterNode, assert_refused, raw_metadata, voter_nodes, wait_registered, wait_until
+from test_cluster_configs import alter_default, broker_retention
 from test_cluster_serving import read_all
 
 PARTITIONS = 4
@@ -78,17 +79,14 @@ def test_a_single_node_data_dir_becomes_node_1_of_a_cluster(tmp_path):
     single.start()
     try:
         acked, committed = fill_single_node(single)
+        alter_default(single, {"log.retention.ms": "7200000"})
     finally:
         single.stop()
 
     voters, nodes = voter_nodes(tmp_path, "group.initial.rebalance.delay.ms = 0\n")
     assert nodes[0].data_dir == single.data_dir
     try:
-        for n in nodes:
-            n.launch()
-        for n in nodes:
-            n.wait_ready()
-        wait_registered(nodes, [1, 2, 3])
+        start_all(nodes)
         for n in nodes:
             wait_until(f"node {n.node_id} to list the single node's topic",
                        lambda n=n: raw_metadata(n)[1].get("legacy") == (0, list(range(PARTITIONS))))
@@ -97,6 +95,11 @@ def test_a_single_node_data_dir_becomes_node_1_of_a_cluster(tmp_path):
         assert read_all(nodes[2].bootstrap, "legacy", PARTITIONS, len(acked)) == acked
         assert wait_until("the committed offsets", lambda: committed_offsets(nodes[1].bootstrap) == committed)
         assert retention_ms(nodes[2].bootstrap) == "86400000"
+        # The single node's dynamic broker config is the cluster's now.
+        for n in nodes:
+            wait_until(f"node {n.node_id} to have the moved broker config",
+                       lambda n=n: broker_retention(n, n.node_id)
+                       == ("7200000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG))
         # The topic goes on from where it was.
         more = produce_all(nodes[1].bootstrap, "legacy", 0, [Rec(None, b"after")])
         assert more == [PER_PARTITION]
