@@ -68,6 +68,21 @@ impl Broker {
                 .persist(&config.data_dir)
                 .context("writing initial metadata")?;
         }
+        let addr = config
+            .listen
+            .to_socket_addrs()
+            .with_context(|| format!("resolving listen address {}", config.listen))?
+            .next()
+            .ok_or_else(|| anyhow!("listen address {} resolves to nothing", config.listen))?;
+        // SO_REUSEPORT would let this broker silently share a port with
+        // another process; a plain bind first fails if anyone listens there.
+        // It also turns port 0 into one concrete port for every shard.
+        let addr = probe_listen_address(addr)
+            .with_context(|| format!("listen address {addr} is not available"))?;
+        let mut config = config;
+        config.set_bound_port(addr.port());
+        // After the port is known: a cluster node registers the port it
+        // serves on (`--listen HOST:0` included).
         // In a cluster the controller's log holds the metadata: the shards
         // start empty and shard 0 publishes the controller's images.
         let mut images = crate::cluster::start(&config, &metadata)?;
@@ -84,19 +99,6 @@ impl Broker {
             metadata
         };
         let metadata = Arc::new(metadata);
-        let addr = config
-            .listen
-            .to_socket_addrs()
-            .with_context(|| format!("resolving listen address {}", config.listen))?
-            .next()
-            .ok_or_else(|| anyhow!("listen address {} resolves to nothing", config.listen))?;
-        // SO_REUSEPORT would let this broker silently share a port with
-        // another process; a plain bind first fails if anyone listens there.
-        // It also turns port 0 into one concrete port for every shard.
-        let addr = probe_listen_address(addr)
-            .with_context(|| format!("listen address {addr} is not available"))?;
-        let mut config = config;
-        config.set_bound_port(addr.port());
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
