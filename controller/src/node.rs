@@ -834,3 +834,51 @@ fn learner_change(e: &Entry) -> Option<(ConfChange, String)> {
     let addr = String::from_utf8(cc.context.to_vec()).ok()?;
     Some((cc, addr))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf_change_entry(index: u64, change_type: ConfChangeType, id: u64, addr: &str) -> Entry {
+        let cc = ConfChange {
+            change_type,
+            node_id: id,
+            context: addr.as_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        let mut e = Entry {
+            index,
+            data: cc.write_to_bytes().unwrap().into(),
+            ..Default::default()
+        };
+        e.set_entry_type(EntryType::EntryConfChange);
+        e
+    }
+
+    /// An AddLearnerNode entry records the learner and its address (a
+    /// later one moves it); other conf changes and garbage do not.
+    #[test]
+    fn learner_conf_changes_apply_to_the_image() {
+        let mut image = ClusterImage::default();
+        let mut garbage = Entry {
+            index: 4,
+            data: vec![0xff, 0x01].into(),
+            ..Default::default()
+        };
+        garbage.set_entry_type(EntryType::EntryConfChange);
+        let entries = vec![
+            conf_change_entry(1, ConfChangeType::AddLearnerNode, 4, "127.0.0.1:9393"),
+            conf_change_entry(2, ConfChangeType::AddNode, 5, "127.0.0.1:9494"),
+            conf_change_entry(3, ConfChangeType::AddLearnerNode, 4, "127.0.0.1:9595"),
+            garbage,
+        ];
+        assert!(apply_entries(&mut image, entries, 1, &mut Vec::new()));
+        assert_eq!(image.applied_index, 4);
+        let learners: Vec<(u64, &str)> = image
+            .learners
+            .iter()
+            .map(|(id, a)| (*id, a.as_str()))
+            .collect();
+        assert_eq!(learners, vec![(4, "127.0.0.1:9595")]);
+    }
+}
