@@ -73,6 +73,11 @@ pub struct ClusterImage {
     pub next_producer_id: i64,
     /// Topic names by id (an index over `topics`).
     pub topic_ids: BTreeMap<Uuid, String>,
+    /// The Raft learners (`process.roles=broker` nodes) and the address
+    /// each receives the metadata log on, from the conf changes that added
+    /// them. Not a record: conf change entries set it.
+    #[serde(default)]
+    pub learners: BTreeMap<u64, String>,
 }
 
 /// What a batch changed, saved before its first change, so that a batch

@@ -2,10 +2,13 @@
 //!
 //! Each message is a frame `len:u32 BE, kind:u8, body`: kind 0 is a
 //! protobuf raft Message, kind 1 a broker heartbeat (`broker_id:i32 BE,
-//! broker_epoch:i64 BE, applied_index:u64 BE`). Every node
+//! broker_epoch:i64 BE, applied_index:u64 BE`), kind 2 a learner's request
+//! to join (`node_id:u64 BE`, then the UTF-8 address it listens on, at
+//! most [`JOIN_ADDRESS_MAX_BYTES`]). Every node
 //! listens on its `controller.listener` address; for each peer it keeps one
 //! outgoing connection, written by that peer's sender thread from a bounded
-//! queue. Raft tolerates lost messages, so a full queue or a broken
+//! queue. The voters are peers from the start; a learner becomes one when
+//! the conf change that adds it is applied (`add_peer`). Raft tolerates lost messages, so a full queue or a broken
 //! connection drops messages rather than blocking the controller: the
 //! connection is made again for the next message.
 
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -29,7 +32,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const KIND_RAFT: u8 = 0;
 const KIND_HEARTBEAT: u8 = 1;
+const KIND_JOIN: u8 = 2;
 const HEARTBEAT_BYTES: usize = 4 + 8 + 8;
+/// The longest address a joining learner may give.
+pub const JOIN_ADDRESS_MAX_BYTES: usize = 255;
 
 /// A broker's heartbeat to the active controller (Kafka's
 /// `BrokerHeartbeatRequest`, reduced to what fencing needs).
@@ -42,28 +48,28 @@ pub struct Heartbeat {
     pub applied_index: u64,
 }
 
+/// A `process.roles=broker` node asking the active controller to add it
+/// as a Raft learner that receives the metadata log at `addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    pub node_id: u64,
+    pub addr: String,
+}
+
 /// What travels between controllers.
 #[derive(Debug, Clone)]
 pub enum Frame {
     Raft(Message),
     Heartbeat(Heartbeat),
-}
-
-impl Frame {
-    fn to(&self, heartbeat_to: u64) -> u64 {
-        match self {
-            Frame::Raft(m) => m.to,
-            Frame::Heartbeat(_) => heartbeat_to,
-        }
-    }
+    Join(Join),
 }
 
 /// Hands a received frame to the controller; false once it is gone.
 pub type Deliver = Arc<dyn Fn(Frame) -> bool + Send + Sync>;
 
-/// The sending side: one queue per peer.
+/// The sending side: one queue per peer, with the address it sends to.
 pub struct Network {
-    peers: HashMap<u64, SyncSender<Frame>>,
+    peers: Mutex<HashMap<u64, (String, SyncSender<Frame>)>>,
 }
 
 impl Network {
@@ -77,23 +83,39 @@ impl Network {
         std::thread::Builder::new()
             .name("strom-ctl-accept".into())
             .spawn(move || accept_loop(listener, deliver))?;
-        let mut queues = HashMap::new();
+        let network = Network {
+            peers: Mutex::new(HashMap::new()),
+        };
         for (id, addr) in peers {
-            let (tx, rx) = sync_channel(PEER_QUEUE_MESSAGES);
-            let addr = addr.clone();
-            let id = *id;
-            std::thread::Builder::new()
-                .name(format!("strom-ctl-peer-{id}"))
-                .spawn(move || send_loop(id, &addr, rx))?;
-            queues.insert(id, tx);
+            network.add_peer(*id, addr)?;
         }
-        Ok(Network { peers: queues })
+        Ok(network)
+    }
+
+    /// Sends to peer `id` at `addr` from now on (a learner, once added; a
+    /// learner that came back on another address). The old sender thread,
+    /// if any, ends with its queue.
+    pub fn add_peer(&self, id: u64, addr: &str) -> std::io::Result<()> {
+        let Ok(mut peers) = self.peers.lock() else {
+            return Ok(());
+        };
+        if peers.get(&id).is_some_and(|(a, _)| a == addr) {
+            return Ok(());
+        }
+        let (tx, rx) = sync_channel(PEER_QUEUE_MESSAGES);
+        let to = addr.to_string();
+        std::thread::Builder::new()
+            .name(format!("strom-ctl-peer-{id}"))
+            .spawn(move || send_loop(id, &to, rx))?;
+        peers.insert(id, (addr.to_string(), tx));
+        Ok(())
     }
 
     /// Queues messages for their peers; drops what does not fit.
     pub fn send(&self, messages: Vec<Message>) {
         for m in messages {
-            self.queue(Frame::Raft(m), 0);
+            let to = m.to;
+            self.queue(Frame::Raft(m), to);
         }
     }
 
@@ -103,9 +125,17 @@ impl Network {
         self.queue(Frame::Heartbeat(heartbeat), to);
     }
 
-    fn queue(&self, frame: Frame, heartbeat_to: u64) {
-        let to = frame.to(heartbeat_to);
-        let Some(queue) = self.peers.get(&to) else {
+    /// Queues a learner's join request for voter `to` (repeated until the
+    /// learner is added, so a lost one does no harm).
+    pub fn send_join(&self, to: u64, join: Join) {
+        self.queue(Frame::Join(join), to);
+    }
+
+    fn queue(&self, frame: Frame, to: u64) {
+        let Ok(peers) = self.peers.lock() else {
+            return;
+        };
+        let Some((_, queue)) = peers.get(&to) else {
             tracing::warn!(to, "controller message for an unknown peer dropped");
             return;
         };
@@ -193,6 +223,19 @@ fn decode_frame(buf: &[u8]) -> Result<Frame, String> {
                 applied_index: u64::from_be_bytes(applied.try_into().map_err(|_| "applied")?),
             }))
         }
+        KIND_JOIN => {
+            let (id, addr) = body
+                .split_first_chunk::<8>()
+                .ok_or_else(|| format!("a join of {} bytes", body.len()))?;
+            if addr.len() > JOIN_ADDRESS_MAX_BYTES {
+                return Err(format!("a join address of {} bytes", addr.len()));
+            }
+            let addr = std::str::from_utf8(addr).map_err(|_| "a join address that is not UTF-8")?;
+            Ok(Frame::Join(Join {
+                node_id: u64::from_be_bytes(*id),
+                addr: addr.to_string(),
+            }))
+        }
         other => Err(format!("unknown frame kind {other}")),
     }
 }
@@ -230,6 +273,11 @@ fn write_message(w: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
             bytes.extend_from_slice(&h.broker_epoch.to_be_bytes());
             bytes.extend_from_slice(&h.applied_index.to_be_bytes());
         }
+        Frame::Join(j) => {
+            bytes.push(KIND_JOIN);
+            bytes.extend_from_slice(&j.node_id.to_be_bytes());
+            bytes.extend_from_slice(j.addr.as_bytes());
+        }
     }
     let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
     w.write_all(&len.to_be_bytes())?;
@@ -260,18 +308,28 @@ mod tests {
             term: 9,
             ..Default::default()
         };
-        for frame in [Frame::Heartbeat(hb), Frame::Raft(m)] {
+        let join = Join {
+            node_id: 4,
+            addr: "127.0.0.1:9393".into(),
+        };
+        for frame in [Frame::Heartbeat(hb), Frame::Raft(m), Frame::Join(join)] {
             let mut out = Vec::new();
             write_message(&mut out, &frame).unwrap();
             let decoded = decode_frame(&out[4..]).unwrap();
             match (frame, decoded) {
                 (Frame::Heartbeat(a), Frame::Heartbeat(b)) => assert_eq!(a, b),
                 (Frame::Raft(a), Frame::Raft(b)) => assert_eq!(a, b),
+                (Frame::Join(a), Frame::Join(b)) => assert_eq!(a, b),
                 _ => panic!("the frame changed kind"),
             }
         }
         assert!(decode_frame(&[]).is_err());
         assert!(decode_frame(&[KIND_HEARTBEAT, 1, 2]).is_err());
         assert!(decode_frame(&[9]).is_err());
+        assert!(decode_frame(&[KIND_JOIN, 0, 0, 0]).is_err());
+        let mut long = vec![KIND_JOIN, 0, 0, 0, 0, 0, 0, 0, 4];
+        long.extend(std::iter::repeat_n(b'a', JOIN_ADDRESS_MAX_BYTES + 1));
+        assert!(decode_frame(&long).is_err());
+        assert!(decode_frame(&[KIND_JOIN, 0, 0, 0, 0, 0, 0, 0, 4, 0xff]).is_err());
     }
 }

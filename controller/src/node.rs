@@ -16,14 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use raft::eraftpb::{Entry, EntryType, Message};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage};
 use thiserror::Error;
 use uuid::Uuid;
 
 use crate::fencing::{reconcile, Seen};
 use crate::image::{ApplyError, ClusterImage};
-use crate::net::{Frame, Heartbeat, Network};
+use crate::net::{Frame, Heartbeat, Join, Network};
 use crate::records::{Batch, Origin, Record};
 use crate::storage::{DiskStorage, StoreError};
 
@@ -68,9 +69,13 @@ pub struct BrokerInfo {
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub node_id: u64,
-    /// Every voter: `(node id, "host:port")`, this node included.
+    /// Every voter: `(node id, "host:port")`, this node included unless it
+    /// is a learner (`process.roles=broker`): a node outside the voters
+    /// asks the active controller to add it as a Raft learner, which
+    /// receives the log but never votes nor leads.
     pub voters: Vec<(u64, String)>,
-    /// Where this node listens for its peers.
+    /// Where this node listens for its peers (a learner gives it to the
+    /// voters when it joins, so it must be reachable from them).
     pub listen: String,
     /// `<data-dir>/__cluster_metadata`.
     pub dir: PathBuf,
@@ -127,6 +132,7 @@ pub type ProposeResult = Result<u64, ProposeError>;
 pub(crate) enum Input {
     Raft(Message),
     Heartbeat(Heartbeat),
+    Join(Join),
     Propose {
         records: Vec<Record>,
         reply: oneshot::Sender<ProposeResult>,
@@ -157,6 +163,7 @@ impl Controller {
             let input = match frame {
                 Frame::Raft(m) => Input::Raft(m),
                 Frame::Heartbeat(h) => Input::Heartbeat(h),
+                Frame::Join(j) => Input::Join(j),
             };
             deliver_tx
                 .lock()
@@ -232,6 +239,10 @@ pub(crate) trait Transport: Send {
     fn send(&self, messages: Vec<Message>);
     /// A broker heartbeat to the active controller, peer `to`.
     fn heartbeat(&self, to: u64, heartbeat: Heartbeat);
+    /// A learner's join request to voter `to`.
+    fn join(&self, to: u64, join: Join);
+    /// Peer `id` (a learner) is reached at `addr` from now on.
+    fn add_peer(&self, id: u64, addr: &str);
 }
 
 impl Transport for Network {
@@ -241,6 +252,16 @@ impl Transport for Network {
 
     fn heartbeat(&self, to: u64, heartbeat: Heartbeat) {
         Network::send_heartbeat(self, to, heartbeat)
+    }
+
+    fn join(&self, to: u64, join: Join) {
+        Network::send_join(self, to, join)
+    }
+
+    fn add_peer(&self, id: u64, addr: &str) {
+        if let Err(e) = Network::add_peer(self, id, addr) {
+            tracing::warn!(peer = id, "no sender thread for a learner: {e}");
+        }
     }
 }
 
@@ -260,6 +281,12 @@ pub(crate) struct Driver {
     ticks: u64,
     last_registration: Option<u64>,
     last_cluster_id: Option<u64>,
+    /// A learner: when it last asked the voters to add it.
+    last_join: Option<u64>,
+    /// A conf change was applied: snapshot now, so that a snapshot sent to
+    /// a new learner has it in its configuration (raft-rs drops a snapshot
+    /// whose configuration does not name the receiver).
+    snapshot_due: bool,
     /// Followers waiting for a snapshot, with the tick it was first seen.
     snapshot_waits: HashMap<u64, u64>,
     leader_id: Arc<AtomicU64>,
@@ -298,6 +325,16 @@ impl Driver {
             .filter(|e| e.index <= commit)
             .collect();
         apply_entries(&mut image, committed, config.node_id, &mut Vec::new());
+        // The configuration as of the applied index: the voters, and the
+        // learners the applied conf changes added.
+        let mut conf = storage.initial_state()?.conf_state;
+        conf.learners = image.learners.keys().copied().collect();
+        storage.set_conf_state(conf);
+        for (id, addr) in &image.learners {
+            if *id != config.node_id {
+                network.add_peer(*id, addr);
+            }
+        }
         let raft_config = raft::Config {
             id: config.node_id,
             election_tick: ELECTION_TICKS,
@@ -330,6 +367,8 @@ impl Driver {
             ticks: 0,
             last_registration: None,
             last_cluster_id: None,
+            last_join: None,
+            snapshot_due: false,
             snapshot_waits: HashMap::new(),
             leader_id: Arc::new(AtomicU64::new(0)),
             shared_image: Arc::new(Mutex::new(image_now)),
@@ -367,10 +406,68 @@ impl Driver {
     pub(crate) fn tick(&mut self) {
         self.ticks = self.ticks.saturating_add(1);
         self.node.tick();
+        self.ask_to_join();
         self.propose_own_records();
         self.heartbeat_and_fence();
         self.expire_pending();
         self.resend_lost_snapshots();
+    }
+
+    /// Whether this node is a learner (not among the voters).
+    fn is_learner(&self) -> bool {
+        !self
+            .config
+            .voters
+            .iter()
+            .any(|(id, _)| *id == self.config.node_id)
+    }
+
+    /// A learner asks every voter to add it until the log it has applied
+    /// says it is one at its address; only the active controller acts.
+    fn ask_to_join(&mut self) {
+        if !self.is_learner()
+            || self.image.learners.get(&self.config.node_id) == Some(&self.config.listen)
+        {
+            return;
+        }
+        let now = self.ticks;
+        if self
+            .last_join
+            .is_some_and(|t| now.saturating_sub(t) < SELF_PROPOSAL_RETRY_TICKS)
+        {
+            return;
+        }
+        self.last_join = Some(now);
+        for (id, _) in &self.config.voters {
+            let join = Join {
+                node_id: self.config.node_id,
+                addr: self.config.listen.clone(),
+            };
+            self.network.join(*id, join);
+        }
+    }
+
+    /// On the active controller: proposes the conf change that adds a
+    /// learner (raft-rs drops it while another conf change is pending;
+    /// the learner asks again).
+    fn on_join(&mut self, join: Join) {
+        if self.node.raft.state != StateRole::Leader
+            || self.config.voters.iter().any(|(id, _)| *id == join.node_id)
+            || join.node_id == 0
+            || self.image.learners.get(&join.node_id) == Some(&join.addr)
+        {
+            return;
+        }
+        tracing::info!(node = join.node_id, addr = %join.addr, "adding a learner");
+        let cc = ConfChange {
+            change_type: ConfChangeType::AddLearnerNode,
+            node_id: join.node_id,
+            context: join.addr.into_bytes().into(),
+            ..Default::default()
+        };
+        if let Err(e) = self.node.propose_conf_change(Vec::new(), cc) {
+            tracing::debug!("learner conf change not proposed: {e}");
+        }
     }
 
     /// This node's broker epoch, once its own incarnation is registered.
@@ -495,6 +592,7 @@ impl Driver {
                     self.heard(h);
                 }
             }
+            Input::Join(j) => self.on_join(j),
             Input::Propose { records, reply } => {
                 self.next_request = self.next_request.wrapping_add(1);
                 let request_id = self.next_request;
@@ -635,17 +733,40 @@ impl Driver {
         self.maybe_snapshot()
     }
 
-    /// Applies committed entries; returns whether the image moved.
+    /// Applies committed entries; returns whether the image moved. Conf
+    /// changes go to raft-rs and the network first.
     fn apply(&mut self, entries: Vec<Entry>, answers: &mut Vec<(u64, ProposeResult)>) -> bool {
+        for e in &entries {
+            if e.index <= self.image.applied_index
+                || e.get_entry_type() != EntryType::EntryConfChange
+            {
+                continue;
+            }
+            let Some((cc, addr)) = learner_change(e) else {
+                continue;
+            };
+            match self.node.apply_conf_change(&cc) {
+                Ok(conf) => {
+                    self.node.mut_store().set_conf_state(conf);
+                    if cc.node_id != self.config.node_id {
+                        self.network.add_peer(cc.node_id, &addr);
+                    }
+                    self.snapshot_due = true;
+                }
+                Err(err) => tracing::error!(index = e.index, "conf change not applied: {err}"),
+            }
+        }
         apply_entries(&mut self.image, entries, self.config.node_id, answers)
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
         let stored = self.node.store().stored_snapshot().get_metadata().index;
         let applied = self.image.applied_index;
-        if applied.saturating_sub(stored) < self.config.snapshot_every_entries {
+        let due = self.snapshot_due && applied > stored;
+        if !due && applied.saturating_sub(stored) < self.config.snapshot_every_entries {
             return Ok(());
         }
+        self.snapshot_due = false;
         let data = serde_json::to_vec(&self.image).unwrap_or_default();
         self.node.mut_store().compact(applied, data)?;
         tracing::debug!(index = applied, "controller snapshot taken");
@@ -667,8 +788,12 @@ fn apply_entries(
             continue;
         }
         changed = true;
+        if let Some((cc, addr)) = learner_change(&e) {
+            image.learners.insert(cc.node_id, addr);
+        }
         if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-            // Leader no-ops; membership is static (no conf changes yet).
+            // Leader no-ops and conf changes (the voters are static;
+            // learners are added above).
             image.applied_index = e.index;
             continue;
         }
@@ -694,4 +819,66 @@ fn apply_entries(
         }
     }
     changed
+}
+
+/// The learner a conf change entry adds, with its address; `None` for any
+/// other entry (Strom proposes no other conf change).
+fn learner_change(e: &Entry) -> Option<(ConfChange, String)> {
+    if e.get_entry_type() != EntryType::EntryConfChange {
+        return None;
+    }
+    let cc = ConfChange::parse_from_bytes(&e.data).ok()?;
+    if cc.get_change_type() != ConfChangeType::AddLearnerNode {
+        return None;
+    }
+    let addr = String::from_utf8(cc.context.to_vec()).ok()?;
+    Some((cc, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf_change_entry(index: u64, change_type: ConfChangeType, id: u64, addr: &str) -> Entry {
+        let cc = ConfChange {
+            change_type,
+            node_id: id,
+            context: addr.as_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        let mut e = Entry {
+            index,
+            data: cc.write_to_bytes().unwrap().into(),
+            ..Default::default()
+        };
+        e.set_entry_type(EntryType::EntryConfChange);
+        e
+    }
+
+    /// An AddLearnerNode entry records the learner and its address (a
+    /// later one moves it); other conf changes and garbage do not.
+    #[test]
+    fn learner_conf_changes_apply_to_the_image() {
+        let mut image = ClusterImage::default();
+        let mut garbage = Entry {
+            index: 4,
+            data: vec![0xff, 0x01].into(),
+            ..Default::default()
+        };
+        garbage.set_entry_type(EntryType::EntryConfChange);
+        let entries = vec![
+            conf_change_entry(1, ConfChangeType::AddLearnerNode, 4, "127.0.0.1:9393"),
+            conf_change_entry(2, ConfChangeType::AddNode, 5, "127.0.0.1:9494"),
+            conf_change_entry(3, ConfChangeType::AddLearnerNode, 4, "127.0.0.1:9595"),
+            garbage,
+        ];
+        assert!(apply_entries(&mut image, entries, 1, &mut Vec::new()));
+        assert_eq!(image.applied_index, 4);
+        let learners: Vec<(u64, &str)> = image
+            .learners
+            .iter()
+            .map(|(id, a)| (*id, a.as_str()))
+            .collect();
+        assert_eq!(learners, vec![(4, "127.0.0.1:9595")]);
+    }
 }

@@ -44,6 +44,10 @@ impl Transport for SimTransport {
     /// The simulation runs without fencing (`broker_session_timeout_ms:
     /// None`): no node heartbeats.
     fn heartbeat(&self, _to: u64, _heartbeat: crate::net::Heartbeat) {}
+
+    fn join(&self, _to: u64, _join: crate::net::Join) {}
+
+    fn add_peer(&self, _id: u64, _addr: &str) {}
 }
 
 struct Sim {

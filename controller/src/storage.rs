@@ -123,6 +123,12 @@ impl DiskStorage {
         })
     }
 
+    /// The configuration raft-rs starts from and snapshots carry (set
+    /// when a conf change is applied).
+    pub fn set_conf_state(&mut self, conf: ConfState) {
+        self.mem.wl().set_conf_state(conf);
+    }
+
     /// Turns fsync off: for simulations only.
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use strom_controller::{
     BrokerInfo, ClusterImage, ConfigResource, Controller, ControllerConfig, PartitionState, Record,
 };
@@ -46,21 +46,14 @@ pub fn controller() -> Option<&'static Arc<Controller>> {
 /// Every image the controller applies, in order.
 pub type ImageReceiver = futures_channel::mpsc::UnboundedReceiver<Arc<ClusterImage>>;
 
-/// Starts the controller when voters are configured; `None` on a single node.
+/// Starts the controller when voters are configured; `None` on a single
+/// node. A single node's topics in `local` are moved into the cluster
+/// metadata by `cluster_upgrade` once it runs.
 pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<ImageReceiver>> {
     if !config.cluster.enabled() {
         return Ok(None);
     }
     let dir = config.data_dir.join(CONTROLLER_DIR);
-    if !local.topics.is_empty() && !dir.exists() {
-        // The image would not know them, and applying it would close their
-        // logs: refuse rather than lose track of data.
-        bail!(
-            "data dir {} holds the topics of a single node ({}); moving them into a cluster is not supported yet",
-            config.data_dir.display(),
-            local.topics.len()
-        );
-    }
     let node_id = u64::try_from(config.node_id).context("node.id")?;
     let listen = config
         .cluster
@@ -117,9 +110,8 @@ pub fn metadata_from_image(image: Arc<ClusterImage>, local_cluster_id: &str) -> 
             .clone()
             .unwrap_or_else(|| local_cluster_id.to_string()),
         topics,
-        // Dynamic broker configs are not records yet: a cluster has none
-        // (IncrementalAlterConfigs refuses them there).
-        broker_configs: Default::default(),
+        // Applied on every node as they arrive, as on one node.
+        broker_configs: image.broker_configs.clone(),
         cluster: Some(image),
     }
 }
@@ -159,19 +151,48 @@ pub fn records_for_change(
             let leader = place(name, p, &brokers);
             records.push(Record::single_replica_partition(t.id, p, leader));
         }
-        records.extend(config_records(name, old_configs, &t.configs));
+        records.extend(config_records(
+            ConfigResource::Topic,
+            name,
+            old_configs,
+            &t.configs,
+        ));
     }
+    records.extend(broker_config_records(
+        &current.broker_configs,
+        &next.broker_configs,
+    ));
     records
 }
 
-fn config_records(
-    topic: &str,
+/// The Config records that take the dynamic broker configs (by resource
+/// name: "" for the cluster default, a broker id) from `old` to `new`.
+pub fn broker_config_records(
+    old: &BTreeMap<String, BTreeMap<String, String>>,
+    new: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<Record> {
+    let empty = BTreeMap::new();
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .flat_map(|name| {
+            let before = old.get(name).unwrap_or(&empty);
+            let after = new.get(name).unwrap_or(&empty);
+            config_records(ConfigResource::Broker, name, before, after)
+        })
+        .collect()
+}
+
+/// The Config records that take a resource's configs from `old` to `new`.
+pub fn config_records(
+    resource: ConfigResource,
+    resource_name: &str,
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Vec<Record> {
     let set = |name: &String, value: Option<&String>| Record::Config {
-        resource: ConfigResource::Topic,
-        resource_name: topic.to_string(),
+        resource,
+        resource_name: resource_name.to_string(),
         name: name.clone(),
         value: value.cloned(),
     };

@@ -126,6 +126,13 @@ impl ClusterConfig {
             .map(|(_, a)| a.clone())
     }
 
+    /// `process.roles`, both roles when unset.
+    pub fn roles(&self) -> Vec<Role> {
+        self.process_roles
+            .clone()
+            .unwrap_or_else(|| vec![Role::Broker, Role::Controller])
+    }
+
     /// Checks the cluster keys against each other and `node.id`.
     pub fn check(&self, node_id: i32) -> Result<(), String> {
         if !self.enabled() {
@@ -134,25 +141,43 @@ impl ClusterConfig {
             }
             return Ok(());
         }
-        let roles = self
-            .process_roles
-            .clone()
-            .unwrap_or_else(|| vec![Role::Broker, Role::Controller]);
-        if !(roles.contains(&Role::Broker) && roles.contains(&Role::Controller)) {
-            return Err(format!(
-                "process.roles {roles:?}: only nodes that are both broker and controller are supported yet"
-            ));
-        }
+        let roles = self.roles();
         if node_id < 1 {
             return Err(format!(
                 "node.id {node_id}: a cluster node's id must be at least 1 (raft-rs reserves 0)"
             ));
         }
         let id = u64::try_from(node_id).unwrap_or(0);
-        if !self.voters.iter().any(|(v, _)| *v == id) {
-            return Err(format!(
-                "node.id {node_id} is a controller but not in controller.quorum.voters"
-            ));
+        let voter = self.voters.iter().any(|(v, _)| *v == id);
+        match (roles.contains(&Role::Broker), roles.contains(&Role::Controller)) {
+            (true, true) | (false, true) if !voter => {
+                return Err(format!(
+                    "node.id {node_id} is a controller but not in controller.quorum.voters"
+                ))
+            }
+            (true, true) => {}
+            (false, true) => {
+                return Err(format!(
+                    "process.roles {roles:?}: controller-only nodes are not supported yet"
+                ))
+            }
+            (true, false) if voter => {
+                return Err(format!(
+                    "node.id {node_id} is a broker only (process.roles=broker) but is listed in controller.quorum.voters"
+                ))
+            }
+            (true, false) => {
+                // A learner: the active controller sends it the metadata log
+                // at its controller listener, which it names when it joins.
+                if self.controller_address(node_id).is_none() {
+                    return Err(
+                        "a broker-only node needs a controller listener (--controller-listen or a CONTROLLER listener in listeners) where it receives the metadata log"
+                            .into(),
+                    );
+                }
+                return Ok(());
+            }
+            (false, false) => return Err("process.roles is empty".into()),
         }
         if self.controller_address(node_id).is_none() {
             return Err("no controller listener address".into());
@@ -278,7 +303,13 @@ mod tests {
         assert!(c.check(3).unwrap_err().contains("not in"));
         assert!(c.check(0).unwrap_err().contains("at least 1"));
         c.set("process.roles", "broker").unwrap();
-        assert!(c.check(1).unwrap_err().contains("supported"));
+        assert!(c.check(1).unwrap_err().contains("listed in"));
+        assert!(c.check(3).unwrap_err().contains("controller listener"));
+        c.controller_listen = Some("127.0.0.1:9393".into());
+        assert!(c.check(3).is_ok(), "a learner");
+        c.set("process.roles", "controller").unwrap();
+        assert!(c.check(1).unwrap_err().contains("not supported"));
+        assert!(c.check(3).unwrap_err().contains("not in"));
         assert!(c.set("process.roles", "router").is_err());
     }
 }

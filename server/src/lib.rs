@@ -32,6 +32,8 @@
 //! - `cluster`: the broker's side of the controller quorum
 //!   (`strom-controller`): starting it, images into `Metadata`, admin
 //!   changes into records proposed to the active controller.
+//! - `cluster_upgrade`: a single node's topics moved into the cluster
+//!   metadata when its data dir first starts as a cluster node.
 //! - `metadata`: the cluster metadata snapshot (topics, partition counts,
 //!   topic configs), its atomic persistence in the data dir, and partition
 //!   placement on shards.
@@ -80,6 +82,7 @@ pub mod clock;
 pub mod cluster;
 pub mod cluster_config;
 pub mod cluster_publish;
+pub mod cluster_upgrade;
 pub mod config;
 pub mod conn;
 pub mod conn_limits;

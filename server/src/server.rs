@@ -68,19 +68,6 @@ impl Broker {
                 .persist(&config.data_dir)
                 .context("writing initial metadata")?;
         }
-        // In a cluster the controller's log holds the metadata: the shards
-        // start empty and shard 0 publishes the controller's images.
-        let mut images = crate::cluster::start(&config, &metadata)?;
-        let metadata = if images.is_some() {
-            Metadata {
-                version: 0,
-                topics: Default::default(),
-                ..metadata
-            }
-        } else {
-            metadata
-        };
-        let metadata = Arc::new(metadata);
         let addr = config
             .listen
             .to_socket_addrs()
@@ -94,6 +81,24 @@ impl Broker {
             .with_context(|| format!("listen address {addr} is not available"))?;
         let mut config = config;
         config.set_bound_port(addr.port());
+        // After the port is known: a cluster node registers the port it
+        // serves on (`--listen HOST:0` included).
+        // In a cluster the controller's log holds the metadata: the shards
+        // start empty and shard 0 publishes the controller's images.
+        let mut images = crate::cluster::start(&config, &metadata)?;
+        if let Some(controller) = crate::cluster::controller().filter(|_| images.is_some()) {
+            crate::cluster_upgrade::move_single_node_topics(&config, &metadata, controller)?;
+        }
+        let metadata = if images.is_some() {
+            Metadata {
+                version: 0,
+                topics: Default::default(),
+                ..metadata
+            }
+        } else {
+            metadata
+        };
+        let metadata = Arc::new(metadata);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);

@@ -207,7 +207,7 @@ impl Shard {
         let current = self.metadata();
         let mut next = (*current).clone();
         let out = f(&mut next);
-        if next.topics == current.topics {
+        if next.topics == current.topics && next.broker_configs == current.broker_configs {
             return Ok(out);
         }
         let image = controller.image();

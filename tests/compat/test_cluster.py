@@ -81,14 +81,26 @@ def controller_seen_by(node: Broker) -> int:
     return md.controller_id
 
 
+def voter_nodes(tmp_path, config: str, count: int = NODES):
+    """(the voters string, `count` unlaunched voter nodes in tmp_path/nodeN)."""
+    ports = [free_port() for _ in range(count)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+    nodes = [ClusterNode(tmp_path / f"node{i + 1}", i + 1, voters, ports[i], config=config) for i in range(count)]
+    return voters, nodes
+
+
+def assert_refused(node, message: str):
+    """The node exits non-zero at start, saying `message`."""
+    node.launch()
+    code = node.proc.wait(timeout=30)
+    node.stop()
+    assert code != 0
+    assert message in node.log_path.read_text()
+
+
 @pytest.fixture
 def cluster(tmp_path):
-    ports = [free_port() for _ in range(NODES)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes = [
-        ClusterNode(tmp_path / f"node{i + 1}", i + 1, voters, ports[i], config="num.partitions = 3\n")
-        for i in range(NODES)
-    ]
+    _, nodes = voter_nodes(tmp_path, "num.partitions = 3\n")
     # All at once: none serves before a quorum has elected a leader and
     # registered it.
     for n in nodes:
@@ -106,6 +118,16 @@ def wait_registered(nodes, expect_ids):
             f"node {n.node_id} to list brokers {sorted(expect_ids)}",
             lambda n=n: sorted(b[0] for b in raw_metadata(n)[0]) == sorted(expect_ids),
         )
+
+
+def start_all(nodes):
+    """Launches every node at once (none serves before a quorum has elected
+    a leader), waits until each serves and lists them all as brokers."""
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.wait_ready()
+    wait_registered(nodes, [n.node_id for n in nodes])
 
 
 def agreed_controller(nodes) -> int:
@@ -182,8 +204,4 @@ def test_three_nodes_share_metadata_and_survive_losing_the_controller(cluster):
 
 def test_a_node_outside_the_voters_is_refused(tmp_path):
     node = ClusterNode(tmp_path / "n", 5, f"1@127.0.0.1:{free_port()}", free_port())
-    node.launch()
-    code = node.proc.wait(timeout=30)
-    node.stop()
-    assert code != 0
-    assert "not in controller.quorum.voters" in node.log_path.read_text()
+    assert_refused(node, "not in controller.quorum.voters")

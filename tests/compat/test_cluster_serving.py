@@ -29,8 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import kafka_wire
 from clients import producer
-from test_cluster import NODES, ClusterNode, agreed_controller, wait_registered, wait_until
-from conftest import free_port
+from test_cluster import agreed_controller, voter_nodes, wait_registered, wait_until
 
 HERE = Path(__file__).resolve().parent
 KAFKAJS = HERE / "js" / "kafkajs_client.js"
@@ -41,14 +40,12 @@ NOT_COORDINATOR = 16
 SESSION_TIMEOUT_MS = 2000
 # Several groups, so that their coordinators land on several brokers.
 GROUP_CANDIDATES = [f"cg-{i}" for i in range(30)]
+CONFIG = f"broker.session.timeout.ms = {SESSION_TIMEOUT_MS}\ngroup.initial.rebalance.delay.ms = 0\n"
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    ports = [free_port() for _ in range(NODES)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    config = f"broker.session.timeout.ms = {SESSION_TIMEOUT_MS}\ngroup.initial.rebalance.delay.ms = 0\n"
-    nodes = [ClusterNode(tmp_path / f"node{i + 1}", i + 1, voters, ports[i], config=config) for i in range(NODES)]
+    _, nodes = voter_nodes(tmp_path, CONFIG)
     for n in nodes:
         n.launch()
     for n in nodes:

@@ -3,7 +3,9 @@
 //! configs (the broker keys that set topic defaults, for this broker or as
 //! the cluster-wide default), changed through `Shard::update_metadata` and
 //! pushed to the partitions' logs by `Shard::apply_metadata`, so a change
-//! applies without a restart.
+//! applies without a restart. In a cluster `update_metadata` proposes the
+//! change as Config records to the active controller, and every node
+//! applies them when the entry reaches its metadata.
 //!
 //! Each resource is all or nothing: every operation is checked on a copy of
 //! the topic's configs, and the copy replaces them only when all pass.
@@ -175,12 +177,6 @@ fn alter_resource(
         }
         RESOURCE_BROKER => {
             let name = resource.resource_name.as_str();
-            if m.cluster.is_some() {
-                // The controller's log has no record for them yet.
-                return Err(invalid_request(
-                    "dynamic broker configs are not supported in a cluster yet",
-                ));
-            }
             if !name.is_empty() && name != config.node_id.to_string() {
                 return Err(invalid_request(format!("unknown broker '{name}'")));
             }

@@ -53,17 +53,25 @@ public final class StromBroker implements AutoCloseable {
 
     /** Starts a broker with extra TOML config lines appended to {@link #BASE_CONFIG}. */
     public static StromBroker start(String extraConfig) throws IOException, InterruptedException {
+        return start(extraConfig, List.of());
+    }
+
+    /** Starts a broker with extra config lines and extra {@code serve} arguments. */
+    public static StromBroker start(String extraConfig, List<String> extraArgs)
+            throws IOException, InterruptedException {
         Path bin = binary();
         Path dir = Files.createTempDirectory("strom-java-");
         Path config = dir.resolve("strom.toml");
         Files.writeString(config, BASE_CONFIG + extraConfig);
         Path logPath = dir.resolve("strom.log");
-        ProcessBuilder pb = new ProcessBuilder(
+        List<String> command = new java.util.ArrayList<>(List.of(
                 bin.toString(), "serve",
                 "--data-dir", dir.resolve("data").toString(),
                 "--listen", "127.0.0.1:0",
                 "--shards", "2",
-                "--config", config.toString());
+                "--config", config.toString()));
+        command.addAll(extraArgs);
+        ProcessBuilder pb = new ProcessBuilder(command);
         pb.redirectError(logPath.toFile());
         pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
         Process process = pb.start();
