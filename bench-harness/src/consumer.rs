@@ -35,6 +35,9 @@ pub struct ConsumerConfig {
     /// Produced payload bytes (over all producers) to wait for before
     /// fetching, to build a backlog (OMB's consumerBacklogSizeGB); 0 = none.
     pub backlog_bytes: u64,
+    /// Whether values start with the producer's send-time stamp (not with
+    /// `--value-prefix`); otherwise the record timestamp (ms) is used.
+    pub stamp_in_payload: bool,
 }
 
 #[derive(Debug)]
@@ -165,6 +168,7 @@ pub fn run(
                     bytes += r.value_bytes as u64;
                     let sent_wall_ns = r
                         .payload_ns
+                        .filter(|_| cfg.stamp_in_payload)
                         .unwrap_or((r.timestamp_ms.max(0) as u64) * 1_000_000);
                     if let Some(intended) = tb.mono_from_wall_ns(sent_wall_ns) {
                         e2e.record(intended, now);

@@ -27,7 +27,7 @@ enum Cmd {
     /// Drive the storage engine directly (no network).
     Engine(engine_bench::EngineArgs),
     /// Run an OpenMessaging Benchmark workload against a Kafka-compatible broker.
-    Run(strom_bench::run::RunArgs),
+    Run(Box<strom_bench::run::RunArgs>),
     /// Write the Markdown table of every result JSON in a directory.
     Report {
         /// Directory holding result JSON files.
@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().cmd {
         Cmd::Engine(args) => engine_bench::run(args),
-        Cmd::Run(args) => strom_bench::run::run(args).map(|_| ()),
+        Cmd::Run(args) => strom_bench::run::run(*args).map(|_| ()),
         Cmd::Report { dir, fio, out } => {
             let table = strom_bench::report::readme_table(&dir, fio.as_deref())?;
             match out {

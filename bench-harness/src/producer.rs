@@ -188,6 +188,8 @@ pub struct ProducerConfig {
     pub buffer_bytes: usize,
     /// The producer id and epoch of an idempotent producer (acks must be all).
     pub idempotence: Option<ProducerIdentity>,
+    /// Bytes every value starts with, before the send-time stamp.
+    pub value_prefix: Vec<u8>,
 }
 
 /// What a producer measured.
@@ -459,12 +461,22 @@ impl Writer<'_> {
         let Some(open) = self.open.as_mut() else {
             return;
         };
-        // Stamp the intended send time into the payload's first 8 bytes.
+        // Stamp the intended send time into the payload's first 8 bytes
+        // (after the value prefix, if any).
         let stamp = wall_ns.to_be_bytes();
-        let (head, tail) = if payload.len() >= stamp.len() {
-            (&stamp[..], &payload[stamp.len()..])
+        let prefixed: Vec<u8>;
+        let stamp: &[u8] = if cfg.value_prefix.is_empty() {
+            &stamp
         } else {
+            prefixed = [&cfg.value_prefix[..], &stamp[..]].concat();
+            &prefixed
+        };
+        let (head, tail) = if payload.len() >= stamp.len() {
+            (stamp, &payload[stamp.len()..])
+        } else if cfg.value_prefix.is_empty() {
             (&payload[..], &[][..])
+        } else {
+            (stamp, &[][..])
         };
         open.builder
             .append_parts((wall_ns / 1_000_000) as i64, cfg.key.as_deref(), head, tail);

@@ -93,6 +93,31 @@ pub struct RunArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Name the topics NAME-0, NAME-1, ... instead of
+    /// bench-<stem>-<time>-<i> (e.g. to register a schema under
+    /// NAME-0-value before the run); they must not exist yet.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Bytes, in hex, that every record value starts with, e.g.
+    /// 0000000001 for Confluent's framing (magic byte 0, schema id 1); the
+    /// send-time stamp follows them and the value keeps messageSize.
+    /// End-to-end latency then comes from the record timestamps (ms).
+    #[arg(long, value_parser = check_hex)]
+    pub value_prefix: Option<String>,
+}
+
+fn check_hex(s: &str) -> Result<String, String> {
+    parse_hex(s).map(|_| s.to_string())
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err(format!("`{s}`: an odd number of hex digits"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("`{s}`: {e}")))
+        .collect()
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -222,6 +247,10 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     let plan = plan(&args)?;
     let w = &plan.workload;
     let payloads = Arc::new(payloads(w, &args.workload)?);
+    let value_prefix = match &args.value_prefix {
+        Some(hex) => parse_hex(hex).map_err(|e| anyhow::anyhow!("--value-prefix {e}"))?,
+        None => Vec::new(),
+    };
     let key = w
         .key_size_bytes
         .filter(|&k| k > 0)
@@ -233,7 +262,10 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let topics: Vec<String> = (0..w.topics)
-        .map(|i| format!("bench-{}-{unique}-{i}", plan.stem))
+        .map(|i| match &args.topic {
+            Some(name) => format!("{name}-{i}"),
+            None => format!("bench-{}-{unique}-{i}", plan.stem),
+        })
         .collect();
     kafka::create_topics(
         &mut admin,
@@ -275,6 +307,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                         partitions,
                         backlog_bytes: (w.consumer_backlog_size_gb * 1024.0 * 1024.0 * 1024.0)
                             as u64,
+                        stamp_in_payload: value_prefix.is_empty(),
                     };
                     let (conn, offsets) = consumer::prepare(&cfg)?;
                     consumer_plans.push((cfg, conn, offsets));
@@ -333,6 +366,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                     max_in_flight: args.max_in_flight,
                     buffer_bytes: args.buffer_bytes,
                     idempotence,
+                    value_prefix: value_prefix.clone(),
                 };
                 let (stats, abort, stop) = (stats.clone(), abort.clone(), stop_consumers.clone());
                 producers.push(std::thread::Builder::new().name("producer".into()).spawn(

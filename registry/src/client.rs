@@ -1,9 +1,10 @@
 //! A small Kafka client of the registry's own broker, over loopback.
 //!
 //! It speaks just what the registry needs of the `_schemas` topic:
-//! CreateTopics (once, at start), Produce with acks=all, and Fetch from an
-//! offset. Requests go one at a time over one connection; the registry's
-//! write lock already serializes them. Frames are kafka-protocol's encoders;
+//! CreateTopics (once, at start), Produce with acks=all, Fetch from an
+//! offset (at once, or waiting for records) and, in a cluster, Metadata to
+//! find the leader of `_schemas` partition 0. Requests go one at a time
+//! over one connection; the registry's write lock already serializes them. Frames are kafka-protocol's encoders;
 //! record batches are its `RecordBatchEncoder`/`RecordBatchDecoder`.
 
 use std::time::Duration;
@@ -12,10 +13,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, FetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    TopicName,
+    BrokerId, CreateTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -32,6 +34,7 @@ const CLIENT_ID: &str = "strom-schema-registry";
 const PRODUCE_VERSION: i16 = 8;
 const FETCH_VERSION: i16 = 11;
 const CREATE_TOPICS_VERSION: i16 = 5;
+const METADATA_VERSION: i16 = 9;
 /// How long one request may take before the registry reports a store error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the broker may take to append with acks=all.
@@ -59,10 +62,21 @@ pub enum ClientError {
     Broker { what: &'static str, code: i16 },
     #[error("broker answered {0}")]
     Unexpected(&'static str),
+    #[error("_schemas partition 0 has no leader now")]
+    NoLeader,
 }
 
 fn codec(e: impl std::fmt::Display) -> ClientError {
     ClientError::Codec(e.to_string())
+}
+
+/// Where partition 0 of a topic is led, as a broker's Metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// -1: no leader now (its broker is fenced, or not yet elected).
+    pub node_id: i32,
+    /// The leader's Kafka listener, `host:port`; `None` without a leader.
+    pub addr: Option<String>,
 }
 
 /// One record read from the log.
@@ -93,6 +107,19 @@ impl KafkaClient {
             addr,
             stream: None,
             correlation_id: 0,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Points the client at another broker; the connection is dropped
+    /// when the address changes.
+    pub fn set_addr(&mut self, addr: &str) {
+        if self.addr != addr {
+            self.addr = addr.to_string();
+            self.stream = None;
         }
     }
 
@@ -210,21 +237,53 @@ impl KafkaClient {
             .first()
             .and_then(|t| t.partition_responses.first())
             .ok_or(ClientError::Unexpected("no partition in Produce"))?;
-        if p.error_code != ERR_NONE {
-            return Err(ClientError::Broker {
-                what: "Produce",
-                code: p.error_code,
-            });
-        }
+        check("Produce", p.error_code)?;
         Ok(p.base_offset)
+    }
+
+    /// The leader of partition 0 of `topic`, as the broker's Metadata says.
+    pub async fn leader(&mut self, topic: &str) -> Result<Leader, ClientError> {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let resp = self.call(METADATA_VERSION, &req).await?;
+        let t = resp
+            .topics
+            .first()
+            .ok_or(ClientError::Unexpected("no topic in Metadata"))?;
+        check("Metadata", t.error_code)?;
+        let node_id = t
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == 0)
+            .map_or(-1, |p| p.leader_id.0);
+        let addr = resp
+            .brokers
+            .iter()
+            .find(|b| b.node_id.0 == node_id && node_id >= 0)
+            .map(|b| format!("{}:{}", b.host.as_str(), b.port));
+        Ok(Leader { node_id, addr })
     }
 
     /// Reads partition 0 of `topic` from `offset`, without waiting.
     pub async fn fetch(&mut self, topic: &str, offset: i64) -> Result<Fetched, ClientError> {
+        self.fetch_waiting(topic, offset, 0).await
+    }
+
+    /// Reads partition 0 of `topic` from `offset`; the broker holds the
+    /// answer up to `max_wait_ms` while there is nothing new.
+    pub async fn fetch_waiting(
+        &mut self,
+        topic: &str,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> Result<Fetched, ClientError> {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(i32::from(max_wait_ms > 0))
             .with_max_bytes(FETCH_MAX_BYTES)
             .with_isolation_level(0)
             .with_session_epoch(-1)
@@ -235,23 +294,13 @@ impl KafkaClient {
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(FETCH_MAX_BYTES)])]);
         let resp = self.call(FETCH_VERSION, &req).await?;
-        if resp.error_code != ERR_NONE {
-            return Err(ClientError::Broker {
-                what: "Fetch",
-                code: resp.error_code,
-            });
-        }
+        check("Fetch", resp.error_code)?;
         let p = resp
             .responses
             .first()
             .and_then(|t| t.partitions.first())
             .ok_or(ClientError::Unexpected("no partition in Fetch"))?;
-        if p.error_code != ERR_NONE {
-            return Err(ClientError::Broker {
-                what: "Fetch",
-                code: p.error_code,
-            });
-        }
+        check("Fetch", p.error_code)?;
         let mut records = Vec::new();
         if let Some(bytes) = &p.records {
             decode_batches(bytes.clone(), offset, &mut records)?;
@@ -261,6 +310,14 @@ impl KafkaClient {
             high_watermark: p.high_watermark,
         })
     }
+}
+
+/// An error code from the broker as a `ClientError`.
+fn check(what: &'static str, code: i16) -> Result<(), ClientError> {
+    if code == ERR_NONE {
+        return Ok(());
+    }
+    Err(ClientError::Broker { what, code })
 }
 
 fn topic_name(topic: &str) -> TopicName {

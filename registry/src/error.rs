@@ -109,6 +109,15 @@ impl ApiError {
     pub fn store(message: impl std::fmt::Display) -> ApiError {
         ApiError::new(50001, format!("Error in the backend data store: {message}"))
     }
+    pub fn forwarding_failed(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            50003,
+            format!("Error while forwarding the request to the leader: {message}"),
+        )
+    }
+    pub fn unknown_leader(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(50004, format!("Unknown leader: {message}"))
+    }
 
     /// The HTTP status: the code's first three digits.
     pub fn status(&self) -> StatusCode {

@@ -46,6 +46,9 @@
 //!   One `GroupCoordinator` per shard owns the groups whose offsets
 //!   partition is placed on that shard. Knows nothing of shards,
 //!   connections or the wire.
+//! - `registry_cluster`: the schema registry in a cluster: each node
+//!   advertises its registry's URL as a per-broker config record, and
+//!   the registry finds the writer's there.
 //! - `producer_ids`: durable producer id allocation and InitProducerId
 //!   (idempotent producers; the dedup itself is the engine's `producer_state`).
 //! - `frame_pool`: warm buffers for large request frames.
@@ -93,6 +96,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;
+pub mod registry_cluster;
 pub mod request_budget;
 pub mod scatter;
 pub mod server;

@@ -214,11 +214,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let registry_listen = broker_config.schema_registry_listen.clone();
     let schema_ids = broker_config.schema_ids.clone();
+    let node_id = broker_config.node_id;
+    let (advertised_host, _) = broker_config.advertised();
     let broker = Broker::start(broker_config)?;
     // The registry runs on its own thread, a Kafka client of this broker;
-    // it lives until the process exits.
+    // it lives until the process exits. In a cluster it learns the other
+    // nodes' registries from the metadata, where it advertises its own.
     let registry = match &registry_listen {
-        Some(listen) => Some(strom_registry::start(listen, broker.addr, schema_ids)?),
+        Some(listen) => Some(strom_registry::start(
+            listen,
+            broker.addr,
+            schema_ids,
+            |bound| {
+                let url = strom_server::registry_cluster::registry_url(bound, &advertised_host);
+                strom_server::registry_cluster::start(node_id, url)
+            },
+        )?),
         None => None,
     };
     // Not println!: it panics when stdout cannot be written (a full disk).
