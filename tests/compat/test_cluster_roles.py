@@ -109,7 +109,11 @@ def test_a_broker_only_node_leads_partitions_and_never_controls(cluster):
     wait_until("the broker-only node to be registered again",
                lambda: BROKER_ONLY_ID in described(voters[0] if voters[0].alive() else survivors[0])[0])
     wait_leaders([learner], "roles8", 8, lambda l: {p for p, x in l.items() if x == BROKER_ONLY_ID} == set(own))
-    assert described(learner)[1] == new_controller
+    # Just restarted, it serves from its own log before it has caught up
+    # (the killed node may still look alive to it), so an AdminClient's
+    # first DescribeCluster can go to the dead node and time out: wait.
+    wait_until("the restarted broker-only node to name the new controller",
+               lambda: described(learner)[1] == new_controller)
 
 
 def test_a_broker_only_node_in_the_voters_is_refused(tmp_path):
