@@ -32,6 +32,8 @@
 //! - `cluster`: the broker's side of the controller quorum
 //!   (`strom-controller`): starting it, images into `Metadata`, admin
 //!   changes into records proposed to the active controller.
+//! - `placement`: where a new partition's replicas go (Kafka's rack-unaware
+//!   assignment, manual assignments checked), and its record.
 //! - `metadata`: the cluster metadata snapshot (topics, partition counts,
 //!   topic configs), its atomic persistence in the data dir, and partition
 //!   placement on shards.
@@ -89,6 +91,7 @@ pub mod frame_pool;
 pub mod fuzzing;
 pub mod group;
 pub mod metadata;
+pub mod placement;
 pub mod producer_ids;
 pub mod request_budget;
 pub mod scatter;
