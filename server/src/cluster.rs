@@ -230,6 +230,20 @@ pub fn holds_replica(meta: &Metadata, node_id: i32, topic: &str, p: i32) -> bool
     partition_state(meta, topic, p).is_none_or(|s| s.replicas.contains(&node_id))
 }
 
+/// The replicas on fenced or unregistered brokers (Metadata's
+/// `offline_replicas`).
+pub fn offline_replicas(meta: &Metadata, state: &PartitionState) -> Vec<i32> {
+    let Some(image) = meta.cluster.as_ref() else {
+        return Vec::new();
+    };
+    state
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| is_fenced(image, *b))
+        .collect()
+}
+
 /// A fenced (or unregistered) broker serves no partition.
 fn is_fenced(image: &ClusterImage, node_id: i32) -> bool {
     image.brokers.get(&node_id).is_none_or(|b| b.fenced)

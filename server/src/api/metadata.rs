@@ -240,7 +240,8 @@ fn topic_entry(
                     .with_leader_id(BrokerId(state.leader))
                     .with_leader_epoch(state.leader_epoch)
                     .with_replica_nodes(ids(&state.replicas))
-                    .with_isr_nodes(ids(&state.isr)),
+                    .with_isr_nodes(ids(&state.isr))
+                    .with_offline_replicas(ids(&crate::cluster::offline_replicas(meta, state))),
                 None => base
                     .with_leader_id(BrokerId(node_id))
                     .with_leader_epoch(0)
