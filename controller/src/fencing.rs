@@ -319,3 +319,89 @@ mod election_tests {
         assert!(reconcile(&image, &seen, 12, 5).is_empty());
     }
 }
+
+#[cfg(test)]
+mod alter_partition_tests {
+    use super::*;
+    use crate::image::{AlterPartitionError, ApplyError};
+
+    #[test]
+    fn alter_partition_applies_only_at_the_expected_epochs() {
+        let mut image = ClusterImage::default();
+        let id = uuid::Uuid::new_v4();
+        let mut records: Vec<Record> = (1..=3)
+            .map(|b| Record::RegisterBroker {
+                broker_id: b,
+                incarnation_id: uuid::Uuid::new_v4(),
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                fenced: b == 3,
+            })
+            .collect();
+        records.push(Record::Topic {
+            name: "t".into(),
+            topic_id: id,
+        });
+        records.push(Record::Partition {
+            topic_id: id,
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 7,
+        });
+        image.apply_batch(1, &records).unwrap();
+        let alter = |leader, le, pe, isr: &[i32]| Record::AlterPartition {
+            topic_id: id,
+            partition: 0,
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: isr.to_vec(),
+        };
+        let reason = |r: Result<(), ApplyError>| match r {
+            Err(ApplyError::AlterPartition { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        let mut index = 2;
+        let mut apply = |image: &mut ClusterImage, r: Record| {
+            index += 1;
+            image.apply_batch(index, &[r])
+        };
+        assert_eq!(
+            reason(apply(&mut image, alter(2, 4, 7, &[2]))),
+            Some(AlterPartitionError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 3, 7, &[1]))),
+            Some(AlterPartitionError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 4, 6, &[1]))),
+            Some(AlterPartitionError::InvalidUpdateVersion)
+        );
+        // Broker 3 is fenced: it cannot be added.
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 4, 7, &[1, 2, 3]))),
+            Some(AlterPartitionError::IneligibleReplica(3))
+        );
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 4, 7, &[1, 9]))),
+            Some(AlterPartitionError::IneligibleReplica(9))
+        );
+        // A shrink applies and bumps the partition epoch only.
+        apply(&mut image, alter(1, 4, 7, &[1])).unwrap();
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(
+            (p.isr.clone(), p.leader_epoch, p.partition_epoch),
+            (vec![1], 4, 8)
+        );
+        // The stale epoch is now refused; the new one expands.
+        assert!(reason(apply(&mut image, alter(1, 4, 7, &[1, 2]))).is_some());
+        apply(&mut image, alter(1, 4, 8, &[1, 2])).unwrap();
+        assert_eq!(image.topics["t"].partitions[0].isr, vec![1, 2]);
+        assert_eq!(AlterPartitionError::IneligibleReplica(3).code(), 107);
+    }
+}
