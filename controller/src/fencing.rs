@@ -10,10 +10,17 @@
 //! 2. An unfenced broker that is not alive is fenced.
 //! 3. A fenced broker that is alive and has applied the metadata up to its
 //!    own registration is caught up, and unfenced.
-//! 4. A partition led by a fenced (or unregistered) broker loses its
-//!    leader (-1); a partition without a leader gets the first ISR member
-//!    that is registered and unfenced. The ISR is kept: with one replica
-//!    there is nobody else to hold the data.
+//! 4. Leader election (KRaft's): a fenced (or unregistered) broker leaves
+//!    the ISR of every partition where an unfenced ISR member remains (the
+//!    last members stay: they hold everything acknowledged). A partition
+//!    whose leader is not usable gets the first ISR member, in replica
+//!    order, that is registered and unfenced, at a new leader epoch; with
+//!    none, leader -1, unless the topic sets
+//!    `unclean.leader.election.enable=true`: then the first unfenced
+//!    replica leads with an ISR of itself. A returning broker does not
+//!    take leadership back while another leads (the leader adds it back
+//!    to the ISR through AlterPartition); it leads a leaderless partition
+//!    whose ISR it is in.
 //!
 //! `reconcile` is a pure function of the image, the heartbeats and the
 //! clock, so the node that proposes its records needs no other state.
@@ -71,31 +78,62 @@ pub fn reconcile(
         }
     }
     for topic in image.topics.values() {
+        let unclean = topic
+            .configs
+            .get("unclean.leader.election.enable")
+            .is_some_and(|v| v == "true");
         for (p, state) in topic.partitions.iter().enumerate() {
-            let leader = if state.leader != -1 && !usable.contains(&state.leader) {
-                -1
-            } else if state.leader == -1 {
-                state
-                    .isr
-                    .iter()
-                    .copied()
-                    .find(|b| usable.contains(b))
-                    .unwrap_or(-1)
-            } else {
-                state.leader
-            };
-            if leader != state.leader {
+            let (leader, isr) = elect(state, &usable, unclean);
+            let leader_changed = leader != state.leader;
+            let isr_changed = isr != state.isr;
+            if leader_changed || isr_changed {
                 records.push(Record::PartitionChange {
                     topic_id: topic.id,
                     partition: i32::try_from(p).unwrap_or(i32::MAX),
-                    leader: Some(leader),
-                    isr: None,
+                    leader: leader_changed.then_some(leader),
+                    isr: isr_changed.then_some(isr),
                     replicas: None,
                 });
             }
         }
     }
     records
+}
+
+/// Rule 4 for one partition: its (leader, ISR) given the usable brokers.
+fn elect(
+    state: &crate::image::PartitionState,
+    usable: &BTreeSet<i32>,
+    unclean: bool,
+) -> (i32, Vec<i32>) {
+    let mut isr: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| usable.contains(b))
+        .collect();
+    if isr.is_empty() {
+        // Nobody in the ISR can serve: Kafka keeps the ISR, so that the
+        // replicas holding everything acknowledged are the ones waited for.
+        isr = state.isr.clone();
+    }
+    if usable.contains(&state.leader) && isr.contains(&state.leader) {
+        return (state.leader, isr);
+    }
+    let clean = state
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| isr.contains(b) && usable.contains(b));
+    if let Some(leader) = clean {
+        return (leader, isr);
+    }
+    if unclean {
+        if let Some(leader) = state.replicas.iter().copied().find(|b| usable.contains(b)) {
+            return (leader, vec![leader]);
+        }
+    }
+    (-1, isr)
 }
 
 #[cfg(test)]
@@ -181,5 +219,189 @@ mod tests {
         let r = reconcile(&image, &seen, 21, session);
         image.apply_batch(8, &r).unwrap();
         assert_eq!(leader_of(&image, 1), 2);
+    }
+}
+
+#[cfg(test)]
+mod election_tests {
+    use super::*;
+    use crate::image::PartitionState;
+
+    fn state(replicas: &[i32], isr: &[i32], leader: i32) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: 3,
+            partition_epoch: 5,
+        }
+    }
+
+    fn usable(ids: &[i32]) -> BTreeSet<i32> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_by_the_isr_in_replica_order() {
+        let s = state(&[1, 2, 3], &[3, 1, 2], 1);
+        assert_eq!(elect(&s, &usable(&[2, 3]), false), (2, vec![3, 2]));
+        // A fenced follower only leaves the ISR.
+        assert_eq!(elect(&s, &usable(&[1, 2]), false), (1, vec![1, 2]));
+        // Nothing to do when all are up.
+        assert_eq!(elect(&s, &usable(&[1, 2, 3]), false), (1, vec![3, 1, 2]));
+    }
+
+    #[test]
+    fn the_last_isr_member_stays_and_unclean_election_is_opt_in() {
+        let s = state(&[1, 2, 3], &[1], 1);
+        assert_eq!(elect(&s, &usable(&[2, 3]), false), (-1, vec![1]));
+        assert_eq!(elect(&s, &usable(&[2, 3]), true), (2, vec![2]));
+        // The ISR member returns: it leads again.
+        let s = state(&[1, 2, 3], &[1], -1);
+        assert_eq!(elect(&s, &usable(&[1, 2, 3]), false), (1, vec![1]));
+        // A returning broker out of the ISR does not take leadership back.
+        let s = state(&[1, 2, 3], &[2, 3], 2);
+        assert_eq!(elect(&s, &usable(&[1, 2, 3]), false), (2, vec![2, 3]));
+    }
+
+    #[test]
+    fn reconcile_moves_leadership_at_a_new_epoch() {
+        let mut image = ClusterImage::default();
+        let id = uuid::Uuid::new_v4();
+        let mut records = Vec::new();
+        for b in 1..=3 {
+            records.push(Record::RegisterBroker {
+                broker_id: b,
+                incarnation_id: uuid::Uuid::new_v4(),
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                fenced: false,
+            });
+        }
+        image.apply_batch(1, &records).unwrap();
+        let topic = [
+            Record::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            Record::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ];
+        image.apply_batch(2, &topic).unwrap();
+        let seen: HashMap<i32, Seen> = [2, 3]
+            .into_iter()
+            .map(|b| {
+                let s = Seen {
+                    broker_epoch: 1,
+                    applied_index: 2,
+                    tick: 10,
+                };
+                (b, s)
+            })
+            .collect();
+        let r = reconcile(&image, &seen, 11, 5);
+        image.apply_batch(3, &r).unwrap();
+        let p = &image.topics["t"].partitions[0];
+        assert!(image.brokers[&1].fenced);
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
+        assert_eq!(p.partition_epoch, 1);
+        assert!(reconcile(&image, &seen, 12, 5).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod alter_partition_tests {
+    use super::*;
+    use crate::image::{AlterPartitionError, ApplyError};
+
+    #[test]
+    fn alter_partition_applies_only_at_the_expected_epochs() {
+        let mut image = ClusterImage::default();
+        let id = uuid::Uuid::new_v4();
+        let mut records: Vec<Record> = (1..=3)
+            .map(|b| Record::RegisterBroker {
+                broker_id: b,
+                incarnation_id: uuid::Uuid::new_v4(),
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                fenced: b == 3,
+            })
+            .collect();
+        records.push(Record::Topic {
+            name: "t".into(),
+            topic_id: id,
+        });
+        records.push(Record::Partition {
+            topic_id: id,
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 7,
+        });
+        image.apply_batch(1, &records).unwrap();
+        let alter = |leader, le, pe, isr: &[i32]| Record::AlterPartition {
+            topic_id: id,
+            partition: 0,
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: isr.to_vec(),
+        };
+        let reason = |r: Result<(), ApplyError>| match r {
+            Err(ApplyError::AlterPartition { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        let mut index = 2;
+        let mut apply = |image: &mut ClusterImage, r: Record| {
+            index += 1;
+            image.apply_batch(index, &[r])
+        };
+        assert_eq!(
+            reason(apply(&mut image, alter(2, 4, 7, &[2]))),
+            Some(AlterPartitionError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 3, 7, &[1]))),
+            Some(AlterPartitionError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 4, 6, &[1]))),
+            Some(AlterPartitionError::InvalidUpdateVersion)
+        );
+        // Broker 3 is fenced: it cannot be added.
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 4, 7, &[1, 2, 3]))),
+            Some(AlterPartitionError::IneligibleReplica(3))
+        );
+        assert_eq!(
+            reason(apply(&mut image, alter(1, 4, 7, &[1, 9]))),
+            Some(AlterPartitionError::IneligibleReplica(9))
+        );
+        // A shrink applies and bumps the partition epoch only.
+        apply(&mut image, alter(1, 4, 7, &[1])).unwrap();
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(
+            (p.isr.clone(), p.leader_epoch, p.partition_epoch),
+            (vec![1], 4, 8)
+        );
+        // The stale epoch is now refused; the new one expands.
+        assert!(reason(apply(&mut image, alter(1, 4, 7, &[1, 2]))).is_some());
+        apply(&mut image, alter(1, 4, 8, &[1, 2])).unwrap();
+        assert_eq!(image.topics["t"].partitions[0].isr, vec![1, 2]);
+        assert_eq!(AlterPartitionError::IneligibleReplica(3).code(), 107);
     }
 }

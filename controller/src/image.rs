@@ -22,6 +22,11 @@
 //! 7. `Config` on a topic needs the topic.
 //! 8. `ProducerIds` must move `next_producer_id` forward.
 //! 9. `RemoveTopic` needs the topic and takes its partitions and configs.
+//! 10. `AlterPartition` needs the partition with the record's leader and
+//!     leader epoch (else FENCED_LEADER_EPOCH) and partition epoch (else
+//!     INVALID_UPDATE_VERSION), an ISR of replicas holding the leader, and
+//!     every added member registered and unfenced (else
+//!     INELIGIBLE_REPLICA); it sets the ISR and bumps the partition epoch.
 
 use std::collections::BTreeMap;
 
@@ -113,8 +118,48 @@ pub enum ApplyError {
     },
     #[error("broker {broker_id} is not registered with epoch {epoch}")]
     StaleBrokerEpoch { broker_id: i32, epoch: i64 },
+    #[error("AlterPartition of partition {partition} of topic {topic_id} rejected: {reason}")]
+    AlterPartition {
+        topic_id: Uuid,
+        partition: i32,
+        reason: AlterPartitionError,
+    },
     #[error("producer ids must move forward (next is {current}, record says {proposed})")]
     ProducerIdsBackwards { current: i64, proposed: i64 },
+}
+
+/// Why an AlterPartition was refused, as Kafka's error codes say it.
+#[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlterPartitionError {
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    #[error("the leader or leader epoch is not the partition's")]
+    FencedLeaderEpoch,
+    #[error("the partition epoch is not the partition's")]
+    InvalidUpdateVersion,
+    #[error("broker {0} cannot join the ISR (not a replica, or not registered and unfenced)")]
+    IneligibleReplica(i32),
+    #[error("the ISR must hold the leader")]
+    InvalidRequest,
+    #[error("no active controller, or it stopped")]
+    NotController,
+    #[error("not applied in time")]
+    TimedOut,
+}
+
+impl AlterPartitionError {
+    /// Kafka's error code.
+    pub fn code(&self) -> i16 {
+        match self {
+            AlterPartitionError::UnknownPartition => 3,
+            AlterPartitionError::FencedLeaderEpoch => 74,
+            AlterPartitionError::InvalidUpdateVersion => 96,
+            AlterPartitionError::IneligibleReplica(_) => 107,
+            AlterPartitionError::InvalidRequest => 42,
+            AlterPartitionError::NotController => 41,
+            AlterPartitionError::TimedOut => 7,
+        }
+    }
 }
 
 impl ClusterImage {
@@ -185,6 +230,7 @@ impl ClusterImage {
             }
             Record::Partition { topic_id, .. }
             | Record::PartitionChange { topic_id, .. }
+            | Record::AlterPartition { topic_id, .. }
             | Record::RemoveTopic { topic_id } => save_topic_id(topic_id, undo),
             Record::Config {
                 resource: ConfigResource::Topic,
@@ -346,6 +392,50 @@ impl ClusterImage {
                 }
                 check_partition(&next).map_err(&bad)?;
                 *state = next;
+            }
+            Record::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let reject = |reason| ApplyError::AlterPartition {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    reason,
+                };
+                let usable = |b: &i32| self.brokers.get(b).is_some_and(|r| !r.fenced);
+                let state = self
+                    .topic_by_id(*topic_id)
+                    .and_then(|t| t.partitions.get(usize::try_from(*partition).ok()?))
+                    .ok_or_else(|| reject(AlterPartitionError::UnknownPartition))?;
+                if state.leader != *leader || state.leader_epoch != *leader_epoch {
+                    return Err(reject(AlterPartitionError::FencedLeaderEpoch));
+                }
+                if state.partition_epoch != *partition_epoch {
+                    return Err(reject(AlterPartitionError::InvalidUpdateVersion));
+                }
+                if !isr.contains(leader) {
+                    return Err(reject(AlterPartitionError::InvalidRequest));
+                }
+                for b in isr {
+                    let added = !state.isr.contains(b);
+                    if !state.replicas.contains(b) || (added && !usable(b)) {
+                        return Err(reject(AlterPartitionError::IneligibleReplica(*b)));
+                    }
+                }
+                let mut next = state.clone();
+                next.isr = isr.clone();
+                next.partition_epoch = state.partition_epoch.saturating_add(1);
+                check_partition(&next).map_err(bad_partition(*topic_id, *partition))?;
+                if let Some(slot) = self
+                    .topic_by_id_mut(*topic_id)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?))
+                {
+                    *slot = next;
+                }
             }
             Record::Config {
                 resource,

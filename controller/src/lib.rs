@@ -65,7 +65,9 @@ pub mod storage;
 #[cfg(test)]
 mod sim_tests;
 
-pub use image::{ApplyError, BrokerRegistration, ClusterImage, PartitionState, TopicImage};
+pub use image::{
+    AlterPartitionError, ApplyError, BrokerRegistration, ClusterImage, PartitionState, TopicImage,
+};
 pub use net::Heartbeat;
 pub use node::{BrokerInfo, Controller, ControllerConfig, ProposeError, ProposeResult};
 pub use records::{ConfigResource, Record};

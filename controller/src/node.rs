@@ -23,7 +23,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::fencing::{reconcile, Seen};
-use crate::image::{ApplyError, ClusterImage};
+use crate::image::{AlterPartitionError, ApplyError, ClusterImage, PartitionState};
 use crate::net::{Frame, Heartbeat, Join, Network};
 use crate::records::{Batch, Origin, Record};
 use crate::storage::{DiskStorage, StoreError};
@@ -137,6 +137,10 @@ pub(crate) enum Input {
         records: Vec<Record>,
         reply: oneshot::Sender<ProposeResult>,
     },
+    Alter {
+        record: Record,
+        reply: Reply,
+    },
 }
 
 /// Receives every new image, on the controller thread.
@@ -211,6 +215,41 @@ impl Controller {
         rx
     }
 
+    /// KRaft's AlterPartition: the leader of `partition` of `topic_id`,
+    /// at `leader_epoch` and `partition_epoch`, sets its ISR to `isr`.
+    /// Answered once the record is applied on this node: the partition's
+    /// new state, or why it was refused (`AlterPartitionError::code` is
+    /// Kafka's code: FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION,
+    /// INELIGIBLE_REPLICA, NOT_CONTROLLER, REQUEST_TIMED_OUT).
+    pub fn alter_partition(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    ) -> oneshot::Receiver<Result<PartitionState, AlterPartitionError>> {
+        let (tx, rx) = oneshot::channel();
+        let record = Record::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        };
+        let reply = Reply::Alter {
+            topic_id,
+            partition,
+            reply: tx,
+        };
+        if let Ok(inbox) = self.inbox.lock() {
+            let _ = inbox.send(Input::Alter { record, reply });
+        }
+        rx
+    }
+
     /// The active controller, as this node knows it.
     pub fn leader_id(&self) -> Option<u64> {
         match self.leader_id.load(Ordering::SeqCst) {
@@ -228,8 +267,51 @@ impl Controller {
     }
 }
 
+/// Who waits for a proposal: a plain proposer, or an AlterPartition
+/// caller, answered with the partition's state once applied.
+pub(crate) enum Reply {
+    Propose(oneshot::Sender<ProposeResult>),
+    Alter {
+        topic_id: Uuid,
+        partition: i32,
+        reply: oneshot::Sender<Result<PartitionState, AlterPartitionError>>,
+    },
+}
+
+impl Reply {
+    fn send(self, result: ProposeResult, image: &ClusterImage) {
+        match self {
+            Reply::Propose(reply) => {
+                let _ = reply.send(result);
+            }
+            Reply::Alter {
+                topic_id,
+                partition,
+                reply,
+            } => {
+                let answer = match result {
+                    Ok(_) => image
+                        .topic_by_id(topic_id)
+                        .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+                        .cloned()
+                        .ok_or(AlterPartitionError::UnknownPartition),
+                    Err(ProposeError::Rejected(ApplyError::AlterPartition { reason, .. })) => {
+                        Err(reason)
+                    }
+                    Err(ProposeError::Rejected(_)) => Err(AlterPartitionError::InvalidRequest),
+                    Err(ProposeError::TimedOut(_)) => Err(AlterPartitionError::TimedOut),
+                    Err(ProposeError::NoLeader | ProposeError::Stopped) => {
+                        Err(AlterPartitionError::NotController)
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
 struct Pending {
-    reply: oneshot::Sender<ProposeResult>,
+    reply: Reply,
     deadline_tick: u64,
 }
 
@@ -593,7 +675,15 @@ impl Driver {
                 }
             }
             Input::Join(j) => self.on_join(j),
-            Input::Propose { records, reply } => {
+            Input::Propose { records, reply } => self.propose(records, Reply::Propose(reply)),
+            Input::Alter { record, reply } => self.propose(vec![record], reply),
+        }
+    }
+
+    /// Proposes `records`; `reply` is answered once they are applied here.
+    fn propose(&mut self, records: Vec<Record>, reply: Reply) {
+        {
+            {
                 self.next_request = self.next_request.wrapping_add(1);
                 let request_id = self.next_request;
                 let batch = Batch {
@@ -603,12 +693,10 @@ impl Driver {
                     }),
                     records,
                 };
-                if self.node.raft.leader_id == 0 {
-                    let _ = reply.send(Err(ProposeError::NoLeader));
-                    return;
-                }
-                if self.node.propose(Vec::new(), batch.encode()).is_err() {
-                    let _ = reply.send(Err(ProposeError::NoLeader));
+                if self.node.raft.leader_id == 0
+                    || self.node.propose(Vec::new(), batch.encode()).is_err()
+                {
+                    reply.send(Err(ProposeError::NoLeader), &self.image);
                     return;
                 }
                 let deadline_tick = self.ticks.saturating_add(PROPOSAL_TIMEOUT_TICKS);
@@ -681,9 +769,12 @@ impl Driver {
             .collect();
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(ProposeError::TimedOut(
-                    PROPOSAL_TIMEOUT_TICKS.saturating_mul(TICK_MS),
-                )));
+                p.reply.send(
+                    Err(ProposeError::TimedOut(
+                        PROPOSAL_TIMEOUT_TICKS.saturating_mul(TICK_MS),
+                    )),
+                    &self.image,
+                );
             }
         }
     }
@@ -727,7 +818,7 @@ impl Driver {
         // finds its change in the broker's metadata.
         for (request_id, result) in answers {
             if let Some(p) = self.pending.remove(&request_id) {
-                let _ = p.reply.send(result);
+                p.reply.send(result, &self.image);
             }
         }
         self.maybe_snapshot()

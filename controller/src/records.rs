@@ -62,6 +62,19 @@ pub enum Record {
         isr: Option<Vec<i32>>,
         replicas: Option<Vec<i32>>,
     },
+    /// KRaft's AlterPartition as a record: the partition leader's ISR
+    /// change. It applies only if the partition's leader, leader epoch and
+    /// partition epoch are still these, and every new ISR member is a
+    /// replica (an added one also a registered, unfenced broker); it sets
+    /// the ISR and bumps the partition epoch (image rule 10).
+    AlterPartition {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// `ConfigRecord`: `value: None` deletes the config.
     Config {
         resource: ConfigResource,

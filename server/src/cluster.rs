@@ -27,6 +27,7 @@ use crate::config::BrokerConfig;
 use crate::group::codes::COORDINATOR_NOT_AVAILABLE;
 use crate::group::OFFSETS_TOPIC;
 use crate::metadata::{Metadata, TopicMeta, INTERNAL_TOPICS};
+use crate::placement;
 
 /// The controller's directory in the data dir. Partition directories are
 /// `<topic>-<number>`, so no partition can have this name.
@@ -113,6 +114,7 @@ pub fn metadata_from_image(image: Arc<ClusterImage>, local_cluster_id: &str) -> 
         // Applied on every node as they arrive, as on one node.
         broker_configs: image.broker_configs.clone(),
         cluster: Some(image),
+        new_replicas: BTreeMap::new(),
     }
 }
 
@@ -147,9 +149,16 @@ pub fn records_for_change(
                 (0, &BTreeMap::new())
             }
         };
+        // The admin change planned the new partitions' replicas
+        // (`placement::plan`); a change that did not (none does today)
+        // gets one replica each.
+        let planned = next.new_replicas.get(name);
         for p in first_new.max(0)..t.partitions {
-            let leader = place(name, p, &brokers);
-            records.push(Record::single_replica_partition(t.id, p, leader));
+            let replicas = usize::try_from(p.saturating_sub(first_new))
+                .ok()
+                .and_then(|i| planned?.get(i).cloned())
+                .unwrap_or_else(|| placement::assign(name, p, 1, 1, &brokers).concat());
+            records.push(placement::partition_record(image, t.id, p, replicas));
         }
         records.extend(config_records(
             ConfigResource::Topic,
@@ -207,18 +216,6 @@ pub fn config_records(
     removed.chain(changed).collect()
 }
 
-/// Partition `p`'s leader: round robin over `brokers`, starting at a place
-/// given by the topic's name so that one-partition topics spread too.
-fn place(topic: &str, p: i32, brokers: &[i32]) -> i32 {
-    let start = crc32c::crc32c(topic.as_bytes()) as usize;
-    let p = usize::try_from(p).unwrap_or(0);
-    let i = start
-        .wrapping_add(p)
-        .checked_rem(brokers.len())
-        .unwrap_or(0);
-    brokers.get(i).copied().unwrap_or(-1)
-}
-
 /// The partition's state in a cluster's metadata, `None` on one node.
 pub fn partition_state<'m>(meta: &'m Metadata, topic: &str, p: i32) -> Option<&'m PartitionState> {
     let image = meta.cluster.as_ref()?;
@@ -270,6 +267,20 @@ pub fn holds_replica(meta: &Metadata, node_id: i32, topic: &str, p: i32) -> bool
     partition_state(meta, topic, p).is_none_or(|s| s.replicas.contains(&node_id))
 }
 
+/// The replicas on fenced or unregistered brokers (Metadata's
+/// `offline_replicas`).
+pub fn offline_replicas(meta: &Metadata, state: &PartitionState) -> Vec<i32> {
+    let Some(image) = meta.cluster.as_ref() else {
+        return Vec::new();
+    };
+    state
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| is_fenced(image, *b))
+        .collect()
+}
+
 /// A fenced (or unregistered) broker serves no partition.
 fn is_fenced(image: &ClusterImage, node_id: i32) -> bool {
     image.brokers.get(&node_id).is_none_or(|b| b.fenced)
@@ -304,11 +315,17 @@ static OFFSETS_TOPIC_PROPOSED_MS: AtomicI64 = AtomicI64::new(0);
 const OFFSETS_TOPIC_RETRY_MS: i64 = 2000;
 
 /// In a cluster, proposes `__consumer_offsets` with `partitions`
-/// partitions placed across the unfenced brokers, unless the image has it
-/// or a proposal is on its way. Kafka creates it on the first
+/// partitions of `replication_factor` replicas (at most as many as there
+/// are unfenced brokers) placed across the unfenced brokers, unless the
+/// image has it or a proposal is on its way. Kafka creates it on the first
 /// FindCoordinator too; a creation racing another broker's is refused by
 /// the apply rules (the topic exists), which is the answer wanted.
-pub fn ensure_offsets_topic(meta: &Metadata, partitions: i32, now_ms: i64) {
+pub fn ensure_offsets_topic(
+    meta: &Metadata,
+    partitions: i32,
+    replication_factor: i32,
+    now_ms: i64,
+) {
     let (Some(image), Some(controller)) = (meta.cluster.as_ref(), controller()) else {
         return;
     };
@@ -332,10 +349,14 @@ pub fn ensure_offsets_topic(meta: &Metadata, partitions: i32, now_ms: i64) {
         name: OFFSETS_TOPIC.to_string(),
         topic_id,
     }];
+    let rf = usize::try_from(replication_factor)
+        .unwrap_or(1)
+        .clamp(1, brokers.len());
+    let assigned = placement::assign(OFFSETS_TOPIC, 0, partitions, rf, &brokers);
     records.extend(
-        (0..partitions).map(|p| {
-            Record::single_replica_partition(topic_id, p, place(OFFSETS_TOPIC, p, &brokers))
-        }),
+        (0..partitions)
+            .zip(assigned)
+            .map(|(p, replicas)| placement::partition_record(image, topic_id, p, replicas)),
     );
     records.push(Record::Config {
         resource: ConfigResource::Topic,
@@ -423,14 +444,5 @@ mod tests {
             &mut image,
             meta_with(&[("a", a2, 2, &[]), ("b", b, 1, &[])]),
         );
-    }
-
-    #[test]
-    fn partitions_spread_over_brokers() {
-        let brokers = [1, 2, 3];
-        let leaders: std::collections::BTreeSet<i32> =
-            (0..12).map(|p| place("t", p, &brokers)).collect();
-        assert_eq!(leaders.len(), 3);
-        assert_eq!(place("t", 0, &[]), -1);
     }
 }

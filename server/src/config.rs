@@ -258,6 +258,12 @@ pub struct BrokerConfig {
     pub schema_ids: strom_registry::SchemaIds,
     /// The cluster keys (`process.roles`, `controller.quorum.voters`, ...).
     pub cluster: crate::cluster_config::ClusterConfig,
+    /// `default.replication.factor` (Kafka's default 1): topics created
+    /// with replication factor -1, and auto-created ones.
+    pub default_replication_factor: i32,
+    /// `offsets.topic.replication.factor` (Kafka's default 3), capped at
+    /// the unfenced brokers when `__consumer_offsets` is created.
+    pub offsets_topic_replication_factor: i32,
 }
 
 impl Default for BrokerConfig {
@@ -282,6 +288,8 @@ impl Default for BrokerConfig {
             schema_registry_listen: None,
             schema_ids: Default::default(),
             cluster: crate::cluster_config::ClusterConfig::default(),
+            default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -316,6 +324,10 @@ const BROKER_TOPIC_KEYS: &[(&str, &str)] = &[
     ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
     ("compression.type", "compression.type"),
     ("min.insync.replicas", "min.insync.replicas"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// The topic config a broker key sets the default of, for the broker keys
@@ -358,8 +370,6 @@ pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 
 /// Broker keys accepted for compatibility that have no effect on a single node.
 const IGNORED_BROKER_KEYS: &[&str] = &[
-    "default.replication.factor",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     // Kafka's cleaner threads are Strom's shards.
@@ -403,6 +413,12 @@ impl BrokerConfig {
             "max.connections" => self.max_connections = int(1, i32::MAX as i64)? as usize,
             "max.connections.per.ip" => {
                 self.max_connections_per_ip = Some(int(1, i32::MAX as i64)? as usize)
+            }
+            "default.replication.factor" => {
+                self.default_replication_factor = int(1, i16::MAX as i64)? as i32
+            }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = int(1, i16::MAX as i64)? as i32
             }
             "node.id" | "broker.id" => self.node_id = int(0, i32::MAX as i64)? as i32,
             "group.initial.rebalance.delay.ms" => {

@@ -28,7 +28,7 @@ use futures_lite::future::or;
 use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
 use kafka_protocol::protocol::Decodable;
 
-use crate::api::admin::{create_topic_in, NewTopic};
+use crate::api::admin::{create_topic_in, NewTopic, Replication};
 use crate::config::BrokerConfig;
 use crate::conn_limits::ConnectionLimits;
 use crate::metadata::Metadata;
@@ -105,10 +105,12 @@ impl HandlerBroker {
             .update_metadata(|m| {
                 create_topic_in(
                     m,
+                    0,
                     NewTopic {
                         name: SEED_TOPIC.to_string(),
                         partitions: SEED_TOPIC_PARTITIONS,
                         configs: Default::default(),
+                        replication: Replication::Factor(1),
                     },
                 )
             })

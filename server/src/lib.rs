@@ -34,6 +34,8 @@
 //!   changes into records proposed to the active controller.
 //! - `cluster_upgrade`: a single node's topics moved into the cluster
 //!   metadata when its data dir first starts as a cluster node.
+//! - `placement`: where a new partition's replicas go (Kafka's rack-unaware
+//!   assignment, manual assignments checked), and its record.
 //! - `metadata`: the cluster metadata snapshot (topics, partition counts,
 //!   topic configs), its atomic persistence in the data dir, and partition
 //!   placement on shards.
@@ -95,6 +97,7 @@ pub mod frame_pool;
 pub mod fuzzing;
 pub mod group;
 pub mod metadata;
+pub mod placement;
 pub mod producer_ids;
 pub mod registry_cluster;
 pub mod request_budget;

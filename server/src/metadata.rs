@@ -44,6 +44,11 @@ pub struct Metadata {
     /// holds it, so it is not persisted here.
     #[serde(skip)]
     pub cluster: Option<std::sync::Arc<strom_controller::ClusterImage>>,
+    /// In a cluster, while an admin change is being made: the replicas of
+    /// each partition the change adds, by topic (`placement::plan`), for
+    /// `cluster::records_for_change`. Empty in every published snapshot.
+    #[serde(skip)]
+    pub new_replicas: BTreeMap<String, Vec<Vec<i32>>>,
 }
 
 impl Metadata {
@@ -54,6 +59,7 @@ impl Metadata {
             topics: BTreeMap::new(),
             broker_configs: BTreeMap::new(),
             cluster: None,
+            new_replicas: BTreeMap::new(),
         }
     }
 

@@ -28,6 +28,8 @@ use crate::config::{
     BrokerConfig,
 };
 use crate::metadata::{validate_topic_name, Metadata, TopicMeta, PARTITIONS_PER_TOPIC_MAX};
+use crate::placement::plan;
+pub use crate::placement::Replication;
 use crate::shard::Shard;
 
 /// A topic to create, already taken apart from the request.
@@ -36,6 +38,8 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// Its replicas: a factor (the default resolved) or a manual assignment.
+    pub replication: Replication,
 }
 
 /// (error code, message)
@@ -45,8 +49,15 @@ fn err(e: ResponseError, msg: impl Into<String>) -> AdminError {
     (e.code(), msg.into())
 }
 
-/// Adds a topic to `m`, checking name, partition count and uniqueness.
-pub fn create_topic_in(m: &mut Metadata, topic: NewTopic) -> Result<Uuid, AdminError> {
+/// Adds a topic to `m`, checking name, partition count, uniqueness and
+/// its replication against the brokers `m` knows (in a cluster, the
+/// replicas go to `m.new_replicas`; on one node only this node, `node_id`,
+/// can hold them).
+pub fn create_topic_in(
+    m: &mut Metadata,
+    node_id: i32,
+    topic: NewTopic,
+) -> Result<Uuid, AdminError> {
     validate_topic_name(&topic.name)
         .map_err(|msg| err(ResponseError::InvalidTopicException, msg))?;
     if m.topics.contains_key(&topic.name) {
@@ -60,6 +71,17 @@ pub fn create_topic_in(m: &mut Metadata, topic: NewTopic) -> Result<Uuid, AdminE
             ResponseError::InvalidPartitions,
             format!("number of partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}]"),
         ));
+    }
+    let replicas = plan(
+        m,
+        node_id,
+        &topic.name,
+        0,
+        topic.partitions,
+        &topic.replication,
+    )?;
+    if m.cluster.is_some() {
+        m.new_replicas.insert(topic.name.clone(), replicas);
     }
     let id = Uuid::new_v4();
     m.topics.insert(
@@ -79,33 +101,41 @@ fn new_topic(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
 ) -> Result<NewTopic, AdminError> {
     let name = t.name.0.as_str().to_string();
-    if t.replication_factor > 1 {
-        return Err(err(
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "replication factor {} is larger than the 1 available broker",
-                t.replication_factor
-            ),
-        ));
-    }
-    if t.replication_factor == 0 || t.replication_factor < -1 {
-        return Err(err(
-            ResponseError::InvalidReplicationFactor,
-            "replication factor must be -1 or 1",
-        ));
-    }
-    let partitions = if !t.assignments.is_empty() {
+    let (partitions, replication) = if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err(err(
                 ResponseError::InvalidRequest,
                 "assignments given with num_partitions or replication_factor",
             ));
         }
-        t.assignments.len() as i32
-    } else if t.num_partitions == -1 {
-        config.num_partitions
+        let mut by_index: Vec<_> = t.assignments.iter().collect();
+        by_index.sort_by_key(|a| a.partition_index);
+        if by_index
+            .iter()
+            .enumerate()
+            .any(|(i, a)| usize::try_from(a.partition_index).ok() != Some(i))
+        {
+            return Err(err(
+                ResponseError::InvalidReplicaAssignment,
+                "partitions should be a consecutive 0-based integer sequence",
+            ));
+        }
+        let replicas = by_index
+            .iter()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect();
+        let count = i32::try_from(t.assignments.len()).unwrap_or(i32::MAX);
+        (count, Replication::Manual(replicas))
     } else {
-        t.num_partitions
+        let partitions = if t.num_partitions == -1 {
+            config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        (
+            partitions,
+            default_replication(config, &name, t.replication_factor),
+        )
     };
     let mut configs = BTreeMap::new();
     for c in &t.configs {
@@ -119,7 +149,25 @@ fn new_topic(
         name,
         partitions,
         configs,
+        replication,
     })
+}
+
+/// The Confluent schema registry's topic, created with
+/// `kafkastore.topic.replication.factor` (3) replicas.
+const SCHEMAS_TOPIC: &str = "_schemas";
+/// Its replication factor: at most 3, fewer on a smaller cluster (the
+/// registry asks for the broker default, -1).
+const SCHEMAS_TOPIC_REPLICATION_MAX: i32 = 3;
+
+/// The replication a topic asks for: `requested`, or with -1 the broker's
+/// `default.replication.factor` (`_schemas`: up to 3).
+pub fn default_replication(config: &BrokerConfig, topic: &str, requested: i16) -> Replication {
+    match requested {
+        -1 if topic == SCHEMAS_TOPIC => Replication::AtMost(SCHEMAS_TOPIC_REPLICATION_MAX),
+        -1 => Replication::Factor(config.default_replication_factor),
+        rf => Replication::Factor(i32::from(rf)),
+    }
 }
 
 pub async fn create_topics(
@@ -128,6 +176,7 @@ pub async fn create_topics(
     version: i16,
 ) -> CreateTopicsResponse {
     let validate_only = req.validate_only;
+    let node_id = shard.config.node_id;
     let prepared: Vec<(String, Result<NewTopic, AdminError>)> = req
         .topics
         .iter()
@@ -142,9 +191,9 @@ pub async fn create_topics(
                     let t = t?;
                     if validate_only {
                         let mut scratch = m.clone();
-                        return create_topic_in(&mut scratch, t);
+                        return create_topic_in(&mut scratch, node_id, t);
                     }
-                    create_topic_in(m, t)
+                    create_topic_in(m, node_id, t)
                 })
                 .collect::<Vec<_>>()
         })
@@ -165,10 +214,16 @@ pub async fn create_topics(
                 .with_name(TopicName(StrBytes::from_string(name.clone())));
             match result {
                 Ok(id) => {
-                    let (partitions, configs) = match &prep {
-                        Ok(t) => (t.partitions, t.configs.clone()),
-                        Err(_) => (-1, BTreeMap::new()),
+                    let (partitions, configs, requested_rf) = match &prep {
+                        Ok(t) => (t.partitions, t.configs.clone(), factor_of(&t.replication)),
+                        Err(_) => (-1, BTreeMap::new(), -1),
                     };
+                    // What the controller placed, else what was asked.
+                    let rf = crate::cluster::partition_state(&meta, &name, 0)
+                        .filter(|_| !validate_only)
+                        .map_or(requested_rf, |s| {
+                            i16::try_from(s.replicas.len()).unwrap_or(i16::MAX)
+                        });
                     let described = if version >= 5 {
                         let dynamic =
                             dynamic_topic_defaults(&meta.broker_configs, shard.config.node_id);
@@ -183,7 +238,7 @@ pub async fn create_topics(
                     };
                     base.with_topic_id(id)
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(rf)
                         .with_configs(described)
                 }
                 Err((code, msg)) => base
@@ -195,6 +250,17 @@ pub async fn create_topics(
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// The replication factor a request asked for (-1: up to the brokers).
+fn factor_of(r: &Replication) -> i16 {
+    match r {
+        Replication::Factor(f) => i16::try_from(*f).unwrap_or(-1),
+        Replication::AtMost(_) => -1,
+        Replication::Manual(a) => a
+            .first()
+            .map_or(-1, |r| i16::try_from(r.len()).unwrap_or(-1)),
+    }
 }
 
 fn created_configs(
@@ -288,18 +354,27 @@ pub async fn create_partitions(
     _version: i16,
 ) -> CreatePartitionsResponse {
     let validate_only = req.validate_only;
-    let requested: Vec<(String, i32)> = req
+    let node_id = shard.config.node_id;
+    type Requested = (String, i32, Option<Vec<Vec<i32>>>);
+    let requested: Vec<Requested> = req
         .topics
         .iter()
-        .map(|t| (t.name.0.as_str().to_string(), t.count))
+        .map(|t| {
+            let manual = t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            (t.name.0.as_str().to_string(), t.count, manual)
+        })
         .collect();
     let for_update = requested.clone();
     let results = shard
         .update_metadata(move |m| {
             for_update
                 .into_iter()
-                .map(|(name, count)| {
-                    let Some(t) = m.topics.get_mut(&name) else {
+                .map(|(name, count, manual)| {
+                    let Some(t) = m.topics.get(&name) else {
                         return Err(err(
                             ResponseError::UnknownTopicOrPartition,
                             format!("unknown topic '{name}'"),
@@ -320,8 +395,17 @@ pub async fn create_partitions(
                             format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
                         ));
                     }
+                    let first = t.partitions;
+                    let added = count.saturating_sub(first);
+                    let replication = new_partitions_replication(m, &name, count, manual)?;
+                    let replicas = plan(m, node_id, &name, first, added, &replication)?;
                     if !validate_only {
-                        t.partitions = count;
+                        if m.cluster.is_some() {
+                            m.new_replicas.insert(name.clone(), replicas);
+                        }
+                        if let Some(t) = m.topics.get_mut(&name) {
+                            t.partitions = count;
+                        }
                     }
                     Ok(())
                 })
@@ -338,7 +422,7 @@ pub async fn create_partitions(
     let results = requested
         .into_iter()
         .zip(results)
-        .map(|((name, _), r)| {
+        .map(|((name, _, _), r)| {
             let base = CreatePartitionsTopicResult::default()
                 .with_name(TopicName(StrBytes::from_string(name)));
             match r {
@@ -350,6 +434,43 @@ pub async fn create_partitions(
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// The replication of partitions added to `topic` to reach `count`: as
+/// many replicas as its partition 0 has (one on a single node), or the
+/// request's assignment, which must give each new partition that many.
+fn new_partitions_replication(
+    m: &Metadata,
+    topic: &str,
+    count: i32,
+    manual: Option<Vec<Vec<i32>>>,
+) -> Result<Replication, AdminError> {
+    let existing = m.topics.get(topic).map_or(0, |t| t.partitions);
+    let rf = crate::cluster::partition_state(m, topic, 0).map_or(1, |s| s.replicas.len());
+    let Some(manual) = manual else {
+        return Ok(Replication::Factor(i32::try_from(rf).unwrap_or(i32::MAX)));
+    };
+    let added = usize::try_from(count.saturating_sub(existing)).unwrap_or(0);
+    if manual.len() != added {
+        return Err(err(
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "Attempted to add {added} additional partition(s), but only {} assignment(s) were given.",
+                manual.len()
+            ),
+        ));
+    }
+    if let Some(bad) = manual.iter().find(|r| r.len() != rf) {
+        return Err(err(
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "The manual partition assignment includes a partition with {} replica(s), but \
+                 this is not consistent with previous partitions, which have {rf} replica(s).",
+                bad.len()
+            ),
+        ));
+    }
+    Ok(Replication::Manual(manual))
 }
 
 /// Kafka's ConfigResource types.
@@ -431,7 +552,14 @@ fn describe_broker_configs(
         ("node.id".into(), config.node_id.to_string()),
         ("broker.id".into(), config.node_id.to_string()),
         ("log.dirs".into(), config.data_dir.display().to_string()),
-        ("default.replication.factor".into(), "1".into()),
+        (
+            "default.replication.factor".into(),
+            config.default_replication_factor.to_string(),
+        ),
+        (
+            "offsets.topic.replication.factor".into(),
+            config.offsets_topic_replication_factor.to_string(),
+        ),
     ];
     let mut entries: Vec<(String, String, i8)> = fixed
         .into_iter()
@@ -446,7 +574,9 @@ fn describe_broker_configs(
             "segment.ms" => "log.roll.ms".to_string(),
             "flush.ms" => "log.flush.interval.ms".to_string(),
             "flush.messages" => "log.flush.interval.messages".to_string(),
-            "compression.type" | "min.insync.replicas" => topic_key.to_string(),
+            "compression.type" | "min.insync.replicas" | "unclean.leader.election.enable" => {
+                topic_key.to_string()
+            }
             k => format!("log.{k}"),
         };
         entries.push((broker_key, value, source));

@@ -156,7 +156,12 @@ fn find_coordinator_here(
 ) -> FindCoordinatorResponse {
     let meta = shard.metadata();
     let partitions = shard.config.groups.offsets_topic_num_partitions;
-    crate::cluster::ensure_offsets_topic(&meta, partitions, crate::clock::now_ms());
+    crate::cluster::ensure_offsets_topic(
+        &meta,
+        partitions,
+        shard.config.offsets_topic_replication_factor,
+        crate::clock::now_ms(),
+    );
     let (host, port) = shard.config.advertised();
     let here = CoordinatorNode {
         node_id: shard.config.node_id,

@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::admin::{create_topic_in, NewTopic};
+use super::admin::{create_topic_in, default_replication, NewTopic};
 use crate::metadata::{validate_topic_name, Metadata, TopicMeta};
 use crate::shard::Shard;
 
@@ -50,16 +50,19 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
             .collect();
         if !missing.is_empty() {
             let partitions = shard.config.num_partitions;
+            let config = shard.config.clone();
             let created = shard
                 .update_metadata(move |m| {
                     for name in missing {
+                        let replication = default_replication(&config, &name, -1);
                         let topic = NewTopic {
                             name,
                             partitions,
                             configs: Default::default(),
+                            replication,
                         };
                         // A concurrent request may have created it first; that is fine.
-                        if let Err((code, msg)) = create_topic_in(m, topic) {
+                        if let Err((code, msg)) = create_topic_in(m, config.node_id, topic) {
                             tracing::debug!(code, "auto-create skipped: {msg}");
                         }
                     }
@@ -82,11 +85,13 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
             .into_iter()
             .map(|(name, id)| match name {
                 Some(name) => {
-                    if let Err(msg) = validate_topic_name(&name) {
+                    let internal = internal_topic(&meta, &name);
+                    if let (Err(msg), None) = (validate_topic_name(&name), &internal) {
                         tracing::debug!("metadata for invalid topic: {msg}");
                         return error_entry(Some(name), id, ResponseError::InvalidTopicException);
                     }
-                    topic_entry(&meta, &name, meta.topics.get(&name), node_id)
+                    let topic = meta.topics.get(&name).or(internal.as_ref());
+                    topic_entry(&meta, &name, topic, node_id)
                 }
                 None => match lookup_by_id(&meta, id) {
                     Some((name, t)) => topic_entry(&meta, name, Some(t), node_id),
@@ -178,6 +183,21 @@ const TOPIC_OPERATIONS_ALL: i32 =
 const CLUSTER_OPERATIONS_ALL: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
+/// In a cluster, an internal topic asked for by name (`__consumer_offsets`)
+/// is described from the image, as Kafka does; the shards' metadata leaves
+/// it out because the coordinators own its logs.
+fn internal_topic(meta: &Metadata, name: &str) -> Option<TopicMeta> {
+    if !crate::metadata::INTERNAL_TOPICS.contains(&name) {
+        return None;
+    }
+    let t = meta.cluster.as_ref()?.topics.get(name)?;
+    Some(TopicMeta {
+        id: t.id,
+        partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+        configs: t.configs.clone(),
+    })
+}
+
 fn lookup_by_id(meta: &Metadata, id: Uuid) -> Option<(&String, &TopicMeta)> {
     if id.is_nil() {
         return None;
@@ -220,7 +240,8 @@ fn topic_entry(
                     .with_leader_id(BrokerId(state.leader))
                     .with_leader_epoch(state.leader_epoch)
                     .with_replica_nodes(ids(&state.replicas))
-                    .with_isr_nodes(ids(&state.isr)),
+                    .with_isr_nodes(ids(&state.isr))
+                    .with_offline_replicas(ids(&crate::cluster::offline_replicas(meta, state))),
                 None => base
                     .with_leader_id(BrokerId(node_id))
                     .with_leader_epoch(0)
