@@ -360,7 +360,9 @@ pub async fn create_partitions(
         .topics
         .iter()
         .map(|t| {
-            let manual = t.assignments.as_ref().map(|a| {
+            // An empty list is no assignment, as a null one: clients built
+            // on kafka-protocol's defaults send it (Kafka would refuse it).
+            let manual = t.assignments.as_ref().filter(|a| !a.is_empty()).map(|a| {
                 a.iter()
                     .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                     .collect()
