@@ -127,7 +127,8 @@ impl<S: Storage> PartitionLog<S> {
         if slot.as_ref().is_some_and(|p| p.starts_at(base, &file, pos)) {
             return;
         }
-        // The one this replaces gives its budget back first.
+        // The one this replaces gives its budget back once its read, if
+        // still on its way, ends.
         slot.take();
         *slot = Prefetch::start(base, file, pos, len, &*spawn);
     }

@@ -19,8 +19,9 @@
 //!   segment below the tail's memory. At most `READ_AHEAD_MAX_BYTES`, and
 //!   the process holds at most `READ_AHEAD_BUDGET_BYTES` in read-aheads.
 //! - A read-ahead belongs to one segment file (`Rc::ptr_eq`), so a segment
-//!   the cleaner swapped or a roll replaced never serves it; `truncate_to`
-//!   drops it, because the bytes past the cut are written again.
+//!   the cleaner swapped never serves it; `truncate_to` drops it, because
+//!   the bytes past the cut are written again, and so do retention and a
+//!   clean's swap, so a deleted segment's file is not kept open by it.
 //! - Bytes from a read-ahead count as read from the file: they are checked
 //!   (CRC-32C, offsets chain) like any other.
 

@@ -63,6 +63,8 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         if !doomed.is_empty() {
+            // A read-ahead of a deleted segment would keep its file open.
+            self.drop_read_ahead();
             self.inner
                 .storage
                 .sync_dir(&self.inner.dir)

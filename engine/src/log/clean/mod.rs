@@ -373,6 +373,8 @@ impl<S: Storage> PartitionLog<S> {
             .iter()
             .zip(group)
             .all(|(s, g)| s.base_offset == g.base));
+        // A read-ahead of a replaced segment would keep its file open.
+        self.inner.read_ahead.borrow_mut().take();
         tracing::trace!(dir = %dir.display(), base, end, file = %segment_name(base, "log"), len, "segments swapped for their clean");
         Ok(len)
     }
