@@ -53,6 +53,10 @@ pub struct LogConfig {
     /// `min.insync.replicas`: an acks=all append needs at least this many
     /// in-sync replicas (the broker checks it; the log only carries it).
     pub min_insync_replicas: i32,
+    /// Strom's own: a sync that finds the active segment grown by this many
+    /// bytes since the last recovery point writes a new one, so recovery
+    /// after a crash scans at most about this much of it (u64::MAX: never).
+    pub recovery_point_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -77,6 +81,7 @@ impl Default for LogConfig {
             timestamp_after_max_ms: 3_600_000,
             preallocate: true,
             min_insync_replicas: 1,
+            recovery_point_bytes: 64 << 20,
         }
     }
 }

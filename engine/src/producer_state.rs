@@ -574,15 +574,40 @@ pub async fn write_snapshot<S: Storage>(
     offset: i64,
     bytes: &[u8],
 ) -> std::io::Result<PathBuf> {
+    write_snapshot_as(storage, dir, offset, bytes, true).await
+}
+
+/// Like [`write_snapshot`], with nothing synced when `durable` is false: a
+/// snapshot lost or torn by a crash (its CRC) is skipped at the next load
+/// in favour of an older one, which costs a longer replay, never state.
+/// The recovery point's snapshots are written so, keeping their
+/// fdatasyncs off the device the data path syncs on.
+pub async fn write_snapshot_as<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    offset: i64,
+    bytes: &[u8],
+    durable: bool,
+) -> std::io::Result<PathBuf> {
     let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("snapshot.tmp");
-    crate::io::write_whole_file(storage, &tmp, bytes).await?;
-    storage.rename(&tmp, &path).await?;
-    storage.sync_dir(dir).await?;
+    if durable {
+        crate::io::write_whole_file(storage, &tmp, bytes).await?;
+        storage.rename(&tmp, &path).await?;
+        storage.sync_dir(dir).await?;
+    } else {
+        crate::io::write_whole_file_unsynced(storage, &tmp, bytes).await?;
+        storage.rename(&tmp, &path).await?;
+    }
     let all = snapshot_offsets(&storage.list_dir(dir).await?);
     let stale = all.len().saturating_sub(SNAPSHOTS_RETAINED);
     for old in all.iter().take(stale) {
-        storage.remove_file(&snapshot_path(dir, *old)).await?;
+        // A roll's snapshot and a recovery point's may be written at the
+        // same time, each pruning: the other may have removed it already.
+        match storage.remove_file(&snapshot_path(dir, *old)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     Ok(path)
 }

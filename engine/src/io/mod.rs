@@ -120,6 +120,27 @@ pub async fn replace_file<S: Storage>(
 /// Writes `data` as the whole content of the file at `path` (aligned write,
 /// then truncate to the exact length, then fdatasync).
 pub async fn write_whole_file<S: Storage>(storage: &S, path: &Path, data: &[u8]) -> io::Result<()> {
+    let file = write_whole_file_unsynced_inner(storage, path, data).await?;
+    file.fdatasync().await
+}
+
+/// [`write_whole_file`] without the fdatasync: for files whose loss or
+/// tearing by a crash is detected (a CRC) and costs nothing but time.
+pub async fn write_whole_file_unsynced<S: Storage>(
+    storage: &S,
+    path: &Path,
+    data: &[u8],
+) -> io::Result<()> {
+    write_whole_file_unsynced_inner(storage, path, data)
+        .await
+        .map(drop)
+}
+
+async fn write_whole_file_unsynced_inner<S: Storage>(
+    storage: &S,
+    path: &Path,
+    data: &[u8],
+) -> io::Result<S::File> {
     let file = storage.open(path).await?;
     let padded = align_up(data.len() as u64).max(ALIGN_BYTES) as usize;
     let mut buf = file.alloc_buf(padded);
@@ -130,7 +151,7 @@ pub async fn write_whole_file<S: Storage>(storage: &S, path: &Path, data: &[u8])
         file.write_at(Rc::new(buf), 0).await?;
     }
     file.truncate(data.len() as u64).await?;
-    file.fdatasync().await
+    Ok(file)
 }
 
 /// Reads the whole content of the file at `path`.

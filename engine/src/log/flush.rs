@@ -204,21 +204,23 @@ impl<S: Storage> PartitionLog<S> {
     /// round) its target is written; a round started while `stop_round` is
     /// set syncs. The caller must have seen `flushing == false`.
     pub(super) async fn flush_round(&self, kind: Round) -> Result<()> {
-        let (file, end_offset, kind) = {
+        let (file, end_offset, kind, point) = {
             let mut st = self.inner.state.borrow_mut();
             if st.flushing {
                 return Ok(());
             }
             st.flushing = true;
             let kind = if st.stop_round { Round::Sync } else { kind };
+            let mut point = None;
             if kind == Round::Sync {
                 st.stop_round = false;
                 self.seal_partial(&mut st);
+                point = self.take_recovery_point(&st);
             }
             let Some(seg) = st.segments.last() else {
                 return Ok(());
             };
-            (seg.file.clone(), st.log_end_offset, kind)
+            (seg.file.clone(), st.log_end_offset, kind, point)
         };
         let sync = kind == Round::Sync;
         let _guard = RoundGuard { inner: &self.inner };
@@ -403,15 +405,20 @@ impl<S: Storage> PartitionLog<S> {
                 tracing::error!(dir = %self.inner.dir.display(), error = %e, "fdatasync failed; log refuses appends until reopened");
                 return Err(io_err(e));
             }
-            let mut st = self.inner.state.borrow_mut();
-            // Everything the round synced was written by it.
-            debug_assert!(
-                st.written_offset >= end_offset,
-                "synced past the written offset"
-            );
-            st.synced_offset = st.synced_offset.max(end_offset);
-            st.messages_since_sync = 0;
-            st.last_sync_ms = st.clock_ms;
+            {
+                let mut st = self.inner.state.borrow_mut();
+                // Everything the round synced was written by it.
+                debug_assert!(
+                    st.written_offset >= end_offset,
+                    "synced past the written offset"
+                );
+                st.synced_offset = st.synced_offset.max(end_offset);
+                st.messages_since_sync = 0;
+                st.last_sync_ms = st.clock_ms;
+            }
+            if let Some(point) = point {
+                self.save_recovery_point(point).await;
+            }
         }
         Ok(())
     }

@@ -72,6 +72,7 @@ mod read;
 mod readahead;
 mod reclaim;
 mod recover;
+mod recovery_point;
 mod retention;
 mod roll;
 mod segment;
@@ -121,7 +122,8 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<PartitionLog<S>> {
         let dir = dir.to_path_buf();
         let chunk_bytes = align_up(segment::segment_bytes(&config)).min(CHUNK_BYTES);
-        let (segments, tail) = recover::recover::<S>(&storage, &dir, &config, chunk_bytes).await?;
+        let (segments, tail, scanned) =
+            recover::recover::<S>(&storage, &dir, &config, chunk_bytes).await?;
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
         let saved_log_start = delete_records::read_log_start(&storage, &dir).await?;
         let log_start_offset = segments
@@ -168,6 +170,10 @@ impl<S: Storage> PartitionLog<S> {
                 prealloc: RefCell::new(prealloc::Prealloc::default()),
                 read_ahead: RefCell::new(None),
                 read_ahead_hits: Cell::new(0),
+                point_taken: Cell::new((-1, 0)),
+                point_generation: Cell::new(0),
+                point_lock: futures_util::lock::Mutex::new(()),
+                recovery_scanned_bytes: Cell::new(scanned),
                 cleaner: RefCell::new(state::CleanerState::default()),
                 log_start_saved: futures_util::lock::Mutex::new(saved_log_start.unwrap_or(0)),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),

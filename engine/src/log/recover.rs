@@ -77,6 +77,10 @@ impl<S: Storage> PartitionLog<S> {
     }
 }
 
+/// What `recover` found: the segments, the tail state of the active one,
+/// and how many bytes of the active segment's file it scanned.
+pub(super) type Recovered<S> = (Vec<Segment<<S as Storage>::File>>, Tail<BufOf<S>>, u64);
+
 /// Opens the segments in `dir`, recovering the active one, and returns them
 /// with the tail state of the active segment.
 pub(super) async fn recover<S: Storage>(
@@ -84,7 +88,7 @@ pub(super) async fn recover<S: Storage>(
     dir: &Path,
     config: &LogConfig,
     chunk_bytes: u64,
-) -> Result<(Vec<Segment<S::File>>, Tail<BufOf<S>>)> {
+) -> Result<Recovered<S>> {
     storage.create_dir_all(dir).await.map_err(io_err)?;
     // A clean that committed is finished before the segments are read, one
     // that did not is dropped (see `clean/swap.rs`).
@@ -96,6 +100,7 @@ pub(super) async fn recover<S: Storage>(
     for n in &names {
         if n == SPARE_SEGMENT_FILE
             || n == super::epochs::CHECKPOINT_TMP_FILE
+            || n == super::recovery_point::RECOVERY_POINT_TMP_FILE
             || n.ends_with(".index.tmp")
             || n.ends_with(".timeindex.tmp")
         {
@@ -112,6 +117,12 @@ pub(super) async fn recover<S: Storage>(
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = storage.exists(&marker).await.map_err(io_err)?;
     let interval = config.index_interval_bytes as u64;
+    let point = if clean {
+        None
+    } else {
+        super::recovery_point::load(storage, dir).await
+    };
+    let mut scanned = 0u64;
     let mut segments: Vec<Segment<S::File>> = Vec::new();
     // Closed segments whose index files were not both written: a crash
     // while `finish_segment` ran. They are scanned like the active one.
@@ -218,7 +229,23 @@ pub(super) async fn recover<S: Storage>(
             break;
         };
         let file_len = seg.file.len().await.map_err(io_err)?;
-        scan_segment(seg, file_len, interval, clean).await?;
+        // After a crash, a recovery point lets the scan start past what was
+        // synced (see `recovery_point.rs`).
+        let from_point = !clean
+            && !unfinished.contains(&seg.base_offset)
+            && point.as_ref().is_some_and(|p| p.apply(seg, file_len));
+        let start = scan_segment(seg, file_len, interval, clean || from_point).await?;
+        scanned = file_len.saturating_sub(start);
+        if let Some(p) = point.as_ref().filter(|p| p.base_offset == seg.base_offset) {
+            if seg.len < p.len {
+                // Synced data is gone (a disk that lost it): appends will
+                // write over what the point describes.
+                tracing::error!(dir = %dir.display(), base_offset = seg.base_offset, logical_bytes = seg.len, point_bytes = p.len, "the active segment ends before its recovery point; removing the point");
+                super::recovery_point::remove(storage, dir)
+                    .await
+                    .map_err(io_err)?;
+            }
+        }
         if seg.len == 0 && count > 1 && prev_unfinished {
             let base = seg.base_offset;
             segments.pop();
@@ -231,7 +258,7 @@ pub(super) async fn recover<S: Storage>(
             continue;
         }
         if seg.len != file_len || !clean {
-            tracing::info!(dir = %dir.display(), base_offset = seg.base_offset, logical_bytes = seg.len, file_bytes = file_len, clean, "recovered active segment");
+            tracing::info!(dir = %dir.display(), base_offset = seg.base_offset, logical_bytes = seg.len, file_bytes = file_len, scanned_bytes = scanned, from_point, clean, "recovered active segment");
         }
         // After an unclean shutdown the file is synced even when nothing is
         // cut: what the scan found may be visible without being durable (the
@@ -262,11 +289,11 @@ pub(super) async fn recover<S: Storage>(
     if segments.is_empty() {
         let (seg, tail) = create_segment::<S>(storage, dir, 0, chunk_bytes).await?;
         storage.sync_dir(dir).await.map_err(io_err)?;
-        return Ok((vec![seg], tail));
+        return Ok((vec![seg], tail, scanned));
     }
     let Some(seg) = segments.last_mut() else {
         unreachable!()
     };
     let tail = activate(&*seg.file, seg.len, chunk_bytes).await?;
-    Ok((segments, tail))
+    Ok((segments, tail, scanned))
 }

@@ -197,6 +197,16 @@ pub(super) struct Inner<S: Storage> {
     pub(super) read_ahead: RefCell<Option<Rc<Prefetch<S::File>>>>,
     /// Reads from the file that a read-ahead served, in whole or in part.
     pub(super) read_ahead_hits: Cell<u64>,
+    /// The recovery point last taken: (segment base offset, length). See
+    /// `recovery_point.rs`.
+    pub(super) point_taken: Cell<(i64, u64)>,
+    /// Bumped (under `point_lock`) when the point is removed: a point taken
+    /// before is not written after.
+    pub(super) point_generation: Cell<u64>,
+    /// Held while the point is written or removed.
+    pub(super) point_lock: futures_util::lock::Mutex<()>,
+    /// Bytes of the active segment the last open scanned.
+    pub(super) recovery_scanned_bytes: Cell<u64>,
 }
 
 impl<S: Storage> Drop for Inner<S> {

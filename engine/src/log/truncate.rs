@@ -17,7 +17,8 @@
 //! prefix of the log as it was before (the truncation may or may not have
 //! happened; nothing else is lost):
 //! 1. everything appended is synced, so the files hold the whole log;
-//! 2. the index files of the segment that will hold the new end are removed
+//! 2. the recovery point is removed (the directory synced), and the index
+//!    files of the segment that will hold the new end are removed
 //!    (and the directory synced) unless it is the active one: recovery then
 //!    scans that segment instead of trusting indexes that describe more
 //!    than it will hold, and drops any segment after it that does not
@@ -81,6 +82,8 @@ impl<S: Storage> PartitionLog<S> {
         if let Some(log_end) = self.nothing_to_truncate(offset)? {
             return Ok(log_end);
         }
+        // The recovery point describes bytes the cut is about to change.
+        self.forget_recovery_point().await?;
         let segment = self.cut_segment(offset).await?;
         let end_offset = segment.next_offset;
         let base = segment.base_offset;
@@ -366,13 +369,17 @@ pub(super) async fn activate<F: StorageFile>(
 /// After a crash they may be left over from a roll that failed half way
 /// (the `.index` written, the `.timeindex` not), so both are rebuilt from
 /// the first batch: starting at a stale index entry would lose the maximum
-/// timestamp of the batches before it.
+/// timestamp of the batches before it. The exception is a recovery point
+/// (`recovery_point.rs`): its entries and time entries were taken together
+/// and cover only synced bytes, so a crash recovery may trust them.
+///
+/// Returns the position the scan started at.
 pub(super) async fn scan_segment<F: StorageFile>(
     seg: &mut Segment<F>,
     file_len: u64,
     interval: u64,
     indexes_trusted: bool,
-) -> Result<()> {
+) -> Result<u64> {
     if !indexes_trusted {
         seg.index.clear();
         seg.time_index.clear();
@@ -399,6 +406,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
         }
     }
     let (mut pos, expected) = start;
+    let started_at = pos;
     seg.next_offset = expected;
     seg.time_index
         .retain(|e| seg.base_offset.saturating_add(i64::from(e.rel())) < expected);
@@ -468,7 +476,7 @@ pub(super) async fn scan_segment<F: StorageFile>(
     if seg.len == 0 {
         seg.next_offset = seg.base_offset;
     }
-    Ok(())
+    Ok(started_at)
 }
 
 /// A stored batch is valid when it validates (length, magic, CRC32C, not
