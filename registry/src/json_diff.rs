@@ -7,7 +7,7 @@
 //! (other than `{}`) is not, since data under the old schema may hold any
 //! value under that name.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -108,6 +108,21 @@ pub enum Change {
     ProductTypeNarrowed,
     SumTypeExtended,
     SumTypeNarrowed,
+    DependencyArrayAdded,
+    DependencyArrayRemoved,
+    DependencyArrayExtended,
+    DependencyArrayNarrowed,
+    DependencyArrayChanged,
+    DependencySchemaAdded,
+    DependencySchemaRemoved,
+    MaxContainsAdded,
+    MaxContainsRemoved,
+    MaxContainsIncreased,
+    MaxContainsDecreased,
+    MinContainsAdded,
+    MinContainsRemoved,
+    MinContainsIncreased,
+    MinContainsDecreased,
 }
 
 impl Change {
@@ -160,6 +175,13 @@ impl Change {
                 | ProductTypeNarrowed
                 | SumTypeExtended
                 | NotTypeNarrowed
+                | DependencyArrayNarrowed
+                | DependencyArrayRemoved
+                | DependencySchemaRemoved
+                | MaxContainsIncreased
+                | MaxContainsRemoved
+                | MinContainsDecreased
+                | MinContainsRemoved
         )
     }
 }
@@ -178,6 +200,8 @@ enum Class {
     Empty,
     Combined(Criterion, Vec<Value>),
     Not,
+    /// `if`/`then`/`else` alone: Confluent compares nothing inside it.
+    Conditional,
     Enum,
     Const,
     Object,
@@ -207,6 +231,9 @@ const OBJECT_KEYS: &[&str] = &[
     "patternProperties",
     "maxProperties",
     "minProperties",
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
 ];
 const ARRAY_KEYS: &[&str] = &[
     "items",
@@ -214,6 +241,9 @@ const ARRAY_KEYS: &[&str] = &[
     "maxItems",
     "minItems",
     "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
 ];
 const STRING_KEYS: &[&str] = &["maxLength", "minLength", "pattern"];
 const NUMBER_KEYS: &[&str] = &[
@@ -230,6 +260,22 @@ fn class_of(v: &Value) -> Class {
         Value::Object(o) => o,
         _ => return Class::Empty,
     };
+    if o.contains_key("if") {
+        // Confluent's parser (everit) makes a schema with a conditional and
+        // other keywords the synthetic `allOf` of the two.
+        let mut rest = o.clone();
+        let mut conditional = Map::new();
+        for key in ["if", "then", "else"] {
+            if let Some(v) = rest.remove(key) {
+                conditional.insert(key.to_string(), v);
+            }
+        }
+        let rest = Value::Object(rest);
+        if class_of(&rest) == Class::Empty {
+            return Class::Conditional;
+        }
+        return Class::Combined(Criterion::All, vec![rest, Value::Object(conditional)]);
+    }
     for (key, c) in [
         ("allOf", Criterion::All),
         ("anyOf", Criterion::Any),
@@ -422,7 +468,7 @@ impl Diff<'_> {
                     self.combined(path, (c, &subs), (uc, &usubs), deeper);
                 }
             }
-            Class::False | Class::Empty | Class::Boolean | Class::Null => {}
+            Class::False | Class::Empty | Class::Boolean | Class::Null | Class::Conditional => {}
         }
     }
 
@@ -590,6 +636,35 @@ fn properties(o: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// An object schema's dependencies: names a property requires, and schemas
+/// the object must also match when a property is present.
+#[derive(Default)]
+struct Dependencies<'v> {
+    names: BTreeMap<String, BTreeSet<&'v str>>,
+    schemas: BTreeMap<String, &'v Value>,
+}
+
+fn dependencies_of(o: &Value) -> Dependencies<'_> {
+    let mut d = Dependencies::default();
+    for key in ["dependencies", "dependentRequired", "dependentSchemas"] {
+        let Some(map) = o.get(key).and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, v) in map {
+            match v {
+                Value::Array(names) => {
+                    let names = names.iter().filter_map(Value::as_str).collect();
+                    d.names.insert(name.clone(), names);
+                }
+                _ => {
+                    d.schemas.insert(name.clone(), v);
+                }
+            }
+        }
+    }
+    d
+}
+
 fn has_default(v: &Value) -> bool {
     v.get("default").is_some()
 }
@@ -670,6 +745,7 @@ impl Diff<'_> {
                 (None, None) => {}
             },
         }
+        self.dependencies(path, o, u, depth);
         let pair = |k: &str| (number(o, k), number(u, k));
         bound(
             self,
@@ -695,6 +771,44 @@ impl Diff<'_> {
         );
     }
 
+    /// Confluent's `compareDependencies`: property dependencies (a list of
+    /// names) by set, schema dependencies by schema. `dependencies` holds
+    /// both kinds (draft 7); `dependentRequired` and `dependentSchemas`
+    /// are their later names.
+    fn dependencies(&mut self, path: &str, o: &Value, u: &Value, depth: usize) {
+        use Change::*;
+        let (od, ud) = (dependencies_of(o), dependencies_of(u));
+        let names: BTreeSet<&String> = od.names.keys().chain(ud.names.keys()).collect();
+        for name in names {
+            let at = format!("{path}/dependencies/{name}");
+            match (od.names.get(name), ud.names.get(name)) {
+                (Some(_), None) => self.add(&at, DependencyArrayRemoved),
+                (None, Some(_)) => self.add(&at, DependencyArrayAdded),
+                (Some(a), Some(b)) if a != b => {
+                    let kind = if b.is_superset(a) {
+                        DependencyArrayExtended
+                    } else if a.is_superset(b) {
+                        DependencyArrayNarrowed
+                    } else {
+                        DependencyArrayChanged
+                    };
+                    self.add(&at, kind);
+                }
+                _ => {}
+            }
+        }
+        let names: BTreeSet<&String> = od.schemas.keys().chain(ud.schemas.keys()).collect();
+        for name in names {
+            let at = format!("{path}/dependencies/{name}");
+            match (od.schemas.get(name), ud.schemas.get(name)) {
+                (Some(_), None) => self.add(&at, DependencySchemaRemoved),
+                (None, Some(_)) => self.add(&at, DependencySchemaAdded),
+                (Some(a), Some(b)) => self.compare(&at, a, b, depth),
+                (None, None) => {}
+            }
+        }
+    }
+
     fn arrays(&mut self, path: &str, o: &Value, u: &Value, depth: usize) {
         use Change::*;
         let pair = |k: &str| (number(o, k), number(u, k));
@@ -718,6 +832,29 @@ impl Diff<'_> {
                 MinItemsRemoved,
                 MinItemsIncreased,
                 MinItemsDecreased,
+            ],
+        );
+        // Confluent compares `contains`' bounds, not its schema.
+        bound(
+            self,
+            &format!("{path}/maxContains"),
+            pair("maxContains"),
+            [
+                MaxContainsAdded,
+                MaxContainsRemoved,
+                MaxContainsIncreased,
+                MaxContainsDecreased,
+            ],
+        );
+        bound(
+            self,
+            &format!("{path}/minContains"),
+            pair("minContains"),
+            [
+                MinContainsAdded,
+                MinContainsRemoved,
+                MinContainsIncreased,
+                MinContainsDecreased,
             ],
         );
         let unique = |v: &Value| v.get("uniqueItems") == Some(&Value::Bool(true));
@@ -912,6 +1049,113 @@ mod tests {
 
     const A: &str = r#""a":{"type":"string"}"#;
     const B: &str = r#""b":{"type":"integer"}"#;
+
+    fn with_ab(extra: &str) -> String {
+        obj(&format!("{A},{B}"), extra)
+    }
+
+    #[test]
+    fn dependency_arrays_may_narrow_or_go_not_grow_appear_or_change() {
+        use Change::*;
+        let none = with_ab("");
+        let ab = with_ab(r#","dependencies":{"a":["b"]}"#);
+        let abc = with_ab(r#","dependencies":{"a":["b","c"]}"#);
+        let ac = with_ab(r#","dependencies":{"a":["c"]}"#);
+        assert_eq!(all(&none, &ab), vec![DependencyArrayAdded]);
+        assert_eq!(all(&ab, &none), vec![DependencyArrayRemoved]);
+        assert_eq!(all(&ab, &abc), vec![DependencyArrayExtended]);
+        assert_eq!(all(&abc, &ab), vec![DependencyArrayNarrowed]);
+        assert_eq!(all(&ab, &ac), vec![DependencyArrayChanged]);
+        assert!(breaks(&abc, &ab).is_empty() && breaks(&ab, &none).is_empty());
+        for incompatible in [breaks(&none, &ab), breaks(&ab, &abc), breaks(&ab, &ac)] {
+            assert_eq!(incompatible.len(), 1, "{incompatible:?}");
+        }
+        // The later keyword is the same rule.
+        let later = with_ab(r#","dependentRequired":{"a":["b","c"]}"#);
+        assert_eq!(all(&ab, &later), vec![DependencyArrayExtended]);
+    }
+
+    #[test]
+    fn dependency_schemas_may_go_not_appear_and_are_compared_inside() {
+        use Change::*;
+        let none = with_ab("");
+        let s1 = with_ab(r#","dependencies":{"a":{"properties":{"b":{"maximum":5}}}}"#);
+        let s2 = with_ab(r#","dependentSchemas":{"a":{"properties":{"b":{"maximum":3}}}}"#);
+        assert_eq!(all(&none, &s1), vec![DependencySchemaAdded]);
+        assert_eq!(all(&s1, &none), vec![DependencySchemaRemoved]);
+        assert!(breaks(&s1, &none).is_empty());
+        assert_eq!(breaks(&none, &s1), vec![DependencySchemaAdded]);
+        assert_eq!(breaks(&s1, &s2), vec![MaximumDecreased]);
+        assert!(breaks(&s2, &s1).is_empty());
+    }
+
+    #[test]
+    fn contains_bounds_may_loosen_not_tighten_and_its_schema_is_not_compared() {
+        use Change::*;
+        let arr =
+            |extra: &str| format!(r#"{{"type":"array","contains":{{"type":"string"}}{extra}}}"#);
+        let plain = arr("");
+        let bounded = arr(r#","minContains":2,"maxContains":5"#);
+        assert_eq!(
+            all(&plain, &bounded),
+            vec![MaxContainsAdded, MinContainsAdded]
+        );
+        assert!(breaks(&bounded, &plain).is_empty());
+        assert_eq!(
+            all(&bounded, &plain),
+            vec![MaxContainsRemoved, MinContainsRemoved]
+        );
+        let looser = arr(r#","minContains":1,"maxContains":9"#);
+        assert_eq!(
+            all(&bounded, &looser),
+            vec![MaxContainsIncreased, MinContainsDecreased]
+        );
+        assert!(breaks(&bounded, &looser).is_empty());
+        assert_eq!(
+            breaks(&looser, &bounded),
+            vec![MaxContainsDecreased, MinContainsIncreased]
+        );
+        let other = r#"{"type":"array","contains":{"type":"integer"}}"#;
+        assert!(all(&plain, other).is_empty());
+        // `contains` alone makes an array schema.
+        assert_eq!(
+            breaks(r#"{"contains":{"type":"string"}}"#, r#"{"type":"string"}"#),
+            vec![TypeChanged]
+        );
+    }
+
+    #[test]
+    fn conditionals_are_an_all_of_with_the_rest_and_not_compared_inside() {
+        use Change::*;
+        let cond = |then_max: u32| {
+            format!(
+                r#"{{"if":{{"properties":{{"a":{{"const":"x"}}}}}},"then":{{"properties":{{"b":{{"maximum":{then_max}}}}}}}}}"#
+            )
+        };
+        // Confluent compares nothing inside `if`/`then`/`else`.
+        assert!(all(&cond(5), &cond(3)).is_empty());
+        assert_eq!(breaks(&cond(5), r#"{"type":"string"}"#), vec![TypeChanged]);
+        // With other keywords, the schema is the allOf of both parts, so an
+        // object schema gaining a conditional changes type.
+        let plain = with_ab("");
+        let conditional = with_ab(r#","if":{"required":["a"]},"then":{"required":["b"]}"#);
+        assert_eq!(breaks(&plain, &conditional), vec![TypeChanged]);
+        assert_eq!(breaks(&conditional, &plain), vec![TypeChanged]);
+        let other_then = with_ab(r#","if":{"required":["a"]},"then":{"required":[]}"#);
+        assert!(breaks(&conditional, &other_then).is_empty());
+        let grown = obj(
+            &format!("{A},{B}"),
+            r#","if":{"required":["a"]},"then":{"required":["b"]},"additionalProperties":false"#,
+        );
+        // The object parts are matched as allOf subschemas are.
+        let b = breaks(&conditional, &grown);
+        assert_eq!(
+            b,
+            vec![CombinedTypeSubschemasChanged],
+            "{:?}",
+            all(&conditional, &grown)
+        );
+    }
 
     #[test]
     fn malformed_schemas_are_refused_with_a_reason() {

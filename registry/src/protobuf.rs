@@ -21,7 +21,7 @@ use base64::Engine as _;
 use prost_reflect::prost::Message as _;
 use prost_reflect::{
     Cardinality, DescriptorPool, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind,
-    MessageDescriptor,
+    MessageDescriptor, Syntax,
 };
 use protox::file::{File, FileResolver, GoogleFileResolver};
 
@@ -147,12 +147,20 @@ pub enum Change {
     /// A message field's type has another name, or a same-named type
     /// changed incompatibly.
     FieldNamedTypeChanged,
+    /// A number (enums included) changed label (`label`): the encodings of
+    /// a packed repeated field and of a single value differ.
+    FieldNumericLabelChanged,
+    /// A string or bytes field changed label: compatible, as a single
+    /// value and one element of a repeated field encode alike.
+    FieldStringOrBytesLabelChanged,
     RequiredFieldAdded,
     RequiredFieldRemoved,
     OneofAdded,
     OneofRemoved,
     OneofFieldAdded,
     OneofFieldRemoved,
+    /// A field left its oneof for the message's top level.
+    OneofFieldMovedToTopLevel,
     MultipleFieldsMovedToOneof,
     FieldMovedToExistingOneof,
 }
@@ -173,9 +181,11 @@ impl Change {
                 | FieldAdded
                 | FieldRemoved
                 | FieldNameChanged
+                | FieldStringOrBytesLabelChanged
                 | OneofAdded
                 | OneofRemoved
                 | OneofFieldAdded
+                | OneofFieldMovedToTopLevel
         )
     }
 }
@@ -389,6 +399,8 @@ fn compare_messages(
                 diff.add(&at, Change::RequiredFieldRemoved)
             }
             (Some(_), None) => diff.add(&at, Change::FieldRemoved),
+            // Moved out of a oneof, not added: compared below.
+            (None, Some(_)) if original_all.contains_key(&n) => {}
             (None, Some(u)) if u.cardinality() == Cardinality::Required => {
                 diff.add(&at, Change::RequiredFieldAdded)
             }
@@ -406,7 +418,11 @@ fn compare_messages(
         let (a, b) = (real_oneof(o), real_oneof(u));
         let same_place = (a.is_none() && b.is_none()) || (a.is_some() && a == b);
         if !same_place {
-            compare_fields(diff, &format!("{path}/{n}"), o, u);
+            let at = format!("{path}/{n}");
+            if a.is_some() && b.is_none() {
+                diff.add(&at, Change::OneofFieldMovedToTopLevel);
+            }
+            compare_fields(diff, &at, o, u);
         }
     }
 
@@ -429,7 +445,34 @@ fn compare_fields(
     if original.name() != update.name() {
         diff.add(path, Change::FieldNameChanged);
     }
-    compare_field_types(diff, path, original, update);
+    let labels = (label(original), label(update));
+    compare_field_types(diff, path, original, update, Some(labels));
+}
+
+/// A field's label as Confluent's parser reads it (`ProtobufSchema.label`,
+/// Wire's `Field.Label`): none in a oneof or for a proto3 field written
+/// without one, `Optional` for proto3 `optional`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Optional,
+    Required,
+    Repeated,
+}
+
+fn label(f: &FieldDescriptor) -> Option<Label> {
+    if real_oneof(f).is_some() {
+        return None;
+    }
+    if f.field_descriptor_proto().proto3_optional() {
+        return Some(Label::Optional);
+    }
+    let proto3 = f.parent_file().syntax() == Syntax::Proto3;
+    match f.cardinality() {
+        Cardinality::Repeated => Some(Label::Repeated),
+        _ if proto3 => None,
+        Cardinality::Required => Some(Label::Required),
+        Cardinality::Optional => Some(Label::Optional),
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -449,13 +492,16 @@ fn field_kind(f: &FieldDescriptor) -> FieldKind {
     }
 }
 
+/// `scalar_group` of strings and bytes.
+const STRING_OR_BYTES: u8 = 2;
+
 /// Scalars whose encodings read as each other, as Confluent groups them
 /// (after Protobuf's "updating a message type" rules); enums are numbers.
 fn scalar_group(kind: &Kind) -> u8 {
     match kind {
         Kind::Int32 | Kind::Int64 | Kind::Uint32 | Kind::Uint64 | Kind::Bool | Kind::Enum(_) => 0,
         Kind::Sint32 | Kind::Sint64 => 1,
-        Kind::String | Kind::Bytes => 2,
+        Kind::String | Kind::Bytes => STRING_OR_BYTES,
         Kind::Fixed32 | Kind::Sfixed32 => 3,
         Kind::Fixed64 | Kind::Sfixed64 => 4,
         Kind::Float => 5,
@@ -482,6 +528,7 @@ fn compare_field_types(
     path: &str,
     original: &FieldDescriptor,
     update: &FieldDescriptor,
+    labels: Option<(Option<Label>, Option<Label>)>,
 ) {
     let (ok, uk) = (field_kind(original), field_kind(update));
     if ok != uk {
@@ -492,6 +539,20 @@ fn compare_field_types(
         (FieldKind::Scalar, a, b) if scalar_group(&a) != scalar_group(&b) => {
             diff.add(path, Change::FieldScalarKindChanged);
         }
+        // Confluent compares labels of scalars only, and only when both
+        // fields have one.
+        (FieldKind::Scalar, a, _) => {
+            if let Some((Some(ol), Some(ul))) = labels {
+                if ol != ul {
+                    let change = if scalar_group(&a) == STRING_OR_BYTES {
+                        Change::FieldStringOrBytesLabelChanged
+                    } else {
+                        Change::FieldNumericLabelChanged
+                    };
+                    diff.add(path, change);
+                }
+            }
+        }
         (FieldKind::Map, Kind::Message(a), Kind::Message(b)) => {
             let key_path = format!("{path}/key");
             compare_field_types(
@@ -499,6 +560,7 @@ fn compare_field_types(
                 &key_path,
                 &a.map_entry_key_field(),
                 &b.map_entry_key_field(),
+                None,
             );
             let value_path = format!("{path}/value");
             compare_field_types(
@@ -506,6 +568,7 @@ fn compare_field_types(
                 &value_path,
                 &a.map_entry_value_field(),
                 &b.map_entry_value_field(),
+                None,
             );
         }
         (FieldKind::Message, Kind::Message(a), Kind::Message(b)) => {
@@ -763,6 +826,103 @@ mod tests {
         assert_eq!(kinds(&v2, &v1), vec![Change::RequiredFieldRemoved]);
         assert!(!check(&v2, &v1, Direction::Backward).is_empty());
         assert!(!check(&v2, &v1, Direction::Forward).is_empty());
+    }
+
+    fn p2(body: &str) -> ProtoSchema {
+        parse(&format!("syntax = \"proto2\"; package acme; {body}"), &[]).unwrap()
+    }
+
+    fn kinds(a: &ProtoSchema, b: &ProtoSchema) -> Vec<Change> {
+        differences(a, b).into_iter().map(|(_, c)| c).collect()
+    }
+
+    #[test]
+    fn a_number_changing_label_is_incompatible_both_ways() {
+        let optional = p2("message M { optional int32 n = 1; }");
+        let required = p2("message M { required int32 n = 1; }");
+        let repeated = p2("message M { repeated int32 n = 1; }");
+        for (a, b) in [
+            (&optional, &required),
+            (&optional, &repeated),
+            (&required, &repeated),
+        ] {
+            assert_eq!(kinds(a, b), vec![Change::FieldNumericLabelChanged]);
+            assert_eq!(kinds(b, a), vec![Change::FieldNumericLabelChanged]);
+            assert!(!check(b, a, Direction::Backward).is_empty());
+        }
+        // Enums, bools, fixed and floating numbers are numbers too.
+        for ty in ["E", "bool", "fixed64", "double", "sint32"] {
+            let body =
+                |label: &str| format!("enum E {{ Z = 0; }} message M {{ {label} {ty} n = 1; }}");
+            assert_eq!(
+                kinds(&p2(&body("optional")), &p2(&body("repeated"))),
+                vec![Change::FieldNumericLabelChanged],
+                "{ty}"
+            );
+        }
+        // proto3: `optional` against `repeated`.
+        assert_eq!(
+            breaks(
+                "message M { optional int64 n = 1; }",
+                "message M { repeated int64 n = 1; }"
+            ),
+            vec![Change::FieldNumericLabelChanged]
+        );
+    }
+
+    #[test]
+    fn a_string_or_bytes_changing_label_is_compatible() {
+        let optional = p2("message M { optional string s = 1; }");
+        let repeated = p2("message M { repeated bytes s = 1; }");
+        assert_eq!(
+            kinds(&optional, &repeated),
+            vec![Change::FieldStringOrBytesLabelChanged]
+        );
+        assert!(check(&repeated, &optional, Direction::Both).is_empty());
+    }
+
+    #[test]
+    fn labels_count_only_when_both_fields_have_one_and_only_for_scalars() {
+        // A proto3 field written without a label has none, as in Confluent's
+        // parser: it may become repeated or optional.
+        let plain = "message M { int32 n = 1; }";
+        assert!(all(plain, "message M { repeated int32 n = 1; }").is_empty());
+        assert!(all(plain, "message M { optional int32 n = 1; }").is_empty());
+        // A oneof member has no label either.
+        let in_oneof = p2("message M { oneof k { int32 n = 1; } }");
+        let repeated = p2("message M { repeated int32 n = 1; }");
+        assert_eq!(
+            kinds(&in_oneof, &repeated),
+            vec![Change::OneofRemoved, Change::OneofFieldMovedToTopLevel]
+        );
+        // Messages are compared by contents, not label.
+        let one = p2("message N {} message M { optional N n = 1; }");
+        let many = p2("message N {} message M { repeated N n = 1; }");
+        assert!(kinds(&one, &many).is_empty());
+    }
+
+    #[test]
+    fn a_label_change_read_from_a_descriptor_counts_alike() {
+        // confluent-kafka's Python serializer registers the base64
+        // descriptor, where every proto3 field has a label.
+        let one = proto("message M { optional int32 n = 1; }");
+        let many = proto("message M { repeated int32 n = 1; }");
+        let one = parse(&one.serialized(), &[]).unwrap();
+        let many = parse(&many.serialized(), &[]).unwrap();
+        assert_eq!(kinds(&one, &many), vec![Change::FieldNumericLabelChanged]);
+        let plain = parse(&proto("message M { int32 n = 1; }").serialized(), &[]).unwrap();
+        assert!(kinds(&plain, &many).is_empty());
+    }
+
+    #[test]
+    fn removed_fields_need_not_be_reserved() {
+        // Confluent's diff does not look at reserved numbers or names.
+        let reserved = "message M { reserved 2; reserved \"b\"; string a = 1; }";
+        assert_eq!(all(V1, reserved), vec![Change::FieldRemoved]);
+        assert_eq!(
+            all(V1, "message M { string a = 1; }"),
+            vec![Change::FieldRemoved]
+        );
     }
 
     #[test]
