@@ -558,6 +558,22 @@ impl<S: Storage> PartitionLog<S> {
         after
     }
 
+    /// Makes this log unreplicated again: readers see up to the written
+    /// offset, as on one node. A leader whose in-sync replicas are itself
+    /// alone reads so (a follower's high watermark from its old leader
+    /// would hold readers back otherwise). Long polls wake.
+    pub fn clear_high_watermark(&self) {
+        let moved = {
+            let mut st = self.inner.state.borrow_mut();
+            let before = st.read_bound();
+            st.replicated_hw = None;
+            st.read_bound() != before
+        };
+        if moved {
+            self.inner.written.notify_all();
+        }
+    }
+
     /// A follower's read (Fetch from a replica): like [`read`](Self::read)
     /// but up to the log end, past the high watermark, as Kafka's leader
     /// serves its followers.
