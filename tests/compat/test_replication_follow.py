@@ -7,12 +7,13 @@ segment files of each replica's partition directory).
 
 import importlib.machinery
 import importlib.util
+import signal
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from test_cluster import wait_until
+from test_cluster import agreed_controller, wait_registered, wait_until
 # `cluster`: three nodes, each a voter and a broker, all registered.
 from test_cluster_replication import cluster, create, wait_partitions  # noqa: F401
 
@@ -31,7 +32,7 @@ def load_compare():
 compare_replicas = load_compare()
 
 
-def produce(node, topic: str, count: int, partitions: int):
+def produce(node, topic: str, count: int, partitions: int, first: int = 0):
     """Writes `count` keyed records with an idempotent acks=all producer;
     returns {partition: [(offset, key, value)]} of the acknowledged ones."""
     acked = {p: [] for p in range(partitions)}
@@ -45,7 +46,7 @@ def produce(node, topic: str, count: int, partitions: int):
 
     p = Producer({"bootstrap.servers": node.bootstrap, "enable.idempotence": True, "acks": "all",
                   "linger.ms": 5})
-    for i in range(count):
+    for i in range(first, first + count):
         p.produce(topic, key=f"k{i % 97}".encode(), value=f"value-{i}".encode() * 8,
                   partition=i % partitions, on_delivery=report)
         if i % 500 == 0:
@@ -75,3 +76,50 @@ def test_followers_fetch_and_hold_the_leaders_batches(cluster):
         assert offsets == list(range(len(records))), (p, offsets[:5])
         wait_until(f"follow-{p}: every replica holds offsets 0..{len(records)}",
                    lambda p=p, end=len(records): replicas_match(nodes, "follow", p, end))
+
+
+def read_all(node, topic: str, partition: int, end: int):
+    """[(offset, value)] of offsets 0..end read from `node`'s cluster."""
+    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "check", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, partition, 0)])
+    got = []
+    try:
+        wait_until(f"{topic}-{partition}: {end} records read",
+                   lambda: (got.extend((m.offset(), m.value()) for m in c.consume(500, 1.0) if not m.error())
+                            or (got and got[-1][0] >= end - 1)))
+    finally:
+        c.close()
+    return got
+
+
+def test_a_follower_takes_over_with_the_data_and_the_old_leader_catches_up(cluster):
+    """Unclean election (followers are not in the ISR yet) moves a killed
+    leader's partition to a follower; having fetched, it serves every
+    acknowledged record at its offset and takes more; the old leader,
+    restarted, truncates by OffsetForLeaderEpoch and fetches the rest, so
+    all three replicas are identical again."""
+    nodes = cluster
+    controller = agreed_controller(nodes)
+    victim = next(n for n in nodes if n.node_id != controller)
+    survivors = [n for n in nodes if n is not victim]
+    order = [victim.node_id] + [n.node_id for n in survivors]
+    create(nodes[0], NewTopic("takeover", num_partitions=1, replica_assignment=[order],
+                              config={"unclean.leader.election.enable": "true"}))
+    before = wait_partitions(nodes, "takeover", 1, lambda p: p[0]["leader"] == victim.node_id, "led by the victim")
+    acked = produce(victim, "takeover", 1000, 1)[0]
+    wait_until("takeover-0: every replica holds offsets 0..1000",
+               lambda: replicas_match(nodes, "takeover", 0, 1000))
+
+    victim.stop(signal.SIGKILL)
+    after = wait_partitions(survivors, "takeover", 1,
+                            lambda p: p[0]["leader"] in [n.node_id for n in survivors], "led by a survivor")
+    assert after[0]["epoch"] > before[0]["epoch"], (before, after)
+    acked += produce(survivors[0], "takeover", 500, 1, first=1000)[0]
+    assert sorted(o for o, _, _ in acked) == list(range(1500))
+    expect = sorted((o, v) for o, _, v in acked)
+    assert read_all(survivors[0], "takeover", 0, 1500) == expect
+
+    victim.start()
+    wait_registered(nodes, [1, 2, 3])
+    wait_until("takeover-0: the restarted replica holds offsets 0..1500 like the others",
+               lambda: replicas_match(nodes, "takeover", 0, 1500))
