@@ -613,6 +613,22 @@ mod tests {
             .collect()
     }
 
+    /// A cleared high watermark gives readers the written offset again
+    /// (a follower's from its old leader no longer holds them back).
+    #[test]
+    fn a_cleared_high_watermark_reads_to_the_written_offset() {
+        block_on(async {
+            let log = three_batches().await;
+            assert_eq!(log.set_high_watermark(3), 3);
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!(bases(&r), vec![0]);
+            log.clear_high_watermark();
+            assert_eq!(log.high_watermark(), 9);
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!(bases(&r), vec![0, 3, 6]);
+        });
+    }
+
     #[test]
     fn nothing_at_or_past_the_read_bound_is_read() {
         block_on(async {
