@@ -100,6 +100,7 @@ pub mod metadata;
 pub mod placement;
 pub mod producer_ids;
 pub mod registry_cluster;
+pub mod replica;
 pub mod request_budget;
 pub mod scatter;
 pub mod server;

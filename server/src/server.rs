@@ -309,6 +309,7 @@ async fn run_shard(
     }
     glommio::spawn_local(tick_loop(shard.clone())).detach();
     crate::cleaner::spawn(shard.clone());
+    crate::replica::spawn(shard.clone());
     glommio::spawn_local(watch_stop(shard.clone(), stop)).detach();
 
     loop {

@@ -358,6 +358,9 @@ impl Shard {
             .collect();
         let mut becoming = Vec::new();
         for (name, p, log) in logs {
+            if leads_alone(next, self.config.node_id, &name, p) {
+                log.clear_high_watermark();
+            }
             match crate::cluster::led_at_epoch(next, self.config.node_id, &name, p) {
                 Some(epoch) if log.leader_epoch() != Some(epoch) => {
                     becoming.push((name, p, log, epoch));
@@ -396,4 +399,13 @@ impl Shard {
             }
         }
     }
+}
+
+/// Whether this node leads partition `p` with an ISR of itself alone (or
+/// on one node): its reads are bounded by its written offset, as on one
+/// node, not by a replicated high watermark.
+fn leads_alone(meta: &Metadata, node_id: i32, topic: &str, p: i32) -> bool {
+    crate::cluster::led_at_epoch(meta, node_id, topic, p).is_some()
+        && crate::cluster::partition_state(meta, topic, p)
+            .is_none_or(|s| s.isr.as_slice() == [node_id])
 }

@@ -3,7 +3,7 @@
 
 - CreateTopics with a replication factor up to the broker count places the
   replicas spread over the brokers (Kafka's rack-unaware assignment), ISR =
-  the leader alone (followers do not fetch yet); more replicas than brokers is INVALID_REPLICATION_FACTOR;
+  the leader alone (followers fetch, but the leader does not track them yet); more replicas than brokers is INVALID_REPLICATION_FACTOR;
   manual assignments are checked (INVALID_REPLICA_ASSIGNMENT);
   CreatePartitions keeps the topic's replication factor;
 - `min.insync.replicas` is stored and described; `__consumer_offsets` is
@@ -130,7 +130,7 @@ def test_replicated_topics_are_placed_and_checked(cluster):
                             "has 3 replicas per partition")
     for p, s in parts.items():
         assert sorted(s["replicas"]) == [1, 2, 3], s
-        # The leader alone: followers do not fetch yet, so none is in sync.
+        # The leader alone: the leader does not track its followers yet, so none is in sync.
         assert s["isr"] == [s["leader"]], s
         assert s["leader"] == s["replicas"][0] and s["epoch"] == 0 and s["offline"] == [], s
     # Leaders and second replicas both spread over the brokers.
@@ -181,7 +181,7 @@ def test_consumer_offsets_is_replicated(cluster):
 
 
 def test_a_killed_leader_keeps_its_partitions_while_no_follower_is_in_sync(cluster):
-    """Followers are out of the ISR (they do not fetch yet), so a killed
+    """Followers are out of the ISR (the leader does not track them yet), so a killed
     leader's partitions wait for it rather than move to a replica without
     the data; with unclean.leader.election.enable=true they move anyway,
     to a live replica at a higher epoch with an ISR of itself."""

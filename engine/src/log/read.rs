@@ -558,6 +558,22 @@ impl<S: Storage> PartitionLog<S> {
         after
     }
 
+    /// Makes this log unreplicated again: readers see up to the written
+    /// offset, as on one node. A leader whose in-sync replicas are itself
+    /// alone reads so (a follower's high watermark from its old leader
+    /// would hold readers back otherwise). Long polls wake.
+    pub fn clear_high_watermark(&self) {
+        let moved = {
+            let mut st = self.inner.state.borrow_mut();
+            let before = st.read_bound();
+            st.replicated_hw = None;
+            st.read_bound() != before
+        };
+        if moved {
+            self.inner.written.notify_all();
+        }
+    }
+
     /// A follower's read (Fetch from a replica): like [`read`](Self::read)
     /// but up to the log end, past the high watermark, as Kafka's leader
     /// serves its followers.
@@ -595,6 +611,22 @@ mod tests {
             .iter()
             .map(|b| BatchHeader::parse(b).unwrap().base_offset)
             .collect()
+    }
+
+    /// A cleared high watermark gives readers the written offset again
+    /// (a follower's from its old leader no longer holds them back).
+    #[test]
+    fn a_cleared_high_watermark_reads_to_the_written_offset() {
+        block_on(async {
+            let log = three_batches().await;
+            assert_eq!(log.set_high_watermark(3), 3);
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!(bases(&r), vec![0]);
+            log.clear_high_watermark();
+            assert_eq!(log.high_watermark(), 9);
+            let r = log.read(0, 1 << 20).await.unwrap();
+            assert_eq!(bases(&r), vec![0, 3, 6]);
+        });
     }
 
     #[test]
