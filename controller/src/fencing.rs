@@ -10,6 +10,13 @@
 //! 2. An unfenced broker that is not alive is fenced.
 //! 3. A fenced broker that is alive and has applied the metadata up to its
 //!    own registration is caught up, and unfenced.
+//! 5. Controlled shutdown (Kafka's `wantShutDown`): a broker whose latest
+//!    heartbeat asks to shut down is fenced at once, in the same batch as
+//!    the leadership moves of rule 4, and stays fenced while it keeps
+//!    asking (until it stops; a restart registers a new incarnation).
+//!    Kafka first moves leadership away from a broker in controlled
+//!    shutdown and fences it when it leads nothing; with no follower
+//!    fetching from it in between, one batch does both.
 //! 4. Leader election (KRaft's): a fenced (or unregistered) broker leaves
 //!    the ISR of every partition where an unfenced ISR member remains (the
 //!    last members stay: they hold everything acknowledged). A partition
@@ -37,6 +44,8 @@ pub struct Seen {
     pub applied_index: u64,
     /// The controller's tick it arrived at.
     pub tick: u64,
+    /// The broker asks for a controlled shutdown (rule 5).
+    pub want_shutdown: bool,
 }
 
 /// The records that bring the image in line with rules 2-4 (empty when it
@@ -56,6 +65,9 @@ pub fn reconcile(
         });
         let caught_up =
             heard.is_some_and(|s| i64::try_from(s.applied_index).unwrap_or(i64::MAX) >= b.epoch);
+        // Rule 5: a broker shutting down counts as gone.
+        let heard = heard.filter(|s| !s.want_shutdown);
+        let caught_up = caught_up && heard.is_some();
         let fenced = match (b.fenced, heard.is_some(), caught_up) {
             (false, false, _) => {
                 records.push(Record::FenceBroker {
@@ -165,6 +177,7 @@ mod tests {
             broker_epoch,
             applied_index,
             tick,
+            want_shutdown: false,
         }
     }
 
@@ -303,6 +316,7 @@ mod election_tests {
                     broker_epoch: 1,
                     applied_index: 2,
                     tick: 10,
+                    want_shutdown: false,
                 };
                 (b, s)
             })
@@ -320,6 +334,19 @@ mod election_tests {
     }
 }
 
+/// A new incarnation of broker `id`, for tests.
+#[cfg(test)]
+fn registration(id: i32, fenced: bool) -> Record {
+    Record::RegisterBroker {
+        broker_id: id,
+        incarnation_id: uuid::Uuid::new_v4(),
+        host: "h".into(),
+        port: 9092,
+        rack: None,
+        fenced,
+    }
+}
+
 #[cfg(test)]
 mod alter_partition_tests {
     use super::*;
@@ -329,16 +356,7 @@ mod alter_partition_tests {
     fn alter_partition_applies_only_at_the_expected_epochs() {
         let mut image = ClusterImage::default();
         let id = uuid::Uuid::new_v4();
-        let mut records: Vec<Record> = (1..=3)
-            .map(|b| Record::RegisterBroker {
-                broker_id: b,
-                incarnation_id: uuid::Uuid::new_v4(),
-                host: "h".into(),
-                port: 9092,
-                rack: None,
-                fenced: b == 3,
-            })
-            .collect();
+        let mut records: Vec<Record> = (1..=3).map(|b| registration(b, b == 3)).collect();
         records.push(Record::Topic {
             name: "t".into(),
             topic_id: id,
@@ -403,5 +421,85 @@ mod alter_partition_tests {
         apply(&mut image, alter(1, 4, 8, &[1, 2])).unwrap();
         assert_eq!(image.topics["t"].partitions[0].isr, vec![1, 2]);
         assert_eq!(AlterPartitionError::IneligibleReplica(3).code(), 107);
+    }
+}
+
+#[cfg(test)]
+mod controlled_shutdown_tests {
+    use super::*;
+
+    fn seen(want_shutdown: bool) -> Seen {
+        Seen {
+            broker_epoch: 1,
+            applied_index: 5,
+            tick: 10,
+            want_shutdown,
+        }
+    }
+
+    /// Rule 5: a broker asking to shut down is fenced at once (no session
+    /// timeout), its leaderships move to another ISR member in the same
+    /// batch, a partition it alone holds has no leader, and it is not
+    /// unfenced while it keeps asking; its next incarnation is.
+    #[test]
+    fn a_broker_shutting_down_is_fenced_and_its_leadership_moves() {
+        let mut image = ClusterImage::default();
+        let id = uuid::Uuid::new_v4();
+        let mut records: Vec<Record> = (1..=3).map(|b| registration(b, false)).collect();
+        records.push(Record::Topic {
+            name: "t".into(),
+            topic_id: id,
+        });
+        let partition = |p, replicas: &[i32], leader| Record::Partition {
+            topic_id: id,
+            partition: p,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader,
+            leader_epoch: 2,
+            partition_epoch: 3,
+        };
+        records.push(partition(0, &[1, 2, 3], 1));
+        records.push(partition(1, &[1], 1));
+        records.push(partition(2, &[2, 1], 2));
+        image.apply_batch(1, &records).unwrap();
+        let mut heard: HashMap<i32, Seen> = (1..=3).map(|b| (b, seen(false))).collect();
+        assert!(reconcile(&image, &heard, 11, 100).is_empty());
+
+        heard.insert(1, seen(true));
+        let r = reconcile(&image, &heard, 11, 100);
+        assert_eq!(
+            r.first(),
+            Some(&Record::FenceBroker {
+                broker_id: 1,
+                epoch: 1
+            })
+        );
+        image.apply_batch(2, &r).unwrap();
+        let p = &image.topics["t"].partitions;
+        assert!(image.brokers[&1].fenced);
+        assert_eq!(
+            (p[0].leader, p[0].leader_epoch, p[0].isr.clone()),
+            (2, 3, vec![2, 3])
+        );
+        // The only replica keeps the ISR, with no leader (no unclean election).
+        assert_eq!((p[1].leader, p[1].isr.clone()), (-1, vec![1]));
+        // A follower only leaves the ISR; the leader stays.
+        assert_eq!(
+            (p[2].leader, p[2].leader_epoch, p[2].isr.clone()),
+            (2, 2, vec![2])
+        );
+
+        // Still asking, caught up and heard within the session: stays fenced.
+        assert!(reconcile(&image, &heard, 12, 100).is_empty());
+        // Its next incarnation (a new registration) is unfenced once caught up.
+        image.apply_batch(3, &[registration(1, true)]).unwrap();
+        let mut next = seen(false);
+        next.broker_epoch = 3;
+        heard.insert(1, next);
+        let r = reconcile(&image, &heard, 13, 100);
+        image.apply_batch(4, &r).unwrap();
+        assert!(!image.brokers[&1].fenced);
+        assert_eq!(image.topics["t"].partitions[1].leader, 1);
     }
 }
