@@ -95,6 +95,10 @@ pub struct ControllerConfig {
     /// `None`: brokers register unfenced and are never fenced (simulations
     /// that do not model heartbeats).
     pub broker_session_timeout_ms: Option<u64>,
+    /// This node's static `unclean.leader.election.enable` (Kafka's broker
+    /// key, default false): used in elections for topics without their own
+    /// setting when no cluster-wide dynamic default is set.
+    pub unclean_leader_election_enable: bool,
 }
 
 #[derive(Debug, Error)]
@@ -637,7 +641,13 @@ impl Driver {
             return;
         }
         let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
-        let records = reconcile(&self.image, &self.heartbeats, now, session_ticks);
+        let records = reconcile(
+            &self.image,
+            &self.heartbeats,
+            now,
+            session_ticks,
+            self.config.unclean_leader_election_enable,
+        );
         if records.is_empty() {
             self.last_reconcile = None;
             return;

@@ -103,6 +103,10 @@ pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<I
             fsync: true,
             fixed_election_ticks: None,
             broker_session_timeout_ms: Some(config.cluster.broker_session_timeout_ms()),
+            unclean_leader_election_enable: config
+                .topic_defaults
+                .get(strom_controller::fencing::UNCLEAN_KEY)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         },
         Box::new(move |image| {
             let _ = tx.unbounded_send(image);

@@ -28,10 +28,17 @@ MOVED_WITHIN_S = 8.0
 EXIT_WITHIN_S = 10.0
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    _, nodes = voter_nodes(tmp_path, f"broker.session.timeout.ms = {SESSION_TIMEOUT_MS}\n")
+@pytest.fixture(params=["topic", "broker"])
+def cluster(request, tmp_path):
+    """Three nodes; with the "broker" param every node's static config has
+    `unclean.leader.election.enable = true` (the broker-level default the
+    controller uses for topics without their own setting)."""
+    config = f"broker.session.timeout.ms = {SESSION_TIMEOUT_MS}\n"
+    if request.param == "broker":
+        config += "unclean.leader.election.enable = true\n"
+    _, nodes = voter_nodes(tmp_path, config)
     start_all(nodes)
+    nodes[0].unclean_from = request.param
     yield nodes
     for n in nodes:
         if n.alive():
@@ -54,9 +61,12 @@ def wait_soon(nodes, topic, count, check, what):
 def test_sigterm_moves_leadership_and_fences_at_once(cluster):
     nodes = cluster
     controller = agreed_controller(nodes)
-    create(nodes[0], NewTopic("moving", num_partitions=6, replication_factor=3,
-                              config={"unclean.leader.election.enable": "true"}))
-    create(nodes[0], NewTopic("solo", num_partitions=6, replication_factor=1))
+    # Unclean election moves the RF=3 partitions: no follower is in an ISR
+    # yet. It is on by the topic's config, or by the brokers' default.
+    on_topic = {"unclean.leader.election.enable": "true"} if nodes[0].unclean_from == "topic" else {}
+    create(nodes[0], NewTopic("moving", num_partitions=6, replication_factor=3, config=on_topic))
+    create(nodes[0], NewTopic("solo", num_partitions=6, replication_factor=1,
+                              config={"unclean.leader.election.enable": "false"}))
     before = wait_partitions(nodes, "moving", 6, lambda p: True, "exists")
     solo = wait_partitions(nodes, "solo", 6, lambda p: True, "exists")
     victim = next(n for n in nodes if n.node_id != controller)
@@ -89,7 +99,7 @@ def test_sigterm_moves_leadership_and_fences_at_once(cluster):
         return all(s["leader"] == -1 and s["isr"] == [victim.node_id] for p, s in parts.items() if p in led_solo)
 
     wait_soon(survivors, "solo", 6, leaderless, "leaderless where the victim was the only replica")
-    print(f"controlled shutdown: node {victim.node_id} exited {exited_s:.2f} s after SIGTERM "
+    print(f"controlled shutdown (unclean election by the {nodes[0].unclean_from} config): node {victim.node_id} exited {exited_s:.2f} s after SIGTERM "
           f"(session {SESSION_TIMEOUT_MS} ms)")
 
     # Producing to every moved partition works through the new leaders.
