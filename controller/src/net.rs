@@ -2,7 +2,8 @@
 //!
 //! Each message is a frame `len:u32 BE, kind:u8, body`: kind 0 is a
 //! protobuf raft Message, kind 1 a broker heartbeat (`broker_id:i32 BE,
-//! broker_epoch:i64 BE, applied_index:u64 BE`), kind 2 a learner's request
+//! broker_epoch:i64 BE, applied_index:u64 BE`, then `want_shutdown:u8`,
+//! absent from nodes older than controlled shutdown), kind 2 a learner's request
 //! to join (`node_id:u64 BE`, then the UTF-8 address it listens on, at
 //! most [`JOIN_ADDRESS_MAX_BYTES`]). Every node
 //! listens on its `controller.listener` address; for each peer it keeps one
@@ -34,6 +35,8 @@ const KIND_RAFT: u8 = 0;
 const KIND_HEARTBEAT: u8 = 1;
 const KIND_JOIN: u8 = 2;
 const HEARTBEAT_BYTES: usize = 4 + 8 + 8;
+/// A heartbeat with its `want_shutdown` byte.
+const HEARTBEAT_SHUTDOWN_BYTES: usize = HEARTBEAT_BYTES + 1;
 /// The longest address a joining learner may give.
 pub const JOIN_ADDRESS_MAX_BYTES: usize = 255;
 
@@ -46,6 +49,9 @@ pub struct Heartbeat {
     /// The last metadata entry the broker has applied: it is caught up once
     /// this reaches its own registration.
     pub applied_index: u64,
+    /// Kafka's `wantShutDown`: the broker is stopping (SIGTERM) and asks
+    /// the controller to move its leadership away and fence it.
+    pub want_shutdown: bool,
 }
 
 /// A `process.roles=broker` node asking the active controller to add it
@@ -212,7 +218,15 @@ fn decode_frame(buf: &[u8]) -> Result<Frame, String> {
             .map(Frame::Raft)
             .map_err(|e| e.to_string()),
         KIND_HEARTBEAT => {
-            let fixed: [u8; HEARTBEAT_BYTES] = body
+            let (fixed, want_shutdown) = match body.len() {
+                HEARTBEAT_BYTES => (body, false),
+                HEARTBEAT_SHUTDOWN_BYTES => {
+                    let (flag, fixed) = body.split_last().ok_or("an empty heartbeat")?;
+                    (fixed, *flag != 0)
+                }
+                n => return Err(format!("a heartbeat of {n} bytes")),
+            };
+            let fixed: [u8; HEARTBEAT_BYTES] = fixed
                 .try_into()
                 .map_err(|_| format!("a heartbeat of {} bytes", body.len()))?;
             let (id, rest) = fixed.split_at(4);
@@ -221,6 +235,7 @@ fn decode_frame(buf: &[u8]) -> Result<Frame, String> {
                 broker_id: i32::from_be_bytes(id.try_into().map_err(|_| "id")?),
                 broker_epoch: i64::from_be_bytes(epoch.try_into().map_err(|_| "epoch")?),
                 applied_index: u64::from_be_bytes(applied.try_into().map_err(|_| "applied")?),
+                want_shutdown,
             }))
         }
         KIND_JOIN => {
@@ -272,6 +287,7 @@ fn write_message(w: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
             bytes.extend_from_slice(&h.broker_id.to_be_bytes());
             bytes.extend_from_slice(&h.broker_epoch.to_be_bytes());
             bytes.extend_from_slice(&h.applied_index.to_be_bytes());
+            bytes.push(u8::from(h.want_shutdown));
         }
         Frame::Join(j) => {
             bytes.push(KIND_JOIN);
@@ -302,6 +318,7 @@ mod tests {
             broker_id: 3,
             broker_epoch: 42,
             applied_index: 7,
+            want_shutdown: true,
         };
         let m = Message {
             to: 2,
@@ -325,6 +342,14 @@ mod tests {
         }
         assert!(decode_frame(&[]).is_err());
         assert!(decode_frame(&[KIND_HEARTBEAT, 1, 2]).is_err());
+        // A heartbeat without the shutdown byte (an older node) is one
+        // that does not want to shut down.
+        let mut old = vec![KIND_HEARTBEAT];
+        old.extend_from_slice(&[0; HEARTBEAT_BYTES]);
+        match decode_frame(&old) {
+            Ok(Frame::Heartbeat(h)) => assert!(!h.want_shutdown),
+            _ => panic!("an old heartbeat was refused"),
+        }
         assert!(decode_frame(&[9]).is_err());
         assert!(decode_frame(&[KIND_JOIN, 0, 0, 0]).is_err());
         let mut long = vec![KIND_JOIN, 0, 0, 0, 0, 0, 0, 0, 4];

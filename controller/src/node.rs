@@ -95,6 +95,10 @@ pub struct ControllerConfig {
     /// `None`: brokers register unfenced and are never fenced (simulations
     /// that do not model heartbeats).
     pub broker_session_timeout_ms: Option<u64>,
+    /// This node's static `unclean.leader.election.enable` (Kafka's broker
+    /// key, default false): used in elections for topics without their own
+    /// setting when no cluster-wide dynamic default is set.
+    pub unclean_leader_election_enable: bool,
 }
 
 #[derive(Debug, Error)]
@@ -141,6 +145,8 @@ pub(crate) enum Input {
         record: Record,
         reply: Reply,
     },
+    /// This node's broker asks for a controlled shutdown.
+    Shutdown,
 }
 
 /// Receives every new image, on the controller thread.
@@ -248,6 +254,27 @@ impl Controller {
             let _ = inbox.send(Input::Alter { record, reply });
         }
         rx
+    }
+
+    /// Controlled shutdown (Kafka's `wantShutDown`): from now on this
+    /// node's broker heartbeats ask the active controller to fence it and
+    /// move its partitions' leadership away (`fencing` rule 5). Done once
+    /// `shutdown_done` holds.
+    pub fn request_shutdown(&self) {
+        if let Ok(inbox) = self.inbox.lock() {
+            let _ = inbox.send(Input::Shutdown);
+        }
+    }
+
+    /// Whether the applied image has this node's broker fenced: it leads
+    /// no partition, and every partition it led has moved to another ISR
+    /// member or has no leader. True when this node is no broker.
+    pub fn shutdown_done(&self) -> bool {
+        let image = self.image();
+        i32::try_from(self.node_id)
+            .ok()
+            .and_then(|id| image.brokers.get(&id))
+            .is_none_or(|b| b.fenced)
     }
 
     /// The active controller, as this node knows it.
@@ -379,6 +406,9 @@ pub(crate) struct Driver {
     was_leader: bool,
     /// The last fencing batch proposed and when.
     last_reconcile: Option<(Vec<Record>, u64)>,
+    /// This node's broker is stopping: its heartbeats ask for a
+    /// controlled shutdown (`Controller::request_shutdown`).
+    want_shutdown: bool,
 }
 
 impl Driver {
@@ -457,6 +487,7 @@ impl Driver {
             heartbeats: HashMap::new(),
             was_leader: false,
             last_reconcile: None,
+            want_shutdown: false,
         })
     }
 
@@ -580,6 +611,7 @@ impl Driver {
                         broker_epoch: b.epoch,
                         applied_index: 0,
                         tick: now,
+                        want_shutdown: false,
                     };
                     (b.broker_id, seen)
                 })
@@ -591,12 +623,15 @@ impl Driver {
             broker_id,
             broker_epoch,
             applied_index: self.image.applied_index,
+            want_shutdown: self.want_shutdown,
         });
+        // A broker shutting down heartbeats every tick: its wait is short.
+        let due = self.want_shutdown || now.is_multiple_of(HEARTBEAT_INTERVAL_TICKS);
         if leader {
             if let Some(h) = own {
                 self.heard(h);
             }
-        } else if let Some(h) = own.filter(|_| now.is_multiple_of(HEARTBEAT_INTERVAL_TICKS)) {
+        } else if let Some(h) = own.filter(|_| due) {
             let to = self.node.raft.leader_id;
             if to != 0 && to != self.config.node_id {
                 self.network.heartbeat(to, h);
@@ -606,7 +641,13 @@ impl Driver {
             return;
         }
         let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
-        let records = reconcile(&self.image, &self.heartbeats, now, session_ticks);
+        let records = reconcile(
+            &self.image,
+            &self.heartbeats,
+            now,
+            session_ticks,
+            self.config.unclean_leader_election_enable,
+        );
         if records.is_empty() {
             self.last_reconcile = None;
             return;
@@ -632,6 +673,7 @@ impl Driver {
             broker_epoch: h.broker_epoch,
             applied_index: h.applied_index,
             tick: self.ticks,
+            want_shutdown: h.want_shutdown,
         };
         self.heartbeats.insert(h.broker_id, seen);
     }
@@ -677,6 +719,10 @@ impl Driver {
             Input::Join(j) => self.on_join(j),
             Input::Propose { records, reply } => self.propose(records, Reply::Propose(reply)),
             Input::Alter { record, reply } => self.propose(vec![record], reply),
+            Input::Shutdown => {
+                tracing::info!("asking the active controller for a controlled shutdown");
+                self.want_shutdown = true;
+            }
         }
     }
 

@@ -94,6 +94,7 @@ impl Sim {
             // Staggered, so that the nodes do not keep splitting the vote.
             fixed_election_ticks: Some(10 + 4 * id as usize),
             broker_session_timeout_ms: None,
+            unclean_leader_election_enable: false,
         };
         let published = self.published.clone();
         let seed = self.seed;
@@ -350,6 +351,7 @@ fn the_log_stays_bounded_over_ten_thousand_topics() {
         fsync: false,
         fixed_election_ticks: Some(10),
         broker_session_timeout_ms: None,
+        unclean_leader_election_enable: false,
     };
     let outbox = Arc::new(Mutex::new(Vec::new()));
     let mut node = Driver::open(config, Box::new(SimTransport(outbox)), Box::new(|_| {})).unwrap();

@@ -44,6 +44,35 @@ pub fn controller() -> Option<&'static Arc<Controller>> {
     CONTROLLER.get()
 }
 
+/// How often a stopping broker looks whether the controller has fenced it.
+const CONTROLLED_SHUTDOWN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Controlled shutdown, in a cluster: asks the active controller to fence
+/// this broker and move its leadership away, and waits until this node's
+/// image shows it fenced, or `max_wait` has passed (no quorum: nothing can
+/// move, and the broker stops anyway). Nothing to do on a single node.
+pub fn controlled_shutdown(max_wait: std::time::Duration) {
+    let Some(controller) = controller() else {
+        return;
+    };
+    let start = std::time::Instant::now();
+    controller.request_shutdown();
+    while !controller.shutdown_done() {
+        if start.elapsed() >= max_wait {
+            tracing::warn!(
+                max_wait_ms = max_wait.as_millis(),
+                "the controller did not fence this broker in time; stopping anyway"
+            );
+            return;
+        }
+        std::thread::sleep(CONTROLLED_SHUTDOWN_POLL);
+    }
+    tracing::info!(
+        elapsed_ms = start.elapsed().as_millis(),
+        "controlled shutdown: fenced, leadership moved"
+    );
+}
+
 /// Every image the controller applies, in order.
 pub type ImageReceiver = futures_channel::mpsc::UnboundedReceiver<Arc<ClusterImage>>;
 
@@ -74,6 +103,10 @@ pub fn start(config: &BrokerConfig, local: &Metadata) -> anyhow::Result<Option<I
             fsync: true,
             fixed_election_ticks: None,
             broker_session_timeout_ms: Some(config.cluster.broker_session_timeout_ms()),
+            unclean_leader_election_enable: config
+                .topic_defaults
+                .get(strom_controller::fencing::UNCLEAN_KEY)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         },
         Box::new(move |image| {
             let _ = tx.unbounded_send(image);

@@ -29,6 +29,13 @@ pub struct ClusterConfig {
     /// `broker.session.timeout.ms`; `None`: Strom's default
     /// ([`BROKER_SESSION_TIMEOUT_MS_DEFAULT`]).
     pub broker_session_timeout_ms: Option<u64>,
+    /// `controlled.shutdown.enable` (Kafka's, default true): on SIGTERM the
+    /// broker asks the controller to move its leadership away first.
+    pub controlled_shutdown_disabled: bool,
+    /// `controlled.shutdown.max.wait.ms` (Strom's own; Kafka bounds the
+    /// wait by its retries): how long a stopping broker waits for the
+    /// controller to fence it before it stops anyway.
+    pub controlled_shutdown_max_wait_ms: Option<u64>,
 }
 
 /// Strom's `broker.session.timeout.ms` default (Kafka's is 9000): the
@@ -42,6 +49,12 @@ pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 2500;
 /// broker heartbeats every 500 ms, so a shorter one would fence live brokers.
 const BROKER_SESSION_TIMEOUT_MS_MIN: u64 = 1000;
 
+/// Strom's `controlled.shutdown.max.wait.ms` default: a controller that
+/// is up fences a stopping broker within a heartbeat, a reconcile tick and
+/// one Raft commit (well under a second); without a quorum nothing can
+/// move, and a supervisor's stop must not wait for long.
+pub const CONTROLLED_SHUTDOWN_MAX_WAIT_MS_DEFAULT: u64 = 5000;
+
 /// The keys this module owns.
 pub const CLUSTER_KEYS: &[&str] = &[
     "process.roles",
@@ -49,6 +62,8 @@ pub const CLUSTER_KEYS: &[&str] = &[
     "controller.listener.names",
     "listeners",
     "broker.session.timeout.ms",
+    "controlled.shutdown.enable",
+    "controlled.shutdown.max.wait.ms",
 ];
 
 const DEFAULT_CONTROLLER_LISTENER: &str = "CONTROLLER";
@@ -73,6 +88,20 @@ impl ClusterConfig {
                 }
                 self.broker_session_timeout_ms = Some(ms);
             }
+            "controlled.shutdown.enable" => {
+                self.controlled_shutdown_disabled = match value.trim() {
+                    "true" => false,
+                    "false" => true,
+                    _ => return Err("true or false".to_string()),
+                }
+            }
+            "controlled.shutdown.max.wait.ms" => {
+                let ms: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| "not a whole number of milliseconds".to_string())?;
+                self.controlled_shutdown_max_wait_ms = Some(ms);
+            }
             _ => return Err(format!("`{key}` is not a cluster key")),
         }
         Ok(())
@@ -82,6 +111,17 @@ impl ClusterConfig {
     pub fn broker_session_timeout_ms(&self) -> u64 {
         self.broker_session_timeout_ms
             .unwrap_or(BROKER_SESSION_TIMEOUT_MS_DEFAULT)
+    }
+
+    /// How long SIGTERM waits for the controller to fence this broker;
+    /// `None` when `controlled.shutdown.enable=false`.
+    pub fn controlled_shutdown_wait(&self) -> Option<std::time::Duration> {
+        (!self.controlled_shutdown_disabled).then(|| {
+            std::time::Duration::from_millis(
+                self.controlled_shutdown_max_wait_ms
+                    .unwrap_or(CONTROLLED_SHUTDOWN_MAX_WAIT_MS_DEFAULT),
+            )
+        })
     }
 
     /// Whether this node is part of a quorum (voters are configured).

@@ -215,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let registry_listen = broker_config.schema_registry_listen.clone();
     let schema_ids = broker_config.schema_ids.clone();
     let node_id = broker_config.node_id;
+    let controlled_shutdown_wait = broker_config.cluster.controlled_shutdown_wait();
     let (advertised_host, _) = broker_config.advertised();
     let broker = Broker::start(broker_config)?;
     // The registry runs on its own thread, a Kafka client of this broker;
@@ -261,6 +262,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             return Err(broker.stop_after_failure(id, SHARD_STOP_TIMEOUT));
         }
+    }
+    // In a cluster, the controller moves this broker's leadership away
+    // (and fences it) while it still serves, so clients find the new
+    // leaders before it stops (a single node has no controller).
+    if let Some(wait) = controlled_shutdown_wait {
+        strom_server::cluster::controlled_shutdown(wait);
     }
     stop.store(true, Ordering::SeqCst);
     broker.join()?;

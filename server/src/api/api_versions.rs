@@ -9,7 +9,7 @@ use crate::wire::{encode_frame, Reply, RequestContext};
 /// Versions Strom implements and advertises: (api, min, max). Only what is
 /// tested with real clients is listed.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 3, 10),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),

@@ -15,6 +15,7 @@ pub mod fetch;
 mod fetch_read;
 pub mod groups;
 pub mod leader_epoch;
+pub mod leader_hints;
 pub mod list_offsets;
 pub mod log_dirs;
 pub mod metadata;
@@ -106,7 +107,7 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
         },
         ApiKey::Produce => match decode(&mut body, v) {
             Some(req) => match produce::handle(shard, req, v).await {
-                Some(resp) => respond(ctx, &resp),
+                Some(resp) => respond(ctx, &leader_hints::produce(shard, resp, v)),
                 None => Reply::None,
             },
             None => Reply::Close,

@@ -1,4 +1,4 @@
-//! Produce (v3-v9): partitions are grouped by owner shard, each group is
+//! Produce (v3-v10; v10's KIP-951 leader hints are `api::leader_hints`): partitions are grouped by owner shard, each group is
 //! appended on its shard (concurrently, so acks=all appends share a group
 //! commit), and the response is assembled in request order. Batches are
 //! validated by the engine (length, magic, CRC32C) and never decoded,
