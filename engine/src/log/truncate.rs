@@ -81,6 +81,7 @@ impl<S: Storage> PartitionLog<S> {
         if let Some(log_end) = self.nothing_to_truncate(offset)? {
             return Ok(log_end);
         }
+        self.lower_first_dirty(offset).await?;
         let segment = self.cut_segment(offset).await?;
         let end_offset = segment.next_offset;
         let base = segment.base_offset;

@@ -19,9 +19,10 @@
 //!   sequence) and recompressed with its codec; a batch with none left goes.
 //!   Records without a key go, as in Kafka.
 //!
-//! When: the log's *first dirty offset* (in memory: every closed segment
-//! counts as dirty after an open) splits its closed segments into a clean
-//! part and a dirty part. The dirty part ends before the first segment whose
+//! When: the log's *first dirty offset* (kept in `cleaner-offset-checkpoint`,
+//! `checkpoint.rs`; without a usable one every closed segment counts as
+//! dirty after an open) splits its closed segments into a clean part and a
+//! dirty part. The dirty part ends before the first segment whose
 //! newest timestamp is within `min.compaction.lag.ms`. A clean runs when the
 //! dirty part is at least `min.cleanable.dirty.ratio` of the closed bytes,
 //! when its first segment's newest timestamp is older than
@@ -48,6 +49,7 @@ use crate::index;
 use crate::io::Storage;
 use crate::records::{parse_records, rebuild_batch, records_bytes};
 
+pub(super) mod checkpoint;
 mod pacer;
 mod rewrite;
 pub(crate) mod swap;
@@ -114,6 +116,25 @@ impl<S: Storage> PartitionLog<S> {
             .max(self.log_start_offset())
     }
 
+    /// Before a truncation to `offset`: the first dirty offset comes down
+    /// to it, on disk first, so that records appended again past `offset`
+    /// never count as clean (a crash after this and before the cut leaves
+    /// a checkpoint behind the log, which is safe).
+    pub(super) async fn lower_first_dirty(&self, offset: i64) -> Result<()> {
+        let lowered = {
+            let mut c = self.inner.cleaner.borrow_mut();
+            let lowered = c.first_dirty > offset;
+            c.first_dirty = c.first_dirty.min(offset);
+            lowered
+        };
+        if lowered {
+            checkpoint::save(&self.inner.storage, &self.inner.dir, offset)
+                .await
+                .map_err(io_err)?;
+        }
+        Ok(())
+    }
+
     /// Cleans the log when it is due (see the module doc). `None`: nothing
     /// to do (not compacted, not due, or a clean already running).
     pub async fn clean(
@@ -169,10 +190,22 @@ impl<S: Storage> PartitionLog<S> {
             stats.segments_after = stats.segments_after.saturating_add(1);
             stats.bytes_after = stats.bytes_after.saturating_add(len);
         }
-        {
+        let (before, after) = {
             let mut c = self.inner.cleaner.borrow_mut();
+            let before = c.first_dirty;
             c.first_dirty = c.first_dirty.max(map_end);
             c.tombstones_due_ms = due;
+            (before, c.first_dirty)
+        };
+        // After the swaps: the file never claims more than is on disk. A
+        // failed write only costs a rewrite after the next open.
+        let saved = if after == before {
+            Ok(())
+        } else {
+            checkpoint::save(&self.inner.storage, &self.inner.dir, after).await
+        };
+        if let Err(e) = saved {
+            tracing::warn!(dir = %self.inner.dir.display(), first_dirty = after, error = %e, "writing the cleaner checkpoint failed");
         }
         tracing::debug!(dir = %self.inner.dir.display(), ?stats, "log cleaned");
         Ok(Some(stats))
