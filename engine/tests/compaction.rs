@@ -620,7 +620,6 @@ fn a_bad_checkpoint_is_ignored() {
 fn truncation_lowers_the_checkpoint() {
     block_on(async {
         let fs = SimStorage::new(31);
-        let dir = Path::new(CKPT_DIR);
         let log = open_cfg(&fs, config()).await;
         fill(&log, 0, 100).await;
         // 20 distinct keys with 1 KB values: two segments of more than half
