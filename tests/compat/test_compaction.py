@@ -308,3 +308,58 @@ def test_consumer_offsets_are_compacted(broker_with, topic_name):
         assert tp.offset == commits - 1
     finally:
         c.close()
+
+
+def cleans_since_start(broker, topic: str) -> int:
+    """How many `log cleaned` lines partition 0 of `topic` has in the broker's
+    log since its last start."""
+    text = broker.log_path.read_text(errors="replace")
+    since = text.rsplit("--- start on port", 1)[-1]
+    return sum(1 for line in since.splitlines() if "log cleaned" in line and f"/{topic}-0" in line)
+
+
+def segment_files(d: Path) -> dict:
+    """{name: (inode, mtime_ns)} of the closed segments' data files."""
+    active = active_base(d)
+    return {
+        f.name: (f.stat().st_ino, f.stat().st_mtime_ns)
+        for f in d.glob("*.log")
+        if len(f.name) == 24 and int(f.name.split(".")[0]) != active
+    }
+
+
+def test_a_clean_log_is_not_cleaned_again_after_a_restart(broker_with, topic_name):
+    # One shard: one cleaner visits every log in each round.
+    broker = broker_with(CLEANER, shards=1)
+    config = {"cleanup.policy": "compact", "segment.bytes": str(SEGMENT_BYTES), "min.cleanable.dirty.ratio": "0.01"}
+    create_topic(broker.bootstrap, topic_name, 1, config)
+    produced = produce_updates(broker.bootstrap, topic_name)
+    got, end = wait_compacted(broker, topic_name, produced)
+    d = partition_dir(broker, topic_name)
+    # The cleaner's progress is on disk, in Kafka's format, once the clean
+    # that reached the active segment is done.
+    checkpoint = d / "cleaner-offset-checkpoint"
+    want = f"0\n1\n{topic_name} 0 {end}\n"
+    deadline = time.monotonic() + 30
+    while not (checkpoint.exists() and checkpoint.read_text() == want):
+        assert time.monotonic() < deadline, f"checkpoint {checkpoint.read_text() if checkpoint.exists() else None!r}, want {want!r}"
+        time.sleep(0.2)
+    broker.restart()
+    before = segment_files(d)
+    assert before, "no closed segment"
+    # Another compacted topic cleaned twice after the start: each clean is in
+    # its own round of the one cleaner, so at least one whole round, which
+    # offered the first topic's log too, ran after the restart.
+    other = create_topic(broker.bootstrap, topic_name + "-b", 1, config)
+    other_produced = produce_updates(broker.bootstrap, other)
+    wait_compacted(broker, other, other_produced)
+    deadline = time.monotonic() + 90
+    while cleans_since_start(broker, other) < 2:
+        assert time.monotonic() < deadline, f"{other} cleaned {cleans_since_start(broker, other)} times\n{broker.log_tail()}"
+        more = produce_updates(broker.bootstrap, other)
+        other_produced.update(more)
+        wait_compacted(broker, other, other_produced)
+    assert cleans_since_start(broker, topic_name) == 0, f"the clean log was cleaned again\n{broker.log_tail()}"
+    assert segment_files(d) == before, "the clean log's segments were rewritten"
+    again, _ = read_all(broker.bootstrap, topic_name)
+    assert again == got, "the log read differently after the restart"
