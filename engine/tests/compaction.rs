@@ -396,9 +396,11 @@ fn a_producers_last_batch_survives_and_dedups_after_a_crash() {
     });
 }
 
-/// Tombstones stay through the clean that first sees them and until
-/// `delete.retention.ms` after their segment's newest timestamp; then the
-/// next clean, due by them alone, removes them.
+/// Kafka's KIP-534 rule: tombstones stay `delete.retention.ms` after the
+/// clean that first saw them, whatever their record timestamps say. That
+/// clean stamps the delete horizon into their batch (base timestamp and
+/// attribute bit 6); the stamp survives a crash; the clean due at the
+/// horizon removes them.
 #[test]
 fn tombstones_go_after_delete_retention() {
     block_on(async {
@@ -408,9 +410,11 @@ fn tombstones_go_after_delete_retention() {
             delete_retention_ms: 10_000,
             ..config()
         };
-        let log = PartitionLog::open_with(fs.clone(), dir, config)
+        let log = PartitionLog::open_with(fs.clone(), dir, config.clone())
             .await
             .unwrap();
+        // Record timestamps long before the clean: the old rule (record
+        // time plus retention) would let the tombstone go at once.
         let put = |k: &'static [u8], v: Option<&'static [u8]>| {
             build_keyed_batch(1_000, &[(Some(k), v)], (-1, -1, -1), false)
         };
@@ -425,25 +429,47 @@ fn tombstones_go_after_delete_retention() {
         log.append(&put(b"c", Some(b"3")), Durability::Synced, 1_000)
             .await
             .unwrap();
-        // First clean: a's value goes, its tombstone stays.
-        log.clean(2_000, &cleaner(), &mut NoPacing)
+        // First clean, at 500 000: a's value goes, its tombstone stays,
+        // stamped with the horizon 510 000.
+        let first_clean_ms = 500_000;
+        log.clean(first_clean_ms, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
             .expect("due");
         let got = read_all(&log).await.unwrap();
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(got[&2], (Some(b"a".to_vec()), None));
-        // Before the horizon (newest timestamp 1 000 + 10 000) no clean is
-        // due and the tombstone stays.
-        assert!(log
-            .clean(11_000, &cleaner(), &mut NoPacing)
+        let r = log.read(2, 4096).await.unwrap();
+        let h = BatchHeader::parse(&r.batches[0]).unwrap();
+        assert_eq!(h.base_offset, 2);
+        assert_eq!(h.delete_horizon_ms(), Some(first_clean_ms + 10_000));
+        assert_eq!(h.max_timestamp, 1_000, "record times stay");
+        strom_engine::batch::validate(&r.batches[0]).expect("a valid batch, CRC and all");
+        // The stamp is in the batch: a crash and reopen keep it.
+        fs.crash();
+        drop(log);
+        let log = PartitionLog::open_with(fs.clone(), dir, config.clone())
+            .await
+            .unwrap();
+        let h = BatchHeader::parse(&log.read(2, 4096).await.unwrap().batches[0]).unwrap();
+        assert_eq!(h.delete_horizon_ms(), Some(first_clean_ms + 10_000));
+        // A clean before the horizon (due by new dirty data) keeps it.
+        log.roll_now().await.unwrap();
+        log.clean(first_clean_ms + 9_999, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
-            .is_none());
+            .expect("due: segment 3 is dirty");
         assert!(read_all(&log).await.unwrap().contains_key(&2));
-        // Past it, a clean is due for the tombstone alone and removes it.
+        assert!(
+            log.clean(first_clean_ms + 9_999, &cleaner(), &mut NoPacing)
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing due before the horizon"
+        );
+        // At the horizon, a clean is due for the tombstone alone and removes it.
         let stats = log
-            .clean(11_001, &cleaner(), &mut NoPacing)
+            .clean(first_clean_ms + 10_000, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
             .expect("due for the tombstone");
@@ -452,7 +478,7 @@ fn tombstones_go_after_delete_retention() {
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         // Nothing more to do.
         assert!(log
-            .clean(30_000, &cleaner(), &mut NoPacing)
+            .clean(first_clean_ms + 30_000, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
             .is_none());

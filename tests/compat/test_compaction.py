@@ -193,6 +193,8 @@ def test_compressed_batches_are_compacted_and_checked_for_keys(broker_with, topi
 
 
 def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
+    """KIP-534: a tombstone stays delete.retention.ms after the clean that
+    first saw it, even when its record timestamp is a day old, then goes."""
     broker = broker_with(CLEANER)
     retention_ms = 8000
     create_topic(
@@ -207,10 +209,14 @@ def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
         },
     )
     keys = [f"t-{i}".encode() for i in range(20)]
-    recs = [Rec(k, b"v".ljust(VALUE_BYTES, b"v")) for k in keys]
-    recs += [Rec(k, None) for k in keys[:10]]
-    # Filler under one key closes the segments holding the tombstones.
-    recs += [Rec(b"filler", str(i).encode().ljust(VALUE_BYTES, b"f")) for i in range(300)]
+    day_ago_ms = int(time.time() * 1000) - 86_400_000
+    recs = [Rec(k, b"v".ljust(VALUE_BYTES, b"v"), timestamp=day_ago_ms) for k in keys]
+    recs += [Rec(k, None, timestamp=day_ago_ms) for k in keys[:10]]
+    # Filler under one key closes the segments holding the tombstones (as
+    # old, so no segment's newest timestamp is recent).
+    recs += [Rec(b"filler", str(i).encode().ljust(VALUE_BYTES, b"f"), timestamp=day_ago_ms) for i in range(300)]
+    # No clean can have seen the tombstones before this.
+    before_produce = time.monotonic()
     offsets = produce_all(broker.bootstrap, topic_name, 0, recs, **SMALL_BATCHES)
     deleted, kept = set(keys[:10]), set(keys[10:])
     tomb_offsets = {offsets[20 + i] for i in range(10)}
@@ -223,11 +229,21 @@ def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
             break
         assert time.monotonic() < deadline, f"old values of deleted keys still at {old_values[:5]}"
         time.sleep(0.3)
-    present = {o for o, (k, v) in got.items() if v is None}
-    # delete.retention.ms (8 s) has not passed since they were produced:
-    # the clean that removed the values kept every tombstone.
-    assert present == tomb_offsets, f"tombstones at {sorted(present)}, expected {sorted(tomb_offsets)}"
-    # Then, after delete.retention.ms, the tombstones go too.
+    # Every tombstone is still read until delete.retention.ms after the
+    # earliest moment a clean could have seen it (less a second of slack
+    # for the clocks), though their record times are a day past it.
+    keep_until = before_produce + retention_ms / 1000 - 1.0
+    checks = 0
+    while time.monotonic() < keep_until or checks == 0:
+        got, _ = read_all(broker.bootstrap, topic_name)
+        present = {o for o, (k, v) in got.items() if v is None}
+        assert present == tomb_offsets, (
+            f"{time.monotonic() - before_produce:.1f}s after producing: tombstones at {sorted(present)}, "
+            f"expected {sorted(tomb_offsets)}"
+        )
+        checks += 1
+        time.sleep(0.5)  # paces the checks; each one asserts
+    # Then they go.
     deadline = time.monotonic() + 60
     while True:
         got, _ = read_all(broker.bootstrap, topic_name)
