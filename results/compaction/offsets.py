@@ -141,6 +141,16 @@ def run(mode, args):
     config = f"offsets.topic.segment.bytes = {args.segment_bytes}\n"
     config += "log.cleaner.backoff.ms = 1000\n" if mode == "on" else "log.cleaner.enable = false\n"
     b = Broker(data, config, args.shards)
+    try:
+        return measure(b, mode, data, args)
+    finally:
+        if b.proc is not None and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait()
+        subprocess.run(["rm", "-rf", str(tmp)], check=True)
+
+
+def measure(b, mode, data, args):
     b.start()
     topic = "bench-offsets"
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
@@ -165,7 +175,6 @@ def run(mode, args):
     out["after_sigkill"] = restart_timed(b, signal.SIGKILL, topic, args.groups, args.partitions, rounds)
     out["after_sigterm"] = restart_timed(b, signal.SIGTERM, topic, args.groups, args.partitions, rounds)
     b.stop(signal.SIGTERM)
-    subprocess.run(["rm", "-rf", str(tmp)], check=True)
     return out
 
 
