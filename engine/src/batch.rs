@@ -35,6 +35,9 @@ pub(crate) const MAGIC_V2: i8 = 2;
 pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// Attribute bit: the batch is a control batch (transaction markers).
 pub const ATTR_CONTROL: i16 = 1 << 5;
+/// Attribute bit 6 (KIP-534): the log cleaner stamped the batch's delete
+/// horizon into its base timestamp; its tombstones go from then on.
+pub const ATTR_DELETE_HORIZON: i16 = 1 << 6;
 /// Attribute bit: timestamps are LogAppendTime.
 pub const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 /// A batch or record timestamp of -1: none given.
@@ -118,6 +121,12 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// The delete horizon a clean stamped into the batch (KIP-534): its
+    /// tombstones may go from this time on.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
 
     pub fn is_compressed(&self) -> bool {
@@ -372,13 +381,12 @@ pub(crate) fn get_varint(buf: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
-#[cfg(any(test, feature = "test-util"))]
-#[allow(clippy::arithmetic_side_effects, reason = "test-only")]
+/// Writes a zigzag varint (up to 64 bits).
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut z = (v.wrapping_shl(1) ^ v.wrapping_shr(63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
-        z >>= 7;
+        z = z.wrapping_shr(7);
     }
     out.push(z as u8);
 }

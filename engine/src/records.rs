@@ -21,9 +21,15 @@
 //! A rebuilt batch keeps every header field of the original (base offset,
 //! lastOffsetDelta, timestamps, producer id, epoch, base sequence, codec)
 //! but the record count, the length and the CRC: the kept records are copied
-//! byte for byte, so their offset and timestamp deltas stay valid.
+//! byte for byte, so their offset and timestamp deltas stay valid. A clean
+//! that stamps a delete horizon (KIP-534) also sets the base timestamp to it
+//! and attribute bit 6, and rewrites each record's timestampDelta so every
+//! record keeps its timestamp.
 
-use crate::batch::{get_varint, BatchHeader, ATTR_CODEC_MASK, CRC_START, HEADER_BYTES};
+use crate::batch::{
+    get_varint, put_varint, BatchHeader, ATTR_CODEC_MASK, ATTR_DELETE_HORIZON, CRC_START,
+    HEADER_BYTES,
+};
 use crate::codec;
 
 pub use crate::codec::{Unreadable, MAX_INFLATED_BYTES};
@@ -176,15 +182,27 @@ pub fn keyless_in_batches(records: &[u8]) -> Vec<i32> {
     out
 }
 
-/// A copy of `batch` holding only `kept` (records of that batch, in order,
-/// at least one): same header fields, the records recompressed with the
-/// batch's codec, then the record count, length and CRC set.
+/// The batch with only the `kept` records (see the module doc).
 pub fn rebuild_batch(batch: &[u8], kept: &[Record<'_>]) -> Result<Vec<u8>, Unreadable> {
+    rebuild_batch_with_horizon(batch, kept, None)
+}
+
+/// [`rebuild_batch`], stamping `delete_horizon_ms` into the batch when given
+/// (KIP-534: base timestamp and attribute bit 6; each record's
+/// timestampDelta is rewritten so its timestamp stays).
+pub fn rebuild_batch_with_horizon(
+    batch: &[u8],
+    kept: &[Record<'_>],
+    delete_horizon_ms: Option<i64>,
+) -> Result<Vec<u8>, Unreadable> {
     let h = BatchHeader::parse(batch).map_err(|_| Unreadable::Malformed)?;
     let header = batch.get(..HEADER_BYTES).ok_or(Unreadable::Malformed)?;
     let mut records = Vec::with_capacity(kept.iter().map(|r| r.bytes.len()).sum());
     for r in kept {
-        records.extend_from_slice(r.bytes);
+        match delete_horizon_ms {
+            None => records.extend_from_slice(r.bytes),
+            Some(base) => restamp_record(&mut records, r.bytes, h.base_timestamp, base)?,
+        }
     }
     let records = match h.attributes & ATTR_CODEC_MASK {
         codec::CODEC_NONE => records,
@@ -202,6 +220,15 @@ pub fn rebuild_batch(batch: &[u8], kept: &[Record<'_>]) -> Result<Vec<u8>, Unrea
     if let Some(field) = out.get_mut(8..12) {
         field.copy_from_slice(&length.to_be_bytes());
     }
+    if let Some(horizon) = delete_horizon_ms {
+        let attributes = h.attributes | ATTR_DELETE_HORIZON;
+        if let Some(field) = out.get_mut(21..23) {
+            field.copy_from_slice(&attributes.to_be_bytes());
+        }
+        if let Some(field) = out.get_mut(27..35) {
+            field.copy_from_slice(&horizon.to_be_bytes());
+        }
+    }
     if let Some(field) = out.get_mut(57..61) {
         field.copy_from_slice(&count.to_be_bytes());
     }
@@ -210,6 +237,31 @@ pub fn rebuild_batch(batch: &[u8], kept: &[Record<'_>]) -> Result<Vec<u8>, Unrea
         field.copy_from_slice(&crc.to_be_bytes());
     }
     Ok(out)
+}
+
+/// Appends `record` (length prefix included) to `out` with its
+/// timestampDelta moved from `old_base` to `new_base`.
+fn restamp_record(
+    out: &mut Vec<u8>,
+    record: &[u8],
+    old_base: i64,
+    new_base: i64,
+) -> Result<(), Unreadable> {
+    let bad = Unreadable::Malformed;
+    let (_, n) = get_varint(record).ok_or(bad)?;
+    let body = record.get(n..).ok_or(bad)?;
+    let (attributes, rest) = body.split_first().ok_or(bad)?;
+    let (delta, n) = get_varint(rest).ok_or(bad)?;
+    let after = rest.get(n..).ok_or(bad)?;
+    let timestamp = old_base.checked_add(delta).ok_or(bad)?;
+    let new_delta = timestamp.checked_sub(new_base).ok_or(bad)?;
+    let mut new_body = Vec::with_capacity(body.len().saturating_add(10));
+    new_body.push(*attributes);
+    put_varint(&mut new_body, new_delta);
+    new_body.extend_from_slice(after);
+    put_varint(out, i64::try_from(new_body.len()).map_err(|_| bad)?);
+    out.extend_from_slice(&new_body);
+    Ok(())
 }
 
 /// A test record: key and value, `None` for null.
@@ -298,6 +350,58 @@ pub fn build_keyed_batch_with_codec(
 mod tests {
     use super::*;
     use crate::batch::validate;
+
+    /// Each record's timestamp: the batch's base plus its timestampDelta.
+    fn timestamps(batch: &[u8]) -> Vec<i64> {
+        let h = BatchHeader::parse(batch).unwrap();
+        let bytes = records_bytes(batch).unwrap();
+        parse_records(&bytes, h.record_count)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let (_, n) = get_varint(r.bytes).unwrap();
+                let (delta, _) = get_varint(&r.bytes[n + 1..]).unwrap();
+                h.base_timestamp + delta
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stamped_delete_horizon_keeps_every_record_time() {
+        for codec in CODECS {
+            let b = build_keyed_batch_with_codec(
+                1_000,
+                &[
+                    (Some(b"a"), Some(b"1")),
+                    (Some(b"b"), None),
+                    (Some(b"c"), Some(b"3")),
+                ],
+                (7, 1, 0),
+                codec,
+            );
+            let bytes = records_bytes(&b).unwrap();
+            let recs = parse_records(&bytes, 3).unwrap();
+            let kept = [recs[1], recs[2]];
+            // A horizon far from the records' times: deltas grow to 9 bytes.
+            let out = rebuild_batch_with_horizon(&b, &kept, Some(1 << 50)).unwrap();
+            let h = validate(&out).unwrap();
+            assert_eq!(h.delete_horizon_ms(), Some(1 << 50), "codec {codec}");
+            assert_eq!(h.attributes & ATTR_CODEC_MASK, codec);
+            assert_eq!((h.producer_id, h.base_sequence, h.record_count), (7, 0, 2));
+            assert_eq!(timestamps(&out), timestamps(&b)[1..].to_vec());
+            let again = records_bytes(&out).unwrap();
+            let parsed = parse_records(&again, 2).unwrap();
+            assert_eq!(
+                parsed
+                    .iter()
+                    .map(|r| (r.key, r.tombstone, r.offset_delta))
+                    .collect::<Vec<_>>(),
+                vec![(Some(&b"b"[..]), true, 1), (Some(&b"c"[..]), false, 2)]
+            );
+            let plain = rebuild_batch(&b, &kept).unwrap();
+            assert_eq!(validate(&plain).unwrap().delete_horizon_ms(), None);
+        }
+    }
 
     const CODECS: [i16; 5] = [
         codec::CODEC_NONE,

@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use strom_engine::batch::BatchHeader;
 use strom_engine::config::CleanerConfig;
 use strom_engine::io::sim::SimStorage;
+use strom_engine::io::Storage;
 use strom_engine::log::NoPacing;
 use strom_engine::records::{build_keyed_batch, parse_records, records_bytes};
 use strom_engine::{Durability, LogConfig, PartitionLog};
@@ -176,6 +177,25 @@ fn check_exact(model: &Model, got: &BTreeMap<i64, Rec>, end: i64) -> Result<(), 
     Ok(())
 }
 
+/// Below the first dirty offset (in memory, or loaded from the cleaner
+/// checkpoint after a reopen) the log is clean: every record has a key and
+/// no key appears twice. A checkpoint written before its clean's swaps were
+/// on disk, or one ahead of the log, breaks this after a crash.
+fn check_clean_below(got: &BTreeMap<i64, Rec>, first_dirty: i64) -> Result<(), String> {
+    let mut seen = HashMap::new();
+    for (&o, (k, _)) in got.range(..first_dirty) {
+        let k = k.as_ref().ok_or_else(|| {
+            format!("keyless record at {o} below the first dirty offset {first_dirty}")
+        })?;
+        if let Some(before) = seen.insert(k.clone(), o) {
+            return Err(format!(
+                "key {k:?} at {before} and {o}, below the first dirty offset {first_dirty}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn random_records(rng: &mut SmallRng) -> Vec<Rec> {
     (0..rng.gen_range(1..=6))
         .map(|_| {
@@ -284,6 +304,7 @@ async fn run(seed: u64, seen: &mut Seen) -> Result<(), String> {
         }
         let got = read_all(&log).await.map_err(ctx)?;
         check_log(&model, &got).map_err(ctx)?;
+        check_clean_below(&got, log.first_dirty_offset()).map_err(ctx)?;
         if log.log_end_offset() != model.records.keys().next_back().map_or(0, |o| o + 1) {
             return Err(ctx(format!("log end {} moved", log.log_end_offset())));
         }
@@ -375,9 +396,11 @@ fn a_producers_last_batch_survives_and_dedups_after_a_crash() {
     });
 }
 
-/// Tombstones stay through the clean that first sees them and until
-/// `delete.retention.ms` after their segment's newest timestamp; then the
-/// next clean, due by them alone, removes them.
+/// Kafka's KIP-534 rule: tombstones stay `delete.retention.ms` after the
+/// clean that first saw them, whatever their record timestamps say. That
+/// clean stamps the delete horizon into their batch (base timestamp and
+/// attribute bit 6); the stamp survives a crash; the clean due at the
+/// horizon removes them.
 #[test]
 fn tombstones_go_after_delete_retention() {
     block_on(async {
@@ -387,9 +410,11 @@ fn tombstones_go_after_delete_retention() {
             delete_retention_ms: 10_000,
             ..config()
         };
-        let log = PartitionLog::open_with(fs.clone(), dir, config)
+        let log = PartitionLog::open_with(fs.clone(), dir, config.clone())
             .await
             .unwrap();
+        // Record timestamps long before the clean: the old rule (record
+        // time plus retention) would let the tombstone go at once.
         let put = |k: &'static [u8], v: Option<&'static [u8]>| {
             build_keyed_batch(1_000, &[(Some(k), v)], (-1, -1, -1), false)
         };
@@ -404,25 +429,47 @@ fn tombstones_go_after_delete_retention() {
         log.append(&put(b"c", Some(b"3")), Durability::Synced, 1_000)
             .await
             .unwrap();
-        // First clean: a's value goes, its tombstone stays.
-        log.clean(2_000, &cleaner(), &mut NoPacing)
+        // First clean, at 500 000: a's value goes, its tombstone stays,
+        // stamped with the horizon 510 000.
+        let first_clean_ms = 500_000;
+        log.clean(first_clean_ms, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
             .expect("due");
         let got = read_all(&log).await.unwrap();
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(got[&2], (Some(b"a".to_vec()), None));
-        // Before the horizon (newest timestamp 1 000 + 10 000) no clean is
-        // due and the tombstone stays.
-        assert!(log
-            .clean(11_000, &cleaner(), &mut NoPacing)
+        let r = log.read(2, 4096).await.unwrap();
+        let h = BatchHeader::parse(&r.batches[0]).unwrap();
+        assert_eq!(h.base_offset, 2);
+        assert_eq!(h.delete_horizon_ms(), Some(first_clean_ms + 10_000));
+        assert_eq!(h.max_timestamp, 1_000, "record times stay");
+        strom_engine::batch::validate(&r.batches[0]).expect("a valid batch, CRC and all");
+        // The stamp is in the batch: a crash and reopen keep it.
+        fs.crash();
+        drop(log);
+        let log = PartitionLog::open_with(fs.clone(), dir, config.clone())
+            .await
+            .unwrap();
+        let h = BatchHeader::parse(&log.read(2, 4096).await.unwrap().batches[0]).unwrap();
+        assert_eq!(h.delete_horizon_ms(), Some(first_clean_ms + 10_000));
+        // A clean before the horizon (due by new dirty data) keeps it.
+        log.roll_now().await.unwrap();
+        log.clean(first_clean_ms + 9_999, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
-            .is_none());
+            .expect("due: segment 3 is dirty");
         assert!(read_all(&log).await.unwrap().contains_key(&2));
-        // Past it, a clean is due for the tombstone alone and removes it.
+        assert!(
+            log.clean(first_clean_ms + 9_999, &cleaner(), &mut NoPacing)
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing due before the horizon"
+        );
+        // At the horizon, a clean is due for the tombstone alone and removes it.
         let stats = log
-            .clean(11_001, &cleaner(), &mut NoPacing)
+            .clean(first_clean_ms + 10_000, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
             .expect("due for the tombstone");
@@ -431,9 +478,192 @@ fn tombstones_go_after_delete_retention() {
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         // Nothing more to do.
         assert!(log
-            .clean(30_000, &cleaner(), &mut NoPacing)
+            .clean(first_clean_ms + 30_000, &cleaner(), &mut NoPacing)
             .await
             .unwrap()
             .is_none());
+    });
+}
+
+const CKPT_DIR: &str = "/sim/ckpt-0";
+
+async fn open_cfg(fs: &SimStorage, config: LogConfig) -> Log {
+    PartitionLog::open_with(fs.clone(), Path::new(CKPT_DIR), config)
+        .await
+        .unwrap()
+}
+
+/// A clean that must be due.
+async fn clean_due(log: &Log, now_ms: i64) -> strom_engine::log::CleanStats {
+    log.clean(now_ms, &cleaner(), &mut NoPacing)
+        .await
+        .unwrap()
+        .expect("a clean is due")
+}
+
+/// Whether a clean found nothing to do.
+async fn clean_not_due(log: &Log, now_ms: i64) -> bool {
+    log.clean(now_ms, &cleaner(), &mut NoPacing)
+        .await
+        .unwrap()
+        .is_none()
+}
+
+fn put(k: &[u8], v: &[u8]) -> Vec<u8> {
+    build_keyed_batch(1_000, &[(Some(k), Some(v))], (-1, -1, -1), false)
+}
+
+/// Appends `n` updates of 8 keys and rolls after every 10: closed segments
+/// with many superseded records.
+async fn fill(log: &Log, round: u32, n: u32) {
+    let recs = (0..n).map(|i| (format!("k{}", i % 8), format!("{round}-{i}").repeat(20)));
+    append_rolling(log, recs).await;
+}
+
+/// Appends one record a batch, rolling after every 10.
+async fn append_rolling(log: &Log, recs: impl Iterator<Item = (String, String)>) {
+    for (i, (key, value)) in recs.enumerate() {
+        log.append(
+            &put(key.as_bytes(), value.as_bytes()),
+            Durability::Synced,
+            1_000,
+        )
+        .await
+        .unwrap();
+        if i % 10 == 9 {
+            log.roll_now().await.unwrap();
+        }
+    }
+}
+
+/// The default dirty ratio (0.5): a clean log with a little new dirty data
+/// is not due.
+fn ratio_config() -> LogConfig {
+    LogConfig {
+        min_cleanable_dirty_ratio: 0.5,
+        ..config()
+    }
+}
+
+const CHECKPOINT: &str = "cleaner-offset-checkpoint";
+
+/// The first dirty offset survives a clean close and a crash: the log is
+/// not cleaned again after the open, and a little new dirty data is
+/// measured against the whole log, not counted with the clean part as dirty.
+#[test]
+fn the_first_dirty_offset_survives_a_restart() {
+    block_on(async {
+        let fs = SimStorage::new(11);
+        let dir = Path::new(CKPT_DIR);
+        let log = open_cfg(&fs, ratio_config()).await;
+        fill(&log, 0, 200).await;
+        let stats = clean_due(&log, 2_000).await;
+        assert_eq!(stats.end_offset, 200);
+        assert_eq!(log.first_dirty_offset(), 200);
+        let text = String::from_utf8(
+            strom_engine::io::read_whole_file(&fs, &dir.join(CHECKPOINT))
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(text, "0\n1\nckpt 0 200\n", "Kafka's format");
+        log.close().await.unwrap();
+        drop(log);
+        let log = open_cfg(&fs, ratio_config()).await;
+        assert_eq!(log.first_dirty_offset(), 200, "loaded from the checkpoint");
+        assert!(
+            clean_not_due(&log, 3_000).await,
+            "a clean log is not cleaned again"
+        );
+        // 10 new records in one closed segment: far below half the log.
+        fill(&log, 1, 10).await;
+        assert!(clean_not_due(&log, 3_000).await);
+        fs.crash();
+        drop(log);
+        let log = open_cfg(&fs, ratio_config()).await;
+        assert_eq!(log.first_dirty_offset(), 200);
+        // Enough new dirty data: the clean maps only the dirty part.
+        fill(&log, 2, 200).await;
+        let stats = clean_due(&log, 4_000).await;
+        assert_eq!(stats.end_offset, 410);
+        let got = read_all(&log).await.unwrap();
+        assert_eq!(got.len(), 8, "one record per key: {:?}", got.keys());
+    });
+}
+
+/// A checkpoint that is missing, torn, corrupt or past the log end is
+/// ignored: the whole log counts as dirty and the clean is exact.
+#[test]
+fn a_bad_checkpoint_is_ignored() {
+    for (i, text) in [
+        None,
+        Some("0\n1\nckpt 0 9999\n"),
+        Some("0\n1\nckpt 0 5"),
+        Some("garbage\n"),
+        Some("0\n1\nckpt 0 -1\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        block_on(async {
+            let fs = SimStorage::new(20 + i as u64);
+            let dir = Path::new(CKPT_DIR);
+            let log = open_cfg(&fs, ratio_config()).await;
+            fill(&log, 0, 100).await;
+            clean_due(&log, 2_000).await;
+            fill(&log, 1, 100).await;
+            log.close().await.unwrap();
+            drop(log);
+            let path = dir.join(CHECKPOINT);
+            match text {
+                None => fs.remove_file(&path).await.unwrap(),
+                Some(t) => strom_engine::io::write_whole_file(&fs, &path, t.as_bytes())
+                    .await
+                    .unwrap(),
+            }
+            let log = open_cfg(&fs, ratio_config()).await;
+            assert_eq!(log.first_dirty_offset(), 0, "case {i}: {text:?}");
+            let stats = clean_due(&log, 3_000).await;
+            assert_eq!(stats.end_offset, 200, "case {i}");
+            let got = read_all(&log).await.unwrap();
+            assert_eq!(
+                got.len(),
+                8,
+                "case {i}: one record per key: {:?}",
+                got.keys()
+            );
+        });
+    }
+}
+
+/// A truncation below the first dirty offset lowers it, on disk before the
+/// cut: records appended again past the truncation point are dirty, after a
+/// crash too, and the next clean dedups them. (The cut is in a cleaned
+/// segment that lost nothing: a cut inside a segment with gaps is refused
+/// today, see FORMAT.md.)
+#[test]
+fn truncation_lowers_the_checkpoint() {
+    block_on(async {
+        let fs = SimStorage::new(31);
+        let log = open_cfg(&fs, config()).await;
+        fill(&log, 0, 100).await;
+        // 20 distinct keys with 1 KB values: two segments of more than half
+        // `segment.bytes` each, cleaned alone and unchanged.
+        append_rolling(&log, (0..20).map(|i| (format!("u{i}"), "u".repeat(1000)))).await;
+        clean_due(&log, 2_000).await;
+        assert_eq!(log.first_dirty_offset(), 120);
+        log.truncate_to(115).await.unwrap();
+        assert_eq!(log.first_dirty_offset(), 115);
+        // New records past the cut, each key many times.
+        fill(&log, 1, 100).await;
+        fs.crash();
+        drop(log);
+        let log = open_cfg(&fs, config()).await;
+        assert_eq!(log.first_dirty_offset(), 115, "the lowered checkpoint");
+        let stats = clean_due(&log, 3_000).await;
+        assert_eq!(stats.end_offset, 215);
+        let got = read_all(&log).await.unwrap();
+        assert_eq!(got.len(), 8 + 15, "one record per key: {:?}", got.keys());
     });
 }

@@ -193,6 +193,8 @@ def test_compressed_batches_are_compacted_and_checked_for_keys(broker_with, topi
 
 
 def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
+    """KIP-534: a tombstone stays delete.retention.ms after the clean that
+    first saw it, even when its record timestamp is a day old, then goes."""
     broker = broker_with(CLEANER)
     retention_ms = 8000
     create_topic(
@@ -207,10 +209,14 @@ def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
         },
     )
     keys = [f"t-{i}".encode() for i in range(20)]
-    recs = [Rec(k, b"v".ljust(VALUE_BYTES, b"v")) for k in keys]
-    recs += [Rec(k, None) for k in keys[:10]]
-    # Filler under one key closes the segments holding the tombstones.
-    recs += [Rec(b"filler", str(i).encode().ljust(VALUE_BYTES, b"f")) for i in range(300)]
+    day_ago_ms = int(time.time() * 1000) - 86_400_000
+    recs = [Rec(k, b"v".ljust(VALUE_BYTES, b"v"), timestamp=day_ago_ms) for k in keys]
+    recs += [Rec(k, None, timestamp=day_ago_ms) for k in keys[:10]]
+    # Filler under one key closes the segments holding the tombstones (as
+    # old, so no segment's newest timestamp is recent).
+    recs += [Rec(b"filler", str(i).encode().ljust(VALUE_BYTES, b"f"), timestamp=day_ago_ms) for i in range(300)]
+    # No clean can have seen the tombstones before this.
+    before_produce = time.monotonic()
     offsets = produce_all(broker.bootstrap, topic_name, 0, recs, **SMALL_BATCHES)
     deleted, kept = set(keys[:10]), set(keys[10:])
     tomb_offsets = {offsets[20 + i] for i in range(10)}
@@ -223,11 +229,21 @@ def test_tombstones_go_after_delete_retention_ms(broker_with, topic_name):
             break
         assert time.monotonic() < deadline, f"old values of deleted keys still at {old_values[:5]}"
         time.sleep(0.3)
-    present = {o for o, (k, v) in got.items() if v is None}
-    # delete.retention.ms (8 s) has not passed since they were produced:
-    # the clean that removed the values kept every tombstone.
-    assert present == tomb_offsets, f"tombstones at {sorted(present)}, expected {sorted(tomb_offsets)}"
-    # Then, after delete.retention.ms, the tombstones go too.
+    # Every tombstone is still read until delete.retention.ms after the
+    # earliest moment a clean could have seen it (less a second of slack
+    # for the clocks), though their record times are a day past it.
+    keep_until = before_produce + retention_ms / 1000 - 1.0
+    checks = 0
+    while time.monotonic() < keep_until or checks == 0:
+        got, _ = read_all(broker.bootstrap, topic_name)
+        present = {o for o, (k, v) in got.items() if v is None}
+        assert present == tomb_offsets, (
+            f"{time.monotonic() - before_produce:.1f}s after producing: tombstones at {sorted(present)}, "
+            f"expected {sorted(tomb_offsets)}"
+        )
+        checks += 1
+        time.sleep(0.5)  # paces the checks; each one asserts
+    # Then they go.
     deadline = time.monotonic() + 60
     while True:
         got, _ = read_all(broker.bootstrap, topic_name)
@@ -308,3 +324,58 @@ def test_consumer_offsets_are_compacted(broker_with, topic_name):
         assert tp.offset == commits - 1
     finally:
         c.close()
+
+
+def cleans_since_start(broker, topic: str) -> int:
+    """How many `log cleaned` lines partition 0 of `topic` has in the broker's
+    log since its last start."""
+    text = broker.log_path.read_text(errors="replace")
+    since = text.rsplit("--- start on port", 1)[-1]
+    return sum(1 for line in since.splitlines() if "log cleaned" in line and f"/{topic}-0" in line)
+
+
+def segment_files(d: Path) -> dict:
+    """{name: (inode, mtime_ns)} of the closed segments' data files."""
+    active = active_base(d)
+    return {
+        f.name: (f.stat().st_ino, f.stat().st_mtime_ns)
+        for f in d.glob("*.log")
+        if len(f.name) == 24 and int(f.name.split(".")[0]) != active
+    }
+
+
+def test_a_clean_log_is_not_cleaned_again_after_a_restart(broker_with, topic_name):
+    # One shard: one cleaner visits every log in each round.
+    broker = broker_with(CLEANER, shards=1)
+    config = {"cleanup.policy": "compact", "segment.bytes": str(SEGMENT_BYTES), "min.cleanable.dirty.ratio": "0.01"}
+    create_topic(broker.bootstrap, topic_name, 1, config)
+    produced = produce_updates(broker.bootstrap, topic_name)
+    got, end = wait_compacted(broker, topic_name, produced)
+    d = partition_dir(broker, topic_name)
+    # The cleaner's progress is on disk, in Kafka's format, once the clean
+    # that reached the active segment is done.
+    checkpoint = d / "cleaner-offset-checkpoint"
+    want = f"0\n1\n{topic_name} 0 {end}\n"
+    deadline = time.monotonic() + 30
+    while not (checkpoint.exists() and checkpoint.read_text() == want):
+        assert time.monotonic() < deadline, f"checkpoint {checkpoint.read_text() if checkpoint.exists() else None!r}, want {want!r}"
+        time.sleep(0.2)
+    broker.restart()
+    before = segment_files(d)
+    assert before, "no closed segment"
+    # Another compacted topic cleaned twice after the start: each clean is in
+    # its own round of the one cleaner, so at least one whole round, which
+    # offered the first topic's log too, ran after the restart.
+    other = create_topic(broker.bootstrap, topic_name + "-b", 1, config)
+    other_produced = produce_updates(broker.bootstrap, other)
+    wait_compacted(broker, other, other_produced)
+    deadline = time.monotonic() + 90
+    while cleans_since_start(broker, other) < 2:
+        assert time.monotonic() < deadline, f"{other} cleaned {cleans_since_start(broker, other)} times\n{broker.log_tail()}"
+        more = produce_updates(broker.bootstrap, other)
+        other_produced.update(more)
+        wait_compacted(broker, other, other_produced)
+    assert cleans_since_start(broker, topic_name) == 0, f"the clean log was cleaned again\n{broker.log_tail()}"
+    assert segment_files(d) == before, "the clean log's segments were rewritten"
+    again, _ = read_all(broker.bootstrap, topic_name)
+    assert again == got, "the log read differently after the restart"

@@ -132,6 +132,9 @@ impl<S: Storage> PartitionLog<S> {
             .unwrap_or(0)
             .max(saved_log_start.unwrap_or(0).min(log_end_offset));
         let epoch_cache = epochs::load(&storage, &dir, log_end_offset).await?;
+        let first_dirty = clean::checkpoint::load(&storage, &dir, log_end_offset)
+            .await
+            .unwrap_or(0);
         tracing::debug!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "log opened");
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -174,7 +177,10 @@ impl<S: Storage> PartitionLog<S> {
                 point_generation: Cell::new(0),
                 point_lock: futures_util::lock::Mutex::new(()),
                 recovery_scanned_bytes: Cell::new(scanned),
-                cleaner: RefCell::new(state::CleanerState::default()),
+                cleaner: RefCell::new(state::CleanerState {
+                    first_dirty,
+                    tombstones_due_ms: None,
+                }),
                 log_start_saved: futures_util::lock::Mutex::new(saved_log_start.unwrap_or(0)),
                 producers: RefCell::new(ProducerStateTable::starting_at(log_start_offset)),
                 epochs: RefCell::new(Epochs {

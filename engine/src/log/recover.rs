@@ -101,6 +101,7 @@ pub(super) async fn recover<S: Storage>(
         if n == SPARE_SEGMENT_FILE
             || n == super::epochs::CHECKPOINT_TMP_FILE
             || n == super::recovery_point::RECOVERY_POINT_TMP_FILE
+            || n == super::clean::checkpoint::CLEANER_CHECKPOINT_TMP_FILE
             || n.ends_with(".index.tmp")
             || n.ends_with(".timeindex.tmp")
         {

@@ -218,7 +218,8 @@ impl<S: Storage> Drop for Inner<S> {
     }
 }
 
-/// The log cleaner's state of one log (`clean/`), in memory.
+/// The log cleaner's state of one log (`clean/`); the first dirty offset
+/// is also kept in `cleaner-offset-checkpoint` (`clean/checkpoint.rs`).
 #[derive(Debug, Default)]
 pub(super) struct CleanerState {
     /// Below this, the closed segments were cleaned (with every key up to

@@ -84,6 +84,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         // The recovery point describes bytes the cut is about to change.
         self.forget_recovery_point().await?;
+        self.lower_first_dirty(offset).await?;
         let segment = self.cut_segment(offset).await?;
         let end_offset = segment.next_offset;
         let base = segment.base_offset;

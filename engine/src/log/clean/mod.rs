@@ -6,9 +6,9 @@
 //! still being finished by a roll, are never touched):
 //! - the last record of each key, at its original offset: offsets are never
 //!   renumbered, readers step over the gaps;
-//! - a tombstone (a null value) until `delete.retention.ms` after its
-//!   segment's newest timestamp, and at least until the clean after the one
-//!   that first saw it;
+//! - a tombstone (a null value) until `delete.retention.ms` after the clean
+//!   that first saw it (Kafka's KIP-534: that clean stamps the delete
+//!   horizon into the batch, see `retain`), so at least until the next one;
 //! - whole: control batches, the last batch of each producer the log still
 //!   tracks (so idempotent-producer state survives a restart), and batches
 //!   whose records it cannot read (an unknown codec, records that do not
@@ -19,9 +19,10 @@
 //!   sequence) and recompressed with its codec; a batch with none left goes.
 //!   Records without a key go, as in Kafka.
 //!
-//! When: the log's *first dirty offset* (in memory: every closed segment
-//! counts as dirty after an open) splits its closed segments into a clean
-//! part and a dirty part. The dirty part ends before the first segment whose
+//! When: the log's *first dirty offset* (kept in `cleaner-offset-checkpoint`,
+//! `checkpoint.rs`; without a usable one every closed segment counts as
+//! dirty after an open) splits its closed segments into a clean part and a
+//! dirty part. The dirty part ends before the first segment whose
 //! newest timestamp is within `min.compaction.lag.ms`. A clean runs when the
 //! dirty part is at least `min.cleanable.dirty.ratio` of the closed bytes,
 //! when its first segment's newest timestamp is older than
@@ -46,8 +47,9 @@ use crate::config::{CleanerConfig, LogConfig};
 use crate::error::{EngineError, Result};
 use crate::index;
 use crate::io::Storage;
-use crate::records::{parse_records, rebuild_batch, records_bytes};
+use crate::records::{parse_records, rebuild_batch_with_horizon, records_bytes};
 
+pub(super) mod checkpoint;
 mod pacer;
 mod rewrite;
 pub(crate) mod swap;
@@ -114,6 +116,25 @@ impl<S: Storage> PartitionLog<S> {
             .max(self.log_start_offset())
     }
 
+    /// Before a truncation to `offset`: the first dirty offset comes down
+    /// to it, on disk first, so that records appended again past `offset`
+    /// never count as clean (a crash after this and before the cut leaves
+    /// a checkpoint behind the log, which is safe).
+    pub(super) async fn lower_first_dirty(&self, offset: i64) -> Result<()> {
+        let lowered = {
+            let mut c = self.inner.cleaner.borrow_mut();
+            let lowered = c.first_dirty > offset;
+            c.first_dirty = c.first_dirty.min(offset);
+            lowered
+        };
+        if lowered {
+            checkpoint::save(&self.inner.storage, &self.inner.dir, offset)
+                .await
+                .map_err(io_err)?;
+        }
+        Ok(())
+    }
+
     /// Cleans the log when it is due (see the module doc). `None`: nothing
     /// to do (not compacted, not due, or a clean already running).
     pub async fn clean(
@@ -158,7 +179,6 @@ impl<S: Storage> PartitionLog<S> {
         for group in groups(&targets, &config) {
             let ctx = GroupCtx {
                 map: &map,
-                first_dirty,
                 now_ms,
                 delete_retention_ms: config.delete_retention_ms,
                 interval: u64::from(config.index_interval_bytes),
@@ -169,10 +189,22 @@ impl<S: Storage> PartitionLog<S> {
             stats.segments_after = stats.segments_after.saturating_add(1);
             stats.bytes_after = stats.bytes_after.saturating_add(len);
         }
-        {
+        let (before, after) = {
             let mut c = self.inner.cleaner.borrow_mut();
+            let before = c.first_dirty;
             c.first_dirty = c.first_dirty.max(map_end);
             c.tombstones_due_ms = due;
+            (before, c.first_dirty)
+        };
+        // After the swaps: the file never claims more than is on disk. A
+        // failed write only costs a rewrite after the next open.
+        let saved = if after == before {
+            Ok(())
+        } else {
+            checkpoint::save(&self.inner.storage, &self.inner.dir, after).await
+        };
+        if let Err(e) = saved {
+            tracing::warn!(dir = %self.inner.dir.display(), first_dirty = after, error = %e, "writing the cleaner checkpoint failed");
         }
         tracing::debug!(dir = %self.inner.dir.display(), ?stats, "log cleaned");
         Ok(Some(stats))
@@ -303,23 +335,14 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(io_err)?;
         let mut w = CleanedWriter::new(base, file, ctx.interval);
         for seg in group {
-            let removable = seg.next_offset <= ctx.first_dirty
-                && seg.max_timestamp >= 0
-                && ctx.now_ms.saturating_sub(seg.max_timestamp) > ctx.delete_retention_ms;
             let mut cur = Cursor::new(seg.base, seg.len);
             while !cur.done() {
                 for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
                     pacer.breathe().await;
                     let last_of_producer = self.is_last_batch_of_producer(&h);
-                    let (kept, removed, tombstones) =
-                        retain(&h, &bytes, ctx.map, removable, last_of_producer);
+                    let (kept, removed, horizon) = retain(&h, &bytes, ctx, last_of_producer);
                     stats.records_removed = stats.records_removed.saturating_add(removed);
-                    if tombstones {
-                        let at = seg
-                            .max_timestamp
-                            .saturating_add(ctx.delete_retention_ms)
-                            .saturating_add(1)
-                            .max(ctx.now_ms);
+                    if let Some(at) = horizon {
                         *due = Some(due.map_or(at, |d| d.min(at)));
                     }
                     match kept {
@@ -415,62 +438,77 @@ impl<S: Storage> PartitionLog<S> {
 /// What a group's clean needs to decide about each record.
 struct GroupCtx<'a> {
     map: &'a OffsetMap,
-    first_dirty: i64,
     now_ms: i64,
     delete_retention_ms: i64,
     interval: u64,
 }
 
 /// Decides what of one batch stays. Returns it with the number of records
-/// removed and whether a tombstone stays.
+/// removed and, when tombstones stay, the delete horizon from which they
+/// may go.
+///
+/// Tombstones follow Kafka's KIP-534 rule: the first clean that keeps a
+/// batch with a tombstone stamps the batch's delete horizon (`now_ms` plus
+/// `delete.retention.ms`) into it; a later clean removes the batch's
+/// tombstones (that are still their key's last record) once its time is
+/// past the stamped horizon. A batch without the stamp keeps its
+/// tombstones, whatever their record timestamps say.
 fn retain(
     h: &BatchHeader,
     bytes: &[u8],
-    map: &OffsetMap,
-    tombstones_removable: bool,
+    ctx: &GroupCtx<'_>,
     last_of_producer: bool,
-) -> (Kept, u64, bool) {
+) -> (Kept, u64, Option<i64>) {
     if h.is_control() {
-        return (Kept::Whole, 0, false);
+        return (Kept::Whole, 0, None);
     }
     let Ok(records) = records_bytes(bytes) else {
-        return (Kept::Whole, 0, false);
+        return (Kept::Whole, 0, None);
     };
     let Ok(parsed) = parse_records(&records, h.record_count) else {
-        return (Kept::Whole, 0, false);
+        return (Kept::Whole, 0, None);
     };
+    let stamped = h.delete_horizon_ms();
+    let tombstones_go = stamped.is_some_and(|t| ctx.now_ms >= t);
     let mut kept = Vec::with_capacity(parsed.len());
-    let mut tombstones = false;
     for r in &parsed {
         let Some(key) = r.key else {
             continue;
         };
         let offset = h.base_offset.saturating_add(i64::from(r.offset_delta));
-        if map.get(key).is_some_and(|&last| last > offset) {
+        if ctx.map.get(key).is_some_and(|&last| last > offset) {
             continue;
         }
-        if r.tombstone {
-            if tombstones_removable {
-                continue;
-            }
-            tombstones = true;
+        if r.tombstone && tombstones_go {
+            continue;
         }
         kept.push(*r);
     }
-    let removed = parsed.len().saturating_sub(kept.len()) as u64;
     if last_of_producer {
         // Kept whole: the producer's sequence state is rebuilt from it.
-        return (Kept::Whole, 0, parsed.iter().any(|r| r.tombstone));
+        kept.clone_from(&parsed);
     }
-    if removed == 0 {
-        return (Kept::Whole, 0, tombstones);
+    let removed = parsed.len().saturating_sub(kept.len()) as u64;
+    let tombstones = kept.iter().any(|r| r.tombstone);
+    let stamp = (tombstones && stamped.is_none())
+        .then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms.max(0)));
+    // When a clean is due for the kept tombstones. A stamped horizon that
+    // is already past (tombstones kept in a producer's last batch) makes
+    // none due: another clean would keep them too.
+    let horizon = match stamped {
+        _ if !tombstones => None,
+        Some(t) => Some(t).filter(|t| *t > ctx.now_ms),
+        None => stamp,
+    };
+    if removed == 0 && stamp.is_none() {
+        return (Kept::Whole, 0, horizon);
     }
     if kept.is_empty() {
-        return (Kept::Nothing, removed, false);
+        return (Kept::Nothing, removed, None);
     }
-    match rebuild_batch(bytes, &kept) {
-        Ok(b) => (Kept::Rebuilt(b), removed, tombstones),
-        Err(_) => (Kept::Whole, 0, tombstones),
+    match rebuild_batch_with_horizon(bytes, &kept, stamp) {
+        Ok(b) => (Kept::Rebuilt(b), removed, horizon),
+        Err(_) => (Kept::Whole, 0, None),
     }
 }
 
