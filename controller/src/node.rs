@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage};
 use thiserror::Error;
 use uuid::Uuid;
@@ -707,6 +707,20 @@ impl Driver {
     pub(crate) fn take(&mut self, input: Input) {
         match input {
             Input::Raft(m) => {
+                let last_index = self.node.raft.raft_log.last_index();
+                if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > last_index {
+                    // The leader commits in a heartbeat only what this node
+                    // acknowledged holding: its controller log lost entries
+                    // (a wiped data dir, or another node started with this
+                    // node's id). raft-rs would panic; going on is unsafe.
+                    tracing::error!(
+                        leader = m.from,
+                        commit = m.commit,
+                        last_index,
+                        "this node's controller log lacks entries the quorum counts it as holding (its log was lost, or another node uses its id); refusing to go on"
+                    );
+                    std::process::exit(1);
+                }
                 if let Err(e) = self.node.step(m) {
                     tracing::debug!("raft message ignored: {e}");
                 }
