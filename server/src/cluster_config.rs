@@ -36,7 +36,15 @@ pub struct ClusterConfig {
     /// wait by its retries): how long a stopping broker waits for the
     /// controller to fence it before it stops anyway.
     pub controlled_shutdown_max_wait_ms: Option<u64>,
+    /// `replica.lag.time.max.ms` (Kafka's, default 30000): a follower not
+    /// caught up with its leader for this long leaves the ISR.
+    pub replica_lag_time_max_ms: Option<u64>,
 }
+
+/// Kafka's `replica.lag.time.max.ms` default. A dead follower leaves the
+/// ISR sooner, when the controller fences it (`broker.session.timeout.ms`);
+/// this bounds a live one that cannot keep up.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 
 /// Strom's `broker.session.timeout.ms` default (Kafka's is 9000): the
 /// failover goal is under 3 s from a broker's death to a new leader, and
@@ -64,9 +72,17 @@ pub const CLUSTER_KEYS: &[&str] = &[
     "broker.session.timeout.ms",
     "controlled.shutdown.enable",
     "controlled.shutdown.max.wait.ms",
+    "replica.lag.time.max.ms",
 ];
 
 const DEFAULT_CONTROLLER_LISTENER: &str = "CONTROLLER";
+
+fn parse_ms(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| "not a whole number of milliseconds".to_string())
+}
 
 impl ClusterConfig {
     /// Sets one of [`CLUSTER_KEYS`]; the error is the reason the value is bad.
@@ -79,10 +95,7 @@ impl ClusterConfig {
             }
             "listeners" => self.listeners = parse_listeners(value)?,
             "broker.session.timeout.ms" => {
-                let ms: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| "not a whole number of milliseconds".to_string())?;
+                let ms = parse_ms(value)?;
                 if ms < BROKER_SESSION_TIMEOUT_MS_MIN {
                     return Err(format!("at least {BROKER_SESSION_TIMEOUT_MS_MIN} ms"));
                 }
@@ -96,11 +109,15 @@ impl ClusterConfig {
                 }
             }
             "controlled.shutdown.max.wait.ms" => {
-                let ms: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| "not a whole number of milliseconds".to_string())?;
+                let ms = parse_ms(value)?;
                 self.controlled_shutdown_max_wait_ms = Some(ms);
+            }
+            "replica.lag.time.max.ms" => {
+                let ms = parse_ms(value)?;
+                if ms == 0 {
+                    return Err("at least 1 ms".to_string());
+                }
+                self.replica_lag_time_max_ms = Some(ms);
             }
             _ => return Err(format!("`{key}` is not a cluster key")),
         }
@@ -122,6 +139,14 @@ impl ClusterConfig {
                     .unwrap_or(CONTROLLED_SHUTDOWN_MAX_WAIT_MS_DEFAULT),
             )
         })
+    }
+
+    /// `replica.lag.time.max.ms`, Kafka's default when unset.
+    pub fn replica_lag_time_max(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.replica_lag_time_max_ms
+                .unwrap_or(REPLICA_LAG_TIME_MAX_MS_DEFAULT),
+        )
     }
 
     /// Whether this node is part of a quorum (voters are configured).

@@ -21,10 +21,11 @@ pub async fn follow_images(shard: Rc<Shard>, mut images: ImageReceiver) {
         for target in 0..shard.shards {
             let snapshot = next.clone();
             let applied = shard
-                .run_on(
-                    target,
-                    move |s| async move { s.apply_metadata(snapshot).await },
-                )
+                .run_on(target, move |s| async move {
+                    let previous = s.metadata();
+                    s.apply_metadata(snapshot).await;
+                    crate::replica::leader::on_image(&s, &previous);
+                })
                 .await;
             if let Err(e) = applied {
                 tracing::warn!(shard = target, "publishing cluster metadata failed: {e}");

@@ -130,6 +130,19 @@ impl Shard {
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
+    /// Every log this shard owns, with its topic and partition.
+    pub fn all_logs_named(&self) -> Vec<(String, i32, PartitionLog)> {
+        self.logs
+            .borrow()
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .map(move |(p, log)| (name.clone(), *p, log.clone()))
+            })
+            .collect()
+    }
+
     /// Every log this shard owns.
     pub fn all_logs(&self) -> Vec<PartitionLog> {
         self.logs
@@ -346,16 +359,7 @@ impl Shard {
     /// checkpoint write per partition, so they run concurrently (a topic
     /// created with many partitions on this shard waits for one round).
     async fn apply_leadership(&self, next: &Metadata) {
-        let logs: Vec<(String, i32, PartitionLog)> = self
-            .logs
-            .borrow()
-            .iter()
-            .flat_map(|(name, t)| {
-                t.partitions
-                    .iter()
-                    .map(move |(p, log)| (name.clone(), *p, log.clone()))
-            })
-            .collect();
+        let logs = self.all_logs_named();
         let mut becoming = Vec::new();
         for (name, p, log) in logs {
             if leads_alone(next, self.config.node_id, &name, p) {

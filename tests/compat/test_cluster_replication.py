@@ -3,16 +3,18 @@
 
 - CreateTopics with a replication factor up to the broker count places the
   replicas spread over the brokers (Kafka's rack-unaware assignment), ISR =
-  the leader alone (followers fetch, but the leader does not track them yet); more replicas than brokers is INVALID_REPLICATION_FACTOR;
+  the leader alone at first, then every follower once it has fetched up
+  to the high watermark; more replicas than brokers is INVALID_REPLICATION_FACTOR;
   manual assignments are checked (INVALID_REPLICA_ASSIGNMENT);
   CreatePartitions keeps the topic's replication factor;
 - `min.insync.replicas` is stored and described; `__consumer_offsets` is
   created with `offsets.topic.replication.factor` replicas (capped at the
   brokers);
-- a SIGKILLed leader shows as an offline replica; its partitions wait for
-  it (no follower is in sync) unless the topic allows unclean election,
-  which moves them to a live replica at a higher leader epoch; after a
-  restart it leads its partitions again at a new epoch.
+- a SIGKILLed leader whose followers had left the ISR (stopped, fenced)
+  shows as an offline replica; its partitions wait for it (no follower is
+  in sync) unless the topic allows unclean election, which moves them to a
+  live replica at a higher leader epoch; after a restart it leads its
+  partitions again at a new epoch.
 
 Each broker's own answer is read with a raw Metadata v7 request (leader
 epoch, ISR and offline replicas), so "the survivors show" means each of
@@ -24,7 +26,7 @@ import struct
 import time
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 import kafka_wire
@@ -130,9 +132,11 @@ def test_replicated_topics_are_placed_and_checked(cluster):
                             "has 3 replicas per partition")
     for p, s in parts.items():
         assert sorted(s["replicas"]) == [1, 2, 3], s
-        # The leader alone: the leader does not track its followers yet, so none is in sync.
-        assert s["isr"] == [s["leader"]], s
         assert s["leader"] == s["replicas"][0] and s["epoch"] == 0 and s["offline"] == [], s
+    # The followers fetch, catch up, and the leader adds them to the ISR.
+    parts = wait_partitions(nodes, "rf3", 6, lambda p: all(sorted(s["isr"]) == [1, 2, 3] for s in p.values()),
+                            "has every replica in its ISR")
+    assert all(s["epoch"] == 0 for s in parts.values()), parts
     # Leaders and second replicas both spread over the brokers.
     assert sorted(s["leader"] for s in parts.values()) == [1, 1, 2, 2, 3, 3]
     assert sorted(s["replicas"][1] for s in parts.values()) == [1, 1, 2, 2, 3, 3]
@@ -177,60 +181,64 @@ def test_consumer_offsets_is_replicated(cluster):
         s.sendall(kafka_wire.frame(kafka_wire.header_v1(kafka_wire.FIND_COORDINATOR, 0, 1) + b"\x00\x01g"))
         kafka_wire.recv_frame(s)
     parts = wait_partitions(nodes, "__consumer_offsets", 50, lambda p: True, "exists")
-    assert all(sorted(s["replicas"]) == [1, 2, 3] and s["isr"] == [s["leader"]] for s in parts.values()), parts
+    assert all(sorted(s["replicas"]) == [1, 2, 3] and s["leader"] in s["isr"] for s in parts.values()), parts
 
 
 def test_a_killed_leader_keeps_its_partitions_while_no_follower_is_in_sync(cluster):
-    """Followers are out of the ISR (the leader does not track them yet), so a killed
-    leader's partitions wait for it rather than move to a replica without
-    the data; with unclean.leader.election.enable=true they move anyway,
-    to a live replica at a higher epoch with an ISR of itself."""
+    """Partitions on two replicas, the victim leading: its follower is
+    killed, leaves the ISR (fenced), and misses records written meanwhile;
+    then the victim is killed and the follower restarted. No live replica
+    is in sync, so the victim's partition waits for it rather than move to
+    a replica without those records; with unclean.leader.election.enable=true
+    it moves anyway, to the live replica at a higher epoch with an ISR of
+    itself. Back after a restart, the victim leads its clean partition
+    again at a new epoch."""
     nodes = cluster
     controller = agreed_controller(nodes)
-    create(nodes[0], NewTopic("failover", num_partitions=6, replication_factor=3))
-    create(nodes[0], NewTopic("unclean", num_partitions=6, replication_factor=3,
-                              config={"unclean.leader.election.enable": "true"}))
-    before = wait_partitions(nodes, "failover", 6, lambda p: True, "exists")
-    before_u = wait_partitions(nodes, "unclean", 6, lambda p: True, "exists")
-    victim = next(n for n in nodes if n.node_id != controller)
-    led = {p for p, s in before.items() if s["leader"] == victim.node_id}
-    led_u = {p for p, s in before_u.items() if s["leader"] == victim.node_id}
-    assert led and led_u, (before, before_u)
+    victim, follower = [n for n in nodes if n.node_id != controller]
     survivors = [n for n in nodes if n is not victim]
+    pair = [victim.node_id, follower.node_id]
+    create(nodes[0], NewTopic("failover", num_partitions=1, replica_assignment=[pair]))
+    create(nodes[0], NewTopic("unclean", num_partitions=1, replica_assignment=[pair],
+                              config={"unclean.leader.election.enable": "true"}))
+    in_sync = lambda ps: sorted(ps[0]["isr"]) == sorted(pair)  # noqa: E731
+    before = wait_partitions(nodes, "failover", 1, in_sync, "has both replicas in its ISR")
+    before_u = wait_partitions(nodes, "unclean", 1, in_sync, "has both replicas in its ISR")
+
+    follower.stop(signal.SIGKILL)
+    alone = lambda ps: ps[0]["isr"] == [victim.node_id]  # noqa: E731
+    wait_partitions([victim], "failover", 1, alone, "has an ISR of the victim alone")
+    wait_partitions([victim], "unclean", 1, alone, "has an ISR of the victim alone")
+    p = Producer({"bootstrap.servers": victim.bootstrap, "acks": 1})
+    for topic in ("failover", "unclean"):
+        for i in range(10):
+            p.produce(topic, value=f"missed-{i}".encode(), partition=0)
+    assert p.flush(30) == 0
 
     victim.stop(signal.SIGKILL)
+    follower.start()
     t0 = time.monotonic()
+    wait_registered(survivors, [n.node_id for n in survivors])
 
     def waiting(parts):
-        for p, s in parts.items():
-            if s["offline"] != [victim.node_id]:
-                return False
-            if p in led and (s["leader"] != -1 or s["isr"] != [victim.node_id]):
-                return False
-        return True
+        s = parts[0]
+        return s["offline"] == [victim.node_id] and s["leader"] == -1 and s["isr"] == [victim.node_id]
 
-    after = wait_partitions(survivors, "failover", 6, waiting, f"node {victim.node_id}'s partitions leaderless")
-    for p in range(6):
-        assert after[p]["replicas"] == before[p]["replicas"]
-        if p not in led:
-            assert after[p]["leader"] == before[p]["leader"] and after[p]["epoch"] == before[p]["epoch"]
+    after = wait_partitions(survivors, "failover", 1, waiting, f"node {victim.node_id}'s partition leaderless")
+    assert after[0]["replicas"] == before[0]["replicas"]
 
     def moved(parts):
-        return all(
-            s["leader"] not in (victim.node_id, -1) and s["isr"] == [s["leader"]] and s["epoch"] > before_u[p]["epoch"]
-            for p, s in parts.items() if p in led_u
-        )
+        s = parts[0]
+        return s["leader"] == follower.node_id and s["isr"] == [follower.node_id] and s["epoch"] > before_u[0]["epoch"]
 
-    wait_partitions(survivors, "unclean", 6, moved, "unclean partitions moved to a live replica")
-    print(f"unclean failover: node {victim.node_id}'s partitions led elsewhere {time.monotonic() - t0:.2f} s "
-          f"after SIGKILL (session {SESSION_TIMEOUT_MS} ms)")
+    wait_partitions(survivors, "unclean", 1, moved, "unclean partition moved to the live replica")
+    print(f"unclean failover: node {victim.node_id}'s partition led elsewhere {time.monotonic() - t0:.2f} s "
+          f"after the follower's restart (session {SESSION_TIMEOUT_MS} ms)")
 
-    # Back after a restart, it leads its clean partitions again, at a new epoch.
+    # Back after a restart, it leads its clean partition again, at a new epoch.
     victim.start()
     wait_registered(nodes, [1, 2, 3])
-    back = wait_partitions(
-        nodes, "failover", 6,
-        lambda ps: all(s["offline"] == [] and (p not in led or s["leader"] == victim.node_id) for p, s in ps.items()),
-        "led by its ISR again")
-    for p in led:
-        assert back[p]["epoch"] > before[p]["epoch"], (p, back[p], before[p])
+    back = wait_partitions(nodes, "failover", 1,
+                           lambda ps: ps[0]["offline"] == [] and ps[0]["leader"] == victim.node_id,
+                           "led by its ISR again")
+    assert back[0]["epoch"] > before[0]["epoch"], (back[0], before[0])

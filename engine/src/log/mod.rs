@@ -263,6 +263,11 @@ impl<S: Storage> PartitionLog<S> {
             .collect()
     }
 
+    /// Whether the log was closed (its topic deleted, the broker stopping).
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.borrow().closed
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.inner.state.borrow().log_start_offset
     }
@@ -310,11 +315,23 @@ impl<S: Storage> PartitionLog<S> {
     /// closes: a long poll wakes when there is something it may read, not
     /// when it is only appended. Callers bound the wait with their own timer.
     pub async fn wait_for_offset(&self, offset: i64) {
+        self.wait_until(|st| st.read_bound() > offset).await;
+    }
+
+    /// Resolves once the [written offset](Self::written_offset) is past
+    /// `offset` or the log closes: a follower's fetch reads past the high
+    /// watermark, so its long poll wakes on what the leader wrote, not on
+    /// what the replicas hold (which waits for that very follower).
+    pub async fn wait_for_written(&self, offset: i64) {
+        self.wait_until(|st| st.written_offset > offset).await;
+    }
+
+    async fn wait_until(&self, ready: impl Fn(&State<S>) -> bool) {
         loop {
             let notified = self.inner.written.notified();
             {
                 let st = self.inner.state.borrow();
-                if st.read_bound() > offset || st.closed {
+                if ready(&st) || st.closed {
                     return;
                 }
             }

@@ -558,6 +558,13 @@ impl<S: Storage> PartitionLog<S> {
         after
     }
 
+    /// Whether readers are bound by a high watermark from the replicas
+    /// ([`set_high_watermark`](Self::set_high_watermark)) rather than by the
+    /// written offset alone.
+    pub fn is_replicated(&self) -> bool {
+        self.inner.state.borrow().replicated_hw.is_some()
+    }
+
     /// Makes this log unreplicated again: readers see up to the written
     /// offset, as on one node. A leader whose in-sync replicas are itself
     /// alone reads so (a follower's high watermark from its old leader

@@ -6,6 +6,8 @@
 //! answers with the stored batch bytes as they are. Fetch sessions are
 //! declined (`session_id` 0), so clients send full fetches.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,9 @@ use crate::wire::{Reply, RequestContext};
 pub const MAX_WAIT_MS_LIMIT: i32 = 60_000;
 
 pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) -> Reply {
+    // A follower names itself (v4-v14's replica id; v15's ReplicaState is
+    // past the versions served).
+    let replica = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
     let mut wants = Vec::new();
     let mut shape = Vec::new();
     for topic in req.topics {
@@ -34,6 +39,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                replica,
             });
         }
         shape.push((name, partitions));
@@ -69,13 +75,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
         // Wait for any partition's read bound (on one node, the offset
         // written to the device) to pass the one seen by the last read. Not
         // its log end: what lies between is not readable yet, and becomes
-        // readable without the log growing.
+        // readable without the log growing. A follower's bound is the log
+        // end: it waits for the leader to write past it.
         let waits: Vec<Want> = wants
             .iter()
             .zip(&got)
             .filter(|(_, g)| g.waitable())
             .map(|(w, g)| Want {
-                offset: g.high_watermark.max(g.next_offset),
+                offset: g.bound.max(g.next_offset),
                 ..w.clone()
             })
             .collect();
@@ -149,7 +156,7 @@ async fn wait_local(shard: &Shard, group: Vec<Want>, timeout: Duration) {
             shard
                 .served_log(&w.topic, w.partition)
                 .ok()
-                .map(|l| (l, w.offset))
+                .map(|l| (l, w.offset, w.replica.is_some()))
         })
         .collect();
     if logs.is_empty() {
@@ -158,7 +165,13 @@ async fn wait_local(shard: &Shard, group: Vec<Want>, timeout: Duration) {
     }
     let waits: Vec<_> = logs
         .iter()
-        .map(|(log, offset)| Box::pin(log.wait_for_offset(*offset)))
+        .map(|(log, offset, replica)| {
+            if *replica {
+                Box::pin(log.wait_for_written(*offset)) as Pin<Box<dyn Future<Output = ()> + '_>>
+            } else {
+                Box::pin(log.wait_for_offset(*offset))
+            }
+        })
         .collect();
     let timer = Box::pin(glommio::timer::sleep(timeout));
     let shutdown = Box::pin(shard.shutdown.notified());

@@ -43,13 +43,21 @@ pub struct Want {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// The follower broker fetching (Fetch's replica id), or `None` for a
+    /// consumer: a follower reads up to the leader's log end and reports
+    /// its own log end with its fetch offset.
+    pub replica: Option<i32>,
 }
 
 /// What is known about one partition of a fetch, and what was read of it.
 #[derive(Debug, Clone)]
 pub struct Got {
     pub error: Option<ResponseError>,
+    /// The high watermark answered.
     pub high_watermark: i64,
+    /// Where reading stops: the high watermark for a consumer, the log end
+    /// for a follower.
+    pub bound: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
     /// Whole batches from the fetch offset on, contiguous.
@@ -68,6 +76,7 @@ impl Got {
         Got {
             error: None,
             high_watermark: -1,
+            bound: -1,
             log_start_offset: -1,
             log_end_offset: -1,
             batches: Vec::new(),
@@ -86,7 +95,7 @@ impl Got {
 
     /// Whether a read pass would read this partition now.
     fn readable(&self) -> bool {
-        self.error.is_none() && !self.done && self.high_watermark > self.next_offset
+        self.error.is_none() && !self.done && self.bound > self.next_offset
     }
 
     /// Whether a long poll waits for this partition to grow.
@@ -138,6 +147,7 @@ impl Budget {
 struct Offsets {
     error: Option<ResponseError>,
     high_watermark: i64,
+    bound: i64,
     log_start_offset: i64,
     log_end_offset: i64,
 }
@@ -150,33 +160,17 @@ pub async fn refresh(shard: &Rc<Shard>, wants: &[Want], got: &mut [Got]) {
         .iter()
         .zip(got.iter())
         .filter(|(_, g)| g.error.is_none())
-        .map(|(w, _)| {
-            (
-                shard.owner(&w.topic, w.partition),
-                (w.topic.clone(), w.partition),
-            )
-        })
+        .map(|(w, _)| (shard.owner(&w.topic, w.partition), w.clone()))
         .collect();
-    let found = scatter_gather(
-        shard,
-        items,
-        |owner, group: Vec<(String, i32)>| async move {
-            group
-                .iter()
-                .map(|(topic, partition)| offsets_local(&owner, topic, *partition))
-                .collect()
-        },
-    )
+    let found = scatter_gather(shard, items, |owner, group: Vec<Want>| async move {
+        group.iter().map(|w| offsets_local(&owner, w)).collect()
+    })
     .await;
     let live = got.iter_mut().filter(|g| g.error.is_none());
     for (g, o) in live.zip(found) {
-        let o = o.unwrap_or(Offsets {
-            error: Some(ResponseError::NotLeaderOrFollower),
-            high_watermark: -1,
-            log_start_offset: -1,
-            log_end_offset: -1,
-        });
+        let o = o.unwrap_or(Offsets::failed(ResponseError::NotLeaderOrFollower));
         g.high_watermark = o.high_watermark;
+        g.bound = o.bound;
         g.log_start_offset = o.log_start_offset;
         g.log_end_offset = o.log_end_offset;
         let out_of_range = g.next_offset < o.log_start_offset || g.next_offset > o.log_end_offset;
@@ -191,20 +185,48 @@ pub async fn refresh(shard: &Rc<Shard>, wants: &[Want], got: &mut [Got]) {
     }
 }
 
-fn offsets_local(shard: &Shard, topic: &str, partition: i32) -> Offsets {
-    match shard.served_log(topic, partition) {
-        Ok(log) => Offsets {
-            error: None,
-            high_watermark: log.high_watermark(),
-            log_start_offset: log.log_start_offset(),
-            log_end_offset: log.log_end_offset(),
-        },
-        Err(e) => Offsets {
+impl Offsets {
+    fn failed(e: ResponseError) -> Offsets {
+        Offsets {
             error: Some(e),
             high_watermark: -1,
+            bound: -1,
             log_start_offset: -1,
             log_end_offset: -1,
-        },
+        }
+    }
+}
+
+/// A partition's offsets on its owner. A follower's fetch offset is its
+/// log end: the leader records it first (which may move the high
+/// watermark).
+fn offsets_local(shard: &Shard, w: &Want) -> Offsets {
+    match shard.served_log(&w.topic, w.partition) {
+        Ok(log) => {
+            if let Some(replica) = w.replica {
+                crate::replica::leader::follower_fetched(
+                    shard,
+                    &w.topic,
+                    w.partition,
+                    replica,
+                    w.offset,
+                    &log,
+                );
+            }
+            let high_watermark = log.high_watermark();
+            Offsets {
+                error: None,
+                high_watermark,
+                bound: if w.replica.is_some() {
+                    log.log_end_offset()
+                } else {
+                    high_watermark
+                },
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: log.log_end_offset(),
+            }
+        }
+        Err(e) => Offsets::failed(e),
     }
 }
 
@@ -215,6 +237,8 @@ struct ReadItem {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// A follower's read: up to the log end.
+    replica: bool,
 }
 
 /// What a read of one partition gave.
@@ -224,6 +248,8 @@ enum ReadOut {
     Read {
         batches: Vec<Bytes>,
         high_watermark: i64,
+        /// Where this read stopped (see `Got::bound`).
+        bound: i64,
         log_start_offset: i64,
         log_end_offset: i64,
         /// The next batch did not fit: nothing more for this partition.
@@ -269,6 +295,7 @@ pub async fn read_pass(
                     partition: w.partition,
                     offset: g.next_offset,
                     max_bytes: w.max_bytes.saturating_sub(g.bytes),
+                    replica: w.replica.is_some(),
                 })
             })
             .collect();
@@ -314,11 +341,13 @@ fn apply(g: &mut Got, partition_max_bytes: usize, out: ReadOut) -> bool {
         ReadOut::Read {
             batches,
             high_watermark,
+            bound,
             log_start_offset,
             log_end_offset,
             full,
         } => {
             g.high_watermark = high_watermark;
+            g.bound = bound;
             g.log_start_offset = log_start_offset;
             g.log_end_offset = log_end_offset;
             let Some(last) = batches.last() else {
@@ -367,17 +396,29 @@ async fn read_one(shard: &Shard, item: &ReadItem, budget: &mut Budget) -> ReadOu
     let limit = budget.limit(item.max_bytes);
     if limit == 0 && !budget.first_batch_free {
         // This partition's own limit is spent (the budget is not).
+        let high_watermark = log.high_watermark();
         return ReadOut::Read {
             batches: Vec::new(),
-            high_watermark: log.high_watermark(),
+            high_watermark,
+            bound: if item.replica {
+                log.log_end_offset()
+            } else {
+                high_watermark
+            },
             log_start_offset: log.log_start_offset(),
             log_end_offset: log.log_end_offset(),
             full: true,
         };
     }
     // The engine returns the first batch whole whatever the limit, and
-    // after it only batches within the limit.
-    match log.read(item.offset, limit.max(1)).await {
+    // after it only batches within the limit. A follower reads past the
+    // high watermark, up to the log end.
+    let read = if item.replica {
+        log.read_to_end(item.offset, limit.max(1)).await
+    } else {
+        log.read(item.offset, limit.max(1)).await
+    };
+    match read {
         Ok(r) => {
             let mut batches = r.batches;
             let bytes: usize = batches.iter().map(Bytes::len).sum();
@@ -391,7 +432,12 @@ async fn read_one(shard: &Shard, item: &ReadItem, budget: &mut Budget) -> ReadOu
             budget.take(batches.iter().map(Bytes::len).sum(), batches.len());
             ReadOut::Read {
                 batches,
-                high_watermark: r.high_watermark,
+                high_watermark: if item.replica {
+                    log.high_watermark()
+                } else {
+                    r.high_watermark
+                },
+                bound: r.high_watermark,
                 log_start_offset: r.log_start_offset,
                 log_end_offset: r.log_end_offset,
                 full,
@@ -427,6 +473,7 @@ mod tests {
         ReadOut::Read {
             batches,
             high_watermark: 10,
+            bound: 10,
             log_start_offset: 0,
             log_end_offset: 10,
             full,
@@ -453,6 +500,7 @@ mod tests {
     fn reads_append_and_continue_after_the_last_batch() {
         let mut g = Got::new(0);
         g.high_watermark = 10;
+        g.bound = 10;
         assert!(g.readable());
         assert!(apply(
             &mut g,
@@ -475,6 +523,7 @@ mod tests {
     fn a_batch_that_did_not_fit_ends_the_partition() {
         let mut g = Got::new(3);
         g.high_watermark = 10;
+        g.bound = 10;
         assert!(!apply(&mut g, 1 << 20, read(vec![], true)));
         assert!(g.done && g.error.is_none() && g.batches.is_empty());
     }

@@ -8,6 +8,7 @@
 //! (`api::schema_validation`).
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -17,7 +18,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use strom_engine::{BatchError, Durability, EngineError, PartitionLog};
+use strom_engine::{AppendInfo, BatchError, Durability, EngineError, PartitionLog};
 
 use crate::clock::now_ms;
 use crate::scatter::scatter_gather;
@@ -138,8 +139,10 @@ pub async fn handle(
         shape.push((name, partitions));
     }
 
+    // acks=all's wait for the replicas (Kafka's request timeout_ms).
+    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let outcomes = match durability {
-        Ok(durability) => append_all(shard, items, durability).await,
+        Ok(durability) => append_all(shard, items, durability, timeout).await,
         Err(e) => items
             .iter()
             .map(|_| AppendOutcome::error(e, "acks must be -1, 0 or 1"))
@@ -199,6 +202,7 @@ async fn append_all(
     shard: &Rc<Shard>,
     items: Vec<Item>,
     durability: Durability,
+    timeout: Duration,
 ) -> Vec<AppendOutcome> {
     let items = items
         .into_iter()
@@ -208,7 +212,7 @@ async fn append_all(
         join_all(
             group
                 .into_iter()
-                .map(|item| append_local(&owner, item, durability)),
+                .map(|item| append_local(&owner, item, durability, timeout)),
         )
         .await
     })
@@ -246,7 +250,12 @@ fn check_min_insync(
 }
 
 /// Appends one partition's records on the shard that owns it.
-async fn append_local(shard: &Shard, item: Item, durability: Durability) -> AppendOutcome {
+async fn append_local(
+    shard: &Shard,
+    item: Item,
+    durability: Durability,
+    timeout: Duration,
+) -> AppendOutcome {
     if let Err(msg) = crate::metadata::validate_topic_name(&item.topic) {
         return AppendOutcome::error(ResponseError::InvalidTopicException, msg);
     }
@@ -281,17 +290,40 @@ async fn append_local(shard: &Shard, item: Item, durability: Durability) -> Appe
         return AppendOutcome::error(ResponseError::InvalidRecord, msg);
     }
     match log.append(&records, durability, now_ms()).await {
-        Ok(info) => AppendOutcome {
-            error: None,
-            message: None,
-            base_offset: info.base_offset,
-            log_append_time_ms: info.log_append_time_ms,
-            log_start_offset: info.log_start_offset,
-            record_errors: Vec::new(),
-        },
+        Ok(info) if durability == Durability::Synced => {
+            // On this disk; in a cluster also on every in-sync replica's
+            // (a duplicate's original batch too), as Kafka's delayed produce
+            // waits for the high watermark.
+            let end = info.last_offset.saturating_add(1);
+            match crate::replica::leader::wait_replicated(
+                shard,
+                &item.topic,
+                item.partition,
+                &log,
+                end,
+                timeout,
+            )
+            .await
+            {
+                Ok(()) => appended(&info),
+                Err((e, why)) => AppendOutcome::error(e, why),
+            }
+        }
+        Ok(info) => appended(&info),
         Err(e) => {
             tracing::debug!(topic = %item.topic, partition = item.partition, "append failed: {e}");
             AppendOutcome::error(engine_error_code(&e), e.to_string())
         }
+    }
+}
+
+fn appended(info: &AppendInfo) -> AppendOutcome {
+    AppendOutcome {
+        error: None,
+        message: None,
+        base_offset: info.base_offset,
+        log_append_time_ms: info.log_append_time_ms,
+        log_start_offset: info.log_start_offset,
+        record_errors: Vec::new(),
     }
 }

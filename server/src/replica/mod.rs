@@ -7,10 +7,13 @@
 //!   fetch offset is reported.
 //! - `followed`: the partitions a shard follows, from the image.
 //! - `client`: the Kafka connection a fetcher uses.
+//! - `leader`: the leader's side: followers' log ends, the high watermark
+//!   over the ISR, ISR shrink and expand, acks=all's wait.
 
 pub mod client;
 pub mod fetcher;
 pub mod followed;
+pub mod leader;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -26,11 +29,13 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
 
 /// Starts this shard's fetcher supervisor (in a cluster only): it starts a
 /// fetcher for each leader of a partition this shard follows; a fetcher
-/// ends once it has no partition left.
+/// ends once it has no partition left. And the leader's ISR expiration.
 pub fn spawn(shard: Rc<Shard>) {
     if shard.metadata().cluster.is_none() && crate::cluster::controller().is_none() {
         return;
     }
+    let lag = shard.config.cluster.replica_lag_time_max();
+    glommio::spawn_local(leader::shrink_lagging(shard.clone(), lag)).detach();
     glommio::spawn_local(supervise(shard)).detach();
 }
 

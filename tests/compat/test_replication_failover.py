@@ -1,0 +1,183 @@
+"""Failover with acks=all on three `strom serve` nodes (issue 15): the
+leader tracks its followers, the ISR grows to every replica, the high
+watermark is the minimum over the ISR, and acks=all waits for it. So a
+SIGKILLed leader loses no acknowledged record:
+
+- idempotent acks=all producers (confluent-kafka) keep writing through the
+  new leaders;
+- every acknowledged record is at its acknowledged offset, exactly once;
+- a consumer reading from the survivors sees each offset once, in order;
+- the restarted node catches up, rejoins every ISR, and its replicas end up
+  byte-identical to the leaders'.
+"""
+
+import signal
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from test_cluster import agreed_controller, wait_registered, wait_until
+# `cluster`: three nodes, each a voter and a broker, all registered.
+from test_cluster_replication import cluster, create, wait_partitions  # noqa: F401
+from test_replication_follow import replicas_match
+
+PARTITIONS = 3
+
+
+class Writer:
+    """An idempotent acks=all producer writing `value-<i>` to partition
+    i % PARTITIONS on a thread until stopped; keeps what was acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.topic = topic
+        self.acked = {p: [] for p in range(PARTITIONS)}
+        self.errors = []
+        self.stopping = threading.Event()
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.timeout.ms": 120000,
+        })
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.acked.values())
+
+    def report(self, err, msg):
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.acked[msg.partition()].append((msg.offset(), msg.value()))
+
+    def run(self):
+        i = 0
+        while not self.stopping.is_set():
+            try:
+                self.producer.produce(self.topic, value=f"value-{i}".encode(), partition=i % PARTITIONS,
+                                      on_delivery=self.report)
+                i += 1
+            except BufferError:
+                pass
+            self.producer.poll(0.001 if i % 50 == 0 else 0)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(30)
+        assert self.producer.flush(120) == 0, "records still unacknowledged after 120 s"
+
+
+def read_partition(bootstrap: str, topic: str, partition: int, end: int):
+    """[(offset, value)] of offsets 0..end, as a consumer reads them."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, partition, 0)])
+    got = []
+    try:
+        wait_until(f"{topic}-{partition}: offsets up to {end} read",
+                   lambda: (got.extend((m.offset(), m.value()) for m in c.consume(1000, 1.0) if not m.error())
+                            or (end == 0 or (got and got[-1][0] >= end - 1))))
+    finally:
+        c.close()
+    return got
+
+
+def full_isr(parts, replicas=(1, 2, 3)):
+    return all(sorted(s["isr"]) == sorted(replicas) for s in parts.values())
+
+
+def test_acks_all_loses_nothing_when_the_leader_is_killed(cluster):
+    nodes = cluster
+    controller = agreed_controller(nodes)
+    create(nodes[0], NewTopic("ha", num_partitions=PARTITIONS, replication_factor=3,
+                              config={"min.insync.replicas": "2"}))
+    # Followers fetch, catch up and join the ISR.
+    before = wait_partitions(nodes, "ha", PARTITIONS, full_isr, "has every replica in its ISR")
+    victim = next(n for n in nodes
+                  if n.node_id != controller and any(s["leader"] == n.node_id for s in before.values()))
+    survivors = [n for n in nodes if n is not victim]
+    led = sorted(p for p, s in before.items() if s["leader"] == victim.node_id)
+
+    writer = Writer(",".join(n.bootstrap for n in nodes), "ha")
+    writer.thread.start()
+    wait_until("2000 records acknowledged before the kill", lambda: writer.count() >= 2000)
+    victim.stop(signal.SIGKILL)
+    killed_at = writer.count()
+    # Writes go on through the new leaders of the victim's partitions.
+    wait_until("the victim's partitions acknowledged again after the kill",
+               lambda: all(len(writer.acked[p]) > 0 for p in led) and writer.count() >= killed_at + 3000,
+               timeout=90)
+    after = wait_partitions(survivors, "ha", PARTITIONS,
+                            lambda ps: all(s["leader"] in [n.node_id for n in survivors] for s in ps.values()),
+                            "led by survivors")
+    for p in led:
+        assert after[p]["epoch"] > before[p]["epoch"], (p, before[p], after[p])
+        assert victim.node_id not in after[p]["isr"], after[p]
+    writer.stop()
+    assert writer.errors == [], writer.errors[:3]
+
+    for p, acked in writer.acked.items():
+        end = max(o for o, _ in acked) + 1
+        read = read_partition(survivors[0].bootstrap, "ha", p, end)
+        offsets = [o for o, _ in read]
+        assert offsets == sorted(set(offsets)), f"ha-{p}: an offset read twice or out of order"
+        at = dict(read)
+        lost = [(o, v) for o, v in acked if at.get(o) != v]
+        assert lost == [], f"ha-{p}: {len(lost)} acknowledged records not at their offsets: {lost[:3]}"
+        values = [v for _, v in read]
+        assert len(values) == len(set(values)), f"ha-{p}: a record written twice"
+
+    # Back after a restart: it truncates, catches up and rejoins every ISR,
+    # and its replicas are identical to the leaders'.
+    victim.start()
+    wait_registered(nodes, [1, 2, 3])
+    wait_partitions(nodes, "ha", PARTITIONS, full_isr, "has the restarted node back in its ISR")
+    for p, acked in writer.acked.items():
+        end = max(o for o, _ in acked) + 1
+        wait_until(f"ha-{p}: every replica identical over offsets 0..{end}",
+                   lambda p=p, end=end: replicas_match(nodes, "ha", p, end))
+
+
+def test_acks_all_needs_min_insync_replicas(cluster):
+    """min.insync.replicas=3 on three replicas: with a follower gone (killed,
+    fenced, out of the ISR), acks=all is refused with NOT_ENOUGH_REPLICAS
+    (retriable: the producer retries), acks=1 is still taken; once the
+    follower is back in the ISR, the waiting acks=all record is
+    acknowledged."""
+    nodes = cluster
+    controller = agreed_controller(nodes)
+    leader_node = next(n for n in nodes if n.node_id == controller)
+    others = [n for n in nodes if n is not leader_node]
+    order = [leader_node.node_id] + [n.node_id for n in others]
+    create(nodes[0], NewTopic("misr3", num_partitions=1, replica_assignment=[order],
+                              config={"min.insync.replicas": "3"}))
+    wait_partitions(nodes, "misr3", 1, full_isr, "has every replica in its ISR")
+    gone = others[0]
+    gone.stop(signal.SIGKILL)
+    wait_partitions([leader_node], "misr3", 1, lambda ps: gone.node_id not in ps[0]["isr"],
+                    f"has node {gone.node_id} out of its ISR")
+
+    one = Producer({"bootstrap.servers": leader_node.bootstrap, "acks": 1})
+    got = []
+    one.produce("misr3", value=b"acks-1", partition=0, on_delivery=lambda e, m: got.append((e, m.offset())))
+    assert one.flush(30) == 0 and got == [(None, 0)], got
+
+    errors = []
+    acked = []
+    short = Producer({"bootstrap.servers": leader_node.bootstrap, "acks": "all",
+                      "enable.idempotence": True, "message.timeout.ms": 120000})
+    short.produce("misr3", value=b"acks-all", partition=0,
+                  on_delivery=lambda e, m: (errors if e else acked).append(e or m.offset()))
+    # Retried (NOT_ENOUGH_REPLICAS is retriable), not acknowledged.
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        short.poll(0.1)
+    assert acked == [] and errors == [], (acked, errors)
+
+    # The follower back: it catches up, rejoins, and the record is taken.
+    gone.start()
+    wait_partitions([leader_node], "misr3", 1, full_isr, "has every replica in its ISR again")
+    assert short.flush(60) == 0
+    assert errors == [] and acked == [1], (acked, errors)
