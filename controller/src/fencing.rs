@@ -6,7 +6,10 @@
 //! 1. A broker is alive while its last heartbeat, carrying its registered
 //!    epoch, is younger than `broker.session.timeout.ms`. A controller that
 //!    has just become active counts every registered broker as heard from
-//!    at that moment (it was not there to hear them before).
+//!    at that moment (it was not there to hear them before), except the
+//!    broker of the controller it replaces, which gets two heartbeat
+//!    intervals: the election already waited out its silence
+//!    (`node::heartbeat_and_fence`).
 //! 2. An unfenced broker that is not alive is fenced.
 //! 3. A fenced broker that is alive and has applied the metadata up to its
 //!    own registration is caught up, and unfenced.

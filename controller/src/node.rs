@@ -404,6 +404,8 @@ pub(crate) struct Driver {
     heartbeats: HashMap<i32, Seen>,
     /// Whether this node was the active controller at the last tick.
     was_leader: bool,
+    /// The active controller this node last followed (0: none known).
+    last_leader: u64,
     /// The last fencing batch proposed and when.
     last_reconcile: Option<(Vec<Record>, u64)>,
     /// This node's broker is stopping: its heartbeats ask for a
@@ -486,6 +488,7 @@ impl Driver {
             shared_image: Arc::new(Mutex::new(image_now)),
             heartbeats: HashMap::new(),
             was_leader: false,
+            last_leader: 0,
             last_reconcile: None,
             want_shutdown: false,
         })
@@ -599,24 +602,39 @@ impl Driver {
         };
         let now = self.ticks;
         let leader = self.node.raft.state == StateRole::Leader;
+        let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
         if leader && !self.was_leader {
             // Rule 1 of `fencing`: a new active controller gives every
-            // registered broker a full session from now.
+            // registered broker a full session from now, except the broker
+            // of the controller it replaces: that node was silent for an
+            // election timeout already, and a live broker heartbeats to the
+            // new controller within an interval, so it gets two intervals.
+            let previous = i32::try_from(self.last_leader).ok();
+            let short = session_ticks.saturating_sub(HEARTBEAT_INTERVAL_TICKS.saturating_mul(2));
             self.heartbeats = self
                 .image
                 .brokers
                 .values()
                 .map(|b| {
+                    let replaced =
+                        Some(b.broker_id) == previous && self.last_leader != self.config.node_id;
                     let seen = Seen {
                         broker_epoch: b.epoch,
                         applied_index: 0,
-                        tick: now,
+                        tick: if replaced {
+                            now.saturating_sub(short)
+                        } else {
+                            now
+                        },
                         want_shutdown: false,
                     };
                     (b.broker_id, seen)
                 })
                 .collect();
             self.last_reconcile = None;
+        }
+        if !leader && self.node.raft.leader_id != 0 {
+            self.last_leader = self.node.raft.leader_id;
         }
         self.was_leader = leader;
         let own = self.own_epoch().map(|(broker_id, broker_epoch)| Heartbeat {
@@ -640,7 +658,6 @@ impl Driver {
         if !leader || !now.is_multiple_of(RECONCILE_TICKS) {
             return;
         }
-        let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
         let records = reconcile(
             &self.image,
             &self.heartbeats,
