@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -254,7 +255,8 @@ def main():
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(),
             "settings": {"rate": args.rate, "partitions": PARTITIONS, "replication_factor": 3,
-                         "min.insync.replicas": 2, "broker.session.timeout.ms": "default (2500)"},
+                         "min.insync.replicas": 2, "broker.session.timeout.ms": "default (2500)",
+                         "fencing": "session, or at once when the node refuses connections"},
             "summary": summary,
             "runs": runs,
         }
@@ -270,6 +272,7 @@ def main():
         for n in nodes:
             if n.alive():
                 n.stop(signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

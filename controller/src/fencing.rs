@@ -51,6 +51,9 @@ pub struct Seen {
     pub tick: u64,
     /// The broker asks for a controlled shutdown (rule 5).
     pub want_shutdown: bool,
+    /// Its node refused a connection since: the process is gone, so the
+    /// broker counts as not heard whatever its tick (rule 1).
+    pub gone: bool,
 }
 
 /// The records that bring the image in line with rules 2-4 (empty when it
@@ -67,7 +70,7 @@ pub fn reconcile(
     let mut usable = BTreeSet::new();
     for b in image.brokers.values() {
         let heard = seen.get(&b.broker_id).filter(|s| {
-            s.broker_epoch == b.epoch && now_tick.saturating_sub(s.tick) < session_ticks
+            !s.gone && s.broker_epoch == b.epoch && now_tick.saturating_sub(s.tick) < session_ticks
         });
         let caught_up =
             heard.is_some_and(|s| i64::try_from(s.applied_index).unwrap_or(i64::MAX) >= b.epoch);
@@ -203,6 +206,7 @@ mod tests {
             applied_index,
             tick,
             want_shutdown: false,
+            gone: false,
         }
     }
 
@@ -342,6 +346,7 @@ mod election_tests {
                     applied_index: 2,
                     tick: 10,
                     want_shutdown: false,
+                    gone: false,
                 };
                 (b, s)
             })
@@ -459,7 +464,36 @@ mod controlled_shutdown_tests {
             applied_index: 5,
             tick: 10,
             want_shutdown,
+            gone: false,
         }
+    }
+
+    /// Rule 1: a broker whose node refused a connection (its process is
+    /// gone) is fenced within its session, and a heartbeat from it (a new
+    /// `Seen`) counts again.
+    #[test]
+    fn a_gone_broker_is_fenced_within_its_session() {
+        let mut image = ClusterImage::default();
+        let records: Vec<Record> = (1..=2).map(|b| registration(b, false)).collect();
+        image.apply_batch(1, &records).unwrap();
+        let mut heard: HashMap<i32, Seen> = (1..=2).map(|b| (b, seen(false))).collect();
+        assert!(reconcile(&image, &heard, 11, 100, false).is_empty());
+        heard.insert(
+            2,
+            Seen {
+                gone: true,
+                ..seen(false)
+            },
+        );
+        assert_eq!(
+            reconcile(&image, &heard, 11, 100, false),
+            vec![Record::FenceBroker {
+                broker_id: 2,
+                epoch: image.brokers[&2].epoch
+            }]
+        );
+        heard.insert(2, seen(false));
+        assert!(reconcile(&image, &heard, 11, 100, false).is_empty());
     }
 
     /// Rule 5: a broker asking to shut down is fenced at once (no session
@@ -572,6 +606,7 @@ mod unclean_default_tests {
                 applied_index: 1,
                 tick: 10,
                 want_shutdown: false,
+                gone: false,
             },
         )]
         .into();

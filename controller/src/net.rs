@@ -68,6 +68,11 @@ pub enum Frame {
     Raft(Message),
     Heartbeat(Heartbeat),
     Join(Join),
+    /// Never on the wire: a sender thread's report that peer `id` refused
+    /// a connection, so no process listens at its address (it died, or
+    /// has not started). The active controller fences its broker without
+    /// waiting out the session.
+    Refused(u64),
 }
 
 /// Hands a received frame to the controller; false once it is gone.
@@ -76,6 +81,8 @@ pub type Deliver = Arc<dyn Fn(Frame) -> bool + Send + Sync>;
 /// The sending side: one queue per peer, with the address it sends to.
 pub struct Network {
     peers: Mutex<HashMap<u64, (String, SyncSender<Frame>)>>,
+    /// Where sender threads report refused connections.
+    deliver: Deliver,
 }
 
 impl Network {
@@ -86,11 +93,13 @@ impl Network {
         peers: &[(u64, String)],
         deliver: Deliver,
     ) -> std::io::Result<Network> {
+        let accepted = deliver.clone();
         std::thread::Builder::new()
             .name("strom-ctl-accept".into())
-            .spawn(move || accept_loop(listener, deliver))?;
+            .spawn(move || accept_loop(listener, accepted))?;
         let network = Network {
             peers: Mutex::new(HashMap::new()),
+            deliver,
         };
         for (id, addr) in peers {
             network.add_peer(*id, addr)?;
@@ -110,9 +119,10 @@ impl Network {
         }
         let (tx, rx) = sync_channel(PEER_QUEUE_MESSAGES);
         let to = addr.to_string();
+        let deliver = self.deliver.clone();
         std::thread::Builder::new()
             .name(format!("strom-ctl-peer-{id}"))
-            .spawn(move || send_loop(id, &to, rx))?;
+            .spawn(move || send_loop(id, &to, rx, deliver))?;
         peers.insert(id, (addr.to_string(), tx));
         Ok(())
     }
@@ -255,14 +265,22 @@ fn decode_frame(buf: &[u8]) -> Result<Frame, String> {
     }
 }
 
-fn send_loop(id: u64, addr: &str, queue: Receiver<Frame>) {
+fn send_loop(id: u64, addr: &str, queue: Receiver<Frame>, deliver: Deliver) {
     let mut conn: Option<BufWriter<TcpStream>> = None;
     while let Ok(first) = queue.recv() {
         // Write everything queued, then flush once.
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
         if conn.is_none() {
-            conn = connect(addr).map(BufWriter::new);
+            conn = match connect(addr) {
+                Ok(stream) => Some(BufWriter::new(stream)),
+                Err(refused) => {
+                    if refused {
+                        deliver(Frame::Refused(id));
+                    }
+                    None
+                }
+            };
         }
         let Some(w) = conn.as_mut() else {
             continue; // unreachable now; these messages are lost, Raft resends
@@ -294,18 +312,26 @@ fn write_message(w: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
             bytes.extend_from_slice(&j.node_id.to_be_bytes());
             bytes.extend_from_slice(j.addr.as_bytes());
         }
+        Frame::Refused(_) => return Ok(()),
     }
     let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
     w.write_all(&len.to_be_bytes())?;
     w.write_all(&bytes)
 }
 
-fn connect(addr: &str) -> Option<TcpStream> {
-    let resolved: SocketAddr = addr.to_socket_addrs().ok()?.next()?;
-    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT).ok()?;
+/// Connects to a peer; the error says whether the peer refused (nothing
+/// listens there) rather than did not answer or could not be resolved.
+fn connect(addr: &str) -> Result<TcpStream, bool> {
+    let resolved: SocketAddr = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or(false)?;
+    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT)
+        .map_err(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)?;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    Some(stream)
+    Ok(stream)
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ pub(crate) enum Input {
     },
     /// This node's broker asks for a controlled shutdown.
     Shutdown,
+    /// Peer `id` refused a connection: no process listens there.
+    Refused(u64),
 }
 
 /// Receives every new image, on the controller thread.
@@ -174,6 +176,7 @@ impl Controller {
                 Frame::Raft(m) => Input::Raft(m),
                 Frame::Heartbeat(h) => Input::Heartbeat(h),
                 Frame::Join(j) => Input::Join(j),
+                Frame::Refused(id) => Input::Refused(id),
             };
             deliver_tx
                 .lock()
@@ -627,6 +630,7 @@ impl Driver {
                             now
                         },
                         want_shutdown: false,
+                        gone: false,
                     };
                     (b.broker_id, seen)
                 })
@@ -684,6 +688,30 @@ impl Driver {
         self.last_reconcile = Some((records, now));
     }
 
+    /// A peer refused a connection: its process is gone (a live one
+    /// listens on its controller address), so the active controller counts
+    /// its broker's session as expired and fences it at the next
+    /// reconcile tick, instead of `broker.session.timeout.ms` after its
+    /// last heartbeat. A broker that is back heartbeats and is unfenced as
+    /// usual.
+    fn on_refused(&mut self, id: u64) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        if self.config.broker_session_timeout_ms.is_none() {
+            return;
+        }
+        if let Some(seen) = i32::try_from(id)
+            .ok()
+            .and_then(|b| self.heartbeats.get_mut(&b))
+        {
+            if !seen.gone {
+                tracing::info!(broker = id, "its controller address refused a connection; fencing it without waiting out the session");
+                seen.gone = true;
+            }
+        }
+    }
+
     /// Records a heartbeat (on the active controller).
     fn heard(&mut self, h: Heartbeat) {
         let seen = Seen {
@@ -691,6 +719,7 @@ impl Driver {
             applied_index: h.applied_index,
             tick: self.ticks,
             want_shutdown: h.want_shutdown,
+            gone: false,
         };
         self.heartbeats.insert(h.broker_id, seen);
     }
@@ -748,6 +777,7 @@ impl Driver {
                 }
             }
             Input::Join(j) => self.on_join(j),
+            Input::Refused(id) => self.on_refused(id),
             Input::Propose { records, reply } => self.propose(records, Reply::Propose(reply)),
             Input::Alter { record, reply } => self.propose(vec![record], reply),
             Input::Shutdown => {

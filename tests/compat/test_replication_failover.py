@@ -15,12 +15,13 @@ import signal
 import threading
 import time
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from test_cluster import agreed_controller, wait_registered, wait_until
+from test_cluster import agreed_controller, start_all, voter_nodes, wait_registered, wait_until
 # `cluster`: three nodes, each a voter and a broker, all registered.
-from test_cluster_replication import cluster, create, wait_partitions  # noqa: F401
+from test_cluster_replication import cluster, create, metadata_v7, wait_partitions  # noqa: F401
 from test_replication_follow import replicas_match
 
 PARTITIONS = 3
@@ -181,3 +182,37 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     wait_partitions([leader_node], "misr3", 1, full_isr, "has every replica in its ISR again")
     assert short.flush(60) == 0
     assert errors == [] and acked == [1], (acked, errors)
+
+
+LONG_SESSION_MS = 30000
+# Well under the session: only the refused-connection path fences this soon.
+FENCED_WITHIN_S = 10.0
+
+
+@pytest.fixture
+def long_session(tmp_path):
+    _, nodes = voter_nodes(tmp_path, f"broker.session.timeout.ms = {LONG_SESSION_MS}\n")
+    start_all(nodes)
+    yield nodes
+    for n in nodes:
+        if n.alive():
+            n.stop(signal.SIGKILL)
+
+
+def test_a_killed_node_is_fenced_before_its_session_ends(long_session):
+    """A SIGKILLed node's controller address refuses connections, so the
+    active controller fences its broker at once rather than after
+    broker.session.timeout.ms (30 s here), and its partitions move to an
+    in-sync follower."""
+    nodes = long_session
+    controller = agreed_controller(nodes)
+    victim = next(n for n in nodes if n.node_id != controller)
+    survivors = [n for n in nodes if n is not victim]
+    order = [victim.node_id] + [n.node_id for n in survivors]
+    create(nodes[0], NewTopic("fast", num_partitions=1, replica_assignment=[order]))
+    wait_partitions(nodes, "fast", 1, full_isr, "has every replica in its ISR")
+    victim.stop(signal.SIGKILL)
+    for n in survivors:
+        wait_until(f"node {n.node_id}: fast-0 led by a survivor within {FENCED_WITHIN_S} s",
+                   lambda n=n: metadata_v7(n, "fast")[1][0]["leader"] in [s.node_id for s in survivors],
+                   timeout=FENCED_WITHIN_S)

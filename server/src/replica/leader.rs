@@ -257,7 +257,10 @@ pub fn on_image(shard: &Shard, previous: &Metadata) {
 /// not caught up within `lag`, every `lag / 2` (Kafka's
 /// isr-expiration task), until shutdown.
 pub async fn shrink_lagging(shard: Rc<Shard>, lag: Duration) {
-    let every = (lag / 2).max(Duration::from_millis(100));
+    let every = lag
+        .checked_div(2)
+        .unwrap_or(lag)
+        .max(Duration::from_millis(100));
     let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
     while !shard.is_shutting_down() {
         future::or(shard.shutdown.notified(), glommio::timer::sleep(every)).await;
