@@ -485,3 +485,26 @@ fn buffered_appends_return_at_once_and_are_written_in_the_background() {
         assert_eq!(i, count);
     });
 }
+
+/// A file renamed after it was opened (the spare segment becoming the
+/// active one) still tells its length: a tick's idle trim reads it, and
+/// glommio's `file_size` stats the path the file was opened at, which is
+/// gone after the rename ("log tick failed ... .next-segment" on every
+/// tick of a rolled log, and its preallocation never trimmed).
+#[test]
+fn a_renamed_file_still_tells_its_length() {
+    use strom_engine::io::dma::DmaStorage;
+    use strom_engine::io::{Storage, StorageFile};
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let (from, to) = (
+        dir.path().join(".spare"),
+        dir.path().join("00000000000000000000.log"),
+    );
+    run(async {
+        let storage = DmaStorage::default();
+        let file = storage.open(&from).await.unwrap();
+        file.truncate(8192).await.unwrap();
+        storage.rename(&from, &to).await.unwrap();
+        assert_eq!(file.len().await.unwrap(), 8192);
+    });
+}

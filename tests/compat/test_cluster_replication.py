@@ -116,13 +116,17 @@ def create_error(node, topic: NewTopic):
 
 def wait_partitions(nodes, topic: str, count: int, check, what: str):
     """Waits until every node's Metadata v7 shows `count` partitions that
-    pass `check`; returns the first node's."""
-    for n in nodes:
+    pass `check`; returns the first node's answer that passed. (Not a new
+    read: a broker's shards apply a new image one after another, so for a
+    moment a connection on another shard may still see the one before.)"""
+    seen = [
         wait_until(
             f"node {n.node_id}: {topic} {what}",
             lambda n=n: (len(got := metadata_v7(n, topic)[1]) == count and check(got)) and got,
         )
-    return metadata_v7(nodes[0], topic)[1]
+        for n in nodes
+    ]
+    return seen[0]
 
 
 def test_replicated_topics_are_placed_and_checked(cluster):

@@ -110,8 +110,23 @@ impl StorageFile for DmaFile {
         DmaFile::truncate(self, len).await.map_err(to_io)
     }
 
+    /// fstat on the descriptor. glommio's `file_size` stats the path the
+    /// file was opened at, which a renamed file no longer has (the spare
+    /// segment, renamed into place when the log rolls): the idle trim of
+    /// such a segment failed on every tick.
     async fn len(&self) -> io::Result<u64> {
-        self.file_size().await.map_err(to_io)
+        use std::os::fd::AsRawFd;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the descriptor stays open while `self` lives, and `st`
+        // points to writable memory of the struct's size, which fstat
+        // fills completely when it returns 0.
+        let rc = unsafe { libc::fstat(self.as_raw_fd(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fstat returned 0, so it initialised `st`.
+        let st = unsafe { st.assume_init() };
+        Ok(u64::try_from(st.st_size).unwrap_or(0))
     }
 }
 
