@@ -117,6 +117,19 @@ pub fn pin_current_thread(cpus: &CpuList) -> std::io::Result<()> {
     Ok(())
 }
 
+/// CPU seconds (user + system) this process has used so far, all threads.
+pub fn process_cpu_s() -> std::io::Result<f64> {
+    // SAFETY: all zeroes is a valid rusage (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a pointer to a rusage that outlives the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(s(usage.ru_utime) + s(usage.ru_stime))
+}
+
 /// The CPUs the calling thread may run on.
 pub fn current_cpus() -> std::io::Result<CpuList> {
     // SAFETY: as in pin_current_thread, all zeroes is the empty set.
@@ -178,6 +191,18 @@ mod tests {
         ] {
             assert_eq!(CpuList::parse(input).unwrap().to_string(), shown);
         }
+    }
+
+    #[test]
+    fn counts_cpu_time_spent() {
+        let before = process_cpu_s().unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_s().unwrap() > before);
     }
 
     #[test]

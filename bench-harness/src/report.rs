@@ -27,6 +27,13 @@ pub struct RunResult {
     pub produce_mib_per_s: f64,
     pub consume_msgs_per_s: f64,
     pub consume_mib_per_s: f64,
+    /// CPU seconds the harness used (all its threads, warm-up and drain
+    /// included), and the same over the run's wall time: the cores the load
+    /// generator took from the machine.
+    #[serde(default)]
+    pub harness_cpu_s: f64,
+    #[serde(default)]
+    pub harness_cpu_cores: f64,
     /// Record bytes before compression over record bytes sent, over every
     /// batch of the run (1 without compression).
     #[serde(default = "no_compression")]
@@ -194,9 +201,17 @@ impl RunResult {
             self.settings.duration_s,
             self.settings.warmup_s
         );
-        if let Some(cpus) = &self.settings.cpus {
-            let _ = writeln!(s, "harness pinned to CPUs {}", cpus_label(cpus));
-        }
+        let _ = writeln!(
+            s,
+            "harness: {:.2} cores busy on average ({:.1} CPU s){}",
+            self.harness_cpu_cores,
+            self.harness_cpu_s,
+            self.settings
+                .cpus
+                .as_deref()
+                .map(|c| format!(", pinned to CPUs {}", cpus_label(c)))
+                .unwrap_or_default()
+        );
         let _ = writeln!(
             s,
             "{:<10} {:>14} {:>10} {:>9} {:>9} {:>9} {:>9}",
@@ -421,6 +436,11 @@ const COMPARE_ROWS: &[Row] = &[
         value: Some(|r| r.e2e_latency_ms.p999),
     },
     Row {
+        label: "harness cores busy",
+        show: |r| format!("{:.2}", r.harness_cpu_cores),
+        value: Some(|r| r.harness_cpu_cores),
+    },
+    Row {
         label: "errors (produce / fetch retried)",
         show: |r| format!("{} / {}", r.produce_errors, r.fetch_errors),
         value: None,
@@ -570,6 +590,8 @@ mod tests {
             produce_mib_per_s: mib,
             consume_msgs_per_s: mib * 1024.0,
             consume_mib_per_s: mib,
+            harness_cpu_s: 10.0,
+            harness_cpu_cores: 0.5,
             compression_ratio: if compression == "none" { 1.0 } else { 2.0 },
             publish_latency_ms: p(p99),
             e2e_latency_ms: p(p99 + 1.0),

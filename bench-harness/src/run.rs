@@ -251,6 +251,8 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     let plan = plan(&args)?;
     // Before pinning: the machine's cores, not the harness's share of them.
     let machine = Machine::detect();
+    let started = std::time::Instant::now();
+    let cpu_before_s = affinity::process_cpu_s().unwrap_or(0.0);
     if let Some(cpus) = &args.cpus {
         // Every thread of the run starts after this and inherits the mask.
         affinity::pin_current_thread(cpus)
@@ -453,6 +455,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     }
 
     let d = plan.duration_s;
+    let harness_cpu_s = affinity::process_cpu_s().unwrap_or(0.0) - cpu_before_s;
     let result = RunResult {
         schema: report::SCHEMA.to_string(),
         timestamp: report::now_rfc3339(),
@@ -482,6 +485,8 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
         produce_mib_per_s: report::mib(produced_window_bytes as f64) / d,
         consume_msgs_per_s: consumed_window_msgs as f64 / d,
         consume_mib_per_s: report::mib(consumed_window_bytes as f64) / d,
+        harness_cpu_s,
+        harness_cpu_cores: harness_cpu_s / started.elapsed().as_secs_f64().max(1e-9),
         compression_ratio: if records_wire_bytes > 0 {
             records_bytes as f64 / records_wire_bytes as f64
         } else {
