@@ -8,10 +8,11 @@
 # Usage: results/compression/run.sh [ROUNDS]     (default 2)
 # Environment: STROM_BENCH_DATA_DIR (default /tmp), DURATION (30 s),
 # WARMUP (5 s), EXTRA_BENCH_ARGS / EXTRA_STROM_ARGS (e.g. "--cpus 1" and
-# "--shards 1" to pin the harness to core 1 and the broker's shard to core 0).
+# "--shards 1" to pin the harness to core 1 and the broker's shard to core 0),
+# PREFIX (prepended to every output name, e.g. "pinned-").
 #
 # Writes results/compression/raw/ (each run's JSON and SVGs, the broker's
-# CPU seconds, the machine) and results/compression/side-by-side.md
+# CPU seconds, the machine) and results/compression/${PREFIX}side-by-side.md
 # (`strom-bench compare`, ratios to the first run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${1:-2}
 DURATION=${DURATION:-30}
 WARMUP=${WARMUP:-5}
+PREFIX=${PREFIX:-}
 OUT=results/compression
 RAW=$OUT/raw
 STROM=target/release/strom
@@ -66,12 +68,13 @@ broker_cpu_s() { # user + system CPU seconds of the broker so far
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
     echo "date: $(date -u +%FT%TZ)"
     echo "command: results/compression/run.sh $ROUNDS (DURATION=$DURATION WARMUP=$WARMUP EXTRA_BENCH_ARGS='${EXTRA_BENCH_ARGS:-}' EXTRA_STROM_ARGS='${EXTRA_STROM_ARGS:-}')"
-} >"$RAW/machine.txt"
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$RAW/${PREFIX}machine.txt"
 
 names=()
 for r in $(seq 0 $((ROUNDS - 1))); do
     for codec in none lz4 zstd; do
-        name="$codec-r$r"
+        name="$PREFIX$codec-r$r"
         echo "== $name" >&2
         start_broker
         "$BENCH" run --bootstrap "127.0.0.1:$PORT" --workload "$WORKLOAD" --out "$RAW" --quiet \
@@ -82,5 +85,6 @@ for r in $(seq 0 $((ROUNDS - 1))); do
         names+=("$RAW/$name.json")
     done
 done
-"$BENCH" compare "${names[@]}" --out "$OUT/side-by-side.md"
-cat "$OUT/side-by-side.md"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/${PREFIX}machine.txt"
+"$BENCH" compare "${names[@]}" --out "$OUT/${PREFIX}side-by-side.md"
+cat "$OUT/${PREFIX}side-by-side.md"
