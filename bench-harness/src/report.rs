@@ -335,7 +335,8 @@ fn cpus_label(cpus: &[usize]) -> String {
 }
 
 /// One row of the side-by-side table: its label, how to show a run's value
-/// of it, and the number a ratio is taken of (`None`: no ratio).
+/// of it (`-`: not recorded), and the number a ratio is taken of (`None`:
+/// no ratio).
 struct Row {
     label: &'static str,
     show: fn(&RunResult) -> String,
@@ -437,7 +438,14 @@ const COMPARE_ROWS: &[Row] = &[
     },
     Row {
         label: "harness cores busy",
-        show: |r| format!("{:.2}", r.harness_cpu_cores),
+        // Results written before the field existed read as 0.
+        show: |r| {
+            if r.harness_cpu_s > 0.0 {
+                format!("{:.2}", r.harness_cpu_cores)
+            } else {
+                "-".into()
+            }
+        },
         value: Some(|r| r.harness_cpu_cores),
     },
     Row {
@@ -473,6 +481,9 @@ pub fn side_by_side(runs: &[(String, RunResult)]) -> String {
         for (i, (_, r)) in runs.iter().enumerate() {
             let shown = (row.show)(r);
             match row.value {
+                Some(_) if shown == "-" => {
+                    let _ = write!(s, " - |");
+                }
                 Some(v) if i > 0 => {
                     let (base, x) = (v(first), v(r));
                     if base > 0.0 && x.is_finite() {
@@ -660,5 +671,11 @@ mod tests {
         let r: RunResult = serde_json::from_value(v).unwrap();
         assert_eq!(r.compression_ratio, 1.0);
         assert_eq!(r.settings.cpus, None);
+        v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("harness_cpu_s");
+        v.as_object_mut().unwrap().remove("harness_cpu_cores");
+        let old: RunResult = serde_json::from_value(v).unwrap();
+        let t = side_by_side(&[("new".into(), r), ("old".into(), old)]);
+        assert!(t.contains("| harness cores busy | 0.50 | - |"), "{t}");
     }
 }
