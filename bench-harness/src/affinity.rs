@@ -112,7 +112,15 @@ pub fn pin_current_thread(cpus: &CpuList) -> std::io::Result<()> {
     // which lives for the duration of the call.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            let allowed = current_cpus().map_or_else(|_| "?".into(), |c| c.to_string());
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{e}: none of CPUs {cpus} exists or is allowed (allowed: {allowed})"),
+            ));
+        }
+        return Err(e);
     }
     Ok(())
 }
