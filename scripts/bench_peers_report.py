@@ -78,7 +78,8 @@ def main():
     k, s = summary["peers"]["kafka"], summary["peers"]["strom"]
     ratio = lambda a, b: f"{a / b:.2f}x" if b else "n/a"
     md = [f"# Strom beside Apache Kafka 4.4.0 (commit {commit})", "",
-          f"`scripts/bench-peers` ({rounds} round(s), interleaved; medians over rounds).", "",
+          f"`scripts/bench-peers` ({rounds} round(s), interleaved; medians over rounds). "
+          "Every run side by side, with ratios to Kafka's first round: [side-by-side.md](side-by-side.md).", "",
           "## Max rate, 16 partitions, 1 KiB records", "",
           "| workload | Kafka MiB/s | Strom MiB/s | Strom / Kafka | per round (Kafka; Strom) |",
           "|---|---|---|---|---|"]

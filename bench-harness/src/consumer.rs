@@ -1,8 +1,9 @@
 //! A consumer: one TCP connection and one thread issuing sessionless
 //! long-poll fetches for its assigned partitions, from the log end at the
-//! start of the run. It walks the returned batches (records are counted and
-//! the payload's send timestamp read, nothing else decoded) and records
-//! end-to-end latency from the producer's intended send time.
+//! start of the run. It walks the returned batches (compressed ones are
+//! inflated first; records are counted and the payload's send timestamp
+//! read, nothing else decoded) and records end-to-end latency from the
+//! producer's intended send time.
 
 use std::collections::HashMap;
 use std::io::Write;

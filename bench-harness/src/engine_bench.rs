@@ -58,6 +58,10 @@ pub struct EngineArgs {
     /// Preallocate segment files (fallocate) ahead of the writes.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub preallocate: bool,
+    /// Pin the bench (its glommio executor and helper threads) to these
+    /// CPUs, as `taskset -c` takes them: 1, 0-1, 0,2-3.
+    #[arg(long, value_parser = strom_bench::affinity::parse_cpu_list)]
+    pub cpus: Option<strom_bench::affinity::CpuList>,
     /// Print one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +103,8 @@ struct Report {
     producers: usize,
     readers: usize,
     preallocate: bool,
+    /// The CPUs the bench was pinned to (`--cpus`); `None`: not pinned.
+    cpus: Option<Vec<usize>>,
     batches: u64,
     flush_rounds: u64,
     write_secs: f64,
@@ -118,6 +124,12 @@ pub fn run(args: EngineArgs) -> anyhow::Result<()> {
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("removing {}", args.dir.display()))?;
+    }
+    if let Some(cpus) = &args.cpus {
+        // An Unbound executor runs on this thread and leaves its mask as it
+        // is; threads started later inherit it.
+        strom_bench::affinity::pin_current_thread(cpus)
+            .with_context(|| format!("--cpus {cpus}: sched_setaffinity"))?;
     }
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("engine-bench")
@@ -289,6 +301,7 @@ async fn bench(args: &EngineArgs) -> anyhow::Result<Report> {
         producers: args.producers,
         readers: args.readers,
         preallocate: args.preallocate,
+        cpus: args.cpus.as_ref().map(|c| c.0.clone()),
         batches,
         flush_rounds,
         write_secs,

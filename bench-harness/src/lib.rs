@@ -7,8 +7,9 @@
 //!   negotiation, CreateTopics, Metadata, ListOffsets, InitProducerId)
 //!   built on the `kafka-protocol` crate. Nothing in it knows about Strom.
 //! - `records`: builds RecordBatch v2 for producers (with an idempotent
-//!   producer's id, epoch and sequence) and walks fetched batches for
-//!   consumers (payload timestamps for end-to-end latency).
+//!   producer's id, epoch and sequence, and compressed with the engine's
+//!   codecs) and walks fetched batches for consumers (inflating compressed
+//!   ones; payload timestamps for end-to-end latency).
 //! - `pacer`: the fixed-rate schedule of intended send times (pure logic,
 //!   driven by any clock, so tests use a simulated one).
 //! - `latency`: HdrHistogram recording measured from the intended send
@@ -18,9 +19,12 @@
 //!   numbers when idempotent), long-poll fetches.
 //! - `run`: `strom-bench run`: orchestration, warm-up, progress line,
 //!   summary table; writes the result through `report` and `plot`.
-//! - `report`: the result JSON schema, machine info, the README table.
+//! - `report`: the result JSON schema, machine info, the README table and
+//!   the side-by-side comparison of several runs (`strom-bench compare`).
+//! - `affinity`: `--cpus`, the CPU list parser and sched_setaffinity.
 //! - `plot`: SVG plots (throughput over time, latency percentiles).
 
+pub mod affinity;
 pub mod consumer;
 pub mod kafka;
 pub mod latency;

@@ -4,7 +4,8 @@
 //! - `engine_bench`: `strom-bench engine`, appends/reads through the engine
 //!   API (no network) for the engine-versus-disk comparison.
 //! - the library (`strom_bench`): `strom-bench run`, OMB workloads over the
-//!   Kafka protocol, and `strom-bench report`, the results/README.md table.
+//!   Kafka protocol, `strom-bench report`, the results/README.md table, and
+//!   `strom-bench compare`, several runs side by side.
 
 mod engine_bench;
 
@@ -40,6 +41,17 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// One Markdown table of several result JSON files side by side
+    /// (throughput, publish and end-to-end p50/p99/p99.9), with the ratios
+    /// to the first.
+    Compare {
+        /// Result JSON files; the first is the base of the ratios.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +64,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => strom_bench::run::run(*args).map(|_| ()),
         Cmd::Report { dir, fio, out } => {
             let table = strom_bench::report::readme_table(&dir, fio.as_deref())?;
+            match out {
+                Some(p) => std::fs::write(&p, table)?,
+                None => print!("{table}"),
+            }
+            Ok(())
+        }
+        Cmd::Compare { runs, out } => {
+            let table = strom_bench::report::side_by_side(&strom_bench::report::read_runs(&runs)?);
             match out {
                 Some(p) => std::fs::write(&p, table)?,
                 None => print!("{table}"),

@@ -14,6 +14,12 @@
 //! batches wait in one FIFO, and a request takes the oldest batch of each
 //! partition, so each partition's batches go out in the order they were
 //! sealed, and the broker applies one connection's requests in order.
+//!
+//! With compression, a batch's records are compressed when it is sealed,
+//! on the generating thread, as Kafka's producer compresses on the thread
+//! that appends. `batch_bytes` counts the records before compression (Kafka
+//! counts its estimate of the compressed size, so its compressed batches
+//! hold more records).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -32,7 +38,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::kafka::{self, Conn, ProducerIdentity};
 use crate::latency::LatencyRecorder;
 use crate::pacer::Pacer;
-use crate::records::{increment_sequence, BatchBuilder, ProducerFields};
+use crate::records::{increment_sequence, BatchBuilder, Compression, ProducerFields};
 
 /// Largest produce request the harness builds.
 const MAX_REQUEST_BYTES: usize = 32 << 20;
@@ -190,6 +196,8 @@ pub struct ProducerConfig {
     pub idempotence: Option<ProducerIdentity>,
     /// Bytes every value starts with, before the send-time stamp.
     pub value_prefix: Vec<u8>,
+    /// The codec of every batch (Kafka's `compression.type`).
+    pub compression: Compression,
 }
 
 /// What a producer measured.
@@ -199,6 +207,10 @@ pub struct ProducerResult {
     /// Acked messages intended inside the measurement window.
     pub window_msgs: u64,
     pub window_bytes: u64,
+    /// Record bytes of every batch built, before compression.
+    pub records_bytes: u64,
+    /// The same records' bytes as sent (after compression).
+    pub records_wire_bytes: u64,
 }
 
 struct ReadyBatch {
@@ -312,10 +324,13 @@ pub fn run(
         acks0: LatencyRecorder::new(tl.measure_start_ns, tl.end_ns),
         acks0_msgs: 0,
         acks0_bytes: 0,
+        records_bytes: 0,
+        records_wire_bytes: 0,
     };
     let sent = w.run(&mut conn, &meta_tx, &done_rx, &abort);
     drop(meta_tx);
     let (acks0, acks0_msgs, acks0_bytes) = (w.acks0.clone(), w.acks0_msgs, w.acks0_bytes);
+    let (records_bytes, records_wire_bytes) = (w.records_bytes, w.records_wire_bytes);
     let acked = reader.map(|h| {
         h.join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("ack reader panicked")))
@@ -323,11 +338,17 @@ pub fn run(
     // The reader's error (a broker error code) explains a writer failure.
     match (sent, acked) {
         (_, Some(Err(e))) | (Err(e), _) => Err(e.context(format!("producer for {}", cfg.topic))),
-        (Ok(()), Some(Ok(r))) => Ok(r),
+        (Ok(()), Some(Ok(r))) => Ok(ProducerResult {
+            records_bytes,
+            records_wire_bytes,
+            ..r
+        }),
         (Ok(()), None) => Ok(ProducerResult {
             publish: acks0,
             window_msgs: acks0_msgs,
             window_bytes: acks0_bytes,
+            records_bytes,
+            records_wire_bytes,
         }),
     }
 }
@@ -350,6 +371,8 @@ struct Writer<'a> {
     acks0: LatencyRecorder,
     acks0_msgs: u64,
     acks0_bytes: u64,
+    records_bytes: u64,
+    records_wire_bytes: u64,
 }
 
 impl Writer<'_> {
@@ -372,18 +395,18 @@ impl Writer<'_> {
             if now >= self.tl.end_ns {
                 // A late wake-up must not drop messages scheduled before the end.
                 if self.pacer.is_paced() {
-                    self.generate(self.tl.end_ns - 1);
+                    self.generate(self.tl.end_ns - 1)?;
                 }
                 break;
             }
-            self.generate(now);
-            self.seal_if_lingered(now);
+            self.generate(now)?;
+            self.seal_if_lingered(now)?;
             self.send_ready(conn, meta_tx)?;
             self.wait(done_rx, now)?;
         }
         // Everything intended before the end still goes out and is acked.
         if let Some(open) = self.open.take() {
-            self.seal(open);
+            self.seal(open)?;
         }
         let deadline = self.tb.now_ns() + DRAIN_TIMEOUT.as_nanos() as u64;
         while !self.ready.is_empty() || self.in_flight > 0 {
@@ -409,7 +432,7 @@ impl Writer<'_> {
     }
 
     /// Appends every message that is due (paced) or that fits (max rate).
-    fn generate(&mut self, now: u64) {
+    fn generate(&mut self, now: u64) -> Result<()> {
         let mut budget = if self.pacer.is_paced() {
             self.pacer.due(now)
         } else {
@@ -421,16 +444,17 @@ impl Writer<'_> {
             } else {
                 now
             };
-            self.append(intended, now);
+            self.append(intended, now)?;
             budget -= 1;
             // At max rate, hand over to sending once a batch is sealed.
             if !self.pacer.is_paced() && self.open.is_none() {
                 break;
             }
         }
+        Ok(())
     }
 
-    fn append(&mut self, intended_ns: u64, now: u64) {
+    fn append(&mut self, intended_ns: u64, now: u64) -> Result<()> {
         let cfg = self.cfg;
         let payload = &cfg.payloads[self.next_payload % cfg.payloads.len()];
         self.next_payload += 1;
@@ -443,7 +467,7 @@ impl Writer<'_> {
             o.builder.count() > 0 && o.builder.len_bytes() + record_max_bytes > cfg.batch_bytes
         }) {
             if let Some(open) = self.open.take() {
-                self.seal(open);
+                self.seal(open)?;
             }
         }
         if self.open.is_none() {
@@ -459,7 +483,7 @@ impl Writer<'_> {
         }
         let wall_ns = self.tb.wall_ns(intended_ns);
         let Some(open) = self.open.as_mut() else {
-            return;
+            return Ok(());
         };
         // Stamp the intended send time into the payload's first 8 bytes
         // (after the value prefix, if any).
@@ -485,29 +509,39 @@ impl Writer<'_> {
         // Seal now if the next record cannot fit, so the batch is ready at once.
         if open.builder.len_bytes() + record_max_bytes > cfg.batch_bytes {
             if let Some(open) = self.open.take() {
-                self.seal(open);
+                self.seal(open)?;
             }
         }
+        Ok(())
     }
 
-    fn seal_if_lingered(&mut self, now: u64) {
+    fn seal_if_lingered(&mut self, now: u64) -> Result<()> {
         if self
             .open
             .as_ref()
             .is_some_and(|o| now >= o.created_ns + self.cfg.linger_ns)
         {
             if let Some(open) = self.open.take() {
-                self.seal(open);
+                self.seal(open)?;
             }
         }
+        Ok(())
     }
 
-    fn seal(&mut self, open: OpenBatch) {
+    /// Closes a batch: its header, its sequence when idempotent, and its
+    /// records compressed with the producer's codec.
+    fn seal(&mut self, open: OpenBatch) -> Result<()> {
         let producer = match self.sequencer.as_mut() {
             Some(s) => s.assign(open.partition, open.builder.count()),
             None => ProducerFields::NONE,
         };
-        let bytes = Bytes::from(open.builder.finish_with(producer));
+        let records_bytes = open.builder.records_len_bytes();
+        let bytes = Bytes::from(
+            open.builder
+                .finish_compressed(producer, self.cfg.compression)?,
+        );
+        self.records_bytes += records_bytes as u64;
+        self.records_wire_bytes += (bytes.len() - crate::records::HEADER_BYTES) as u64;
         self.ready_bytes += bytes.len();
         self.ready.push_back(ReadyBatch {
             partition: open.partition,
@@ -515,6 +549,7 @@ impl Writer<'_> {
             intended_ns: open.intended_ns,
             payload_bytes: open.payload_bytes,
         });
+        Ok(())
     }
 
     fn send_ready(&mut self, conn: &mut Conn, meta_tx: &Sender<InFlight>) -> Result<()> {
@@ -723,6 +758,8 @@ fn ack_reader(
         publish,
         window_msgs,
         window_bytes,
+        records_bytes: 0,
+        records_wire_bytes: 0,
     })
 }
 

@@ -27,6 +27,17 @@ pub struct RunResult {
     pub produce_mib_per_s: f64,
     pub consume_msgs_per_s: f64,
     pub consume_mib_per_s: f64,
+    /// CPU seconds the harness used (all its threads, warm-up and drain
+    /// included), and the same over the run's wall time: the cores the load
+    /// generator took from the machine.
+    #[serde(default)]
+    pub harness_cpu_s: f64,
+    #[serde(default)]
+    pub harness_cpu_cores: f64,
+    /// Record bytes before compression over record bytes sent, over every
+    /// batch of the run (1 without compression).
+    #[serde(default = "no_compression")]
+    pub compression_ratio: f64,
     pub publish_latency_ms: Percentiles,
     pub e2e_latency_ms: Percentiles,
     /// Messages acknowledged over the whole run, warm-up and drain included:
@@ -54,6 +65,9 @@ pub struct Settings {
     pub batch_bytes: usize,
     pub linger_ms: f64,
     pub compression: String,
+    /// The CPUs the harness was pinned to (`--cpus`); `None`: not pinned.
+    #[serde(default)]
+    pub cpus: Option<Vec<usize>>,
     pub max_in_flight: usize,
     pub replication_factor: i16,
     #[serde(default)]
@@ -78,6 +92,10 @@ pub struct Sample {
     pub produce_mib_per_s: f64,
     pub consume_msgs_per_s: f64,
     pub consume_mib_per_s: f64,
+}
+
+fn no_compression() -> f64 {
+    1.0
 }
 
 pub fn mib(bytes: f64) -> f64 {
@@ -166,7 +184,7 @@ impl RunResult {
         let e = &self.e2e_latency_ms;
         let _ = writeln!(
             s,
-            "workload {} | acks={}{} | {} s measured after {} s warm-up",
+            "workload {} | acks={}{} | compression {}{} | {} s measured after {} s warm-up",
             self.workload.name,
             self.settings.acks,
             if self.settings.idempotent {
@@ -174,8 +192,25 @@ impl RunResult {
             } else {
                 ""
             },
+            self.settings.compression,
+            if self.settings.compression == "none" {
+                String::new()
+            } else {
+                format!(" ({:.2}x)", self.compression_ratio)
+            },
             self.settings.duration_s,
             self.settings.warmup_s
+        );
+        let _ = writeln!(
+            s,
+            "harness: {:.2} cores busy on average ({:.1} CPU s){}",
+            self.harness_cpu_cores,
+            self.harness_cpu_s,
+            self.settings
+                .cpus
+                .as_deref()
+                .map(|c| format!(", pinned to CPUs {}", cpus_label(c)))
+                .unwrap_or_default()
         );
         let _ = writeln!(
             s,
@@ -295,6 +330,213 @@ pub fn readme_table(dir: &Path, fio_json: Option<&Path>) -> Result<String> {
     Ok(s)
 }
 
+fn cpus_label(cpus: &[usize]) -> String {
+    crate::affinity::CpuList(cpus.to_vec()).to_string()
+}
+
+/// One row of the side-by-side table: its label, how to show a run's value
+/// of it (`-`: not recorded), and the number a ratio is taken of (`None`:
+/// no ratio).
+struct Row {
+    label: &'static str,
+    show: fn(&RunResult) -> String,
+    value: Option<fn(&RunResult) -> f64>,
+}
+
+const COMPARE_ROWS: &[Row] = &[
+    Row {
+        label: "broker",
+        show: |r| r.settings.bootstrap.clone(),
+        value: None,
+    },
+    Row {
+        label: "acks",
+        show: |r| {
+            if r.settings.idempotent {
+                format!("{} (idempotent)", r.settings.acks)
+            } else {
+                r.settings.acks.clone()
+            }
+        },
+        value: None,
+    },
+    Row {
+        label: "compression",
+        show: |r| r.settings.compression.clone(),
+        value: None,
+    },
+    Row {
+        label: "harness CPUs",
+        show: |r| r.settings.cpus.as_deref().map_or("all".into(), cpus_label),
+        value: None,
+    },
+    Row {
+        label: "target msg/s",
+        show: |r| {
+            if r.target_msgs_per_s > 0.0 {
+                format!("{:.0}", r.target_msgs_per_s)
+            } else {
+                "max".into()
+            }
+        },
+        value: None,
+    },
+    Row {
+        label: "measured s",
+        show: |r| format!("{}", r.settings.duration_s),
+        value: None,
+    },
+    Row {
+        label: "produce msg/s",
+        show: |r| format!("{:.0}", r.produce_msgs_per_s),
+        value: Some(|r| r.produce_msgs_per_s),
+    },
+    Row {
+        label: "produce MiB/s",
+        show: |r| format!("{:.1}", r.produce_mib_per_s),
+        value: Some(|r| r.produce_mib_per_s),
+    },
+    Row {
+        label: "consume MiB/s",
+        show: |r| format!("{:.1}", r.consume_mib_per_s),
+        value: Some(|r| r.consume_mib_per_s),
+    },
+    Row {
+        label: "compression ratio",
+        show: |r| format!("{:.2}", r.compression_ratio),
+        value: Some(|r| r.compression_ratio),
+    },
+    Row {
+        label: "publish p50 ms",
+        show: |r| format!("{:.2}", r.publish_latency_ms.p50),
+        value: Some(|r| r.publish_latency_ms.p50),
+    },
+    Row {
+        label: "publish p99 ms",
+        show: |r| format!("{:.2}", r.publish_latency_ms.p99),
+        value: Some(|r| r.publish_latency_ms.p99),
+    },
+    Row {
+        label: "publish p99.9 ms",
+        show: |r| format!("{:.2}", r.publish_latency_ms.p999),
+        value: Some(|r| r.publish_latency_ms.p999),
+    },
+    Row {
+        label: "e2e p50 ms",
+        show: |r| format!("{:.2}", r.e2e_latency_ms.p50),
+        value: Some(|r| r.e2e_latency_ms.p50),
+    },
+    Row {
+        label: "e2e p99 ms",
+        show: |r| format!("{:.2}", r.e2e_latency_ms.p99),
+        value: Some(|r| r.e2e_latency_ms.p99),
+    },
+    Row {
+        label: "e2e p99.9 ms",
+        show: |r| format!("{:.2}", r.e2e_latency_ms.p999),
+        value: Some(|r| r.e2e_latency_ms.p999),
+    },
+    Row {
+        label: "harness cores busy",
+        // Results written before the field existed read as 0.
+        show: |r| {
+            if r.harness_cpu_s > 0.0 {
+                format!("{:.2}", r.harness_cpu_cores)
+            } else {
+                "-".into()
+            }
+        },
+        value: Some(|r| r.harness_cpu_cores),
+    },
+    Row {
+        label: "errors (produce / fetch retried)",
+        show: |r| format!("{} / {}", r.produce_errors, r.fetch_errors),
+        value: None,
+    },
+];
+
+/// An OMB-style side-by-side table of several runs (one column each, in
+/// the order given): settings, throughput and publish/end-to-end latency
+/// percentiles, each figure with its ratio to the first run's.
+pub fn side_by_side(runs: &[(String, RunResult)]) -> String {
+    let mut s = String::new();
+    let Some((first_name, first)) = runs.first() else {
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "Ratios are to the first run ({first_name}); latency ratios below 1 and throughput ratios above 1 are better.\n"
+    );
+    let _ = write!(s, "| |");
+    for (name, _) in runs {
+        let _ = write!(s, " {name} |");
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in runs {
+        let _ = write!(s, "---|");
+    }
+    s.push('\n');
+    for row in COMPARE_ROWS {
+        let _ = write!(s, "| {} |", row.label);
+        for (i, (_, r)) in runs.iter().enumerate() {
+            let shown = (row.show)(r);
+            match row.value {
+                Some(_) if shown == "-" => {
+                    let _ = write!(s, " - |");
+                }
+                Some(v) if i > 0 => {
+                    let (base, x) = (v(first), v(r));
+                    if base > 0.0 && x.is_finite() {
+                        let _ = write!(s, " {shown} ({:.2}x) |", x / base);
+                    } else {
+                        let _ = write!(s, " {shown} (n/a) |");
+                    }
+                }
+                _ => {
+                    let _ = write!(s, " {shown} |");
+                }
+            }
+        }
+        s.push('\n');
+    }
+    let machines: Vec<String> = runs
+        .iter()
+        .map(|(_, r)| {
+            format!(
+                "{} cores, {}, {}",
+                r.machine.cores, r.machine.cpu_model, r.machine.kernel
+            )
+        })
+        .collect();
+    let mut distinct = machines.clone();
+    distinct.dedup();
+    if distinct.len() == 1 {
+        let _ = writeln!(s, "\nMachine: {}.", distinct[0]);
+    } else {
+        let _ = writeln!(s, "\nMachines differ:");
+        for ((name, _), m) in runs.iter().zip(&machines) {
+            let _ = writeln!(s, "- {name}: {m}");
+        }
+    }
+    s
+}
+
+/// Reads the run JSON files for [`side_by_side`], each named by its file
+/// stem.
+pub fn read_runs(paths: &[std::path::PathBuf]) -> Result<Vec<(String, RunResult)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let name = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("?")
+                .to_string();
+            Ok((name, RunResult::read(p)?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +556,126 @@ mod tests {
         let baseline =
             serde_json::json!({"bench": "disk-baseline", "fio_seq_write_mib_per_s": 1500.5});
         assert_eq!(fio_write_mib_per_s(&baseline), Some(1500.5));
+    }
+
+    fn sample_run(compression: &str, mib: f64, p99: f64) -> RunResult {
+        let p = |p99: f64| Percentiles {
+            p50: 1.0,
+            p99,
+            p999: 2.0 * p99,
+            max: 3.0 * p99,
+            mean: 1.0,
+            count: 1000,
+        };
+        RunResult {
+            schema: SCHEMA.into(),
+            timestamp: "2026-12-01T00:00:00Z".into(),
+            workload: Workload::parse(
+                "name: w\ntopics: 1\npartitionsPerTopic: 16\nmessageSize: 1024\nsubscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducersPerTopic: 1\nproducerRate: 0\ntestDurationMinutes: 0.5\n",
+                "w",
+            )
+            .unwrap(),
+            settings: Settings {
+                bootstrap: "127.0.0.1:9092".into(),
+                acks: "1".into(),
+                idempotent: false,
+                batch_bytes: 1 << 20,
+                linger_ms: 1.0,
+                compression: compression.into(),
+                cpus: Some(vec![1]),
+                max_in_flight: 5,
+                replication_factor: 1,
+                topic_configs: vec![],
+                warmup_s: 5.0,
+                duration_s: 30.0,
+                topics: vec!["t".into()],
+            },
+            machine: Machine {
+                cores: 2,
+                kernel: "Linux 6".into(),
+                cpu_model: "cpu".into(),
+                hostname: "h".into(),
+            },
+            target_msgs_per_s: 0.0,
+            produce_msgs_per_s: mib * 1024.0,
+            produce_mib_per_s: mib,
+            consume_msgs_per_s: mib * 1024.0,
+            consume_mib_per_s: mib,
+            harness_cpu_s: 10.0,
+            harness_cpu_cores: 0.5,
+            compression_ratio: if compression == "none" { 1.0 } else { 2.0 },
+            publish_latency_ms: p(p99),
+            e2e_latency_ms: p(p99 + 1.0),
+            produced_msgs_total: 1,
+            produce_errors: 0,
+            fetch_errors: 0,
+            publish_latency_distribution: vec![],
+            e2e_latency_distribution: vec![],
+            timeseries: vec![],
+        }
+    }
+
+    #[test]
+    fn side_by_side_shows_every_run_with_ratios_to_the_first() {
+        let runs = vec![
+            ("none-r0".to_string(), sample_run("none", 400.0, 10.0)),
+            ("lz4-r0".to_string(), sample_run("lz4", 500.0, 5.0)),
+            ("zstd-r0".to_string(), sample_run("zstd", 300.0, 20.0)),
+        ];
+        let t = side_by_side(&runs);
+        assert!(t.contains("| | none-r0 | lz4-r0 | zstd-r0 |"), "{t}");
+        assert!(t.contains("|---|---|---|---|"), "{t}");
+        assert!(
+            t.contains("| produce MiB/s | 400.0 | 500.0 (1.25x) | 300.0 (0.75x) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| publish p99 ms | 10.00 | 5.00 (0.50x) | 20.00 (2.00x) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| publish p99.9 ms | 20.00 | 10.00 (0.50x) | 40.00 (2.00x) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| e2e p99 ms | 11.00 | 6.00 (0.55x) | 21.00 (1.91x) |"),
+            "{t}"
+        );
+        assert!(t.contains("| compression | none | lz4 | zstd |"), "{t}");
+        assert!(t.contains("| harness CPUs | 1 | 1 | 1 |"), "{t}");
+        assert!(t.contains("Machine: 2 cores, cpu, Linux 6."), "{t}");
+        // Every table row has one cell per run.
+        for line in t.lines().filter(|l| l.starts_with('|')) {
+            assert_eq!(line.matches('|').count(), 5, "{line}");
+        }
+        assert_eq!(side_by_side(&[]), "");
+    }
+
+    #[test]
+    fn a_zero_base_has_no_ratio() {
+        let mut first = sample_run("none", 400.0, 10.0);
+        first.publish_latency_ms.p50 = 0.0;
+        let runs = vec![
+            ("a".to_string(), first),
+            ("b".to_string(), sample_run("none", 400.0, 10.0)),
+        ];
+        let t = side_by_side(&runs);
+        assert!(t.contains("| publish p50 ms | 0.00 | 1.00 (n/a) |"), "{t}");
+    }
+
+    #[test]
+    fn old_results_without_the_new_fields_still_read() {
+        let mut v = serde_json::to_value(sample_run("none", 1.0, 1.0)).unwrap();
+        v.as_object_mut().unwrap().remove("compression_ratio");
+        v["settings"].as_object_mut().unwrap().remove("cpus");
+        let r: RunResult = serde_json::from_value(v).unwrap();
+        assert_eq!(r.compression_ratio, 1.0);
+        assert_eq!(r.settings.cpus, None);
+        v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("harness_cpu_s");
+        v.as_object_mut().unwrap().remove("harness_cpu_cores");
+        let old: RunResult = serde_json::from_value(v).unwrap();
+        let t = side_by_side(&[("new".into(), r), ("old".into(), old)]);
+        assert!(t.contains("| harness cores busy | 0.50 | - |"), "{t}");
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{Rng, SeedableRng};
 
+use crate::affinity::{self, CpuList};
 use crate::consumer::{self, ConsumerConfig, ConsumerResult};
 use crate::kafka::{self, Conn};
 use crate::latency::LatencyRecorder;
@@ -24,6 +25,7 @@ use crate::plot;
 use crate::producer::{
     self, Acks, ProducerConfig, ProducerResult, Stats, Timebase, Timeline, MAX_IN_FLIGHT_IDEMPOTENT,
 };
+use crate::records::Compression;
 use crate::report::{self, Machine, RunResult, Sample, Settings};
 use crate::workload::Workload;
 
@@ -66,9 +68,17 @@ pub struct RunArgs {
     /// Producer linger (Kafka's linger.ms; OMB's Kafka driver uses 1).
     #[arg(long, default_value_t = 1.0)]
     pub linger_ms: f64,
-    /// Producer compression; only `none` is implemented.
-    #[arg(long, default_value = "none")]
-    pub compression: String,
+    /// Producer compression (Kafka's compression.type): every batch's
+    /// records are compressed with the engine's Kafka-compatible codecs
+    /// (gzip, snappy in the xerial frame, lz4 frame, zstd level 3).
+    /// Compressible payloads need a workload with useRandomizedPayloads and
+    /// randomBytesRatio below 1, or a compressible payloadFile.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
+    /// Pin every thread of the harness to these CPUs (sched_setaffinity),
+    /// as `taskset -c` takes them: 1, 0-1, 0,2-3. Recorded in the result.
+    #[arg(long, value_parser = affinity::parse_cpu_list)]
+    pub cpus: Option<CpuList>,
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
@@ -148,12 +158,6 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     }
     workload.validate(&args.workload.display().to_string())?;
     let acks = Acks::for_producer(args.acks.as_deref(), args.idempotent)?;
-    if args.compression != "none" {
-        bail!(
-            "--compression {}: only `none` is implemented",
-            args.compression
-        );
-    }
     if args.batch_bytes == 0 || args.max_in_flight == 0 || args.buffer_bytes == 0 {
         bail!("--batch-bytes, --max-in-flight and --buffer-bytes must be positive");
     }
@@ -245,6 +249,15 @@ type Worker<T> = JoinHandle<Result<T>>;
 
 pub fn run(args: RunArgs) -> Result<RunResult> {
     let plan = plan(&args)?;
+    // Before pinning: the machine's cores, not the harness's share of them.
+    let machine = Machine::detect();
+    let started = std::time::Instant::now();
+    let cpu_before_s = affinity::process_cpu_s().unwrap_or(0.0);
+    if let Some(cpus) = &args.cpus {
+        // Every thread of the run starts after this and inherits the mask.
+        affinity::pin_current_thread(cpus)
+            .with_context(|| format!("--cpus {cpus}: sched_setaffinity"))?;
+    }
     let w = &plan.workload;
     let payloads = Arc::new(payloads(w, &args.workload)?);
     let value_prefix = match &args.value_prefix {
@@ -367,6 +380,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                     buffer_bytes: args.buffer_bytes,
                     idempotence,
                     value_prefix: value_prefix.clone(),
+                    compression: args.compression,
                 };
                 let (stats, abort, stop) = (stats.clone(), abort.clone(), stop_consumers.clone());
                 producers.push(std::thread::Builder::new().name("producer".into()).spawn(
@@ -388,6 +402,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
 
     let mut publish = LatencyRecorder::new(tl.measure_start_ns, tl.end_ns);
     let (mut produced_window_msgs, mut produced_window_bytes) = (0u64, 0u64);
+    let (mut records_bytes, mut records_wire_bytes) = (0u64, 0u64);
     let mut first_err: Option<anyhow::Error> = None;
     for h in producers {
         match h
@@ -399,6 +414,8 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
                 publish.merge(&r.publish);
                 produced_window_msgs += r.window_msgs;
                 produced_window_bytes += r.window_bytes;
+                records_bytes += r.records_bytes;
+                records_wire_bytes += r.records_wire_bytes;
             }
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -438,6 +455,7 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
     }
 
     let d = plan.duration_s;
+    let harness_cpu_s = affinity::process_cpu_s().unwrap_or(0.0) - cpu_before_s;
     let result = RunResult {
         schema: report::SCHEMA.to_string(),
         timestamp: report::now_rfc3339(),
@@ -448,7 +466,8 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
             idempotent: args.idempotent,
             batch_bytes: args.batch_bytes,
             linger_ms: args.linger_ms,
-            compression: args.compression.clone(),
+            compression: args.compression.label().to_string(),
+            cpus: args.cpus.as_ref().map(|c| c.0.clone()),
             max_in_flight: args.max_in_flight,
             replication_factor: args.replication_factor,
             topic_configs: args
@@ -460,12 +479,19 @@ pub fn run(args: RunArgs) -> Result<RunResult> {
             duration_s: d,
             topics,
         },
-        machine: Machine::detect(),
+        machine,
         target_msgs_per_s: w.producer_rate,
         produce_msgs_per_s: produced_window_msgs as f64 / d,
         produce_mib_per_s: report::mib(produced_window_bytes as f64) / d,
         consume_msgs_per_s: consumed_window_msgs as f64 / d,
         consume_mib_per_s: report::mib(consumed_window_bytes as f64) / d,
+        harness_cpu_s,
+        harness_cpu_cores: harness_cpu_s / started.elapsed().as_secs_f64().max(1e-9),
+        compression_ratio: if records_wire_bytes > 0 {
+            records_bytes as f64 / records_wire_bytes as f64
+        } else {
+            1.0
+        },
         publish_latency_ms: publish.percentiles(),
         e2e_latency_ms: e2e.percentiles(),
         produced_msgs_total: stats.produced_msgs.load(Ordering::Relaxed),
