@@ -47,7 +47,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use config::{system_clock, ClientInfo, Clock, GroupConfig, TopicLookup};
+pub use config::{system_clock, ClientInfo, Clock, GroupConfig, ReplicatedWait, TopicLookup};
 pub use coordinator::GroupCoordinator;
 pub use find_coordinator::{find_coordinator, find_coordinator_with, CoordinatorNode};
 pub use placement::{java_string_hash, offsets_partition_for, OFFSETS_TOPIC};
