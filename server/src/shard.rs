@@ -123,9 +123,15 @@ impl Shard {
     /// The log of a partition this node serves to clients: in a cluster
     /// only while it leads the partition and is not fenced
     /// (NOT_LEADER_OR_FOLLOWER); UNKNOWN_TOPIC_OR_PARTITION when there is
-    /// no such log.
+    /// no such log. An internal topic's logs are served in a cluster only
+    /// (to its followers, and to clients as Kafka does); a single node
+    /// keeps them to its coordinator, as before they were registered here.
     pub fn served_log(&self, topic: &str, partition: i32) -> Result<PartitionLog, ResponseError> {
-        crate::cluster::check_leader(&self.metadata(), self.config.node_id, topic, partition)?;
+        let meta = self.metadata();
+        if meta.cluster.is_none() && INTERNAL_TOPICS.contains(&topic) {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        crate::cluster::check_leader(&meta, self.config.node_id, topic, partition)?;
         self.log(topic, partition)
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
