@@ -113,10 +113,8 @@ async fn cleaner_loop(shard: Rc<Shard>) {
         if woken || shard.is_shutting_down() {
             break;
         }
-        let mut logs = shard.all_logs();
-        if let Some(coordinator) = crate::coordinators::local() {
-            logs.extend(coordinator.logs());
-        }
+        // The `__consumer_offsets` logs are among them (compact-only).
+        let logs = shard.all_logs();
         for log in logs {
             if shard.is_shutting_down() {
                 break;

@@ -25,6 +25,7 @@ pub async fn follow_images(shard: Rc<Shard>, mut images: ImageReceiver) {
                     let previous = s.metadata();
                     s.apply_metadata(snapshot).await;
                     crate::replica::leader::on_image(&s, &previous);
+                    crate::coordinators::on_leadership(&s);
                 })
                 .await;
             if let Err(e) = applied {

@@ -2,7 +2,11 @@
 //!
 //! Each shard runs one [`GroupCoordinator`] (kept in a thread-local: a shard
 //! is one executor thread) over the `__consumer_offsets` partitions placed
-//! on it by the broker's placement rule. A group request is decoded on the
+//! on it by the broker's placement rule. Their logs are also the shard's
+//! logs of `__consumer_offsets`, so they replicate like any partition; in
+//! a cluster the coordinator answers for the partitions this node leads,
+//! loading each when elected and dropping it when it moves
+//! ([`on_leadership`]). A group request is decoded on the
 //! connection's shard (`api::groups`) and run on the shard owning the
 //! group's offsets partition through the shard job mesh (`Shard::run_on`).
 
@@ -10,14 +14,27 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::rc::{Rc, Weak};
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
 use strom_engine::{EngineError, LogConfig, PartitionLog};
 
-use crate::group::codes::{COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR};
+use crate::group::codes::{
+    COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, REQUEST_TIMED_OUT,
+    UNKNOWN_SERVER_ERROR,
+};
 use crate::group::{
-    offsets_partition_for, system_clock, GroupCoordinator, TopicLookup, OFFSETS_TOPIC,
+    offsets_partition_for, system_clock, GroupCoordinator, ReplicatedWait, TopicLookup,
+    OFFSETS_TOPIC,
 };
 use crate::metadata::{owner_shard, partition_dir};
 use crate::shard::Shard;
+
+/// How long an offset commit waits for the in-sync replicas of its
+/// `__consumer_offsets` partition (Kafka's `offsets.commit.timeout.ms`
+/// default).
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
 
 thread_local! {
     static LOCAL: RefCell<Option<GroupCoordinator>> = const { RefCell::new(None) };
@@ -60,6 +77,10 @@ pub async fn start_shard(shard: &Rc<Shard>) -> Result<(), EngineError> {
         ));
     }
     let owned = logs.len();
+    // Registered as the shard's logs of `__consumer_offsets`, so that they
+    // are replicated like any partition's (followers fetch them, the
+    // leader serves them and tracks its ISR), ticked and cleaned.
+    shard.register_internal_logs(OFFSETS_TOPIC, logs.clone());
     let coord = GroupCoordinator::new(
         config,
         logs,
@@ -67,7 +88,13 @@ pub async fn start_shard(shard: &Rc<Shard>) -> Result<(), EngineError> {
         system_clock(),
     );
     LOCAL.with(|c| *c.borrow_mut() = Some(coord.clone()));
-    coord.load().await?;
+    if shard.config.cluster.enabled() {
+        // Partitions load as the images make this node their leader.
+        coord.start_unloaded();
+        on_leadership(shard);
+    } else {
+        coord.load().await?;
+    }
     coord.spawn_timer().detach();
     tracing::info!(
         shard = shard.id,
@@ -75,6 +102,42 @@ pub async fn start_shard(shard: &Rc<Shard>) -> Result<(), EngineError> {
         "group coordinator loaded"
     );
     Ok(())
+}
+
+/// After a new image is installed on the shard (in a cluster): this
+/// shard's coordinator unloads the `__consumer_offsets` partitions this
+/// node no longer leads and loads, in the background, the ones it now
+/// leads (or leads at a new epoch), as Kafka's onResignation / onElection.
+/// Before the first image, with leadership unknown, it leads none.
+pub fn on_leadership(shard: &Rc<Shard>) {
+    let Some(coord) = local() else {
+        return;
+    };
+    let meta = shard.metadata();
+    let led: BTreeMap<i32, i32> = if meta.cluster.is_none() {
+        BTreeMap::new()
+    } else {
+        coord
+            .partitions()
+            .into_iter()
+            .filter_map(|p| {
+                crate::cluster::led_at_epoch(&meta, shard.config.node_id, OFFSETS_TOPIC, p)
+                    .map(|epoch| (p, epoch))
+            })
+            .collect()
+    };
+    for pending in coord.on_leadership(&led) {
+        let coord = coord.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = coord.load_partition(pending).await {
+                tracing::error!(
+                    partition = pending.partition,
+                    "loading {OFFSETS_TOPIC} partition failed: {e}"
+                );
+            }
+        })
+        .detach();
+    }
 }
 
 /// Stops the coordinator and closes its logs (clean-shutdown markers).
@@ -97,6 +160,44 @@ impl TopicLookup for ShardTopics {
         meta.topics
             .get(topic)
             .is_some_and(|t| partition >= 0 && partition < t.partitions)
+    }
+
+    /// In a cluster, waits for the in-sync replicas as acks=all does (at
+    /// most `OFFSETS_COMMIT_TIMEOUT`), and answers as Kafka's
+    /// GroupMetadataManager maps the append's error for a commit.
+    fn wait_replicated(&self, partition: i32, log: &PartitionLog, end: i64) -> ReplicatedWait {
+        let shard = self.0.clone();
+        let log = log.clone();
+        Box::pin(async move {
+            let Some(shard) = shard.upgrade() else {
+                return Err(NOT_COORDINATOR);
+            };
+            if shard.metadata().cluster.is_none() {
+                return Ok(());
+            }
+            crate::replica::leader::wait_replicated(
+                &shard,
+                OFFSETS_TOPIC,
+                partition,
+                &log,
+                end,
+                OFFSETS_COMMIT_TIMEOUT,
+            )
+            .await
+            .map_err(|(e, why)| {
+                tracing::warn!(partition, "offset commit not replicated: {why}");
+                match e {
+                    ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
+                        NOT_COORDINATOR
+                    }
+                    ResponseError::NotEnoughReplicas
+                    | ResponseError::NotEnoughReplicasAfterAppend
+                    | ResponseError::UnknownTopicOrPartition => COORDINATOR_NOT_AVAILABLE,
+                    ResponseError::RequestTimedOut => REQUEST_TIMED_OUT,
+                    _ => UNKNOWN_SERVER_ERROR,
+                }
+            })
+        })
     }
 }
 

@@ -126,11 +126,8 @@ impl HandlerBroker {
     }
 
     fn count_logs(&mut self) {
-        let open = self
-            .shard
-            .all_logs()
-            .len()
-            .saturating_add(crate::coordinators::local().map_or(0, |c| c.logs().len()));
+        // The `__consumer_offsets` logs are among them.
+        let open = self.shard.all_logs().len();
         self.logs_open_max = self.logs_open_max.max(open);
     }
 

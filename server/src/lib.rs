@@ -21,8 +21,10 @@
 //!   items it owns and gathers the results in request order (Produce,
 //!   Fetch, ListOffsets).
 //! - `coordinators`: each shard's group coordinator, started over the
-//!   `__consumer_offsets` partitions placed on that shard; `api::groups`
-//!   runs each group request on its coordinator's shard.
+//!   `__consumer_offsets` partitions placed on that shard (also registered
+//!   as the shard's logs, so they replicate); in a cluster it loads and
+//!   drops partitions as this node gains and loses their leadership;
+//!   `api::groups` runs each group request on its coordinator's shard.
 //! - `cluster_publish`: in a cluster, shard 0 follows the controller's
 //!   images and publishes each to every shard as its metadata.
 //! - `shard`: one per core. Owns the logs of the partitions placed on it, a

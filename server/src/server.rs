@@ -380,11 +380,9 @@ async fn tick_loop(shard: Rc<Shard>) {
     while !shard.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(TICK_INTERVAL_MS)).await;
         let now = crate::clock::now_ms();
-        let mut logs = shard.all_logs();
-        // The `__consumer_offsets` logs are ticked like any other log.
-        if let Some(coordinator) = crate::coordinators::local() {
-            logs.extend(coordinator.logs());
-        }
+        // The `__consumer_offsets` logs are among them (registered by the
+        // coordinator), ticked like any other log.
+        let logs = shard.all_logs();
         for log in &logs {
             match log.tick(now).await {
                 Ok(()) => {

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::config::{dynamic_topic_defaults, BrokerConfig};
 use crate::conn_limits::ConnectionLimits;
 use crate::frame_pool::FramePool;
-use crate::metadata::{owner_shard, partition_dir, Metadata};
+use crate::metadata::{owner_shard, partition_dir, Metadata, INTERNAL_TOPICS};
 use crate::request_budget::RequestBudget;
 
 /// Work sent to another shard. Built on the sender, run on the receiver.
@@ -123,11 +123,34 @@ impl Shard {
     /// The log of a partition this node serves to clients: in a cluster
     /// only while it leads the partition and is not fenced
     /// (NOT_LEADER_OR_FOLLOWER); UNKNOWN_TOPIC_OR_PARTITION when there is
-    /// no such log.
+    /// no such log. An internal topic's logs are served in a cluster only
+    /// (to its followers, and to clients as Kafka does); a single node
+    /// keeps them to its coordinator, as before they were registered here.
     pub fn served_log(&self, topic: &str, partition: i32) -> Result<PartitionLog, ResponseError> {
-        crate::cluster::check_leader(&self.metadata(), self.config.node_id, topic, partition)?;
+        let meta = self.metadata();
+        if meta.cluster.is_none() && INTERNAL_TOPICS.contains(&topic) {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        crate::cluster::check_leader(&meta, self.config.node_id, topic, partition)?;
         self.log(topic, partition)
             .ok_or(ResponseError::UnknownTopicOrPartition)
+    }
+
+    /// Adds the logs of an internal topic opened by its coordinator
+    /// (`__consumer_offsets`), so that replication, the log tick and the
+    /// cleaner see them like any partition's. The shards' metadata does not
+    /// list internal topics: `apply_metadata` leaves these logs alone.
+    pub fn register_internal_logs(&self, topic: &str, logs: Vec<(i32, PartitionLog)>) {
+        assert!(
+            crate::metadata::INTERNAL_TOPICS.contains(&topic),
+            "{topic} is not an internal topic"
+        );
+        let mut all = self.logs.borrow_mut();
+        let entry = all.entry(topic.to_string()).or_insert_with(|| TopicLogs {
+            id: Uuid::nil(),
+            partitions: HashMap::new(),
+        });
+        entry.partitions.extend(logs);
     }
 
     /// Every log this shard owns, with its topic and partition.
@@ -290,6 +313,7 @@ impl Shard {
             let mut logs = self.logs.borrow_mut();
             let gone: Vec<String> = logs
                 .iter()
+                .filter(|(name, _)| !INTERNAL_TOPICS.contains(&name.as_str()))
                 .filter(|(name, t)| next.topics.get(*name).map(|m| m.id) != Some(t.id))
                 .map(|(name, _)| name.clone())
                 .collect();
@@ -362,6 +386,11 @@ impl Shard {
         let logs = self.all_logs_named();
         let mut becoming = Vec::new();
         for (name, p, log) in logs {
+            if next.cluster.is_none() && INTERNAL_TOPICS.contains(&name.as_str()) {
+                // On one node the coordinator's logs stay as they were
+                // before they were registered here: no leader epochs.
+                continue;
+            }
             if leads_alone(next, self.config.node_id, &name, p) {
                 log.clear_high_watermark();
             }

@@ -9,7 +9,7 @@
   CreatePartitions keeps the topic's replication factor;
 - `min.insync.replicas` is stored and described; `__consumer_offsets` is
   created with `offsets.topic.replication.factor` replicas (capped at the
-  brokers);
+  brokers), and replicated: its ISR grows to every replica;
 - a SIGKILLed leader whose followers had left the ISR (stopped, fenced)
   shows as an offline replica; its partitions wait for it (no follower is
   in sync) unless the topic allows unclean election, which moves them to a
@@ -186,6 +186,10 @@ def test_consumer_offsets_is_replicated(cluster):
         kafka_wire.recv_frame(s)
     parts = wait_partitions(nodes, "__consumer_offsets", 50, lambda p: True, "exists")
     assert all(sorted(s["replicas"]) == [1, 2, 3] and s["leader"] in s["isr"] for s in parts.values()), parts
+    # Its followers fetch it like any partition and join every ISR.
+    wait_partitions(nodes, "__consumer_offsets", 50,
+                    lambda ps: all(sorted(s["isr"]) == [1, 2, 3] for s in ps.values()),
+                    "has every replica in its ISR")
 
 
 def test_a_killed_leader_keeps_its_partitions_while_no_follower_is_in_sync(cluster):

@@ -2,7 +2,11 @@
 //! names and defaults), the broker's answers about topics, a clock, and who
 //! sent a request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+
+use strom_engine::PartitionLog;
 
 /// Configuration with Kafka's broker config names and defaults.
 #[derive(Debug, Clone)]
@@ -48,10 +52,22 @@ impl Default for GroupConfig {
     }
 }
 
+/// A wait for the broker to replicate a `__consumer_offsets` append.
+pub type ReplicatedWait = Pin<Box<dyn Future<Output = Result<(), i16>>>>;
+
 /// What the coordinator asks the broker about topics (commits for unknown
-/// topic-partitions are refused).
+/// topic-partitions are refused), and how it waits for its appends to be
+/// replicated.
 pub trait TopicLookup {
     fn partition_exists(&self, topic: &str, partition: i32) -> bool;
+
+    /// Resolves once `__consumer_offsets` partition `partition` holds
+    /// everything before `end` on its in-sync replicas, or with the error
+    /// code the commit answers (Kafka's GroupMetadataManager mapping). On
+    /// one node an append synced locally is all there is: ready at once.
+    fn wait_replicated(&self, _partition: i32, _log: &PartitionLog, _end: i64) -> ReplicatedWait {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Who sent a request: shown by DescribeGroups.

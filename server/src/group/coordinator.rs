@@ -41,11 +41,42 @@ pub(super) struct Inner {
     pub clock: Clock,
     /// The `__consumer_offsets` partitions owned here.
     pub logs: BTreeMap<i32, PartitionLog>,
+    /// The partitions of `logs` this coordinator answers for, loading or
+    /// loaded (Kafka's loadingPartitions and ownedPartitions). In a
+    /// cluster, the ones this node leads; on one node, all of them.
+    pub coordinated: RefCell<BTreeMap<i32, Coordinated>>,
+    /// The number the next load gets.
+    pub next_load: Cell<u64>,
     pub groups: RefCell<HashMap<String, Group>>,
     pub loaded: Cell<bool>,
     pub active: Cell<bool>,
     pub last_retention_check_ms: Cell<i64>,
 }
+
+/// One `__consumer_offsets` partition this coordinator answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Coordinated {
+    /// The leader epoch it was loaded for: a later epoch loads it again,
+    /// since another broker may have led it in between.
+    pub epoch: i32,
+    /// Which load this is: a load overtaken by an unload or a newer load
+    /// drops what it read, and an append that outlived its load changes
+    /// nothing in memory (NOT_COORDINATOR).
+    pub load: u64,
+    /// Replayed: its groups are in memory and requests are answered.
+    /// Until then they get COORDINATOR_LOAD_IN_PROGRESS.
+    pub loaded: bool,
+}
+
+/// A partition load to run ([`GroupCoordinator::load_partition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingLoad {
+    pub partition: i32,
+    pub load: u64,
+}
+
+/// The leader epoch of every partition on one node.
+pub(super) const SINGLE_NODE_EPOCH: i32 = 0;
 
 /// Either an answer now or a parked request's receiver.
 pub(super) enum Step<T> {
@@ -75,6 +106,8 @@ impl GroupCoordinator {
                 topics,
                 clock,
                 logs: logs.into_iter().collect(),
+                coordinated: RefCell::new(BTreeMap::new()),
+                next_load: Cell::new(0),
                 groups: RefCell::new(HashMap::new()),
                 loaded: Cell::new(false),
                 active: Cell::new(true),
@@ -87,10 +120,113 @@ impl GroupCoordinator {
         &self.inner.config
     }
 
-    /// Whether this coordinator owns `group_id`'s offsets partition.
+    /// The `__consumer_offsets` partition of `group_id`.
+    pub(super) fn partition_of(&self, group_id: &str) -> i32 {
+        offsets_partition_for(group_id, self.inner.config.offsets_topic_num_partitions)
+    }
+
+    /// Whether this coordinator answers for `group_id`: its offsets
+    /// partition is owned here and loaded.
     pub fn owns(&self, group_id: &str) -> bool {
-        let p = offsets_partition_for(group_id, self.inner.config.offsets_topic_num_partitions);
-        self.inner.logs.contains_key(&p)
+        self.coordinated(self.partition_of(group_id))
+            .is_some_and(|c| c.loaded)
+    }
+
+    pub(super) fn coordinated(&self, partition: i32) -> Option<Coordinated> {
+        self.inner.coordinated.borrow().get(&partition).copied()
+    }
+
+    /// The `__consumer_offsets` partitions whose logs are owned here.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.inner.logs.keys().copied().collect()
+    }
+
+    /// Kafka's onElection / onResignation for a new view of leadership:
+    /// `led` maps each owned partition this node leads to its leader
+    /// epoch. A partition no longer led (or led at another epoch) is
+    /// unloaded at once: its groups are dropped and their parked requests
+    /// answered NOT_COORDINATOR. A newly led one is marked loading
+    /// (COORDINATOR_LOAD_IN_PROGRESS) and returned: the caller runs
+    /// [`Self::load_partition`] for it.
+    pub fn on_leadership(&self, led: &BTreeMap<i32, i32>) -> Vec<PendingLoad> {
+        let held: Vec<(i32, Coordinated)> = self
+            .inner
+            .coordinated
+            .borrow()
+            .iter()
+            .map(|(p, c)| (*p, *c))
+            .collect();
+        for (p, c) in held {
+            if led.get(&p) != Some(&c.epoch) {
+                self.unload_partition(p);
+            }
+        }
+        let mut loads = Vec::new();
+        for (&p, &epoch) in led {
+            if !self.inner.logs.contains_key(&p) || self.coordinated(p).is_some() {
+                continue;
+            }
+            loads.push(self.start_load(p, epoch));
+        }
+        loads
+    }
+
+    /// Marks `partition` loading at `epoch` under a fresh load number.
+    pub(super) fn start_load(&self, partition: i32, epoch: i32) -> PendingLoad {
+        let load = self.inner.next_load.get();
+        self.inner.next_load.set(load.wrapping_add(1));
+        self.inner.coordinated.borrow_mut().insert(
+            partition,
+            Coordinated {
+                epoch,
+                load,
+                loaded: false,
+            },
+        );
+        PendingLoad { partition, load }
+    }
+
+    /// Stops answering for `partition`: forgets its groups (members,
+    /// generations, committed offsets) and answers their parked JoinGroup
+    /// and SyncGroup requests NOT_COORDINATOR, so the members find the new
+    /// coordinator.
+    pub fn unload_partition(&self, partition: i32) {
+        if self
+            .inner
+            .coordinated
+            .borrow_mut()
+            .remove(&partition)
+            .is_none()
+        {
+            return;
+        }
+        let dropped = self.drop_groups_of(partition);
+        tracing::info!(
+            partition,
+            groups = dropped,
+            "no longer coordinating __consumer_offsets partition"
+        );
+    }
+
+    /// Removes the groups of `partition` from memory; returns how many.
+    pub(super) fn drop_groups_of(&self, partition: i32) -> usize {
+        let mut dropped: Vec<Group> = {
+            let mut groups = self.inner.groups.borrow_mut();
+            let ids: Vec<String> = groups
+                .keys()
+                .filter(|id| self.partition_of(id) == partition)
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for group in &mut dropped {
+            for m in group.members.values_mut() {
+                let id = m.id.clone();
+                m.answer_join(JoinOutcome::error(NOT_COORDINATOR, &id));
+                m.answer_sync(SyncOutcome::error(NOT_COORDINATOR));
+            }
+        }
+        dropped.len()
     }
 
     /// The `__consumer_offsets` partition logs owned here, for the shard's
@@ -150,10 +286,12 @@ impl GroupCoordinator {
             Err(COORDINATOR_NOT_AVAILABLE)
         } else if !self.inner.loaded.get() {
             Err(COORDINATOR_LOAD_IN_PROGRESS)
-        } else if !self.owns(group_id) {
-            Err(NOT_COORDINATOR)
         } else {
-            Ok(())
+            match self.coordinated(self.partition_of(group_id)) {
+                None => Err(NOT_COORDINATOR),
+                Some(c) if !c.loaded => Err(COORDINATOR_LOAD_IN_PROGRESS),
+                Some(_) => Ok(()),
+            }
         }
     }
 

@@ -31,8 +31,12 @@
 //! Data flow: the broker routes a group request to the shard owning the
 //! group's `__consumer_offsets` partition ([`offsets_partition_for`]); that
 //! shard's coordinator answers it. Commits are appended to that partition's
-//! log with `Durability::Synced` before the answer; at start the coordinator
-//! replays the log to rebuild the committed offsets.
+//! log with `Durability::Synced` (and in a cluster replicated to its
+//! in-sync replicas) before the answer. A coordinator answers per
+//! partition: on one node it replays every owned partition at start; in a
+//! cluster it replays a partition when this node is elected its leader
+//! (COORDINATOR_LOAD_IN_PROGRESS until then) and forgets its groups when
+//! the leadership moves (NOT_COORDINATOR).
 
 pub mod codes;
 mod config;
@@ -47,7 +51,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use config::{system_clock, ClientInfo, Clock, GroupConfig, TopicLookup};
+pub use config::{system_clock, ClientInfo, Clock, GroupConfig, ReplicatedWait, TopicLookup};
 pub use coordinator::GroupCoordinator;
 pub use find_coordinator::{find_coordinator, find_coordinator_with, CoordinatorNode};
 pub use placement::{java_string_hash, offsets_partition_for, OFFSETS_TOPIC};

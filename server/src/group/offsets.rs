@@ -1,10 +1,13 @@
 //! Committed offsets and the group admin APIs: OffsetCommit, OffsetFetch,
 //! OffsetDelete, DeleteGroups, ListGroups, DescribeGroups, and the replay of
-//! `__consumer_offsets` at start.
+//! a `__consumer_offsets` partition when this coordinator starts answering
+//! for it (at start on one node; in a cluster when this node is elected
+//! its leader).
 //!
 //! Every change is appended to the group's `__consumer_offsets` partition
-//! (synced) before it is applied in memory and answered, so what a client
-//! was told is what a restart rebuilds.
+//! (synced, and in a cluster replicated to its in-sync replicas) before it
+//! is applied in memory and answered, so what a client was told is what a
+//! restart, or the next leader, rebuilds.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,10 +30,10 @@ use kafka_protocol::messages::{
     OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use strom_engine::{Durability, EngineError};
+use strom_engine::{Durability, EngineError, PartitionLog};
 
 use super::codes::*;
-use super::coordinator::{check_member, GroupCoordinator};
+use super::coordinator::{check_member, GroupCoordinator, PendingLoad, SINGLE_NODE_EPOCH};
 use super::placement::{offsets_partition_for, OFFSETS_TOPIC};
 use super::records::{self, OffsetKey, OffsetRecord, OffsetValue};
 use super::state::{Committed, Group, GroupState};
@@ -47,89 +50,151 @@ type RecordPair = (Vec<u8>, Option<Vec<u8>>);
 impl GroupCoordinator {
     // ---- load ---------------------------------------------------------
 
-    /// Rebuilds the committed offsets from the owned `__consumer_offsets`
-    /// partitions, then starts answering.
+    /// Answers for every owned `__consumer_offsets` partition (one node):
+    /// replays each, then starts answering.
     pub async fn load(&self) -> Result<(), EngineError> {
-        let now = self.now();
-        let n = self.inner.config.offsets_topic_num_partitions;
-        for (&partition, log) in &self.inner.logs {
-            let mut offset = log.log_start_offset();
-            let mut loaded = 0usize;
-            // Up to the read bound: what is on the device (all of it at
-            // start, where this runs).
-            while offset < log.high_watermark() {
-                let read = log.read(offset, LOAD_READ_BYTES).await?;
-                let mut recs = Vec::new();
-                let next =
-                    records::parse_batches(&read.batches, offset, &mut recs).map_err(|e| {
-                        EngineError::Corrupt(format!(
-                            "{OFFSETS_TOPIC}-{partition} at {offset}: {e}"
-                        ))
-                    })?;
-                if next <= offset {
-                    break;
-                }
-                offset = next;
-                let mut groups = self.inner.groups.borrow_mut();
-                for rec in recs {
-                    let OffsetRecord::Offset {
-                        key,
-                        value,
-                        log_offset,
-                    } = rec
-                    else {
-                        continue;
-                    };
-                    if offsets_partition_for(&key.group, n) != partition {
-                        tracing::warn!(group = %key.group, partition, "offset record in the wrong partition, skipped");
-                        continue;
-                    }
-                    loaded = loaded.saturating_add(1);
-                    apply_record(&mut groups, key, value, log_offset, now);
-                }
-            }
-            tracing::debug!(
-                partition,
-                records = loaded,
-                "loaded __consumer_offsets partition"
-            );
+        let loads: Vec<PendingLoad> = self
+            .partitions()
+            .into_iter()
+            .map(|p| self.start_load(p, SINGLE_NODE_EPOCH))
+            .collect();
+        for pending in loads {
+            self.load_partition(pending).await?;
         }
-        let mut groups = self.inner.groups.borrow_mut();
-        // Groups whose offsets were all deleted are gone.
-        groups.retain(|_, g| !g.offsets.is_empty());
-        for group in groups.values_mut() {
-            // Offsets rebuilt from the log expire from their commit time.
-            group.empty_since_ms = None;
-        }
-        drop(groups);
         self.inner.loaded.set(true);
         Ok(())
     }
 
+    /// Starts answering with no partition loaded: in a cluster, partitions
+    /// are loaded as this node is elected their leader ([`Self::on_leadership`]).
+    pub fn start_unloaded(&self) {
+        self.inner.loaded.set(true);
+    }
+
+    /// Replays one `__consumer_offsets` partition up to its log end (as
+    /// Kafka loads a newly led partition: what the old leader replicated
+    /// here and the in-sync replicas hold) into the groups in memory,
+    /// unless the load was overtaken meanwhile. On failure the partition is
+    /// not coordinated here: the next leadership change tries again.
+    pub async fn load_partition(&self, pending: PendingLoad) -> Result<(), EngineError> {
+        let PendingLoad { partition, load } = pending;
+        let Some(log) = self.inner.logs.get(&partition).cloned() else {
+            return Ok(());
+        };
+        let mut scratch = HashMap::new();
+        let replayed = self.replay(partition, &log, &mut scratch).await;
+        let current = self.coordinated(partition).filter(|c| c.load == load);
+        if current.is_none() {
+            return Ok(());
+        }
+        let records = match replayed {
+            Ok(records) => records,
+            Err(e) => {
+                self.inner.coordinated.borrow_mut().remove(&partition);
+                return Err(e);
+            }
+        };
+        // Groups whose offsets were all deleted are gone; offsets rebuilt
+        // from the log expire from their commit time.
+        scratch.retain(|_, g: &mut Group| !g.offsets.is_empty());
+        for group in scratch.values_mut() {
+            group.empty_since_ms = None;
+        }
+        let groups = scratch.len();
+        // Nothing of this partition is in memory (loading refuses every
+        // request for it), so the replayed groups go in whole.
+        self.drop_groups_of(partition);
+        self.inner.groups.borrow_mut().extend(scratch);
+        if let Some(c) = self.inner.coordinated.borrow_mut().get_mut(&partition) {
+            c.loaded = true;
+        }
+        tracing::info!(
+            partition,
+            records,
+            groups,
+            "loaded __consumer_offsets partition"
+        );
+        Ok(())
+    }
+
+    /// Applies every offset record of `log` to `groups`; returns how many.
+    async fn replay(
+        &self,
+        partition: i32,
+        log: &PartitionLog,
+        groups: &mut HashMap<String, Group>,
+    ) -> Result<usize, EngineError> {
+        let now = self.now();
+        let n = self.inner.config.offsets_topic_num_partitions;
+        let end = log.log_end_offset();
+        let mut offset = log.log_start_offset();
+        let mut loaded = 0usize;
+        while offset < end {
+            let read = log.read_to_end(offset, LOAD_READ_BYTES).await?;
+            let mut recs = Vec::new();
+            let next = records::parse_batches(&read.batches, offset, &mut recs).map_err(|e| {
+                EngineError::Corrupt(format!("{OFFSETS_TOPIC}-{partition} at {offset}: {e}"))
+            })?;
+            if next <= offset {
+                break;
+            }
+            offset = next;
+            for rec in recs {
+                let OffsetRecord::Offset {
+                    key,
+                    value,
+                    log_offset,
+                } = rec
+                else {
+                    continue;
+                };
+                if offsets_partition_for(&key.group, n) != partition {
+                    tracing::warn!(group = %key.group, partition, "offset record in the wrong partition, skipped");
+                    continue;
+                }
+                loaded = loaded.saturating_add(1);
+                apply_record(groups, key, value, log_offset, now);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Appends `records` to the group's partition and waits until they are
+    /// replicated. NOT_COORDINATOR when the partition was unloaded (or
+    /// loaded again) meanwhile: the caller must not apply them in memory.
     async fn append(&self, group_id: &str, records: &[RecordPair], now: i64) -> Result<i64, i16> {
-        let p = offsets_partition_for(group_id, self.inner.config.offsets_topic_num_partitions);
-        let Some(log) = self.inner.logs.get(&p) else {
+        let p = self.partition_of(group_id);
+        let Some(load) = self.coordinated(p).filter(|c| c.loaded).map(|c| c.load) else {
+            return Err(NOT_COORDINATOR);
+        };
+        let Some(log) = self.inner.logs.get(&p).cloned() else {
             return Err(NOT_COORDINATOR);
         };
         let bytes = records::build_batches(records, now);
-        match log.append(&bytes, Durability::Synced, now).await {
-            Ok(info) => {
-                debug_assert_eq!(
-                    info.last_offset.saturating_sub(info.base_offset),
-                    (records.len() as i64).saturating_sub(1)
-                );
-                Ok(info.base_offset)
-            }
+        let info = match log.append(&bytes, Durability::Synced, now).await {
+            Ok(info) => info,
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "append to __consumer_offsets failed");
-                Err(match e {
+                return Err(match e {
                     EngineError::Batch(_) => INVALID_COMMIT_OFFSET_SIZE,
                     EngineError::Closed => NOT_COORDINATOR,
                     EngineError::NoSpace | EngineError::Io(_) => KAFKA_STORAGE_ERROR,
                     _ => UNKNOWN_SERVER_ERROR,
-                })
+                });
             }
+        };
+        debug_assert_eq!(
+            info.last_offset.saturating_sub(info.base_offset),
+            (records.len() as i64).saturating_sub(1)
+        );
+        self.inner
+            .topics
+            .wait_replicated(p, &log, info.last_offset.saturating_add(1))
+            .await?;
+        if self.coordinated(p).map(|c| c.load) != Some(load) {
+            return Err(NOT_COORDINATOR);
         }
+        Ok(info.base_offset)
     }
 
     // ---- OffsetCommit -------------------------------------------------

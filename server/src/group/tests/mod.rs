@@ -8,7 +8,7 @@
 //! `protocol` (placement, FindCoordinator, encoding at every version).
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};

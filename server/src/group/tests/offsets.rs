@@ -340,3 +340,90 @@ fn describe_and_list_groups() {
         assert_eq!(l.groups.len(), 1);
     });
 }
+
+/// The error of OffsetFetch v8 for `group`.
+async fn fetch_error(coord: &GroupCoordinator, group: &str) -> i16 {
+    let req = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default().with_group_id(GroupId(s(group)))
+    ]);
+    coord.offset_fetch(req, 8).await.groups[0].error_code
+}
+
+/// In a cluster a coordinator answers for the partitions this node leads
+/// (Kafka's onResignation / onElection): losing one drops its groups and
+/// answers NOT_COORDINATOR, to a parked JoinGroup too, while other
+/// partitions keep theirs; elected again at a new epoch, it is loading
+/// (COORDINATOR_LOAD_IN_PROGRESS) until its log is replayed, with what
+/// the other leader appended meanwhile (here a second coordinator over
+/// the same log, as a replica holds it). A load overtaken by a newer
+/// election changes nothing.
+#[test]
+fn partitions_load_and_unload_with_leadership() {
+    run(|| async {
+        let h = Harness::new(config()).await;
+        let mine = offsets_partition_for("g", PARTITIONS);
+        let other = (0..100)
+            .map(|i| format!("g{i}"))
+            .find(|g| offsets_partition_for(g, PARTITIONS) != mine)
+            .unwrap();
+        let (leader, follower, generation) = stable_pair(&h, "g").await;
+        assert_eq!(
+            commit(&h.coord, "g", generation, &leader, 0, 10).await,
+            NONE
+        );
+        assert_eq!(commit(&h.coord, &other, -1, "", 0, 3).await, NONE);
+        // The leader rejoins: parked until the follower does.
+        let parked = spawn_join(&h.coord, join_req("g", &leader, RANGE), 5);
+        settle().await;
+
+        let all_but_mine: BTreeMap<i32, i32> = (0..PARTITIONS)
+            .filter(|p| *p != mine)
+            .map(|p| (p, 0))
+            .collect();
+        assert!(h.coord.on_leadership(&all_but_mine).is_empty());
+        assert_eq!(parked.await.error_code, NOT_COORDINATOR);
+        assert!(!h.coord.owns("g") && h.coord.owns(&other));
+        assert_eq!(fetch_error(&h.coord, "g").await, NOT_COORDINATOR);
+        assert_eq!(
+            heartbeat(&h.coord, "g", &follower, generation).await,
+            NOT_COORDINATOR
+        );
+        assert_eq!(commit(&h.coord, "g", -1, "", 0, 11).await, NOT_COORDINATOR);
+        assert_eq!(fetch(&h.coord, &other, 0).await.0, 3);
+
+        // Another leader commits to the same log meanwhile.
+        let elsewhere = h.restart().await;
+        assert_eq!(commit(&elsewhere, "g", -1, "", 0, 20).await, NONE);
+
+        let mut led = all_but_mine.clone();
+        led.insert(mine, 1);
+        let first = h.coord.on_leadership(&led);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].partition, mine);
+        assert_eq!(
+            fetch_error(&h.coord, "g").await,
+            COORDINATOR_LOAD_IN_PROGRESS
+        );
+        // Elected again before the load ran: the first load is dropped.
+        led.insert(mine, 2);
+        let second = h.coord.on_leadership(&led);
+        assert_eq!(second.len(), 1);
+        h.coord.load_partition(first[0]).await.unwrap();
+        assert_eq!(
+            fetch_error(&h.coord, "g").await,
+            COORDINATOR_LOAD_IN_PROGRESS
+        );
+        h.coord.load_partition(second[0]).await.unwrap();
+        assert!(h.coord.owns("g"));
+        assert_eq!(fetch(&h.coord, "g", 0).await, (20, "meta".to_string()));
+        assert_eq!(fetch(&h.coord, &other, 0).await.0, 3);
+        // The group's members are gone with the old coordinator's memory.
+        assert_eq!(
+            heartbeat(&h.coord, "g", &follower, generation).await,
+            UNKNOWN_MEMBER_ID
+        );
+        // The same view again changes nothing.
+        assert!(h.coord.on_leadership(&led).is_empty());
+        assert!(h.coord.owns("g"));
+    });
+}
