@@ -501,7 +501,7 @@ fn a_renamed_file_still_tells_its_length() {
         dir.path().join("00000000000000000000.log"),
     );
     run(async {
-        let storage = DmaStorage::default();
+        let storage = DmaStorage;
         let file = storage.open(&from).await.unwrap();
         file.truncate(8192).await.unwrap();
         storage.rename(&from, &to).await.unwrap();
