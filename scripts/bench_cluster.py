@@ -31,9 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from conftest import free_port  # noqa: E402
 from measure_failover import machine  # noqa: E402
-from test_cluster import ClusterNode, wait_registered  # noqa: E402
+from test_cluster import start_all, voter_nodes  # noqa: E402
 
 WORKLOAD = ROOT / "bench-harness" / "workloads" / "1-topic-16-partitions-1kb.yaml"
 
@@ -70,18 +69,12 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
 
     base = Path(tempfile.mkdtemp(prefix="strom-bench-cluster-", dir=os.environ.get("STROM_BENCH_DATA_DIR")))
-    ports = [free_port() for _ in range(3)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes = [ClusterNode(base / f"node{i + 1}", i + 1, voters, ports[i]) for i in range(3)]
+    _, nodes = voter_nodes(base, "")
     for n in nodes:
         n.shards = args.shards
     runs = []
     try:
-        for n in nodes:
-            n.launch()
-        for n in nodes:
-            n.wait_ready()
-        wait_registered(nodes, [1, 2, 3])
+        start_all(nodes)
         bootstrap = nodes[0].bootstrap  # strom-bench takes one address and routes by Metadata
         for r in range(args.rounds):
             for rate in (None, args.fixed_rate):

@@ -44,8 +44,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import test_cluster  # noqa: E402
-from conftest import free_port  # noqa: E402
-from test_cluster import ClusterNode, agreed_controller, wait_registered  # noqa: E402
+from test_cluster import agreed_controller, start_all, voter_nodes, wait_registered  # noqa: E402
 from test_cluster_replication import metadata_v7  # noqa: E402
 
 TOPIC = "failover"
@@ -167,16 +166,10 @@ def main():
     test_cluster.CLUSTER_TIMEOUT_S = args.timeout
 
     base = Path(tempfile.mkdtemp(prefix="strom-failover-"))
-    ports = [free_port() for _ in range(3)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes = [ClusterNode(base / f"node{i + 1}", i + 1, voters, ports[i]) for i in range(3)]
+    _, nodes = voter_nodes(base, "")
     writer = None
     try:
-        for n in nodes:
-            n.launch()
-        for n in nodes:
-            n.wait_ready()
-        wait_registered(nodes, [1, 2, 3])
+        start_all(nodes)
         admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
         admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3,
                                       config={"min.insync.replicas": "2"})])[TOPIC].result(timeout=30)
