@@ -26,7 +26,7 @@
 //! shrank below `min.insync.replicas` meanwhile, as Kafka does.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,12 @@ pub fn follower_fetched(
     }
     let now = now_ms();
     let leader_end = log.log_end_offset();
+    if fetch_offset > leader_end {
+        // Past this log's end: the follower has not truncated to this
+        // leader yet (its fetch is answered OFFSET_OUT_OF_RANGE), so what
+        // it holds says nothing about this log.
+        return;
+    }
     with_led(|parts| {
         let led = led_entry(parts, topic, partition, state.leader_epoch, now);
         let f = led.followers.entry(replica).or_insert(Follower {
@@ -133,7 +139,7 @@ pub fn follower_fetched(
         } else if fetch_offset >= f.leader_end_at_last_fetch {
             f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
         }
-        f.log_end = fetch_offset.min(leader_end);
+        f.log_end = fetch_offset;
         f.last_fetch_ms = now;
         f.leader_end_at_last_fetch = leader_end;
     });
@@ -216,8 +222,9 @@ pub fn on_image(shard: &Shard, previous: &Metadata) {
         .filter(|(t, p, _)| crate::cluster::led_at_epoch(&meta, me, t, *p).is_some())
         .filter(|(t, p, _)| partition_state(&meta, t, *p).is_some())
         .collect();
+    let led_keys: HashSet<(&str, i32)> = led.iter().map(|(t, p, _)| (t.as_str(), *p)).collect();
     with_led(|parts| {
-        parts.retain(|(t, p), _| led.iter().any(|(lt, lp, _)| lt == t && lp == p));
+        parts.retain(|(t, p), _| led_keys.contains(&(t.as_str(), *p)));
         for (t, p, _) in &led {
             let Some(state) = partition_state(&meta, t, *p) else {
                 continue;
