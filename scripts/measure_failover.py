@@ -40,12 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-import test_cluster  # noqa: E402
 from test_cluster import agreed_controller, start_all, voter_nodes, wait_registered  # noqa: E402
 from test_cluster_replication import metadata_v7  # noqa: E402
+from test_replication_failover import read_partition  # noqa: E402
 
 TOPIC = "failover"
 PARTITIONS = 3
@@ -130,19 +130,6 @@ def partitions_seen_by(node):
     return metadata_v7(node, TOPIC)[1]
 
 
-def read_back(bootstrap: str, partition: int, end: int, timeout: float):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check", "enable.auto.commit": False})
-    c.assign([TopicPartition(TOPIC, partition, 0)])
-    got = []
-    try:
-        wait(f"partition {partition} read to {end}",
-             lambda: (got.extend((m.offset(), m.value()) for m in c.consume(1000, 1.0) if not m.error())
-                      or end == 0 or (got and got[-1][0] >= end - 1)), timeout)
-    finally:
-        c.close()
-    return got
-
-
 def machine() -> dict:
     model = ""
     try:
@@ -158,12 +145,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--rate", type=float, default=1000.0, help="records per second produced")
-    ap.add_argument("--timeout", type=float, default=90.0, help="bound of every wait, seconds")
+    ap.add_argument("--timeout", type=float, default=90.0,
+                    help="bound of the waits for a failover and a rejoin, seconds (starting nodes and reading back: 60 s)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     if os.environ.get("STROM_BIN"):
         os.environ["STROM_BIN"] = str(Path(os.environ["STROM_BIN"]).resolve())
-    test_cluster.CLUSTER_TIMEOUT_S = args.timeout
 
     base = Path(tempfile.mkdtemp(prefix="strom-failover-"))
     _, nodes = voter_nodes(base, "")
@@ -218,7 +205,7 @@ def main():
         for p in range(PARTITIONS):
             mine = {o: f"seq-{seq}".encode() for seq, (pp, o, _) in acked.items() if pp == p}
             end = max(mine) + 1 if mine else 0
-            read = read_back(nodes[0].bootstrap, p, end, args.timeout)
+            read = read_partition(nodes[0].bootstrap, TOPIC, p, end)
             at = {}
             for o, v in read:
                 if o in at:
