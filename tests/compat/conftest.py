@@ -48,6 +48,7 @@ class Broker:
         self.log_path = log_path  # a device such as /dev/full gets no start line
         self.shards = shards
         self.env = env  # extra environment variables, e.g. RUST_LOG
+        self.preexec = None  # run in the child before exec, e.g. netcut.NetCut.enter
         self.port = free_port()
         self.proc = None
         self._log = None
@@ -97,6 +98,7 @@ class Broker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env} if self.env else None,
+            preexec_fn=self.preexec,
         )
 
     def wait_ready(self):
