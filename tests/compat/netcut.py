@@ -10,6 +10,12 @@ silence, not refused connections, as they would from a machine whose link
 went down. `heal()` deletes the table; connections the cut stalled resume
 or time out as TCP decides.
 
+`cut_from(peers)` is the partial cut: only the traffic between this node
+and its peers' listening ports is dropped (both ways), so clients still
+reach it while the cluster cannot: the partitioned leader that keeps
+taking writes no one else will see. It needs each NetCut's `ports`, the
+node's listening ports.
+
 Needs root, nftables (`nft`, installed by scripts/install-deps) and a
 cgroup v2 hierarchy under /sys/fs/cgroup (mounted there, or at
 /sys/fs/cgroup/unified on a hybrid machine). Missing any of them fails the
@@ -51,19 +57,33 @@ class NetCut:
         # ancestor at `level` below the v2 root: our group is a child of it.
         self.match = f'socket cgroupv2 level 1 "{self.group.relative_to(CGROUP_FS)}"'
         self.table = self.name.replace("-", "_")
+        self.ports = []  # the node's listening ports, for cut_from
         self.is_cut = False
 
     def enter(self):
         """preexec_fn of the node's process: moves it into the group before exec."""
         (self.group / "cgroup.procs").write_text(str(os.getpid()))
 
-    def cut(self):
+    def _table(self, hooks):
         nft("add", "table", "inet", self.table)
-        for chain, hook in (("out", "output"), ("in", "input")):
+        for chain, hook in hooks:
             nft("add", "chain", "inet", self.table, chain, f"{{ type filter hook {hook} priority 0; }}")
+        self.is_cut = True
+
+    def cut(self):
+        self._table((("out", "output"), ("in", "input")))
+        for chain in ("out", "in"):
             # nft joins its arguments into one rule text, quotes included.
             nft("add", "rule", "inet", self.table, chain, self.match, "drop")
-        self.is_cut = True
+
+    def cut_from(self, peers):
+        """Drops what this node sends to its peers' listening ports and what
+        they send to its own; on loopback every packet passes the output hook."""
+        self._table((("out", "output"),))
+        for peer in peers:
+            for src, dst in ((self, peer), (peer, self)):
+                ports = ", ".join(str(p) for p in dst.ports)
+                nft("add", "rule", "inet", self.table, "out", src.match, f"tcp dport {{ {ports} }}", "drop")
 
     def heal(self):
         if self.is_cut:
