@@ -64,3 +64,31 @@ fn readers_see_up_to_the_high_watermark_and_followers_past_it() {
         assert_eq!(log.set_high_watermark(5), 6);
     });
 }
+
+/// A follower's log truncated between its high watermark and its log end
+/// (its new leader's epoch ends there): the producer state is replayed
+/// from the log past the high watermark too, so the truncation succeeds
+/// and the log takes appends. (It failed with "producer state replay: no
+/// batch at offset 4 below the log end 8" and refused appends until
+/// reopened, which stalled a partition's in-sync follower in the network
+/// partition test.)
+#[test]
+fn truncating_above_the_high_watermark_keeps_the_log_usable() {
+    block_on(async {
+        let fs = SimStorage::new(3);
+        let log: Log = PartitionLog::open_with(fs.clone(), "/sim/hw-cut", LogConfig::default())
+            .await
+            .unwrap();
+        append_two_record_batches(&log, 5).await;
+        assert_eq!(log.set_high_watermark(4), 4);
+        assert_eq!(log.truncate_to(8).await.unwrap(), 8);
+        assert_eq!(log.log_end_offset(), 8);
+        assert_eq!(log.high_watermark(), 4);
+        append_two_record_batches(&log, 1).await;
+        assert_eq!(log.log_end_offset(), 10);
+        assert_eq!(
+            bases(&log.read_to_end(0, 1 << 20).await.unwrap()),
+            vec![0, 2, 4, 6, 8]
+        );
+    });
+}

@@ -55,7 +55,11 @@ impl<S: Storage> PartitionLog<S> {
         let mut offset = self.inner.producers.borrow().end_offset().max(log_start);
         let from = offset;
         while offset < log_end {
-            let read = self.read(offset, PRODUCER_REPLAY_WINDOW_BYTES).await?;
+            // Past the high watermark too: a follower's log holds batches
+            // its leader has not counted as replicated yet.
+            let read = self
+                .read_to_end(offset, PRODUCER_REPLAY_WINDOW_BYTES)
+                .await?;
             let mut headers = Vec::with_capacity(read.batches.len());
             for b in &read.batches {
                 headers.push(BatchHeader::parse(b)?);
