@@ -83,6 +83,11 @@ pub struct ClusterImage {
     /// them. Not a record: conf change entries set it.
     #[serde(default)]
     pub learners: BTreeMap<u64, String>,
+    /// Not in the log: set on this node's own copy while it has heard no
+    /// active controller for a broker session (`Driver::watch_contact`);
+    /// its broker then leads nothing.
+    #[serde(skip)]
+    pub out_of_contact: bool,
 }
 
 /// What a batch changed, saved before its first change, so that a batch

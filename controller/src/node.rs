@@ -409,6 +409,9 @@ pub(crate) struct Driver {
     was_leader: bool,
     /// The active controller this node last followed (0: none known).
     last_leader: u64,
+    /// The last tick this node heard from an active controller (or was
+    /// it): see `watch_contact`.
+    last_contact: u64,
     /// The last fencing batch proposed and when.
     last_reconcile: Option<(Vec<Record>, u64)>,
     /// This node's broker is stopping: its heartbeats ask for a
@@ -492,6 +495,7 @@ impl Driver {
             heartbeats: HashMap::new(),
             was_leader: false,
             last_leader: 0,
+            last_contact: 0,
             last_reconcile: None,
             want_shutdown: false,
         })
@@ -528,6 +532,7 @@ impl Driver {
         self.ask_to_join();
         self.propose_own_records();
         self.heartbeat_and_fence();
+        self.watch_contact();
         self.expire_pending();
         self.resend_lost_snapshots();
     }
@@ -595,6 +600,47 @@ impl Driver {
         let broker_id = i32::try_from(self.config.node_id).ok()?;
         let b = self.image.brokers.get(&broker_id)?;
         (b.incarnation_id == self.incarnation_id).then_some((broker_id, b.epoch))
+    }
+
+    /// A broker that has heard nothing from an active controller for a
+    /// whole `broker.session.timeout.ms` has been fenced by now, or will be:
+    /// its heartbeats cannot have been heard either, unless the cut is one
+    /// way, and then the metadata log reaches it and says so. It marks its
+    /// image `out_of_contact` and publishes it, so the broker leads no
+    /// partition (NOT_LEADER_OR_FOLLOWER) until it hears again, rather than
+    /// keep taking writes no replica will see. An active controller is in
+    /// contact while it leads: raft-rs's check_quorum makes it step down
+    /// once a quorum has been silent for an election timeout.
+    fn watch_contact(&mut self) {
+        let Some(session_ms) = self.config.broker_session_timeout_ms else {
+            return;
+        };
+        if self.config.broker.is_none() {
+            return;
+        }
+        let now = self.ticks;
+        if self.node.raft.state == StateRole::Leader {
+            self.last_contact = now;
+        }
+        let session_ticks = session_ms.div_ceil(TICK_MS).max(1);
+        let lost = now.saturating_sub(self.last_contact) > session_ticks;
+        if lost == self.image.out_of_contact {
+            return;
+        }
+        if lost {
+            tracing::warn!(
+                session_ms,
+                "no word from an active controller for a broker session: this broker counts itself fenced and leads no partition until it hears again"
+            );
+        } else {
+            tracing::info!("an active controller is heard again");
+        }
+        self.image.out_of_contact = lost;
+        let image = Arc::new(self.image.clone());
+        if let Ok(mut shared) = self.shared_image.lock() {
+            *shared = image.clone();
+        }
+        (self.publish)(image);
     }
 
     /// Every broker heartbeats to the active controller; the active
@@ -767,8 +813,12 @@ impl Driver {
                     );
                     std::process::exit(1);
                 }
+                let from = m.from;
                 if let Err(e) = self.node.step(m) {
                     tracing::debug!("raft message ignored: {e}");
+                }
+                if from != 0 && from == self.node.raft.leader_id {
+                    self.last_contact = self.ticks;
                 }
             }
             Input::Heartbeat(h) => {

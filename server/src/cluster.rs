@@ -276,7 +276,7 @@ pub fn check_leader(
     let Some(state) = usize::try_from(p).ok().and_then(|i| t.partitions.get(i)) else {
         return Ok(());
     };
-    if state.leader != node_id || is_fenced(image, node_id) {
+    if state.leader != node_id || is_fenced(image, node_id) || image.out_of_contact {
         return Err(ResponseError::NotLeaderOrFollower);
     }
     Ok(())
