@@ -30,6 +30,15 @@ const PEER_QUEUE_MESSAGES: usize = 4096;
 pub const MESSAGE_MAX_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long sent bytes may stay unacknowledged before the kernel gives up
+/// on a peer connection (TCP_USER_TIMEOUT). Raft's messages are small, so a
+/// write to a peer cut off by the network lands in the socket buffer and
+/// "succeeds"; TCP then retransmits with a backoff that reaches tens of
+/// seconds, and after the network heals the peer hears nothing until the
+/// next retransmission. With the timeout the connection fails, the next
+/// write reconnects, and a healed peer hears within a connect. A stopped
+/// process's kernel still acknowledges, so only silence trips it.
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(3);
 
 const KIND_RAFT: u8 = 0;
 const KIND_HEARTBEAT: u8 = 1;
@@ -331,6 +340,7 @@ fn connect(addr: &str) -> Result<TcpStream, bool> {
         .map_err(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)?;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_TIMEOUT));
     Ok(stream)
 }
 
