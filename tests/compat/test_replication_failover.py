@@ -85,6 +85,23 @@ def read_partition(bootstrap: str, topic: str, partition: int, end: int):
     return got
 
 
+def assert_acked_once(bootstrap: str, topic: str, partition: int, acked):
+    """Reads `partition` back up to its last acknowledged offset: each offset
+    once and in order, every acknowledged (offset, value) there, no value
+    twice. Returns the values read."""
+    end = max(o for o, _ in acked) + 1
+    read = read_partition(bootstrap, topic, partition, end)
+    offsets = [o for o, _ in read]
+    where = f"{topic}-{partition}"
+    assert offsets == sorted(set(offsets)), f"{where}: an offset read twice or out of order"
+    at = dict(read)
+    lost = [(o, v) for o, v in acked if at.get(o) != v]
+    assert lost == [], f"{where}: {len(lost)} acknowledged records not at their offsets: {lost[:3]}"
+    values = [v for _, v in read]
+    assert len(values) == len(set(values)), f"{where}: a record written twice"
+    return values
+
+
 def full_isr(parts, replicas=(1, 2, 3)):
     return all(sorted(s["isr"]) == sorted(replicas) for s in parts.values())
 
@@ -120,15 +137,7 @@ def test_acks_all_loses_nothing_when_the_leader_is_killed(cluster):
     assert writer.errors == [], writer.errors[:3]
 
     for p, acked in writer.acked.items():
-        end = max(o for o, _ in acked) + 1
-        read = read_partition(survivors[0].bootstrap, "ha", p, end)
-        offsets = [o for o, _ in read]
-        assert offsets == sorted(set(offsets)), f"ha-{p}: an offset read twice or out of order"
-        at = dict(read)
-        lost = [(o, v) for o, v in acked if at.get(o) != v]
-        assert lost == [], f"ha-{p}: {len(lost)} acknowledged records not at their offsets: {lost[:3]}"
-        values = [v for _, v in read]
-        assert len(values) == len(set(values)), f"ha-{p}: a record written twice"
+        assert_acked_once(survivors[0].bootstrap, "ha", p, acked)
 
     # Back after a restart: it truncates, catches up and rejoins every ISR,
     # and its replicas are identical to the leaders'.
