@@ -293,11 +293,7 @@ def pytest_runtest_makereport(item, call):
 # Tests that fail because of known broker bugs (not test bugs), as
 # "file.py::test_name" (all parametrizations) -> reason. They stay in the suite,
 # marked xfail(strict=False), so CI shows them and a fix turns them XPASS.
-KNOWN_BROKER_BUGS: dict[str, str] = {
-    "test_rolling_restart.py::test_a_rolling_restart_loses_nothing_and_shows_no_error":
-        "a moved group coordinator forgets the members (commit: UNKNOWN_MEMBER_ID); a new leader's "
-        "OffsetForLeaderEpoch bounds the old epoch's end by its lagging high watermark (consumer re-reads)",
-}
+KNOWN_BROKER_BUGS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items):
