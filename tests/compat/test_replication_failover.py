@@ -29,9 +29,10 @@ PARTITIONS = 3
 
 class Writer:
     """An idempotent acks=all producer writing `value-<i>` to partition
-    i % PARTITIONS on a thread until stopped; keeps what was acknowledged."""
+    i % PARTITIONS on a thread until stopped; keeps what was acknowledged.
+    `config` adds or overrides producer settings (e.g. an error_cb)."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, config: dict = None):
         self.topic = topic
         self.acked = {p: [] for p in range(PARTITIONS)}
         self.errors = []
@@ -42,6 +43,7 @@ class Writer:
             "acks": "all",
             "linger.ms": 2,
             "message.timeout.ms": 120000,
+            **(config or {}),
         })
         self.thread = threading.Thread(target=self.run, daemon=True)
 

@@ -26,6 +26,7 @@ use strom_engine::PartitionLog;
 use super::codes::*;
 use super::config::{Clock, GroupConfig, TopicLookup};
 use super::placement::offsets_partition_for;
+use super::records;
 use super::state::{Group, GroupState, JoinOutcome, SyncOutcome};
 
 /// The coordinator of the groups whose `__consumer_offsets` partitions this
@@ -310,7 +311,12 @@ impl GroupCoordinator {
     // ---- SyncGroup ----------------------------------------------------
 
     pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-        let outcome = match self.sync_step(&req, version) {
+        let (step, store) = self.sync_step(&req, version);
+        if let Some((generation, value)) = store {
+            self.store_assignment(req.group_id.0.as_str(), generation, value)
+                .await;
+        }
+        let outcome = match step {
             Step::Done(outcome) => outcome,
             Step::Wait(rx) => rx
                 .recv()
@@ -328,15 +334,23 @@ impl GroupCoordinator {
         resp
     }
 
-    fn sync_step(&self, req: &SyncGroupRequest, version: i16) -> Step<SyncOutcome> {
+    /// What to answer a SyncGroup with, and, from the leader of a
+    /// completing rebalance, the group metadata to append (the generation
+    /// and the encoded value) before the members are answered.
+    fn sync_step(
+        &self,
+        req: &SyncGroupRequest,
+        version: i16,
+    ) -> (Step<SyncOutcome>, Option<(i32, Vec<u8>)>) {
+        let step = |s: Step<SyncOutcome>| (s, None);
         let group_id = req.group_id.0.as_str();
         if let Err(e) = self.check_group(group_id, true) {
-            return Step::Done(SyncOutcome::error(e));
+            return step(Step::Done(SyncOutcome::error(e)));
         }
         let now = self.now();
         let mut groups = self.inner.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else {
-            return Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID));
+            return step(Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID)));
         };
         let member_id = req.member_id.as_str();
         if let Err(e) = check_member(
@@ -345,7 +359,7 @@ impl GroupCoordinator {
             req.group_instance_id.as_deref(),
             req.generation_id,
         ) {
-            return Step::Done(SyncOutcome::error(e));
+            return step(Step::Done(SyncOutcome::error(e)));
         }
         if version >= 5 {
             let type_ok = req
@@ -357,7 +371,7 @@ impl GroupCoordinator {
                 .as_ref()
                 .is_none_or(|n| group.protocol_name.as_deref() == Some(n.as_str()));
             if !type_ok || !name_ok {
-                return Step::Done(SyncOutcome::error(INCONSISTENT_GROUP_PROTOCOL));
+                return step(Step::Done(SyncOutcome::error(INCONSISTENT_GROUP_PROTOCOL)));
             }
         }
         let ok = |assignment: Bytes| SyncOutcome {
@@ -368,9 +382,11 @@ impl GroupCoordinator {
         };
         match group.state {
             GroupState::Empty | GroupState::Dead => {
-                Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID))
+                step(Step::Done(SyncOutcome::error(UNKNOWN_MEMBER_ID)))
             }
-            GroupState::PreparingRebalance => Step::Done(SyncOutcome::error(REBALANCE_IN_PROGRESS)),
+            GroupState::PreparingRebalance => {
+                step(Step::Done(SyncOutcome::error(REBALANCE_IN_PROGRESS)))
+            }
             GroupState::Stable => {
                 let assignment = group
                     .members
@@ -381,7 +397,7 @@ impl GroupCoordinator {
                 if let Some(m) = group.members.get_mut(member_id) {
                     m.last_heartbeat_ms = now;
                 }
-                Step::Done(outcome)
+                step(Step::Done(outcome))
             }
             GroupState::CompletingRebalance => {
                 let (tx, rx) = local_channel::new_bounded(1);
@@ -390,31 +406,24 @@ impl GroupCoordinator {
                     m.last_heartbeat_ms = now;
                     m.sync_waiter = Some(tx);
                 }
-                if is_leader {
-                    let mut assignments: HashMap<&str, &Bytes> = req
-                        .assignments
-                        .iter()
-                        .map(|a| (a.member_id.as_str(), &a.assignment))
-                        .collect();
-                    let protocol_type = group.protocol_type.clone();
-                    let protocol_name = group.protocol_name.clone();
-                    for m in group.members.values_mut() {
-                        m.assignment = assignments
-                            .remove(m.id.as_str())
-                            .cloned()
-                            .unwrap_or_default();
-                        let outcome = SyncOutcome {
-                            error: NONE,
-                            protocol_type: protocol_type.clone(),
-                            protocol_name: protocol_name.clone(),
-                            assignment: m.assignment.clone(),
-                        };
-                        m.answer_sync(outcome);
-                    }
-                    group.transition(GroupState::Stable, now);
-                    tracing::info!(group = %group.id, generation = group.generation, "group stable");
+                if !is_leader {
+                    return (Step::Wait(rx), None);
                 }
-                Step::Wait(rx)
+                // The members are answered once the assignment is stored
+                // (`store_assignment`), so a new coordinator knows it.
+                let mut assignments: HashMap<&str, &Bytes> = req
+                    .assignments
+                    .iter()
+                    .map(|a| (a.member_id.as_str(), &a.assignment))
+                    .collect();
+                for m in group.members.values_mut() {
+                    m.assignment = assignments
+                        .remove(m.id.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                let value = records::encode_group_value(&group.to_value(now));
+                (Step::Wait(rx), Some((group.generation, value)))
             }
         }
     }

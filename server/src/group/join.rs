@@ -351,6 +351,7 @@ impl GroupCoordinator {
             group.protocol_name = None;
             group.leader = None;
             group.transition(GroupState::Empty, now);
+            self.store_empty_later(group, now);
             return;
         }
         group.protocol_name = group.select_protocol();

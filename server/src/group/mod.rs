@@ -11,7 +11,11 @@
 //! - `state`: the plain data of a group and its members (generation, leader,
 //!   selected protocol, committed offsets) and the pure rules over it.
 //! - `records`: the `__consumer_offsets` key/value schemas (Kafka's
-//!   OffsetCommitKey v1 / OffsetCommitValue v3) and RecordBatch framing.
+//!   OffsetCommitKey v1 / OffsetCommitValue v3, GroupMetadataKey v2 /
+//!   GroupMetadataValue v3) and RecordBatch framing.
+//! - `stored`: group metadata records: appended when a rebalance completes
+//!   (before SyncGroup is answered) or the group becomes empty, and applied
+//!   at replay, so a new coordinator knows the members.
 //! - `find_coordinator`: FindCoordinator, which needs no group state.
 //! - `placement`: a group's `__consumer_offsets` partition
 //!   ([`offsets_partition_for`], Kafka's hash).
@@ -47,6 +51,7 @@ mod offsets;
 mod placement;
 pub mod records;
 mod state;
+mod stored;
 
 #[cfg(test)]
 mod tests;

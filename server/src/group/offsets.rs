@@ -94,9 +94,9 @@ impl GroupCoordinator {
                 return Err(e);
             }
         };
-        // Groups whose offsets were all deleted are gone; offsets rebuilt
-        // from the log expire from their commit time.
-        scratch.retain(|_, g: &mut Group| !g.offsets.is_empty());
+        // Groups without members whose offsets were all deleted are gone;
+        // offsets rebuilt from the log expire from their commit time.
+        scratch.retain(|_, g: &mut Group| !g.offsets.is_empty() || !g.members.is_empty());
         for group in scratch.values_mut() {
             group.empty_since_ms = None;
         }
@@ -140,20 +140,28 @@ impl GroupCoordinator {
             }
             offset = next;
             for rec in recs {
-                let OffsetRecord::Offset {
-                    key,
-                    value,
-                    log_offset,
-                } = rec
-                else {
-                    continue;
+                let group_id = match &rec {
+                    OffsetRecord::Offset { key, .. } => &key.group,
+                    OffsetRecord::Group { group, .. } => group,
+                    OffsetRecord::Other => continue,
                 };
-                if offsets_partition_for(&key.group, n) != partition {
-                    tracing::warn!(group = %key.group, partition, "offset record in the wrong partition, skipped");
+                if offsets_partition_for(group_id, n) != partition {
+                    tracing::warn!(group = %group_id, partition, "record in the wrong partition, skipped");
                     continue;
                 }
                 loaded = loaded.saturating_add(1);
-                apply_record(groups, key, value, log_offset, now);
+                match rec {
+                    OffsetRecord::Offset {
+                        key,
+                        value,
+                        log_offset,
+                    } => apply_record(groups, key, value, log_offset, now),
+                    OffsetRecord::Group { group, value, .. } => groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now))
+                        .apply_value(value, now),
+                    OffsetRecord::Other => {}
+                }
             }
         }
         Ok(loaded)
@@ -162,7 +170,12 @@ impl GroupCoordinator {
     /// Appends `records` to the group's partition and waits until they are
     /// replicated. NOT_COORDINATOR when the partition was unloaded (or
     /// loaded again) meanwhile: the caller must not apply them in memory.
-    async fn append(&self, group_id: &str, records: &[RecordPair], now: i64) -> Result<i64, i16> {
+    pub(super) async fn append(
+        &self,
+        group_id: &str,
+        records: &[RecordPair],
+        now: i64,
+    ) -> Result<i64, i16> {
         let p = self.partition_of(group_id);
         let Some(load) = self.coordinated(p).filter(|c| c.loaded).map(|c| c.load) else {
             return Err(NOT_COORDINATOR);
@@ -618,6 +631,12 @@ impl GroupCoordinator {
             group.offsets.keys().cloned().collect()
         };
         if let Err(e) = self.delete_offsets(group_id, doomed, now).await {
+            return e;
+        }
+        // The group's metadata goes too, or the next coordinator would
+        // load its last generation back.
+        let tombstone = (records::encode_group_key(group_id), None);
+        if let Err(e) = self.append(group_id, &[tombstone], now).await {
             return e;
         }
         let mut groups = self.inner.groups.borrow_mut();

@@ -17,8 +17,38 @@
 //! ```
 //!
 //! Values v0..v2 are read too (v1 carries an expire timestamp that is
-//! ignored). GroupMetadata records (key version 2) are never written and are
-//! skipped when read.
+//! ignored).
+//!
+//! ```text
+//! GroupMetadataKey v2
+//!   int16  version = 2
+//!   string group
+//!
+//! GroupMetadataValue v3 (null value = tombstone: the group is deleted)
+//!   int16  version = 3
+//!   string protocol_type
+//!   int32  generation
+//!   nullable string protocol
+//!   nullable string leader
+//!   int64  current_state_timestamp (ms)
+//!   int32  member count, then per member:
+//!     string member_id
+//!     nullable string group_instance_id
+//!     string client_id
+//!     string client_host
+//!     int32  rebalance_timeout_ms
+//!     int32  session_timeout_ms
+//!     bytes  subscription (int32 length)
+//!     bytes  assignment   (int32 length)
+//! ```
+//!
+//! A group's metadata is written when a rebalance completes (and when the
+//! group becomes empty), so that the next leader of its partition knows the
+//! members and their generation: after a coordinator moves, the members
+//! heartbeat and commit as before instead of being told UNKNOWN_MEMBER_ID.
+//! Values v0..v2 are read too (v0 has no rebalance timeout, v0 and v1 no
+//! state timestamp, v0..v2 no instance ids); the flexible v4 is not (it is
+//! skipped, as are newer key versions).
 //!
 //! Records are framed in uncompressed RecordBatch v2 built here; the engine
 //! validates and stores them, and `parse_batches` walks them back at load.
@@ -33,6 +63,10 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_METADATA_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
+const GROUP_VALUE_VERSION: i16 = 3;
+/// The smallest member of a GroupMetadataValue (v0, empty strings and
+/// bytes): three string lengths, the session timeout, two byte lengths.
+const MIN_MEMBER_BYTES: usize = 18;
 
 /// The key of an offset commit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +85,41 @@ pub struct OffsetValue {
     pub commit_timestamp_ms: i64,
 }
 
+/// A group's membership as a completed rebalance left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupValue {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub current_state_timestamp_ms: i64,
+    pub members: Vec<MemberValue>,
+}
+
+/// One member of a [`GroupValue`]: its metadata for the selected protocol
+/// and the assignment it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A decoded record key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Offset(OffsetKey),
+    /// The group metadata key of this group.
+    Group(String),
+    /// A newer key version: not ours to interpret.
+    Other,
+}
+
 /// One record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetRecord {
@@ -58,6 +127,12 @@ pub enum OffsetRecord {
     Offset {
         key: OffsetKey,
         value: Option<OffsetValue>,
+        log_offset: i64,
+    },
+    /// A group's metadata (`Some`) or its tombstone (`None`), at `log_offset`.
+    Group {
+        group: String,
+        value: Option<GroupValue>,
         log_offset: i64,
     },
     /// A record this coordinator does not interpret (group metadata, newer
@@ -99,22 +174,107 @@ pub fn encode_value(value: &OffsetValue) -> Vec<u8> {
     out
 }
 
-/// Decodes a record key; `Ok(None)` for keys that are not offset commits.
-pub fn decode_key(buf: &[u8]) -> Result<Option<OffsetKey>, RecordError> {
+/// Decodes a record key.
+pub fn decode_key(buf: &[u8]) -> Result<Key, RecordError> {
     let mut r = Reader { buf };
     let version = r.i16()?;
+    if version == GROUP_METADATA_KEY_VERSION {
+        return Ok(Key::Group(r.string()?));
+    }
     if version > 1 {
-        // Group metadata (2) and anything newer is not ours to interpret.
-        let _ = GROUP_METADATA_KEY_VERSION;
-        return Ok(None);
+        return Ok(Key::Other);
     }
     let group = r.string()?;
     let topic = r.string()?;
     let partition = r.i32()?;
-    Ok(Some(OffsetKey {
+    Ok(Key::Offset(OffsetKey {
         group,
         topic,
         partition,
+    }))
+}
+
+pub fn encode_group_key(group: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(group.len().saturating_add(4));
+    out.extend_from_slice(&GROUP_METADATA_KEY_VERSION.to_be_bytes());
+    put_string(&mut out, group);
+    out
+}
+
+pub fn encode_group_value(value: &GroupValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&GROUP_VALUE_VERSION.to_be_bytes());
+    put_string(&mut out, &value.protocol_type);
+    out.extend_from_slice(&value.generation.to_be_bytes());
+    put_nullable_string(&mut out, value.protocol.as_deref());
+    put_nullable_string(&mut out, value.leader.as_deref());
+    out.extend_from_slice(&value.current_state_timestamp_ms.to_be_bytes());
+    let count = i32::try_from(value.members.len()).unwrap_or(i32::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for m in &value.members {
+        put_string(&mut out, &m.member_id);
+        put_nullable_string(&mut out, m.group_instance_id.as_deref());
+        put_string(&mut out, &m.client_id);
+        put_string(&mut out, &m.client_host);
+        out.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+        out.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+        put_bytes(&mut out, &m.subscription);
+        put_bytes(&mut out, &m.assignment);
+    }
+    out
+}
+
+/// Decodes a GroupMetadataValue v0..v3; `Ok(None)` for a newer version.
+pub fn decode_group_value(buf: &[u8]) -> Result<Option<GroupValue>, RecordError> {
+    let mut r = Reader { buf };
+    let version = r.i16()?;
+    if !(0..=GROUP_VALUE_VERSION).contains(&version) {
+        return Ok(None);
+    }
+    let protocol_type = r.string()?;
+    let generation = r.i32()?;
+    let protocol = r.nullable_string()?;
+    let leader = r.nullable_string()?;
+    let current_state_timestamp_ms = if version >= 2 { r.i64()? } else { -1 };
+    let count = r.i32()?;
+    // Each member takes at least MIN_MEMBER_BYTES: a count past that is
+    // corrupt, not a reason to reserve memory.
+    let count = usize::try_from(count).map_err(|_| RecordError::Truncated)?;
+    if count > r.buf.len() / MIN_MEMBER_BYTES {
+        return Err(RecordError::Truncated);
+    }
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let member_id = r.string()?;
+        let group_instance_id = if version >= 3 {
+            r.nullable_string()?
+        } else {
+            None
+        };
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let rebalance_timeout_ms = if version >= 1 { r.i32()? } else { 0 };
+        let session_timeout_ms = r.i32()?;
+        let subscription = r.bytes_i32()?;
+        let assignment = r.bytes_i32()?;
+        members.push(MemberValue {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Ok(Some(GroupValue {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        current_state_timestamp_ms,
+        members,
     }))
 }
 
@@ -266,8 +426,8 @@ pub fn parse_batches(
             if offset < from_offset {
                 continue;
             }
-            let record = match key.map(decode_key).transpose()?.flatten() {
-                Some(key) => {
+            let record = match key.map(decode_key).transpose()? {
+                Some(Key::Offset(key)) => {
                     let value = value.map(decode_value).transpose()?;
                     OffsetRecord::Offset {
                         key,
@@ -275,7 +435,16 @@ pub fn parse_batches(
                         log_offset: offset,
                     }
                 }
-                None => OffsetRecord::Other,
+                Some(Key::Group(group)) => match value.map(decode_group_value).transpose()? {
+                    // A value version this coordinator cannot read.
+                    Some(None) => OffsetRecord::Other,
+                    value => OffsetRecord::Group {
+                        group,
+                        value: value.flatten(),
+                        log_offset: offset,
+                    },
+                },
+                Some(Key::Other) | None => OffsetRecord::Other,
             };
             out.push(record);
         }
@@ -293,6 +462,21 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     );
     out.extend_from_slice(&(s.len() as i16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
+}
+
+fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(out, s),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Subscriptions and assignments come in JoinGroup and SyncGroup
+    // requests, far below 2 GiB (the request size limit).
+    let len = i32::try_from(b.len()).unwrap_or(i32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
 }
 
 fn put_varint(out: &mut Vec<u8>, v: i64) {
@@ -343,6 +527,25 @@ impl<'a> Reader<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| RecordError::Utf8)
     }
 
+    fn nullable_string(&mut self) -> Result<Option<String>, RecordError> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let b = self.take(len as usize)?;
+        String::from_utf8(b.to_vec())
+            .map(Some)
+            .map_err(|_| RecordError::Utf8)
+    }
+
+    fn bytes_i32(&mut self) -> Result<Bytes, RecordError> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(Bytes::new());
+        }
+        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
+    }
+
     fn varint(&mut self) -> Result<i64, RecordError> {
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
@@ -377,7 +580,7 @@ mod tests {
             topic: "t".into(),
             partition: 7,
         };
-        assert_eq!(decode_key(&encode_key(&key)).unwrap(), Some(key));
+        assert_eq!(decode_key(&encode_key(&key)).unwrap(), Key::Offset(key));
         let value = OffsetValue {
             offset: 42,
             leader_epoch: 3,
@@ -461,10 +664,89 @@ mod tests {
         assert_eq!(total, 2000);
     }
 
+    fn group_value() -> GroupValue {
+        GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            current_state_timestamp_ms: 1234,
+            members: vec![MemberValue {
+                member_id: "m-1".into(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300000,
+                session_timeout_ms: 45000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"assigned"),
+            }],
+        }
+    }
+
+    #[test]
+    fn group_metadata_round_trips_in_kafkas_layout() {
+        let value = group_value();
+        let bytes = encode_group_value(&value);
+        assert_eq!(decode_group_value(&bytes).unwrap(), Some(value));
+        // GroupMetadataValue v3: version, "consumer", generation 7.
+        assert_eq!(&bytes[0..2], &3i16.to_be_bytes());
+        assert_eq!(&bytes[2..4], &8i16.to_be_bytes());
+        assert_eq!(&bytes[4..12], b"consumer");
+        assert_eq!(&bytes[12..16], &7i32.to_be_bytes());
+        let key = encode_group_key("g");
+        assert_eq!(key, [0, 2, 0, 1, b'g']);
+        assert_eq!(decode_key(&key).unwrap(), Key::Group("g".into()));
+        // The flexible v4 is skipped, not an error.
+        assert_eq!(decode_group_value(&[0, 4, 0, 0]).unwrap(), None);
+        // A member count the bytes cannot hold is refused before allocating.
+        let mut huge = bytes[..bytes.len()].to_vec();
+        let at = 2 + 2 + 8 + 4 + 2 + 5 + 2 + 3 + 8;
+        huge[at..at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(decode_group_value(&huge), Err(RecordError::Truncated));
+    }
+
+    #[test]
+    fn group_records_parse_back_with_their_tombstones() {
+        let records = vec![
+            (
+                encode_group_key("g"),
+                Some(encode_group_value(&group_value())),
+            ),
+            (encode_group_key("g"), None),
+        ];
+        let mut bytes = build_batches(&records, 9);
+        strom_engine::batch::set_base_offset(&mut bytes, 10);
+        let mut out = Vec::new();
+        parse_batches(&[Bytes::from(bytes)], 10, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                OffsetRecord::Group {
+                    group: "g".into(),
+                    value: Some(group_value()),
+                    log_offset: 10
+                },
+                OffsetRecord::Group {
+                    group: "g".into(),
+                    value: None,
+                    log_offset: 11
+                },
+            ]
+        );
+    }
+
     #[test]
     fn truncated_input_is_an_error_not_a_panic() {
         assert_eq!(decode_value(&[0, 3, 1]), Err(RecordError::Truncated));
         assert_eq!(decode_key(&[0]), Err(RecordError::Truncated));
+        let group = encode_group_value(&group_value());
+        for cut in 0..group.len() {
+            assert_eq!(
+                decode_group_value(&group[..cut]),
+                Err(RecordError::Truncated)
+            );
+        }
         assert_eq!(
             decode_value(&[0, 9, 0, 0, 0, 0, 0, 0, 0, 0]),
             Err(RecordError::ValueVersion(9))

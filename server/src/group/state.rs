@@ -15,6 +15,8 @@ use bytes::Bytes;
 use glommio::channels::local_channel::LocalSender;
 use indexmap::IndexMap;
 
+use super::records::{GroupValue, MemberValue};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -317,6 +319,86 @@ impl Group {
             out.extend(parse_subscription_topics(&m.metadata_for(protocol))?);
         }
         Some(out)
+    }
+}
+
+impl Group {
+    /// This group's GroupMetadata value as it is now.
+    pub fn to_value(&self, now: i64) -> GroupValue {
+        let protocol = self.protocol_name.clone();
+        let selected = protocol.clone().unwrap_or_default();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol,
+            leader: self.leader.clone(),
+            current_state_timestamp_ms: now,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata_for(&selected),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies a replayed GroupMetadata record: the group takes the stored
+    /// generation and members (Stable, or Empty without members), each member's
+    /// session starting `now`; a tombstone leaves it empty at generation 0
+    /// (its offsets are tombstoned with it). Offsets are untouched.
+    pub fn apply_value(&mut self, value: Option<GroupValue>, now: i64) {
+        self.members.clear();
+        self.static_members.clear();
+        self.pending_members.clear();
+        self.rebalance = None;
+        let Some(v) = value else {
+            self.generation = 0;
+            self.protocol_type = None;
+            self.protocol_name = None;
+            self.leader = None;
+            self.transition(GroupState::Empty, now);
+            return;
+        };
+        self.generation = v.generation;
+        self.protocol_type = Some(v.protocol_type.clone()).filter(|t| !t.is_empty());
+        self.protocol_name = v.protocol.clone();
+        self.leader = v.leader.clone();
+        let protocol = v.protocol.unwrap_or_default();
+        for m in v.members {
+            if let Some(instance) = &m.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let member = Member {
+                id: m.member_id.clone(),
+                instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocol_type: v.protocol_type.clone(),
+                protocols: vec![(protocol.clone(), m.subscription)],
+                assignment: m.assignment,
+                last_heartbeat_ms: now,
+                join_waiter: None,
+                sync_waiter: None,
+            };
+            self.members.insert(m.member_id, member);
+        }
+        if self.members.is_empty() {
+            self.leader = None;
+            self.transition(GroupState::Empty, now);
+        } else {
+            self.transition(GroupState::Stable, now);
+        }
     }
 }
 

@@ -51,11 +51,87 @@ fn commits_persist_and_survive_a_restart() {
             .collect();
         got.sort();
         assert_eq!(got, vec![(0, 11, 7), (1, 20, 7)]);
-        // The group's generation is not persisted: its old members must rejoin.
+        // The group's generation and members are persisted (GroupMetadata
+        // records): its members commit on after the restart.
         assert_eq!(
             commit(&restarted, "g", generation, &leader, 0, 12).await,
+            NONE
+        );
+    });
+}
+
+/// A restarted (or newly elected) coordinator loads the members of the last
+/// completed rebalance, with their generation, assignments and protocol;
+/// they heartbeat on, and when they leave, the empty group is stored too.
+/// Deleting the group tombstones its metadata, so it does not come back.
+#[test]
+fn group_metadata_survives_a_restart() {
+    run(|| async {
+        let h = Harness::new(config()).await;
+        let (leader, follower, generation) = stable_pair(&h, "g").await;
+        let restarted = h.restart().await;
+        assert_eq!(
+            heartbeat(&restarted, "g", &follower, generation).await,
+            NONE
+        );
+        assert_eq!(heartbeat(&restarted, "g", &leader, generation).await, NONE);
+        assert_eq!(
+            heartbeat(&restarted, "g", &follower, generation + 1).await,
+            ILLEGAL_GENERATION
+        );
+        let described = restarted
+            .describe_groups(
+                DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+                5,
+            )
+            .await;
+        let group = &described.groups[0];
+        assert_eq!(group.group_state.as_str(), "Stable");
+        assert_eq!(group.protocol_data.as_str(), "range");
+        let mut assigned: Vec<(String, Vec<u8>)> = group
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.member_assignment.to_vec()))
+            .collect();
+        assigned.sort();
+        let mut expect = vec![
+            (leader.clone(), b"A".to_vec()),
+            (follower.clone(), b"B".to_vec()),
+        ];
+        expect.sort();
+        assert_eq!(assigned, expect);
+
+        // Both leave: the group is empty at the next generation, stored.
+        for member in [&leader, &follower] {
+            let leave = LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s(member));
+            assert_eq!(restarted.leave_group(leave, 0).await.error_code, NONE);
+        }
+        settle().await;
+        assert_eq!(commit(&restarted, "g", -1, "", 0, 5).await, NONE);
+        let again = h.restart().await;
+        assert_eq!(
+            heartbeat(&again, "g", &leader, generation).await,
             UNKNOWN_MEMBER_ID
         );
+        let described = again
+            .describe_groups(
+                DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+                5,
+            )
+            .await;
+        assert_eq!(described.groups[0].group_state.as_str(), "Empty");
+        assert!(described.groups[0].members.is_empty());
+
+        let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]);
+        assert_eq!(
+            again.delete_groups(delete, 2).await.results[0].error_code,
+            NONE
+        );
+        let after = h.restart().await;
+        let list = after.list_groups(ListGroupsRequest::default(), 4).await;
+        assert!(list.groups.iter().all(|g| g.group_id.0.as_str() != "g"));
     });
 }
 
@@ -391,9 +467,13 @@ fn partitions_load_and_unload_with_leadership() {
         assert_eq!(commit(&h.coord, "g", -1, "", 0, 11).await, NOT_COORDINATOR);
         assert_eq!(fetch(&h.coord, &other, 0).await.0, 3);
 
-        // Another leader commits to the same log meanwhile.
+        // Another leader commits to the same log meanwhile: it loaded the
+        // group's members, so the leader commits at its generation.
         let elsewhere = h.restart().await;
-        assert_eq!(commit(&elsewhere, "g", -1, "", 0, 20).await, NONE);
+        assert_eq!(
+            commit(&elsewhere, "g", generation, &leader, 0, 20).await,
+            NONE
+        );
 
         let mut led = all_but_mine.clone();
         led.insert(mine, 1);
@@ -417,11 +497,9 @@ fn partitions_load_and_unload_with_leadership() {
         assert!(h.coord.owns("g"));
         assert_eq!(fetch(&h.coord, "g", 0).await, (20, "meta".to_string()));
         assert_eq!(fetch(&h.coord, &other, 0).await.0, 3);
-        // The group's members are gone with the old coordinator's memory.
-        assert_eq!(
-            heartbeat(&h.coord, "g", &follower, generation).await,
-            UNKNOWN_MEMBER_ID
-        );
+        // The members of the last completed rebalance are loaded with
+        // their generation (the rejoin in flight was in memory only).
+        assert_eq!(heartbeat(&h.coord, "g", &follower, generation).await, NONE);
         // The same view again changes nothing.
         assert!(h.coord.on_leadership(&led).is_empty());
         assert!(h.coord.owns("g"));
