@@ -4,8 +4,13 @@
 //! starts, or the log end for the latest; an unknown epoch gets the largest
 //! one below it, one newer than all gets UNDEFINED (-1, -1). On one node
 //! every partition is led at epoch 0. Consumers (KIP-320, replica id -1)
-//! see the end bounded by the high watermark, as they read; followers
-//! (replica id >= 0) get the log end, to which they truncate (KIP-101/279).
+//! and followers (KIP-101/279) get the same answer, as from Kafka's
+//! `Partition.lastOffsetForLeaderEpoch`: the end is not bounded by the high
+//! watermark. A new leader's high watermark can lag what its predecessor
+//! had committed and consumers had read (it learns it with the next fetch
+//! round, or after a restart from its followers' fetches, from the log
+//! start up); a consumer told an end below its position takes it for a
+//! truncation and reads again from there, delivering records twice.
 
 use std::rc::Rc;
 
@@ -23,15 +28,14 @@ use strom_engine::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 
 use crate::cluster::SINGLE_NODE_LEADER_EPOCH;
 
-/// (topic, partition, current_leader_epoch, leader_epoch, from a replica)
-type Query = (String, i32, i32, i32, bool);
+/// (topic, partition, current_leader_epoch, leader_epoch)
+type Query = (String, i32, i32, i32);
 
 pub async fn handle(
     shard: &Rc<Shard>,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {
-    let from_replica = req.replica_id.0 >= 0;
     let mut queries = Vec::new();
     for t in &req.topics {
         let name = t.topic.0.as_str();
@@ -41,7 +45,6 @@ pub async fn handle(
                 p.partition,
                 p.current_leader_epoch,
                 p.leader_epoch,
-                from_replica,
             );
             queries.push((shard.owner(name, p.partition), q));
         }
@@ -77,10 +80,7 @@ fn error(e: ResponseError) -> EpochEndOffset {
         .with_end_offset(UNDEFINED_EPOCH_OFFSET)
 }
 
-fn answer(
-    shard: &Shard,
-    (topic, partition, current_epoch, epoch, from_replica): &Query,
-) -> EpochEndOffset {
+fn answer(shard: &Shard, (topic, partition, current_epoch, epoch): &Query) -> EpochEndOffset {
     let log = match shard.served_log(topic, *partition) {
         Ok(log) => log,
         Err(e) => return error(e),
@@ -97,11 +97,6 @@ fn answer(
         return error(ResponseError::FencedLeaderEpoch);
     }
     let (found_epoch, end_offset) = log.end_offset_for_epoch(*epoch);
-    let end_offset = if *from_replica || end_offset == UNDEFINED_EPOCH_OFFSET {
-        end_offset
-    } else {
-        end_offset.min(log.high_watermark())
-    };
     EpochEndOffset::default()
         .with_leader_epoch(found_epoch)
         .with_end_offset(end_offset)
