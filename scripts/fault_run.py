@@ -298,13 +298,23 @@ def check(acked, assign_events, group_events, log) -> list[tuple[float | None, s
 
 
 def last_fault_before(faults_log: list[dict], t: float | None) -> str:
+    """When a violation was seen and which fault came last before it."""
     if t is None:
         return ""
     before = [f for f in faults_log if f["at_s"] <= t]
     if not before:
-        return " (before any fault)"
+        return f" (at {t}s, before any fault)"
     f = before[-1]
-    return f" (last fault before: {f['kind']} of node {f['node']} at {f['at_s']}s for {f['duration_s']}s)"
+    return f" (at {t}s; last fault before: {f['kind']} of node {f['node']} at {f['at_s']}s for {f['duration_s']}s)"
+
+
+def full_isrs(nodes, partitions: int) -> bool:
+    """Every node shows every partition with all three replicas in its ISR."""
+    for n in nodes:
+        ps = partitions_of(n)
+        if not ps or len(ps) != partitions or any(len(s["isr"]) != 3 for s in ps.values()):
+            return False
+    return True
 
 
 def partitions_of(node):
@@ -417,9 +427,7 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(TOPIC, num_partitions=partitions, replication_factor=3,
                                       config={"min.insync.replicas": "2"})])[TOPIC].result(timeout=30)
-        wait_until("every partition with three in-sync replicas",
-                   lambda: (ps := partitions_of(cluster.nodes[0])) and len(ps) == partitions
-                   and all(len(s["isr"]) == 3 for s in ps.values()))
+        wait_until("every partition with three in-sync replicas", lambda: full_isrs(cluster.nodes, partitions))
         clock = Clock()
         writers = [Writer(i, bootstrap, rate, partitions, clock) for i in range(producers)]
         readers = [Reader("assign consumer", bootstrap, partitions, clock, group=False),
@@ -446,9 +454,8 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
         log("restoring every node; waiting for full ISRs")
         cluster.restore()
         try:
-            wait_until("every partition with three in-sync replicas",
-                       lambda: (ps := partitions_of(cluster.nodes[0])) and all(len(s["isr"]) == 3 for s in ps.values()),
-                       timeout=CONVERGE_TIMEOUT_S)
+            wait_until("every node to show every partition with three in-sync replicas",
+                       lambda: full_isrs(cluster.nodes, partitions), timeout=CONVERGE_TIMEOUT_S)
         except AssertionError as e:
             violations.append((clock.now(), f"after the faults: {e}"))
         log("stopping the producers")

@@ -12,6 +12,7 @@ printed and is in the failure message, so a failure replays with
 the cuts (netcut.py). The longer runs are `scripts/fault-run --duration N`.
 """
 
+import json
 import os
 import random
 import sys
@@ -29,6 +30,7 @@ def test_faults_keep_every_acknowledged_record_and_the_replicas_identical(tmp_pa
     seed = int(env) if env else random.SystemRandom().randrange(2**32)
     print(f"STROM_FAULT_SEED={seed}")
     summary = fault_run.run(seed, FAULTS_S, tmp_path, rate=100.0, out=print)
+    print(json.dumps({k: v for k, v in summary.items() if k != "fault_log"}, indent=2))
     replay = f"replay: STROM_FAULT_SEED={seed} pytest test_fault_run.py, or {summary['replay']}"
     assert not summary["violations"], (
         f"seed {seed}: {summary['violations_count']} violations ({replay}; node logs in {tmp_path}):\n"
