@@ -83,8 +83,8 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 }
             },
         };
-        let step = match truncate(&shard, c, &mut parts).await {
-            Ok(()) => fetch(&shard, c, &mut parts).await,
+        let step = match truncate(&shard, leader, c, &mut parts).await {
+            Ok(()) => fetch(&shard, leader, c, &mut parts).await,
             Err(e) => Err(e),
         };
         match step {
@@ -154,6 +154,21 @@ async fn connect(shard: &Shard, leader: i32) -> anyhow::Result<BrokerClient> {
     BrokerClient::connect(&addr, REQUEST_LIMIT, max_frame).await
 }
 
+/// Whether the current image still has this node follow `key` from
+/// `leader` at `leader_epoch`. An answer awaited from a leader may arrive
+/// after the image moved on (the old leader was frozen, then answered):
+/// by then another fetcher may follow the partition from its new leader,
+/// so the stale answer must not touch the log (Kafka's fetcher drops a
+/// response whose partition fetch state changed meanwhile).
+fn still_followed(shard: &Shard, leader: i32, key: &(String, i32), leader_epoch: i32) -> bool {
+    followed(shard).iter().any(|f| {
+        f.topic == key.0
+            && f.partition == key.1
+            && f.leader == leader
+            && f.leader_epoch == leader_epoch
+    })
+}
+
 fn paused(p: &Partition) -> bool {
     p.paused_until
         .is_some_and(|until| std::time::Instant::now() < until)
@@ -168,6 +183,7 @@ fn pause(p: &mut Partition) {
 /// before epochs) keeps its log and fetches from its end.
 async fn truncate(
     shard: &Shard,
+    leader: i32,
     client: &mut BrokerClient,
     parts: &mut HashMap<(String, i32), Partition>,
 ) -> anyhow::Result<()> {
@@ -214,6 +230,9 @@ async fn truncate(
             let Some(part) = parts.get_mut(&key) else {
                 continue;
             };
+            if !still_followed(shard, leader, &key, part.leader_epoch) {
+                continue;
+            }
             if a.error_code != 0 {
                 tracing::debug!(topic = %key.0, partition = key.1, code = a.error_code, "OffsetForLeaderEpoch refused; waiting for the next image");
                 pause(part);
@@ -248,19 +267,23 @@ async fn truncate(
 /// comes back, fdatasyncs it, moves the high watermarks.
 async fn fetch(
     shard: &Shard,
+    leader: i32,
     client: &mut BrokerClient,
     parts: &mut HashMap<(String, i32), Partition>,
 ) -> anyhow::Result<()> {
     let mut topics: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+    let mut fetch_offsets: HashMap<(String, i32), i64> = HashMap::new();
     for ((topic, p), part) in parts.iter() {
         if !part.truncated || paused(part) {
             continue;
         }
+        let fetch_offset = part.log.log_end_offset();
+        fetch_offsets.insert((topic.clone(), *p), fetch_offset);
         topics.entry(topic.clone()).or_default().push(
             FetchPartition::default()
                 .with_partition(*p)
                 .with_current_leader_epoch(part.leader_epoch)
-                .with_fetch_offset(part.log.log_end_offset())
+                .with_fetch_offset(fetch_offset)
                 .with_log_start_offset(part.log.log_start_offset())
                 .with_partition_max_bytes(PARTITION_MAX_BYTES),
         );
@@ -306,6 +329,14 @@ async fn fetch(
             let Some(part) = parts.get_mut(&key) else {
                 continue;
             };
+            // Stale: the partition moved to another leader or epoch, or
+            // its log to another end, while this fetch was out.
+            if !still_followed(shard, leader, &key, part.leader_epoch)
+                || fetch_offsets.get(&key) != Some(&part.log.log_end_offset())
+            {
+                tracing::info!(topic = %key.0, partition = key.1, leader, leader_epoch = part.leader_epoch, "dropping a fetch answer the image or log has moved past");
+                continue;
+            }
             match ResponseError::try_from_code(d.error_code) {
                 None => {}
                 Some(ResponseError::OffsetOutOfRange) => {
