@@ -552,6 +552,8 @@ def main():
         os.environ["STROM_BIN"] = str(Path(os.environ["STROM_BIN"]).resolve())
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     base = Path(tempfile.mkdtemp(prefix="strom-fault-run-"))
+    # The commit at the start: the tree may move on during a long run.
+    info = machine()
     ok = False
     try:
         summary = run(seed, args.duration, base, args.partitions, args.producers, args.rate,
@@ -560,7 +562,7 @@ def main():
         result = {
             "command": "scripts/fault-run " + " ".join(sys.argv[1:]),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(),
+            "machine": info,
             "settings": {"partitions": args.partitions, "replication_factor": 3, "min.insync.replicas": 2,
                          "producers": args.producers, "rate_per_producer": args.rate,
                          "broker.session.timeout.ms": "default (2500)"},
