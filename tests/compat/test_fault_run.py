@@ -63,3 +63,16 @@ def test_the_checker_reports_each_violation():
     # A record in the log twice (the idempotent producer's retry appended).
     twice = {0: log[0] + [(3, b"c")]}
     only(fault_run.check(acked, assign, group, twice), "in the log 2 times")
+
+
+def test_the_schedule_replays_from_its_seed():
+    """The same seed and duration give the same faults; a long run draws
+    every kind on every node, pauses both shorter and longer than the
+    2.5 s session, and fills its duration."""
+    assert fault_run.schedule(7, 600) == fault_run.schedule(7, 600)
+    assert fault_run.schedule(7, 600) != fault_run.schedule(8, 600)
+    faults = fault_run.schedule(7, 600)
+    assert {(f.kind, f.node) for f in faults} == {(k, n) for k in fault_run.KINDS for n in (1, 2, 3)}
+    pauses = [f.duration_s for f in faults if f.kind == "pause"]
+    assert min(pauses) < 2.5 < max(pauses)
+    assert 550 <= sum(f.gap_s + f.duration_s for f in faults) <= 600
