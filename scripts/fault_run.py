@@ -424,7 +424,7 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
     try:
         start_all(cluster.nodes)
         bootstrap = ",".join(n.bootstrap for n in cluster.nodes)
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL})
         admin.create_topics([NewTopic(TOPIC, num_partitions=partitions, replication_factor=3,
                                       config={"min.insync.replicas": "2"})])[TOPIC].result(timeout=30)
         wait_until("every partition with three in-sync replicas", lambda: full_isrs(cluster.nodes, partitions))
@@ -530,7 +530,7 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
 
 
 def high_watermarks(bootstrap: str, partitions: int) -> dict:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fault-run-ends"})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fault-run-ends", "log_level": CLIENT_LOG_LEVEL})
     try:
         return {p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10, cached=False)[1]
                 for p in range(partitions)}
