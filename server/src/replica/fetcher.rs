@@ -12,8 +12,9 @@
 //! the leader's high watermark. The follower's high watermark is the
 //! leader's, capped at its own durable log end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -30,6 +31,7 @@ use kafka_protocol::ResponseError;
 use strom_engine::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use strom_engine::{Durability, PartitionLog};
 
+use crate::metadata::Metadata;
 use crate::replica::client::BrokerClient;
 use crate::replica::followed::{followed, Followed};
 use crate::shard::Shard;
@@ -154,19 +156,37 @@ async fn connect(shard: &Shard, leader: i32) -> anyhow::Result<BrokerClient> {
     BrokerClient::connect(&addr, REQUEST_LIMIT, max_frame).await
 }
 
-/// Whether the current image still has this node follow `key` from
-/// `leader` at `leader_epoch`. An answer awaited from a leader may arrive
+/// Whether the current image still has this node follow a partition from
+/// `leader` at a leader epoch. An answer awaited from a leader may arrive
 /// after the image moved on (the old leader was frozen, then answered):
 /// by then another fetcher may follow the partition from its new leader,
 /// so the stale answer must not touch the log (Kafka's fetcher drops a
 /// response whose partition fetch state changed meanwhile).
-fn still_followed(shard: &Shard, leader: i32, key: &(String, i32), leader_epoch: i32) -> bool {
-    followed(shard).iter().any(|f| {
-        f.topic == key.0
-            && f.partition == key.1
-            && f.leader == leader
-            && f.leader_epoch == leader_epoch
-    })
+/// The set is computed once per image, not per partition of an answer.
+struct StillFollowed {
+    leader: i32,
+    image: Arc<Metadata>,
+    /// (topic, partition, leader epoch) followed from `leader`.
+    set: HashSet<(String, i32, i32)>,
+}
+
+impl StillFollowed {
+    fn new(shard: &Shard, leader: i32) -> Self {
+        let image = shard.metadata();
+        let set = followed(shard)
+            .into_iter()
+            .filter(|f| f.leader == leader)
+            .map(|f| (f.topic, f.partition, f.leader_epoch))
+            .collect();
+        StillFollowed { leader, image, set }
+    }
+
+    fn check(&mut self, shard: &Shard, key: &(String, i32), leader_epoch: i32) -> bool {
+        if !Arc::ptr_eq(&self.image, &shard.metadata()) {
+            *self = StillFollowed::new(shard, self.leader);
+        }
+        self.set.contains(&(key.0.clone(), key.1, leader_epoch))
+    }
 }
 
 fn paused(p: &Partition) -> bool {
@@ -224,13 +244,14 @@ async fn truncate(
             REQUEST_LIMIT,
         )
         .await?;
+    let mut still = StillFollowed::new(shard, leader);
     for t in resp.topics {
         for a in t.partitions {
             let key = (t.topic.0.to_string(), a.partition);
             let Some(part) = parts.get_mut(&key) else {
                 continue;
             };
-            if !still_followed(shard, leader, &key, part.leader_epoch) {
+            if !still.check(shard, &key, part.leader_epoch) {
                 continue;
             }
             if a.error_code != 0 {
@@ -322,6 +343,7 @@ async fn fetch(
         anyhow::bail!("Fetch answered error {}", resp.error_code);
     }
     let now_ms = crate::clock::now_ms();
+    let mut still = StillFollowed::new(shard, leader);
     let mut appended = Vec::new();
     for t in resp.responses {
         for d in t.partitions {
@@ -331,7 +353,7 @@ async fn fetch(
             };
             // Stale: the partition moved to another leader or epoch, or
             // its log to another end, while this fetch was out.
-            if !still_followed(shard, leader, &key, part.leader_epoch)
+            if !still.check(shard, &key, part.leader_epoch)
                 || fetch_offsets.get(&key) != Some(&part.log.log_end_offset())
             {
                 tracing::info!(topic = %key.0, partition = key.1, leader, leader_epoch = part.leader_epoch, "dropping a fetch answer the image or log has moved past");
