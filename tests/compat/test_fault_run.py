@@ -53,6 +53,9 @@ def test_the_checker_reports_each_violation():
 
     # An acknowledged record missing from the log.
     only(fault_run.check(acked + [(0, 3, b"d", 5.0)], assign, group, log), "not in the log")
+    # Acknowledged without an offset: in the log somewhere, or missing.
+    assert fault_run.check(acked + [(0, None, b"b", 5.0)], assign, group, log) == []
+    only(fault_run.check(acked + [(0, None, b"d", 5.0)], assign, group, log), "not in the log")
     # An offset read with another value than the one acknowledged.
     only(fault_run.check(acked, assign[:2] + [("msg", 0, 2, b"x", 2.0)], group, log), "two values")
     # The assign() consumer moving backward, and skipping.
