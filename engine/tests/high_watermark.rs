@@ -64,3 +64,26 @@ fn readers_see_up_to_the_high_watermark_and_followers_past_it() {
         assert_eq!(log.set_high_watermark(5), 6);
     });
 }
+
+#[test]
+fn a_follower_truncates_past_its_high_watermark() {
+    // A follower's high watermark lags its log end, and the end of a new
+    // leader's epoch can lie between them. Truncating there rebuilds the
+    // producer state from the batches up to the new end, past the high
+    // watermark; read with the readers' bound, that failed ("no batch at
+    // offset 4 below the log end 8") and the log refused appends until
+    // reopened (found by scripts/fault-run).
+    block_on(async {
+        let fs = SimStorage::new(4);
+        let log: Log = PartitionLog::open_with(fs.clone(), "/sim/hw", LogConfig::default())
+            .await
+            .unwrap();
+        append_two_record_batches(&log, 5).await;
+        assert_eq!(log.set_high_watermark(4), 4);
+        log.truncate_to(8).await.unwrap();
+        assert_eq!(log.log_end_offset(), 8);
+        assert_eq!(log.high_watermark(), 4);
+        append_two_record_batches(&log, 1).await;
+        assert_eq!(log.log_end_offset(), 10);
+    });
+}

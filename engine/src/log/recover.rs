@@ -49,13 +49,18 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Brings the producer state up to the log end by replaying the headers
-    /// of the batches past its snapshot (all of the log without one).
+    /// of the batches past its snapshot (all of the log without one). Read
+    /// up to the log end, not the readers' bound: a follower's high
+    /// watermark lags its log end, and a truncation between the two must
+    /// still replay every batch it keeps.
     async fn replay_producer_state(&self) -> Result<()> {
         let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
         let mut offset = self.inner.producers.borrow().end_offset().max(log_start);
         let from = offset;
         while offset < log_end {
-            let read = self.read(offset, PRODUCER_REPLAY_WINDOW_BYTES).await?;
+            let read = self
+                .read_to_end(offset, PRODUCER_REPLAY_WINDOW_BYTES)
+                .await?;
             let mut headers = Vec::with_capacity(read.batches.len());
             for b in &read.batches {
                 headers.push(BatchHeader::parse(b)?);
