@@ -22,6 +22,7 @@ from confluent_kafka.admin import NewTopic
 from test_cluster import agreed_controller, start_all, voter_nodes, wait_registered, wait_until
 # `cluster`: three nodes, each a voter and a broker, all registered.
 from test_cluster_replication import cluster, create, metadata_v7, wait_partitions  # noqa: F401
+from test_replication import offset_for_leader_epoch
 from test_replication_follow import replicas_match
 
 PARTITIONS = 3
@@ -227,3 +228,56 @@ def test_a_killed_node_is_fenced_before_its_session_ends(long_session):
         wait_until(f"node {n.node_id}: fast-0 led by a survivor within {FENCED_WITHIN_S} s",
                    lambda n=n: metadata_v7(n, "fast")[1][0]["leader"] in [s.node_id for s in survivors],
                    timeout=FENCED_WITHIN_S)
+
+
+def test_a_restarted_leader_tells_consumers_where_an_epoch_ends_not_its_high_watermark(long_session):
+    """KIP-320: a consumer that read offsets 0..49 at leader epoch E asks
+    the leader, after a leader change, where E ends (OffsetForLeaderEpoch,
+    replica id -1); an answer below its position is a truncation to it, and
+    librdkafka reads again from the answer. A leader's high watermark can
+    lag what consumers read before: here both nodes holding the partition's
+    leader and one follower are SIGKILLed and restarted, and the third
+    replica is frozen (SIGSTOP: no refused connection, so it stays in the
+    ISR for the 30 s session), so the restarted leader learns nothing
+    committed and its high watermark stays at the log start. The end of E
+    is still offset 50, as Kafka answers from the log (found by
+    scripts/fault-run: a consumer re-read offsets after a failover)."""
+    nodes = long_session
+    create(nodes[0], NewTopic("kip320", num_partitions=1, replication_factor=3))
+    parts = wait_partitions(nodes, "kip320", 1, full_isr, "has every replica in its ISR")
+    p = Producer({"bootstrap.servers": nodes[0].bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(50):
+        p.produce("kip320", value=f"r{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+    got = read_partition(nodes[0].bootstrap, "kip320", 0, 50)
+    assert [o for o, _ in got] == list(range(50))
+    epoch = metadata_v7(nodes[0], "kip320")[1][0]["epoch"]
+    leader = parts[0]["leader"]
+    frozen = next(n for n in nodes if n.node_id != leader)
+    restarted = [n for n in nodes if n is not frozen]
+
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        for n in restarted:
+            n.stop(signal.SIGKILL)
+        for n in restarted:
+            n.launch()
+        for n in restarted:
+            n.wait_ready()
+        answers = []
+        # Whichever restarted node leads answers; for 3 s, well inside the
+        # frozen node's session.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline or not answers:
+            assert time.monotonic() < deadline + 30, "no restarted node answered for the partition"
+            for n in restarted:
+                try:
+                    err, found, end = offset_for_leader_epoch(n, "kip320", 0, epoch)
+                except OSError:
+                    continue
+                if err == 0:
+                    answers.append((n.node_id, found, end))
+            time.sleep(0.05)
+        assert all(end == 50 and found == epoch for _, found, end in answers), answers[:10]
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)

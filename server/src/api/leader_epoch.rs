@@ -4,12 +4,13 @@
 //! starts, or the log end for the latest; an unknown epoch gets the largest
 //! one below it, one newer than all gets UNDEFINED (-1, -1). On one node
 //! every partition is led at epoch 0. Consumers (KIP-320, replica id -1)
-//! and followers (replica id >= 0) get the same answer, as in Kafka's
-//! `Partition.lastOffsetForLeaderEpoch`: not bounded by the high watermark.
-//! A new leader's high watermark can lag what the consumer already read
-//! from the old leader (it learns it from its last fetch), so a bounded end
-//! of the old epoch would look like a truncation to the consumer, which
-//! would seek back and read records again.
+//! and followers (KIP-101/279) get the same answer, as from Kafka's
+//! `Partition.lastOffsetForLeaderEpoch`: the end is not bounded by the high
+//! watermark. A new leader's high watermark can lag what its predecessor
+//! had committed and consumers had read (it learns it with the next fetch
+//! round, or after a restart from its followers' fetches, from the log
+//! start up); a consumer told an end below its position takes it for a
+//! truncation and reads again from there, delivering records twice.
 
 use std::rc::Rc;
 

@@ -12,8 +12,9 @@
 //! the leader's high watermark. The follower's high watermark is the
 //! leader's, capped at its own durable log end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -30,6 +31,7 @@ use kafka_protocol::ResponseError;
 use strom_engine::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use strom_engine::{Durability, PartitionLog};
 
+use crate::metadata::Metadata;
 use crate::replica::client::BrokerClient;
 use crate::replica::followed::{followed, Followed};
 use crate::shard::Shard;
@@ -83,8 +85,8 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 }
             },
         };
-        let step = match truncate(&shard, c, &mut parts).await {
-            Ok(()) => fetch(&shard, c, &mut parts).await,
+        let step = match truncate(&shard, leader, c, &mut parts).await {
+            Ok(()) => fetch(&shard, leader, c, &mut parts).await,
             Err(e) => Err(e),
         };
         match step {
@@ -154,6 +156,39 @@ async fn connect(shard: &Shard, leader: i32) -> anyhow::Result<BrokerClient> {
     BrokerClient::connect(&addr, REQUEST_LIMIT, max_frame).await
 }
 
+/// Whether the current image still has this node follow a partition from
+/// `leader` at a leader epoch. An answer awaited from a leader may arrive
+/// after the image moved on (the old leader was frozen, then answered):
+/// by then another fetcher may follow the partition from its new leader,
+/// so the stale answer must not touch the log (Kafka's fetcher drops a
+/// response whose partition fetch state changed meanwhile).
+/// The set is computed once per image, not per partition of an answer.
+struct StillFollowed {
+    leader: i32,
+    image: Arc<Metadata>,
+    /// (topic, partition, leader epoch) followed from `leader`.
+    set: HashSet<(String, i32, i32)>,
+}
+
+impl StillFollowed {
+    fn new(shard: &Shard, leader: i32) -> Self {
+        let image = shard.metadata();
+        let set = followed(shard)
+            .into_iter()
+            .filter(|f| f.leader == leader)
+            .map(|f| (f.topic, f.partition, f.leader_epoch))
+            .collect();
+        StillFollowed { leader, image, set }
+    }
+
+    fn check(&mut self, shard: &Shard, key: &(String, i32), leader_epoch: i32) -> bool {
+        if !Arc::ptr_eq(&self.image, &shard.metadata()) {
+            *self = StillFollowed::new(shard, self.leader);
+        }
+        self.set.contains(&(key.0.clone(), key.1, leader_epoch))
+    }
+}
+
 fn paused(p: &Partition) -> bool {
     p.paused_until
         .is_some_and(|until| std::time::Instant::now() < until)
@@ -168,6 +203,7 @@ fn pause(p: &mut Partition) {
 /// before epochs) keeps its log and fetches from its end.
 async fn truncate(
     shard: &Shard,
+    leader: i32,
     client: &mut BrokerClient,
     parts: &mut HashMap<(String, i32), Partition>,
 ) -> anyhow::Result<()> {
@@ -208,12 +244,16 @@ async fn truncate(
             REQUEST_LIMIT,
         )
         .await?;
+    let mut still = StillFollowed::new(shard, leader);
     for t in resp.topics {
         for a in t.partitions {
             let key = (t.topic.0.to_string(), a.partition);
             let Some(part) = parts.get_mut(&key) else {
                 continue;
             };
+            if !still.check(shard, &key, part.leader_epoch) {
+                continue;
+            }
             if a.error_code != 0 {
                 tracing::debug!(topic = %key.0, partition = key.1, code = a.error_code, "OffsetForLeaderEpoch refused; waiting for the next image");
                 pause(part);
@@ -248,19 +288,23 @@ async fn truncate(
 /// comes back, fdatasyncs it, moves the high watermarks.
 async fn fetch(
     shard: &Shard,
+    leader: i32,
     client: &mut BrokerClient,
     parts: &mut HashMap<(String, i32), Partition>,
 ) -> anyhow::Result<()> {
     let mut topics: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+    let mut fetch_offsets: HashMap<(String, i32), i64> = HashMap::new();
     for ((topic, p), part) in parts.iter() {
         if !part.truncated || paused(part) {
             continue;
         }
+        let fetch_offset = part.log.log_end_offset();
+        fetch_offsets.insert((topic.clone(), *p), fetch_offset);
         topics.entry(topic.clone()).or_default().push(
             FetchPartition::default()
                 .with_partition(*p)
                 .with_current_leader_epoch(part.leader_epoch)
-                .with_fetch_offset(part.log.log_end_offset())
+                .with_fetch_offset(fetch_offset)
                 .with_log_start_offset(part.log.log_start_offset())
                 .with_partition_max_bytes(PARTITION_MAX_BYTES),
         );
@@ -299,6 +343,7 @@ async fn fetch(
         anyhow::bail!("Fetch answered error {}", resp.error_code);
     }
     let now_ms = crate::clock::now_ms();
+    let mut still = StillFollowed::new(shard, leader);
     let mut appended = Vec::new();
     for t in resp.responses {
         for d in t.partitions {
@@ -306,6 +351,14 @@ async fn fetch(
             let Some(part) = parts.get_mut(&key) else {
                 continue;
             };
+            // Stale: the partition moved to another leader or epoch, or
+            // its log to another end, while this fetch was out.
+            if !still.check(shard, &key, part.leader_epoch)
+                || fetch_offsets.get(&key) != Some(&part.log.log_end_offset())
+            {
+                tracing::info!(topic = %key.0, partition = key.1, leader, leader_epoch = part.leader_epoch, "dropping a fetch answer the image or log has moved past");
+                continue;
+            }
             match ResponseError::try_from_code(d.error_code) {
                 None => {}
                 Some(ResponseError::OffsetOutOfRange) => {
