@@ -89,14 +89,27 @@ impl Broker {
         if let Some(controller) = crate::cluster::controller().filter(|_| images.is_some()) {
             crate::cluster_upgrade::move_single_node_topics(&config, &metadata, controller)?;
         }
-        let metadata = if images.is_some() {
-            Metadata {
+        // The shards start from the controller's image of the node's own
+        // metadata log (its topics, leaders and brokers), not empty: they
+        // listen before shard 0 has applied the first published image, and
+        // a Metadata request in between answered UNKNOWN_TOPIC_OR_PARTITION
+        // for every topic (librdkafka's producers then failed produce()
+        // with "Unknown topic" after a node restarted). Marked out of
+        // contact, so the broker leads nothing (NOT_LEADER_OR_FOLLOWER,
+        // retriable) until that first image has set up its leaders'
+        // replication state.
+        let metadata = match crate::cluster::controller().filter(|_| images.is_some()) {
+            Some(controller) => {
+                let mut image = (*controller.image()).clone();
+                image.out_of_contact = true;
+                crate::cluster::metadata_from_image(Arc::new(image), &metadata.cluster_id)
+            }
+            None if images.is_some() => Metadata {
                 version: 0,
                 topics: Default::default(),
                 ..metadata
-            }
-        } else {
-            metadata
+            },
+            None => metadata,
         };
         let metadata = Arc::new(metadata);
         let cores = std::thread::available_parallelism()
