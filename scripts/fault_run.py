@@ -50,11 +50,9 @@ records, violations) is printed and written with `--json`.
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +73,9 @@ from test_cluster import start_all, voter_nodes, wait_until  # noqa: E402
 from test_cluster_replication import metadata_v7  # noqa: E402
 from test_replication_failover import read_partition  # noqa: E402
 from test_replication_follow import replicas_match  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from measure_failover import machine  # noqa: E402
 
 TOPIC = "faults"
 KINDS = ("kill", "term", "pause", "cut")
@@ -396,17 +397,6 @@ class Cluster:
                 n.stop(signal.SIGKILL)
         for cut in self.cuts.values():
             cut.close()
-
-
-def machine() -> dict:
-    model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(), "commit": commit}
 
 
 def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers: int = 2,
