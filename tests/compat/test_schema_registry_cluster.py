@@ -209,9 +209,14 @@ def test_writes_fail_clearly_while_the_writer_is_down_and_all_is_intact_after(cl
         for subject, sid in before.items():
             assert f.call("GET", f"/subjects/{subject}/versions/1")[1]["id"] == sid
     # Once fenced, the answer is the unknown leader.
-    wait_until("the followers to answer 50004 once the writer is fenced",
-               lambda: all(f.call("POST", f"/subjects/{subject_name('down')}/versions",
-                                  {"schema": json.dumps(USER_V1)})[1]["error_code"] == 50004 for f in followers))
+    def unknown_leader():
+        answers = [f.call("POST", f"/subjects/{subject_name('down')}/versions", {"schema": json.dumps(USER_V1)})
+                   for f in followers]
+        # Raised rather than returned false, so a timeout shows the answers.
+        assert all(isinstance(b, dict) and b.get("error_code") == 50004 for _, b in answers), answers
+        return True
+
+    wait_until("the followers to answer 50004 once the writer is fenced", unknown_leader)
     with pytest.raises(SchemaRegistryError) as e:
         followers[0].client().register_schema(subject_name("down"), Schema(json.dumps(USER_V1), "AVRO"))
     assert e.value.http_status_code == 500 and e.value.error_code == 50004, e.value
