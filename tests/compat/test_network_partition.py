@@ -22,6 +22,8 @@ batches the cut-off node held alone before the heal (in the "peers" cut,
 at least one) are in no replica.
 """
 
+import signal
+
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
@@ -52,7 +54,7 @@ def cluster(tmp_path):
     finally:
         for n in nodes:
             if n.alive():
-                n.stop(9)
+                n.stop(signal.SIGKILL)
         for cut in cuts:
             cut.close()
 
