@@ -49,6 +49,7 @@ records, violations) is printed and written with `--json`.
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -65,7 +66,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from netcut import NetCut  # noqa: E402
@@ -134,11 +135,23 @@ class Clock:
         return round(time.monotonic() - self.t0, 3)
 
 
+def file_logger(name: str, path: Path) -> logging.Logger:
+    """A logger that writes only to `path` (for librdkafka's debug lines)."""
+    logger = logging.getLogger(f"fault-run.{name}")
+    logger.propagate = False
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
 class Writer:
     """A paced idempotent acks=all producer on a thread: keeps every
     acknowledgement as (partition, offset, value, time)."""
 
-    def __init__(self, index: int, bootstrap: str, rate: float, partitions: int, clock: Clock):
+    def __init__(self, index: int, bootstrap: str, rate: float, partitions: int, clock: Clock,
+                 debug_dir: Path | None = None):
         self.index = index
         self.rate = rate
         self.partitions = partitions
@@ -146,12 +159,20 @@ class Writer:
         self.lock = threading.Lock()
         self.acked = []
         self.errors = []
+        self.raised = []  # exceptions produce() raised: (value, error, time)
         self.sent = 0
         self.stopping = threading.Event()
         # Retries never give up within the run: a delivery error is not a
         # violation, but it is counted and makes the run less telling.
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5, "message.timeout.ms": 600000, "log_level": CLIENT_LOG_LEVEL})
+        conf = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                "linger.ms": 5, "message.timeout.ms": 600000, "log_level": CLIENT_LOG_LEVEL}
+        extra = {}
+        if debug_dir is not None:
+            # librdkafka's idempotence decisions (drains, epoch bumps and
+            # their reasons), one file per producer.
+            conf.update({"debug": "eos", "log_level": 7})
+            extra["logger"] = file_logger(f"producer-{index}", debug_dir / f"producer-{index}.log")
+        self.producer = Producer(conf, **extra)
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def report(self, err, msg):
@@ -175,6 +196,13 @@ class Writer:
                 self.producer.produce(TOPIC, value=value, partition=self.sent % self.partitions,
                                       on_delivery=self.report)
             except BufferError:
+                self.producer.poll(0.05)
+                continue
+            except KafkaException as e:
+                # The application would see this: a violation, but the run
+                # goes on (the record is produced again at the next turn).
+                with self.lock:
+                    self.raised.append((value.decode(), str(e), self.clock.now()))
                 self.producer.poll(0.05)
                 continue
             self.sent += 1
@@ -424,7 +452,8 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
                                       config={"min.insync.replicas": "2"})])[TOPIC].result(timeout=30)
         wait_until("every partition with three in-sync replicas", lambda: full_isrs(cluster.nodes, partitions))
         clock = Clock()
-        writers = [Writer(i, bootstrap, rate, partitions, clock) for i in range(producers)]
+        debug_dir = base if os.environ.get("STROM_FAULT_CLIENT_DEBUG") else None
+        writers = [Writer(i, bootstrap, rate, partitions, clock, debug_dir) for i in range(producers)]
         readers = [Reader("assign consumer", bootstrap, partitions, clock, group=False),
                    Reader("group consumer", bootstrap, partitions, clock, group=True)]
         for w in writers + readers:
@@ -476,6 +505,9 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
             except AssertionError as e:
                 violations.append((clock.now(), f"read-back: {e}"))
                 back[p] = []
+        for w in writers:
+            for v, err, t in w.raised:
+                violations.append((t, f"producer {w.index}: produce() raised for {v}: {err}"))
         acked = [a for w in writers for a in w.acked]
         violations += check(acked, readers[0].events, readers[1].events, back)
         log("comparing the replicas' segment files")
@@ -504,6 +536,7 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
             "paused_longer_than_session": sum(1 for f in faults_log if f["kind"] == "pause" and f["duration_s"] > 2.5),
             "records_acked": len(acked),
             "delivery_errors": sum(len(w.errors) for w in writers),
+            "produce_exceptions": sum(len(w.raised) for w in writers),
             "records_read_assign_consumer": sum(1 for e in readers[0].events if e[0] == "msg"),
             "records_read_group_consumer": sum(1 for e in group_events if e[0] == "msg"),
             "group_rebalance_events": sum(1 for e in group_events if e[0] != "msg"),

@@ -85,7 +85,11 @@ pub enum ProducerError {
     #[error(
         "no state for producer {producer_id} and its batch starts at sequence {sequence}, not 0"
     )]
-    UnknownProducerId { producer_id: i64, sequence: i32 },
+    UnknownProducerId {
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+    },
     /// Kafka: INVALID_PRODUCER_EPOCH (47).
     #[error(
         "producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}"

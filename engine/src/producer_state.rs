@@ -433,6 +433,7 @@ fn check_entry(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<Decisio
         if sequence != 0 {
             return Err(ProducerError::UnknownProducerId {
                 producer_id,
+                epoch: h.producer_epoch,
                 sequence,
             });
         }

@@ -434,6 +434,7 @@ mod tests {
         assert_eq!(produce_error(&e).code(), 47);
         let e = ProducerError::UnknownProducerId {
             producer_id: 1,
+            epoch: 0,
             sequence: 3,
         };
         assert_eq!(produce_error(&e).code(), 59);

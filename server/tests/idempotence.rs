@@ -10,13 +10,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    CreateTopicsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use strom_engine::batch::build_batch_with_producer;
@@ -29,6 +33,7 @@ const NONE: i16 = 0;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNKNOWN_PRODUCER_ID: i16 = 59;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 
 /// A `strom serve` process on a free 127.0.0.1 port; killed on drop.
 struct Broker {
@@ -165,6 +170,38 @@ impl Client {
         assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
     }
 
+    /// Creates the topic with `min.insync.replicas` set.
+    fn create_topic_with_min_insync(&mut self, min_insync: &str) {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                    .with_value(Some(StrBytes::from_string(
+                        min_insync.to_string(),
+                    )))])]);
+        let resp: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 4, &req);
+        assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    }
+
+    fn set_min_insync(&mut self, min_insync: &str) {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str(TOPIC))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(min_insync.to_string())))]),
+        ]);
+        let resp: IncrementalAlterConfigsResponse =
+            self.call(ApiKey::IncrementalAlterConfigs, 0, &req);
+        assert_eq!(resp.responses[0].error_code, NONE, "{resp:?}");
+    }
+
     fn init_producer_id(&mut self) -> (i64, i16) {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)
@@ -254,6 +291,40 @@ fn sequence_gap_is_out_of_order() {
     assert_eq!(c.produce(pid, epoch, 5, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
     assert_eq!(c.latest_offset(), 2);
     assert_eq!(c.produce(pid, epoch, 2, 1), (NONE, 2));
+}
+
+/// A batch sent behind one that was refused before its append, the refusal
+/// clearing in between, gets the refusal's retriable error again. Kafka
+/// answers OUT_OF_ORDER_SEQUENCE_NUMBER there, and librdkafka then bumps its
+/// epoch and writes every unacknowledged record again under the new one,
+/// duplicates included (the fault run found them; see
+/// `server/src/api/produce_refusals.rs`). Here the refusal is
+/// NOT_ENOUGH_REPLICAS (`min.insync.replicas` 2 on one node), cleared by
+/// setting it to 1.
+#[test]
+fn batch_behind_a_refused_one_gets_the_refusal_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mut c = broker.client();
+    c.create_topic_with_min_insync("2");
+    let (pid, epoch) = c.init_producer_id();
+    assert_eq!(c.produce(pid, epoch, 0, 1).0, NOT_ENOUGH_REPLICAS);
+    c.set_min_insync("1");
+    assert_eq!(c.produce(pid, epoch, 1, 2).0, NOT_ENOUGH_REPLICAS);
+    assert_eq!(c.latest_offset(), 0);
+    // The client retries both, in order.
+    assert_eq!(c.produce(pid, epoch, 0, 1), (NONE, 0));
+    assert_eq!(c.produce(pid, epoch, 1, 2), (NONE, 1));
+    // The same for a producer the partition knows (a gap in its sequence).
+    c.set_min_insync("2");
+    assert_eq!(c.produce(pid, epoch, 3, 1).0, NOT_ENOUGH_REPLICAS);
+    c.set_min_insync("1");
+    assert_eq!(c.produce(pid, epoch, 4, 1).0, NOT_ENOUGH_REPLICAS);
+    assert_eq!(c.produce(pid, epoch, 3, 1), (NONE, 3));
+    assert_eq!(c.produce(pid, epoch, 4, 1), (NONE, 4));
+    // A gap no refusal explains is still out of order.
+    assert_eq!(c.produce(pid, epoch, 9, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(c.latest_offset(), 5);
 }
 
 #[test]

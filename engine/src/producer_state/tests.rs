@@ -83,6 +83,7 @@ fn new_producer_must_start_at_sequence_zero() {
         append(&mut t, &mut next, hdr(1, 0, 5, 1)),
         Err(ProducerError::UnknownProducerId {
             producer_id: 1,
+            epoch: 0,
             sequence: 5
         })
     );

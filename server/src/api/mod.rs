@@ -20,6 +20,7 @@ pub mod list_offsets;
 pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
+mod produce_refusals;
 pub mod schema_validation;
 
 use std::rc::Rc;

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use strom_engine::{AppendInfo, BatchError, Durability, EngineError, PartitionLog};
 
+use crate::api::produce_refusals;
 use crate::clock::now_ms;
 use crate::scatter::scatter_gather;
 use crate::shard::Shard;
@@ -267,6 +268,8 @@ async fn append_local(
             } else {
                 "is not hosted here"
             };
+            let records = item.records.as_deref().unwrap_or_default();
+            produce_refusals::remember(&item.topic, item.partition, records, e);
             return AppendOutcome::error(e, format!("{}-{} {why}", item.topic, item.partition));
         }
     };
@@ -275,6 +278,9 @@ async fn append_local(
     };
     if durability == Durability::Synced {
         if let Err(refusal) = check_min_insync(shard, &item.topic, item.partition, &log) {
+            if let Some(e) = refusal.error {
+                produce_refusals::remember(&item.topic, item.partition, &records, e);
+            }
             return refusal;
         }
     }
@@ -312,6 +318,13 @@ async fn append_local(
         Ok(info) => appended(&info),
         Err(e) => {
             tracing::debug!(topic = %item.topic, partition = item.partition, "append failed: {e}");
+            if let EngineError::Producer(p) = &e {
+                if let Some((code, why)) =
+                    produce_refusals::explains_gap(&item.topic, item.partition, p)
+                {
+                    return AppendOutcome::error(code, why);
+                }
+            }
             AppendOutcome::error(engine_error_code(&e), e.to_string())
         }
     }
