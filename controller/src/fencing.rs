@@ -613,7 +613,8 @@ mod unclean_default_tests {
         let leaders = |image: &ClusterImage, unclean_default| {
             let mut image = image.clone();
             let r = reconcile(&image, &heard, 11, 5, unclean_default);
-            image.apply_batch(2, &r).unwrap();
+            let next = image.applied_index + 1;
+            image.apply_batch(next, &r).unwrap();
             let t = &image.topics;
             (
                 t["t"].partitions[0].leader,

@@ -350,6 +350,8 @@ impl Reply {
 struct Pending {
     reply: Reply,
     deadline_tick: u64,
+    /// The Raft term it was proposed in.
+    term: u64,
 }
 
 /// Where a node's outgoing Raft messages go: the TCP `Network`, or the
@@ -869,6 +871,7 @@ impl Driver {
                     Pending {
                         reply,
                         deadline_tick,
+                        term: self.node.raft.term,
                     },
                 );
             }
@@ -985,7 +988,35 @@ impl Driver {
                 p.reply.send(result, &self.image);
             }
         }
+        self.answer_alters_of_past_terms();
         self.maybe_snapshot()
+    }
+
+    /// An AlterPartition proposed in an earlier term, under another active
+    /// controller, may have been lost with it (raft-rs drops a proposal
+    /// forwarded to a leader that dies). Once a leader of the current term
+    /// is known it is answered NOT_CONTROLLER, and the partition's leader
+    /// sends it again after its 1 s quiet period, rather than waiting out
+    /// the 10 s proposal timeout. Should the first one still commit, the
+    /// second is refused (its partition epoch is stale) and the image
+    /// carries the change. Other proposals wait: a client would see an
+    /// error for a change that may yet apply.
+    fn answer_alters_of_past_terms(&mut self) {
+        let term = self.node.raft.term;
+        if self.node.raft.leader_id == 0 {
+            return;
+        }
+        let stale: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.term < term && matches!(p.reply, Reply::Alter { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(p) = self.pending.remove(&id) {
+                p.reply.send(Err(ProposeError::NoLeader), &self.image);
+            }
+        }
     }
 
     /// Applies committed entries; returns whether the image moved. Conf

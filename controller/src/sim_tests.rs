@@ -409,3 +409,104 @@ fn the_log_stays_bounded_over_ten_thousand_topics() {
         "the log grew to {largest_log_bytes} bytes"
     );
 }
+
+impl Sim {
+    /// One lossless round: every live node ticks once, then every message
+    /// is delivered (those to stopped nodes are lost) until none is left.
+    fn lossless_round(&mut self) {
+        for node in self.nodes.iter_mut().flatten() {
+            node.tick();
+        }
+        self.settle();
+        loop {
+            let batch: Vec<Message> = std::mem::take(&mut *self.in_flight.lock().unwrap());
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                self.deliver(m);
+            }
+            self.settle();
+        }
+    }
+
+    /// The active controller every live node agrees on, if they do.
+    fn agreed_leader(&self) -> Option<u64> {
+        let leaders: Vec<u64> = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|d| d.node.raft.leader_id)
+            .collect();
+        let first = *leaders.first()?;
+        (first != 0 && leaders.iter().all(|&l| l == first)).then_some(first)
+    }
+}
+
+/// An AlterPartition proposed on a follower, whose active controller dies
+/// before it commits anything, is answered NOT_CONTROLLER once the other
+/// two have elected a new one: the partition's leader then sends it again
+/// at once. It used to wait out the 10 s proposal timeout, so an ISR
+/// expansion sent while the controller moved took 10 s and more.
+#[test]
+fn an_alter_partition_lost_with_its_controller_is_answered_at_the_next_election() {
+    use crate::image::{AlterPartitionError, PartitionState};
+    use crate::node::{Reply, PROPOSAL_TIMEOUT_TICKS};
+
+    let mut sim = Sim::new(1);
+    let mut rounds = 0;
+    let old_leader = loop {
+        sim.lossless_round();
+        rounds += 1;
+        assert!(rounds < 500, "no controller was elected");
+        if let Some(l) = sim.agreed_leader() {
+            break l;
+        }
+    };
+    let follower = (1..=NODES).find(|&id| id != old_leader).unwrap();
+    let (tx, mut rx) = oneshot::channel::<Result<PartitionState, AlterPartitionError>>();
+    let topic_id = Uuid::from_u64_pair(1, 1);
+    let record = Record::AlterPartition {
+        topic_id,
+        partition: 0,
+        leader: follower as i32,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        isr: vec![follower as i32],
+    };
+    sim.nodes[(follower - 1) as usize]
+        .as_mut()
+        .unwrap()
+        .take(Input::Alter {
+            record,
+            reply: Reply::Alter {
+                topic_id,
+                partition: 0,
+                reply: tx,
+            },
+        });
+    // The controller dies before the forwarded proposal reaches it.
+    sim.nodes[(old_leader - 1) as usize] = None;
+    let mut ticks = 0;
+    let answer = loop {
+        sim.lossless_round();
+        ticks += 1;
+        if let Some(answer) = rx.try_recv().unwrap() {
+            break answer;
+        }
+        assert!(ticks <= PROPOSAL_TIMEOUT_TICKS, "never answered");
+    };
+    let new_leader = sim.agreed_leader();
+    assert!(
+        matches!(answer, Err(AlterPartitionError::NotController)),
+        "answered {answer:?} after {ticks} ticks (new controller {new_leader:?})"
+    );
+    assert!(
+        new_leader.is_some_and(|l| l != old_leader),
+        "answered before a new controller was elected ({new_leader:?})"
+    );
+    assert!(
+        ticks < PROPOSAL_TIMEOUT_TICKS / 2,
+        "answered only after {ticks} ticks"
+    );
+}
