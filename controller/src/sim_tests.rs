@@ -225,20 +225,7 @@ impl Sim {
             }
         }
         for round in 0..HEAL_ROUNDS {
-            for node in self.nodes.iter_mut().flatten() {
-                node.tick();
-            }
-            self.settle();
-            loop {
-                let batch: Vec<Message> = std::mem::take(&mut *self.in_flight.lock().unwrap());
-                if batch.is_empty() {
-                    break;
-                }
-                for m in batch {
-                    self.deliver(m);
-                }
-                self.settle();
-            }
+            self.lossless_round();
             let images: Vec<&ClusterImage> =
                 self.nodes.iter().flatten().map(|d| &d.image).collect();
             let registered = images[0].brokers.len() == NODES as usize;
