@@ -223,3 +223,41 @@ fn replica_batches_are_recorded_not_checked_in_the_producer_state() {
         ));
     });
 }
+
+/// A follower whose leader's log starts past its end starts again there:
+/// an empty log whose first offset is the leader's log start takes the
+/// leader's batches from that offset, and reopens the same.
+#[test]
+fn an_empty_log_created_at_an_offset_starts_there() {
+    block_on(async {
+        let fs = SimStorage::new(1);
+        let config = LogConfig::default();
+        let log = PartitionLog::create_empty_at_with(fs.clone(), "/p", config.clone(), 120)
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (120, 120));
+        let refused = log
+            .append_replica(&at_offset(100, 3), Durability::Synced, 0)
+            .await;
+        assert!(refused.is_err(), "a batch below the start was taken");
+        log.append_replica(&at_offset(120, 5), Durability::Synced, 0)
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 125);
+        let stored: Vec<(i64, i64)> = batches_from(&log, 120)
+            .await
+            .iter()
+            .map(|b| base_and_last(b))
+            .collect();
+        assert_eq!(stored, vec![(120, 124)]);
+        log.close().await.unwrap();
+        let log = open(&fs, "/p", &config).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (120, 125));
+        // Only into an empty directory.
+        assert!(
+            PartitionLog::create_empty_at_with(fs.clone(), "/p", config, 7)
+                .await
+                .is_err()
+        );
+    });
+}

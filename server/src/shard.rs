@@ -416,6 +416,52 @@ impl Shard {
         futures_util::future::join_all(records).await;
     }
 
+    /// Starts a follower replica again, empty, at `offset`: its log ended
+    /// below its leader's log start (retention or DeleteRecords ran while
+    /// it was away), so nothing it holds can be continued (Kafka's
+    /// `truncateFullyAndStartAt`). Returns the new log.
+    ///
+    /// The new log is made in a directory beside the partition's, the old
+    /// one deleted, and the new one renamed into its place. The old log
+    /// stays in this shard's map, closed, until the new one replaces it, so
+    /// no metadata change opens another log in the directory meanwhile. A
+    /// crash in between leaves no directory or an empty one: the replica
+    /// starts at 0, is refused again, and starts again here.
+    pub async fn start_replica_again_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> anyhow::Result<PartitionLog> {
+        let old = self
+            .log(topic, partition)
+            .ok_or_else(|| anyhow::anyhow!("{topic}-{partition} has no log here"))?;
+        let config = old.config();
+        let dir = partition_dir(&self.config.data_dir, topic, partition);
+        let fresh = dir.with_extension("restart");
+        let _ = std::fs::remove_dir_all(&fresh);
+        PartitionLog::create_empty_at(&fresh, config.clone(), offset)
+            .await?
+            .close()
+            .await?;
+        old.delete().await?;
+        std::fs::rename(&fresh, &dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        let log = PartitionLog::open(&dir, config).await?;
+        if let Some(t) = self.logs.borrow_mut().get_mut(topic) {
+            t.partitions.insert(partition, log.clone());
+        }
+        tracing::warn!(
+            topic,
+            partition,
+            offset,
+            "follower replica started again, empty, at its leader's log start"
+        );
+        Ok(log)
+    }
+
     /// Flushes and closes every log of this shard (clean-shutdown marker).
     pub async fn close_all_logs(&self) {
         let logs: Vec<(String, HashMap<i32, PartitionLog>)> = self

@@ -103,6 +103,48 @@ impl PartitionLog<DmaStorage> {
     }
 }
 
+impl PartitionLog<DmaStorage> {
+    /// Creates an empty log in `dir` whose first offset is `offset`, and
+    /// opens it: a follower whose leader's log starts past this replica's
+    /// end starts again there (Kafka's `truncateFullyAndStartAt`). `dir`
+    /// must hold no log.
+    pub async fn create_empty_at(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        offset: i64,
+    ) -> Result<PartitionLog> {
+        create_empty_segment(&DmaStorage, dir.as_ref(), offset).await?;
+        PartitionLog::open(dir, config).await
+    }
+}
+
+/// An empty segment file named for `offset` in the empty (or new) `dir`,
+/// synced: the whole of a log that starts at `offset`. A crash before it
+/// is whole leaves an empty directory, a log at 0, and the follower
+/// starts again.
+async fn create_empty_segment<S: Storage>(storage: &S, dir: &Path, offset: i64) -> Result<()> {
+    if offset < 0 {
+        return Err(EngineError::OffsetOutOfRange {
+            offset,
+            log_start: 0,
+            log_end: 0,
+        });
+    }
+    storage.create_dir_all(dir).await.map_err(io_err)?;
+    if !storage.list_dir(dir).await.map_err(io_err)?.is_empty() {
+        return Err(EngineError::Corrupt(format!(
+            "{} is not empty: no new log there",
+            dir.display()
+        )));
+    }
+    let file = storage
+        .open(&dir.join(segment::segment_name(offset, "log")))
+        .await
+        .map_err(io_err)?;
+    file.fdatasync().await.map_err(io_err)?;
+    storage.sync_dir(dir).await.map_err(io_err)
+}
+
 impl<S: Storage> PartitionLog<S> {
     /// Opens the log in `dir` on the given storage.
     /// Appends that fill a chunk await its write themselves.
@@ -111,6 +153,17 @@ impl<S: Storage> PartitionLog<S> {
         dir: impl AsRef<Path>,
         config: LogConfig,
     ) -> Result<PartitionLog<S>> {
+        PartitionLog::open_inner(storage, dir.as_ref(), config, None).await
+    }
+
+    /// [`PartitionLog::create_empty_at`] on the given storage.
+    pub async fn create_empty_at_with(
+        storage: S,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        offset: i64,
+    ) -> Result<PartitionLog<S>> {
+        create_empty_segment(&storage, dir.as_ref(), offset).await?;
         PartitionLog::open_inner(storage, dir.as_ref(), config, None).await
     }
 

@@ -34,6 +34,7 @@ use strom_engine::{Durability, PartitionLog};
 use crate::metadata::Metadata;
 use crate::replica::client::BrokerClient;
 use crate::replica::followed::{followed, Followed};
+use crate::replica::restart;
 use crate::shard::Shard;
 
 /// The Fetch version a follower sends (the newest Strom decodes; it still
@@ -345,6 +346,7 @@ async fn fetch(
     let now_ms = crate::clock::now_ms();
     let mut still = StillFollowed::new(shard, leader);
     let mut appended = Vec::new();
+    let mut out_of_range = Vec::new();
     for t in resp.responses {
         for d in t.partitions {
             let key = (t.topic.0.to_string(), d.partition_index);
@@ -362,10 +364,9 @@ async fn fetch(
             match ResponseError::try_from_code(d.error_code) {
                 None => {}
                 Some(ResponseError::OffsetOutOfRange) => {
-                    // Not handled yet: the leader's log start passed this
-                    // replica's log end (retention while it was away).
-                    tracing::warn!(topic = %key.0, partition = key.1, end = part.log.log_end_offset(), leader_start = d.log_start_offset, "follower's fetch offset is out of the leader's range");
-                    pause(part);
+                    // The leader's log start may have passed this
+                    // replica's log end: asked after this answer.
+                    out_of_range.push(key);
                     continue;
                 }
                 Some(e) => {
@@ -376,6 +377,13 @@ async fn fetch(
             }
             let records = d.records.unwrap_or_default();
             if !records.is_empty() {
+                match restart::at_first_batch(shard, &key.0, key.1, &part.log, &records).await {
+                    Ok(Some(log)) => part.log = log,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %key.0, partition = key.1, "starting the replica again failed: {e:#}")
+                    }
+                }
                 if let Err(e) = part
                     .log
                     .append_replica(&records, Durability::Written, now_ms)
@@ -407,6 +415,22 @@ async fn fetch(
                 log.set_high_watermark(hw.min(log.synced_offset()));
             }
             Err(e) => tracing::warn!(dir = %log.dir().display(), "follower fdatasync failed: {e}"),
+        }
+    }
+    for key in out_of_range {
+        let Some(part) = parts.get_mut(&key) else {
+            continue;
+        };
+        match restart::after_out_of_range(shard, client, &key.0, key.1, &part.log).await {
+            Ok(Some(log)) => {
+                part.log = log;
+                part.truncated = true;
+            }
+            Ok(None) => pause(part),
+            Err(e) => {
+                tracing::warn!(topic = %key.0, partition = key.1, "after OFFSET_OUT_OF_RANGE: {e:#}");
+                pause(part);
+            }
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod client;
 pub mod fetcher;
 pub mod followed;
 pub mod leader;
+mod restart;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
