@@ -667,3 +667,32 @@ fn truncation_lowers_the_checkpoint() {
         assert_eq!(got.len(), 8 + 15, "one record per key: {:?}", got.keys());
     });
 }
+
+/// A dirty segment none of whose records is its key's last is dropped
+/// without being read again: 20 closed segments of 10 updates each over 8
+/// keys, the last of them holding every key's last record. The 19 before it
+/// are skipped; what is left is exactly the last record of each key.
+#[test]
+fn segments_with_nothing_left_are_not_read_again() {
+    block_on(async {
+        let fs = SimStorage::new(12);
+        let log = open_cfg(&fs, config()).await;
+        fill(&log, 0, 200).await;
+        let stats = clean_due(&log, 2_000).await;
+        assert_eq!(stats.end_offset, 200);
+        assert_eq!(stats.segments_before, 20);
+        assert_eq!(stats.segments_unread, 19, "{stats:?}");
+        assert_eq!(stats.records_removed, 192, "{stats:?}");
+        let got = read_all(&log).await.unwrap();
+        let offsets: Vec<i64> = got.keys().copied().collect();
+        assert_eq!(offsets, (192..200).collect::<Vec<i64>>());
+        for (offset, (key, value)) in &got {
+            let i = *offset;
+            assert_eq!(key.as_deref(), Some(format!("k{}", i % 8).as_bytes()));
+            assert_eq!(
+                value.as_deref(),
+                Some(format!("0-{i}").repeat(20).as_bytes())
+            );
+        }
+    });
+}

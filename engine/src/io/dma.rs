@@ -204,15 +204,21 @@ impl Storage for DmaStorage {
         Ok(out)
     }
 
+    /// On the blocking thread pool: unlinking a file nothing holds open
+    /// frees its blocks there and then, which on a file system mounted with
+    /// `discard` (and without a journal) waits for the device's discards.
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match std::fs::remove_file(path) {
+        let path = path.to_path_buf();
+        off_the_reactor(move || match std::fs::remove_file(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
-        }
+        })
+        .await
     }
 
     async fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(dir)
+        let dir = dir.to_path_buf();
+        off_the_reactor(move || std::fs::remove_dir_all(dir)).await
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -246,6 +252,19 @@ impl Storage for DmaStorage {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
+    /// The last close of an unlinked file frees its blocks, in the thread
+    /// that closes it: the shard's own, in `io_uring_enter`, for a dropped
+    /// `DmaFile`. On this machine's `discard`-mounted ext4 that waited for
+    /// the device's discards (`blkdev_issue_discard` under `__fput`), and
+    /// every request of the shard waited with it: a cleaner swapping 16 MiB
+    /// segments lifted produce p50 from 4 to 97 ms (results/compaction).
+    /// So a retired file is cut down to nothing first, in steps, on the
+    /// blocking thread pool, once its last reader has let go of it; then
+    /// its close frees nothing.
+    fn retire(&self, file: Rc<DmaFile>) {
+        glommio::spawn_local(release_blocks(file)).detach();
+    }
+
     fn preallocation_budget(&self) -> &PreallocBudget {
         &PREALLOCATION_BUDGET
     }
@@ -253,6 +272,36 @@ impl Storage for DmaStorage {
 
 /// Runs a blocking file-system call on the executor's blocking thread pool,
 /// so the shard's reactor goes on meanwhile.
+/// How long a retired file waits for its readers before it is simply
+/// dropped (then its last reader's close frees the blocks).
+const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a retired file looks whether its readers are done.
+const RETIRE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// A retired file is cut by this much at a time, so that the blocking
+/// pool's other work (renames, directory syncs) passes in between.
+const RETIRE_STEP_BYTES: u64 = 8 << 20;
+
+/// See `DmaStorage::retire`.
+async fn release_blocks(file: Rc<DmaFile>) {
+    let started = std::time::Instant::now();
+    while Rc::strong_count(&file) > 1 {
+        if started.elapsed() >= RETIRE_WAIT {
+            return;
+        }
+        glommio::timer::sleep(RETIRE_POLL).await;
+    }
+    let Ok(mut len) = StorageFile::len(&*file).await else {
+        return;
+    };
+    while len > 0 {
+        len = len.saturating_sub(RETIRE_STEP_BYTES);
+        if let Err(e) = file.truncate(len).await {
+            tracing::warn!(error = %e, "cutting a retired segment file failed; its close frees the rest");
+            return;
+        }
+    }
+}
+
 async fn off_the_reactor<R: Send + 'static>(
     f: impl FnOnce() -> io::Result<R> + Send + 'static,
 ) -> io::Result<R> {

@@ -99,6 +99,13 @@ pub trait Storage: Clone + 'static {
     /// The bound on what the logs on this storage preallocate ahead of
     /// their data (see `budget`).
     fn preallocation_budget(&self) -> &PreallocBudget;
+    /// Takes a file that has left the log: it is unlinked (or its
+    /// directory is going), and the log never reads it again, though a
+    /// reader may still hold it. The default drops it. See `DmaStorage`'s:
+    /// freeing a file's blocks can stall the thread that does it.
+    fn retire(&self, file: Rc<Self::File>) {
+        drop(file);
+    }
 }
 
 /// Replaces the file `name` in `dir` with `data`, whole or not at all:

@@ -514,6 +514,18 @@ impl<S: Storage> PartitionLog<S> {
             .remove_dir_all(&self.inner.dir)
             .await
             .map_err(io_err)?;
+        // Their blocks are freed once the log itself lets go of them.
+        let files: Vec<_> = self
+            .inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.file.clone())
+            .collect();
+        for file in files {
+            self.inner.storage.retire(file);
+        }
         Ok(())
     }
 }

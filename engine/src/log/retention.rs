@@ -49,11 +49,11 @@ impl<S: Storage> PartitionLog<S> {
                 total = rest;
                 let next_base = next.base_offset;
                 let seg = st.segments.remove(0);
-                doomed.push(seg.base_offset);
+                doomed.push((seg.base_offset, seg.file));
                 st.log_start_offset = st.log_start_offset.max(next_base);
             }
         }
-        for base in &doomed {
+        for (base, _) in &doomed {
             for ext in ["log", "index", "timeindex"] {
                 self.inner
                     .storage
@@ -62,16 +62,20 @@ impl<S: Storage> PartitionLog<S> {
                     .map_err(io_err)?;
             }
         }
-        if !doomed.is_empty() {
+        let deleted = doomed.len();
+        if deleted > 0 {
             // A read-ahead of a deleted segment would keep its file open.
             self.drop_read_ahead();
+            for (_, file) in doomed {
+                self.inner.storage.retire(file);
+            }
             self.inner
                 .storage
                 .sync_dir(&self.inner.dir)
                 .await
                 .map_err(io_err)?;
-            tracing::debug!(dir = %self.inner.dir.display(), segments = doomed.len(), log_start_offset = self.log_start_offset(), "retention deleted segments");
+            tracing::debug!(dir = %self.inner.dir.display(), segments = deleted, log_start_offset = self.log_start_offset(), "retention deleted segments");
         }
-        Ok(doomed.len())
+        Ok(deleted)
     }
 }

@@ -30,8 +30,11 @@
 //!
 //! How: the keys of the dirty segments go into an offset map (key to its
 //! last offset), segment by segment while the map fits the dedupe buffer
-//! (at least one segment per clean). Then every closed segment up to the
-//! map's end is rewritten, consecutive segments grouped while their sizes
+//! (at least one segment per clean). The map also counts, for each dirty
+//! batch, its records that are still their key's last: a dirty segment
+//! whose batches all come to none (and none of which must stay whole) is
+//! known to clean down to nothing, and is not read again. Then every closed
+//! segment up to the map's end is rewritten, consecutive segments grouped while their sizes
 //! fit `segment.bytes`, each group into one segment written aside and
 //! swapped in by rename (`swap.rs`: a crash at any point leaves a readable,
 //! correct log). The pacer the caller gives bounds the I/O rate and yields
@@ -69,14 +72,46 @@ pub struct CleanStats {
     pub bytes_after: u64,
     pub records_removed: u64,
     pub batches_rebuilt: u64,
+    /// Dirty segments the rewrite skipped unread: the offset map showed
+    /// that nothing of them stays.
+    pub segments_unread: usize,
 }
 
-/// Key to the offset of its last record in the dirty part.
-type OffsetMap = HashMap<Vec<u8>, i64>;
+/// Key to the offset of its last record in the dirty part, and the index
+/// (in `Lives`) of the batch that holds it.
+type OffsetMap = HashMap<Vec<u8>, (i64, u32)>;
 
 /// What the map costs per key beyond the key's bytes (the offset, the
-/// vector and the table's slot).
-const MAP_ENTRY_OVERHEAD_BYTES: u64 = 48;
+/// batch index, the vector and the table's slot).
+const MAP_ENTRY_OVERHEAD_BYTES: u64 = 56;
+
+/// What the map costs per dirty batch (its `BatchLife`).
+const BATCH_LIFE_BYTES: u64 = 32;
+
+/// A dirty batch as the offset map saw it.
+#[derive(Debug, Clone, Copy)]
+struct BatchLife {
+    /// Base offset of its segment.
+    segment: i64,
+    base_offset: i64,
+    producer_id: i64,
+    /// Its records that are their key's last record so far.
+    live: u32,
+    records: u32,
+    /// Kept whole whatever its records: a control batch, or one whose
+    /// records cannot be read.
+    whole: bool,
+}
+
+/// Every dirty batch the offset map covers, in offset order.
+type Lives = Vec<BatchLife>;
+
+/// A record of batch `batch` is no longer its key's last.
+fn superseded(lives: &mut Lives, batch: u32) {
+    if let Some(b) = lives.get_mut(batch as usize) {
+        b.live = b.live.saturating_sub(1);
+    }
+}
 
 /// A closed segment as the planner saw it.
 #[derive(Debug, Clone, Copy)]
@@ -160,9 +195,10 @@ impl<S: Storage> PartitionLog<S> {
         }
         let _guard = CleaningGuard { inner: &self.inner };
         let first_dirty = self.first_dirty_offset();
-        let (map, map_end) = self
+        let (map, lives, map_end) = self
             .build_offset_map(&closed, dirty_from, cleaner.dedupe_buffer_bytes, pacer)
             .await?;
+        let dead = self.dead_segments(&lives);
         let map_end = map_end.max(first_dirty);
         let targets: Vec<SegmentInfo> = closed
             .iter()
@@ -179,6 +215,7 @@ impl<S: Storage> PartitionLog<S> {
         for group in groups(&targets, &config) {
             let ctx = GroupCtx {
                 map: &map,
+                dead: &dead,
                 now_ms,
                 delete_retention_ms: config.delete_retention_ms,
                 interval: u64::from(config.index_interval_bytes),
@@ -261,56 +298,117 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Reads the keys of the dirty segments into the offset map while it
-    /// fits `budget_bytes` (at least one segment); returns it with the end
-    /// offset of the last segment it holds.
+    /// fits `budget_bytes` (at least one segment); returns it with the
+    /// dirty batches it covers and the end offset of the last segment it
+    /// holds.
     async fn build_offset_map(
         &self,
         closed: &[SegmentInfo],
         dirty_from: usize,
         budget_bytes: u64,
         pacer: &mut impl Pacer,
-    ) -> Result<(OffsetMap, i64)> {
+    ) -> Result<(OffsetMap, Lives, i64)> {
         let mut map = OffsetMap::new();
+        let mut lives = Lives::new();
         let mut map_bytes = 0u64;
         let mut end = 0i64;
         for seg in closed.iter().skip(dirty_from) {
+            let first_life = lives.len();
             let mut keys = OffsetMap::new();
             let mut cur = Cursor::new(seg.base, seg.len);
             while !cur.done() {
                 for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
                     pacer.breathe().await;
-                    if h.is_control() {
-                        continue;
-                    }
+                    let index = u32::try_from(lives.len()).unwrap_or(u32::MAX);
+                    let mut life = BatchLife {
+                        segment: seg.base,
+                        base_offset: h.base_offset,
+                        producer_id: h.producer_id,
+                        live: 0,
+                        records: u32::try_from(h.record_count).unwrap_or(0),
+                        whole: true,
+                    };
                     // A batch whose records cannot be read adds no key: the
                     // records it may supersede elsewhere are kept.
-                    let Ok(records) = records_bytes(&bytes) else {
-                        continue;
-                    };
-                    let Ok(parsed) = parse_records(&records, h.record_count) else {
-                        continue;
-                    };
-                    for r in parsed {
-                        if let Some(k) = r.key {
+                    let records = (!h.is_control())
+                        .then(|| records_bytes(&bytes).ok())
+                        .flatten();
+                    let parsed = records
+                        .as_ref()
+                        .and_then(|r| parse_records(r, h.record_count).ok());
+                    if let Some(parsed) = parsed {
+                        life.whole = false;
+                        for r in parsed {
+                            let Some(k) = r.key else {
+                                continue;
+                            };
                             let offset = h.base_offset.saturating_add(i64::from(r.offset_delta));
-                            keys.insert(k.to_vec(), offset);
+                            life.live = life.live.saturating_add(1);
+                            match keys.get_mut(k) {
+                                Some(last) => {
+                                    let before = last.1;
+                                    *last = (offset, index);
+                                    if before == index {
+                                        life.live = life.live.saturating_sub(1);
+                                    } else {
+                                        superseded(&mut lives, before);
+                                    }
+                                }
+                                None => {
+                                    keys.insert(k.to_vec(), (offset, index));
+                                }
+                            }
                         }
                     }
+                    lives.push(life);
                 }
             }
             let added: u64 = keys
                 .keys()
                 .filter(|k| !map.contains_key(*k))
                 .map(|k| (k.len() as u64).saturating_add(MAP_ENTRY_OVERHEAD_BYTES))
-                .sum();
+                .sum::<u64>()
+                .saturating_add(
+                    (lives.len().saturating_sub(first_life) as u64)
+                        .saturating_mul(BATCH_LIFE_BYTES),
+                );
             if !map.is_empty() && map_bytes.saturating_add(added) > budget_bytes {
+                lives.truncate(first_life);
                 break;
             }
             map_bytes = map_bytes.saturating_add(added);
-            map.extend(keys);
+            for (k, v) in keys {
+                if let Some((_, before)) = map.insert(k, v) {
+                    superseded(&mut lives, before);
+                }
+            }
             end = seg.next_offset;
         }
-        Ok((map, end))
+        Ok((map, lives, end))
+    }
+
+    /// The dirty segments the offset map covers whose batches all clean
+    /// down to nothing (see `retain`): no record is its key's last, none is
+    /// kept whole, none is the last batch of a producer the log tracks.
+    /// The rewrite does not read them.
+    fn dead_segments(&self, lives: &Lives) -> HashMap<i64, u64> {
+        let mut dead: HashMap<i64, u64> = HashMap::new();
+        let mut alive: Vec<i64> = Vec::new();
+        for b in lives {
+            let keeps = b.whole
+                || b.live > 0
+                || (b.producer_id >= 0 && self.is_last_of_producer(b.producer_id, b.base_offset));
+            if keeps {
+                alive.push(b.segment);
+            } else {
+                let records = dead.entry(b.segment).or_default();
+                *records = records.saturating_add(u64::from(b.records));
+            }
+        }
+        for s in alive {
+            dead.remove(&s);
+        }
+        dead
     }
 
     /// Writes one group of segments cleaned, then swaps it in. Returns the
@@ -335,6 +433,11 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(io_err)?;
         let mut w = CleanedWriter::new(base, file, ctx.interval);
         for seg in group {
+            if let Some(records) = ctx.dead.get(&seg.base) {
+                stats.records_removed = stats.records_removed.saturating_add(*records);
+                stats.segments_unread = stats.segments_unread.saturating_add(1);
+                continue;
+            }
             let mut cur = Cursor::new(seg.base, seg.len);
             while !cur.done() {
                 for (h, bytes) in self.next_batches(&mut cur, pacer).await? {
@@ -396,8 +499,12 @@ impl<S: Storage> PartitionLog<S> {
             .iter()
             .zip(group)
             .all(|(s, g)| s.base_offset == g.base));
+        drop(st);
         // A read-ahead of a replaced segment would keep its file open.
         self.inner.read_ahead.borrow_mut().take();
+        for old in replaced {
+            storage.retire(old.file);
+        }
         tracing::trace!(dir = %dir.display(), base, end, file = %segment_name(base, "log"), len, "segments swapped for their clean");
         Ok(len)
     }
@@ -424,20 +531,24 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     fn is_last_batch_of_producer(&self, h: &BatchHeader) -> bool {
-        h.producer_id >= 0
-            && self
-                .inner
-                .producers
-                .borrow()
-                .get(h.producer_id)
-                .and_then(|e| e.batches.back())
-                .is_some_and(|b| b.base_offset == h.base_offset)
+        h.producer_id >= 0 && self.is_last_of_producer(h.producer_id, h.base_offset)
+    }
+
+    fn is_last_of_producer(&self, producer_id: i64, base_offset: i64) -> bool {
+        self.inner
+            .producers
+            .borrow()
+            .get(producer_id)
+            .and_then(|e| e.batches.back())
+            .is_some_and(|b| b.base_offset == base_offset)
     }
 }
 
 /// What a group's clean needs to decide about each record.
 struct GroupCtx<'a> {
     map: &'a OffsetMap,
+    /// Dirty segments that clean down to nothing, with their record counts.
+    dead: &'a HashMap<i64, u64>,
     now_ms: i64,
     delete_retention_ms: i64,
     interval: u64,
@@ -476,7 +587,7 @@ fn retain(
             continue;
         };
         let offset = h.base_offset.saturating_add(i64::from(r.offset_delta));
-        if ctx.map.get(key).is_some_and(|&last| last > offset) {
+        if ctx.map.get(key).is_some_and(|&(last, _)| last > offset) {
             continue;
         }
         if r.tombstone && tombstones_go {
