@@ -98,6 +98,7 @@ struct SimState {
     /// Bumped by every crash: handles from before a crash stop working.
     generation: u64,
     writes: u64,
+    written_bytes: u64,
     syncs: u64,
     /// Operations left before the power goes (`set_fuse`): after that every
     /// operation fails until `crash`.
@@ -164,6 +165,7 @@ impl SimStorage {
                 next_id: 1,
                 generation: 0,
                 writes: 0,
+                written_bytes: 0,
                 syncs: 0,
                 fuse: None,
             })),
@@ -256,6 +258,11 @@ impl SimStorage {
     pub fn counters(&self) -> (u64, u64) {
         let st = self.state.borrow();
         (st.writes, st.syncs)
+    }
+
+    /// Bytes written to files so far (padding included).
+    pub fn written_bytes(&self) -> u64 {
+        self.state.borrow().written_bytes
     }
 }
 
@@ -356,6 +363,7 @@ impl StorageFile for SimFile {
         self.with(|st, id| {
             st.check_space(id, pos + buf.0.len() as u64)?;
             st.writes += 1;
+            st.written_bytes += buf.0.len() as u64;
             let op = Op::Write {
                 pos,
                 data: buf.0.clone(),

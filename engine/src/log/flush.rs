@@ -36,11 +36,40 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::prealloc::refresh_free_space;
 use super::segment::segment_bytes;
 use super::state::{io_err, Inner, PartitionLog, State};
+use super::tail::Chunk;
 use crate::error::{EngineError, Result};
-use crate::io::{align_up, IoBuf, Storage, StorageFile};
+use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile, ALIGN_BYTES};
 
 /// O_DIRECT chunk writes in flight at once per log.
 const MAX_INFLIGHT_WRITES: usize = 32;
+
+/// What of a chunk still has to be written, and where: snapshots of the
+/// partial tail (acks=1 and acks=all appends) have put everything below
+/// `written_end` on the device already, so the chunk's write starts at the
+/// block holding it (at least its last block is written). Without this,
+/// every byte a snapshot wrote was written again when its chunk filled:
+/// twice the produced bytes reached the disk. The part is a copy in a new
+/// buffer; the chunk keeps its own for reads.
+fn unwritten_part<B: IoBuf>(
+    c: &Chunk<B>,
+    written_end: u64,
+    alloc: impl FnOnce(usize) -> B,
+) -> (u64, Rc<B>) {
+    let whole = c.buf.as_slice().len();
+    let last_block = whole.saturating_sub(ALIGN_BYTES as usize);
+    let skip = usize::try_from(align_down(written_end).saturating_sub(c.start))
+        .unwrap_or(usize::MAX)
+        .min(last_block);
+    if skip == 0 {
+        return (c.start, c.buf.clone());
+    }
+    let Some(rest) = c.buf.as_slice().get(skip..) else {
+        return (c.start, c.buf.clone());
+    };
+    let mut part = alloc(rest.len());
+    part.as_mut_slice().copy_from_slice(rest);
+    (c.start.saturating_add(skip as u64), Rc::new(part))
+}
 
 /// What a flush round is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +343,7 @@ impl<S: Storage> PartitionLog<S> {
                     let Some(tail) = st.tail.as_mut() else {
                         break;
                     };
+                    let written_end = tail.written_end;
                     match tail.chunks.iter_mut().find(|c| !c.submitted) {
                         Some(c) if submitted < limit => {
                             let end = c.start.saturating_add(c.buf.as_slice().len() as u64);
@@ -326,7 +356,9 @@ impl<S: Storage> PartitionLog<S> {
                             }
                             c.submitted = true;
                             submitted = submitted.saturating_add(1);
-                            (c.start, end, c.buf.clone(), None)
+                            let (start, buf) =
+                                unwritten_part(c, written_end, |n| file.alloc_buf(n));
+                            (Rc::as_ptr(&c.buf) as usize, start, end, buf, None)
                         }
                         Some(_) => break,
                         None => {
@@ -344,12 +376,13 @@ impl<S: Storage> PartitionLog<S> {
                             if end > write_limit {
                                 break;
                             }
-                            (start, end, Rc::new(buf), Some(len))
+                            let buf = Rc::new(buf);
+                            (Rc::as_ptr(&buf) as usize, start, end, buf, Some(len))
                         }
                     }
                 };
-                let (start, end, buf, snapshot_of) = next;
-                let id = Rc::as_ptr(&buf) as usize;
+                // `id` names the chunk (or snapshot) the write completes.
+                let (id, start, end, buf, snapshot_of) = next;
                 if let Some(data_end) = snapshot_of {
                     snapshot = Some((id, start, data_end));
                 }
