@@ -270,8 +270,6 @@ impl Storage for DmaStorage {
     }
 }
 
-/// Runs a blocking file-system call on the executor's blocking thread pool,
-/// so the shard's reactor goes on meanwhile.
 /// How long a retired file waits for its readers before it is simply
 /// dropped (then its last reader's close frees the blocks).
 const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -302,6 +300,8 @@ async fn release_blocks(file: Rc<DmaFile>) {
     }
 }
 
+/// Runs a blocking file-system call on the executor's blocking thread pool,
+/// so the shard's reactor goes on meanwhile.
 async fn off_the_reactor<R: Send + 'static>(
     f: impl FnOnce() -> io::Result<R> + Send + 'static,
 ) -> io::Result<R> {
