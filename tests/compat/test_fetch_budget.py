@@ -14,6 +14,7 @@ also when the broker's `fetch.max.bytes` clamps their requests.
 """
 
 import threading
+from pathlib import Path
 import time
 
 import kafka_wire as kw
@@ -197,3 +198,71 @@ def test_consumer_reads_everything_with_a_small_broker_fetch_max_bytes(broker_wi
         assert left == 0, f"{left} records not read: {seen}"
     finally:
         c.close()
+
+
+def disk_read_bytes(pid: int) -> int:
+    """Bytes the process has read from the storage layer (O_DIRECT reads count)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no read_bytes")
+
+
+def settled_read_bytes(pid: int, timeout: float = 10.0) -> int:
+    """read_bytes once the broker's reads (read-aheads included) have ended:
+    the same value twice, 0.3 s apart."""
+    deadline = time.monotonic() + timeout
+    last = disk_read_bytes(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = disk_read_bytes(pid)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"the broker kept reading for {timeout}s")
+
+
+def test_partitions_past_a_spent_budget_are_not_read(own_broker, topic_name):
+    """The Java consumer's fetch: 1 MiB per partition, 64 partitions, and a
+    response budget (here 4 MiB) that a few partitions spend. The first
+    partition whose next batch no longer fits what is left is answered
+    without it, the broker reads no more of it from the disk than the
+    window holding its header, and no partition after it is read (Kafka
+    spends that rest on a partial batch). Before, each one's whole first
+    batch was read and thrown away:
+    at 128 partitions and Kafka's 50 MiB `fetch.max.bytes` the disk read
+    2.3x what the consumer got (results/read-path)."""
+    b = own_broker
+    create_topic(b.bootstrap, topic_name, PARTITIONS)
+    fill(b.bootstrap, topic_name)
+    # Everything on the disk, none of it in the tails' memory.
+    b.restart()
+    partition_max = 1 << 20
+    budget = 4 << 20
+    req = kw.fetch_v11(
+        [(topic_name, p, 0, partition_max) for p in range(PARTITIONS)],
+        max_wait_ms=500,
+        correlation_id=7,
+        max_bytes=budget,
+    )
+    before = settled_read_bytes(b.pid)
+    with kw.connect(b.port, timeout=30) as s:
+        s.sendall(req)
+        _cid, error, parts = kw.parse_fetch_v11(kw.recv_frame(s))
+    read = settled_read_bytes(b.pid) - before
+    assert error == 0
+    answered = [(p, len(records)) for _t, p, perr, _hw, _ls, records in parts if perr == 0 and records]
+    returned = sum(n for _, n in answered)
+    assert 0 < returned <= budget, (returned, answered)
+    # What the answered partitions cost: their bytes, and a read-ahead of up
+    # to two 1 MiB steps each. The partition whose batch did not fit what
+    # was left: the window holding its header (at most what was left, plus
+    # a page on each side). No other partition is read.
+    allowed = returned + len(answered) * (2 * partition_max + (64 << 10)) \
+        + (budget - returned) + (64 << 10) + (1 << 20)
+    print(f"read {read >> 10} KiB from the disk for {returned >> 10} KiB answered "
+          f"in {len(answered)} partitions; allowed {allowed >> 10} KiB")
+    assert read <= allowed, (
+        f"the broker read {read >> 20} MiB from the disk to answer {returned >> 20} MiB "
+        f"from {len(answered)} of {PARTITIONS} partitions"
+    )

@@ -88,7 +88,8 @@ use files::{write_index_files, SPARE_SEGMENT_FILE};
 pub use readahead::{read_ahead_held_bytes, READ_AHEAD_BUDGET_BYTES};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
-    AppendInfo, AppendOrigin, Durability, PartitionLog, ReadResult, Spawner, CLEAN_SHUTDOWN_FILE,
+    AppendInfo, AppendOrigin, Durability, PartitionLog, ReadLimit, ReadResult, Spawner,
+    CLEAN_SHUTDOWN_FILE,
 };
 
 impl PartitionLog<DmaStorage> {
@@ -224,8 +225,10 @@ impl<S: Storage> PartitionLog<S> {
                 spare_busy: Cell::new(false),
                 buffered_writer: Cell::new(false),
                 prealloc: RefCell::new(prealloc::Prealloc::default()),
-                read_ahead: RefCell::new(None),
+                read_ahead: RefCell::default(),
                 read_ahead_hits: Cell::new(0),
+                file_read_bytes: Cell::new(0),
+                read_ahead_drops: Cell::new(0),
                 point_taken: Cell::new((-1, 0)),
                 point_generation: Cell::new(0),
                 point_lock: futures_util::lock::Mutex::new(()),

@@ -10,8 +10,8 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::readahead::{Prefetch, READ_AHEAD_MAX_BYTES, READ_AHEAD_MIN_BYTES};
-use super::state::{io_err, PartitionLog, ReadResult};
+use super::readahead::{READ_AHEAD_MAX_BYTES, READ_AHEAD_STEPS};
+use super::state::{io_err, PartitionLog, ReadLimit, ReadResult};
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use crate::error::{EngineError, Result};
 use crate::index;
@@ -93,11 +93,18 @@ impl<S: Storage> PartitionLog<S> {
         Ok((out.freeze(), from_file))
     }
 
-    /// Starts reading `[pos, pos + len)` of segment `base` in the
-    /// background (clamped to what the file holds for good and to
-    /// `READ_AHEAD_MAX_BYTES`), replacing this log's read-ahead (see
-    /// `readahead.rs`).
-    fn start_read_ahead(&self, base: i64, pos: u64, len: u64) {
+    /// Makes this log's read-ahead run reach `READ_AHEAD_STEPS` steps of
+    /// `step` bytes past `pos` of segment `base` (clamped to what the file
+    /// holds for good and to `READ_AHEAD_MAX_BYTES`), starting with the
+    /// bytes of `leftover` (already read from the file) that lie from `pos`
+    /// on (see `readahead.rs`).
+    fn start_read_ahead(
+        &self,
+        base: i64,
+        pos: u64,
+        step: u64,
+        leftover: Option<(u64, Bytes, u64)>,
+    ) {
         let Some(spawn) = self.inner.write_behind.clone() else {
             return;
         };
@@ -114,29 +121,24 @@ impl<S: Storage> PartitionLog<S> {
                 (Some(tail), true) => tail.mem_start().min(seg.len),
                 _ => seg.len,
             };
-            let end = pos
-                .saturating_add(len.min(READ_AHEAD_MAX_BYTES))
-                .min(file_end);
-            (seg.file.clone(), end)
+            let ahead = step
+                .saturating_mul(READ_AHEAD_STEPS)
+                .min(READ_AHEAD_MAX_BYTES);
+            (seg.file.clone(), pos.saturating_add(ahead).min(file_end))
         };
-        let len = end.saturating_sub(pos);
-        if len < READ_AHEAD_MIN_BYTES {
-            return;
-        }
-        let mut slot = self.inner.read_ahead.borrow_mut();
-        if slot.as_ref().is_some_and(|p| p.starts_at(base, &file, pos)) {
-            return;
-        }
-        // The one this replaces gives its budget back once its read, if
-        // still on its way, ends.
-        slot.take();
-        *slot = Prefetch::start(base, file, pos, len, &*spawn);
+        let started = self
+            .inner
+            .read_ahead
+            .borrow_mut()
+            .extend(base, &file, pos, end, leftover, &*spawn);
+        let asked = &self.inner.file_read_bytes;
+        asked.set(asked.get().saturating_add(started));
     }
 
     /// Reads `[pos, pos + len)` of segment `base` from `file`: the leading
-    /// part a read-ahead holds (waiting for it when it is on its way), the
-    /// rest with a read of its own. Short at the end of the file. The
-    /// read-ahead is used up either way.
+    /// part the read-ahead run holds (waiting for it when it is on its
+    /// way), the rest with a read of its own. Short at the end of the file.
+    /// A piece of the run is used up when the read reaches its end.
     async fn read_file(
         &self,
         base: i64,
@@ -144,35 +146,42 @@ impl<S: Storage> PartitionLog<S> {
         pos: u64,
         len: u64,
     ) -> std::io::Result<Bytes> {
-        let ahead = {
-            let mut slot = self.inner.read_ahead.borrow_mut();
-            if slot.as_ref().is_some_and(|p| p.covers(base, file, pos)) {
-                slot.take()
-            } else {
-                None
+        let end = pos.saturating_add(len);
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut at = pos;
+        while at < end {
+            let piece = self.inner.read_ahead.borrow().piece_at(base, file, at);
+            let Some(piece) = piece else {
+                break;
+            };
+            match piece.bytes(at, end.saturating_sub(at)).await {
+                Some(b) => {
+                    at = at.saturating_add(b.len() as u64);
+                    parts.push(b);
+                }
+                None => {
+                    self.inner.read_ahead.borrow_mut().failed(&piece);
+                    break;
+                }
             }
-        };
-        let head = match ahead {
-            Some(p) => p.bytes(pos, len).await.unwrap_or_default(),
-            None => Bytes::new(),
-        };
-        let got = head.len() as u64;
-        if got > 0 {
+        }
+        if !parts.is_empty() {
             let hits = &self.inner.read_ahead_hits;
             hits.set(hits.get().saturating_add(1));
         }
-        if got >= len {
-            return Ok(head);
+        if at < end {
+            let rest = file.read_at(at, end.saturating_sub(at) as usize).await?;
+            let asked = &self.inner.file_read_bytes;
+            asked.set(asked.get().saturating_add(end.saturating_sub(at)));
+            parts.push(rest);
         }
-        let rest = file
-            .read_at(pos.saturating_add(got), len.saturating_sub(got) as usize)
-            .await?;
-        if head.is_empty() {
-            return Ok(rest);
+        if parts.len() == 1 {
+            return Ok(parts.pop().unwrap_or_default());
         }
-        let mut out = BytesMut::with_capacity(head.len().saturating_add(rest.len()));
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&rest);
+        let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for p in &parts {
+            out.extend_from_slice(p);
+        }
         Ok(out.freeze())
     }
 
@@ -181,9 +190,17 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.read_ahead_hits.get()
     }
 
-    /// Forgets this log's read-ahead: the bytes it read may be rewritten.
+    /// Bytes this log's reads asked of its files: their own reads and
+    /// their read-aheads (what went to the disk, before alignment).
+    pub fn file_read_bytes(&self) -> u64 {
+        self.inner.file_read_bytes.get()
+    }
+
+    /// Forgets this log's read-aheads: the bytes they read may be rewritten.
     pub(super) fn drop_read_ahead(&self) {
-        self.inner.read_ahead.borrow_mut().take();
+        self.inner.read_ahead.borrow_mut().clear();
+        let drops = &self.inner.read_ahead_drops;
+        drops.set(drops.get().wrapping_add(1));
     }
 
     /// Finds the segment holding `offset`: its base, length and the index
@@ -207,7 +224,10 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Scans batch headers of segment `base` from `pos` and returns the
     /// first batch for which `stop` holds, with its position and the bytes
-    /// read from there on (at least `want` when available).
+    /// read from there on: at least `want` when available, and the whole
+    /// batch when `whole` (else, for a batch larger than `want`, what was
+    /// read of it: its header).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn scan(
         &self,
         base: i64,
@@ -215,6 +235,7 @@ impl<S: Storage> PartitionLog<S> {
         mut pos: u64,
         mut expect_offset: i64,
         want: u64,
+        whole: bool,
         stop: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
         let gaps = self.may_have_gaps(base);
@@ -237,9 +258,12 @@ impl<S: Storage> PartitionLog<S> {
                 expect_offset = h.last_offset().saturating_add(1);
                 if stop(&h) {
                     let rest = window.slice(at..);
-                    let needed = want
-                        .max(h.total_bytes() as u64)
-                        .min(seg_len.saturating_sub(here));
+                    let batch_bytes = h.total_bytes() as u64;
+                    let needed = if whole || batch_bytes <= want {
+                        want.max(batch_bytes).min(seg_len.saturating_sub(here))
+                    } else {
+                        0
+                    };
                     if rest.len() as u64 >= needed {
                         return Ok(Some((here, h, rest, disk_bytes.saturating_sub(at))));
                     }
@@ -266,7 +290,21 @@ impl<S: Storage> PartitionLog<S> {
     /// [`high_watermark`](Self::high_watermark). `offset == log_end_offset`
     /// gives an empty result.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        self.read_bounded(offset, max_bytes, self.high_watermark())
+        self.read_limited(offset, ReadLimit::whole_first_batch(max_bytes))
+            .await
+    }
+
+    /// [`read`](Self::read) within `limit`: up to the high watermark or the
+    /// log end, and with the first batch returned whole or only if it fits.
+    /// A first batch that does not fit gives no batch and
+    /// `ReadResult::first_batch_did_not_fit`, and only its header is read.
+    pub async fn read_limited(&self, offset: i64, limit: ReadLimit) -> Result<ReadResult> {
+        let bound = if limit.to_end {
+            self.log_end_offset()
+        } else {
+            self.high_watermark()
+        };
+        self.read_bounded(offset, limit.max_bytes, bound, limit.first_batch_whole)
             .await
     }
 
@@ -282,6 +320,7 @@ impl<S: Storage> PartitionLog<S> {
         offset: i64,
         max_bytes: usize,
         bound: i64,
+        first_whole: bool,
     ) -> Result<ReadResult> {
         let mut out = {
             let st = self.inner.state.borrow();
@@ -297,17 +336,32 @@ impl<S: Storage> PartitionLog<S> {
                 high_watermark: bound.min(st.log_end_offset),
                 log_start_offset: st.log_start_offset,
                 log_end_offset: st.log_end_offset,
+                first_batch_did_not_fit: false,
             }
         };
         let bound = out.high_watermark;
         if offset >= bound {
             return Ok(out);
         }
-        let Some((base, pos, bytes, disk_bytes)) =
-            self.find_batch(offset, max_bytes, bound).await?
+        let drops = self.inner.read_ahead_drops.get();
+        let Some((base, pos, bytes, disk_bytes)) = self
+            .find_batch(offset, max_bytes, first_whole, bound)
+            .await?
         else {
             return Ok(out);
         };
+        if !first_whole {
+            let first_bytes = bytes
+                .get(8..LOG_OVERHEAD)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, |b| {
+                    LOG_OVERHEAD.saturating_add(i32::from_be_bytes(b).max(0) as usize)
+                });
+            if first_bytes > max_bytes {
+                out.first_batch_did_not_fit = true;
+                return Ok(out);
+            }
+        }
         let mut at = 0usize;
         let mut total = 0usize;
         let mut expect_offset: Option<i64> = None;
@@ -378,11 +432,19 @@ impl<S: Storage> PartitionLog<S> {
         }
         if disk_bytes > 0 {
             // A reader going through the log from the disk: start its next
-            // step's read now (see `readahead.rs`).
+            // steps' reads now, from what this one read past its last batch
+            // on (see `readahead.rs`). Not with bytes read before a
+            // truncation, retention or clean dropped the read-aheads.
             if let Some((next_base, _, next_pos, _)) =
                 expect_offset.and_then(|next| self.locate(next))
             {
-                self.start_read_ahead(next_base, next_pos, scan_window(max_bytes as u64));
+                let unchanged = self.inner.read_ahead_drops.get() == drops;
+                let leftover = (unchanged && next_base == base).then(|| {
+                    let read = bytes.slice(..disk_bytes.min(bytes.len()));
+                    let len = read.len() as u64;
+                    (pos, read, len)
+                });
+                self.start_read_ahead(next_base, next_pos, scan_window(max_bytes as u64), leftover);
             }
         }
         Ok(out)
@@ -417,12 +479,14 @@ impl<S: Storage> PartitionLog<S> {
 
     /// The first batch holding `offset` or, when `offset` lies in a gap a
     /// clean left, the first batch after it, below `bound`: its segment, its
-    /// position and the bytes from there. A compacted segment may end
+    /// position and the bytes from there (the whole batch when
+    /// `first_whole` or it fits in `max_bytes`). A compacted segment may end
     /// before the next one starts, so the search goes on into the next.
     async fn find_batch(
         &self,
         offset: i64,
         max_bytes: usize,
+        first_whole: bool,
         bound: i64,
     ) -> Result<Option<(i64, u64, Bytes, usize)>> {
         let mut at = offset;
@@ -431,9 +495,15 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(None);
             };
             let found = self
-                .scan(base, seg_len, pos, first, max_bytes as u64, |h| {
-                    h.last_offset() >= offset
-                })
+                .scan(
+                    base,
+                    seg_len,
+                    pos,
+                    first,
+                    max_bytes as u64,
+                    first_whole,
+                    |h| h.last_offset() >= offset,
+                )
                 .await?;
             if let Some((pos, h, bytes, disk_bytes)) = found {
                 if h.base_offset >= bound {
@@ -491,7 +561,7 @@ impl<S: Storage> PartitionLog<S> {
             (seg.base_offset, seg.len, pos, first, st.log_start_offset)
         };
         let found = self
-            .scan(base, seg_len, pos, first, 0, |h| {
+            .scan(base, seg_len, pos, first, 0, true, |h| {
                 h.max_timestamp >= timestamp_ms
             })
             .await?;
@@ -586,7 +656,7 @@ impl<S: Storage> PartitionLog<S> {
     /// serves its followers.
     pub async fn read_to_end(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         let end = self.log_end_offset();
-        self.read_bounded(offset, max_bytes, end).await
+        self.read_bounded(offset, max_bytes, end, true).await
     }
 }
 
@@ -640,23 +710,23 @@ mod tests {
     fn nothing_at_or_past_the_read_bound_is_read() {
         block_on(async {
             let log = three_batches().await;
-            let r = log.read_bounded(0, 1 << 20, 6).await.unwrap();
+            let r = log.read_bounded(0, 1 << 20, 6, true).await.unwrap();
             assert_eq!(
                 (bases(&r), r.high_watermark, r.log_end_offset),
                 (vec![0, 3], 6, 9)
             );
-            let r = log.read_bounded(4, 1 << 20, 6).await.unwrap();
+            let r = log.read_bounded(4, 1 << 20, 6, true).await.unwrap();
             assert_eq!(bases(&r), vec![3]);
             for offset in [6, 7, 9] {
-                let r = log.read_bounded(offset, 1 << 20, 6).await.unwrap();
+                let r = log.read_bounded(offset, 1 << 20, 6, true).await.unwrap();
                 assert!(r.batches.is_empty(), "read at {offset} past the bound");
             }
             assert!(matches!(
-                log.read_bounded(10, 1 << 20, 6).await,
+                log.read_bounded(10, 1 << 20, 6, true).await,
                 Err(EngineError::OffsetOutOfRange { .. })
             ));
             // A bound past the log end reads to the log end.
-            let r = log.read_bounded(0, 1 << 20, 100).await.unwrap();
+            let r = log.read_bounded(0, 1 << 20, 100, true).await.unwrap();
             assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
             // The public read's bound is the written offset: all of it here.
             assert_eq!(log.high_watermark(), log.written_offset());

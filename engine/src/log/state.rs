@@ -13,7 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::prealloc::Prealloc;
-use super::readahead::Prefetch;
+use super::readahead::ReadAheads;
 use super::segment::Segment;
 use super::tail::Tail;
 use crate::config::LogConfig;
@@ -74,6 +74,32 @@ pub struct ReadResult {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// The read asked its first batch only if it fits, and it did not: no
+    /// batch was returned (see `PartitionLog::read_limited`).
+    pub first_batch_did_not_fit: bool,
+}
+
+/// What a read may return (see `PartitionLog::read_limited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Bytes of whole batches, at most.
+    pub max_bytes: usize,
+    /// The first batch is returned whole even when it is larger than
+    /// `max_bytes` (KIP-74); else only if it fits.
+    pub first_batch_whole: bool,
+    /// Up to the log end (a follower's read), else up to the high watermark.
+    pub to_end: bool,
+}
+
+impl ReadLimit {
+    /// A consumer's read that returns at least the first batch.
+    pub fn whole_first_batch(max_bytes: usize) -> ReadLimit {
+        ReadLimit {
+            max_bytes,
+            first_batch_whole: true,
+            to_end: false,
+        }
+    }
 }
 
 impl ReadResult {
@@ -192,11 +218,16 @@ pub(super) struct Inner<S: Storage> {
     /// The log start offset last written to `log-start-offset` (see
     /// `delete_records.rs`); held while it is written.
     pub(super) log_start_saved: futures_util::lock::Mutex<i64>,
-    /// The read the next sequential read from the disk will make, started
-    /// ahead of it (see `readahead.rs`).
-    pub(super) read_ahead: RefCell<Option<Rc<Prefetch<S::File>>>>,
+    /// The reads the next sequential reads from the disk will make,
+    /// started ahead of them (see `readahead.rs`).
+    pub(super) read_ahead: RefCell<ReadAheads<S::File>>,
     /// Reads from the file that a read-ahead served, in whole or in part.
     pub(super) read_ahead_hits: Cell<u64>,
+    /// Bytes reads asked of the file: their own I/O and their read-aheads'.
+    pub(super) file_read_bytes: Cell<u64>,
+    /// Times the read-aheads were dropped (truncation, retention, a clean's
+    /// swap): bytes a read got before one are not kept for the next.
+    pub(super) read_ahead_drops: Cell<u64>,
     /// The recovery point last taken: (segment base offset, length). See
     /// `recovery_point.rs`.
     pub(super) point_taken: Cell<(i64, u64)>,

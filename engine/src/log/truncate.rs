@@ -143,7 +143,9 @@ impl<S: Storage> PartitionLog<S> {
             )));
         };
         let found = self
-            .scan(base, seg_len, pos, first, 0, |h| h.last_offset() >= offset)
+            .scan(base, seg_len, pos, first, 0, true, |h| {
+                h.last_offset() >= offset
+            })
             .await?;
         let Some((cut_pos, batch, _, _)) = found else {
             return Err(EngineError::Corrupt(format!(

@@ -10,7 +10,10 @@
 //! - KIP-74: until some partition has returned a batch, the first batch read
 //!   is returned whole even when it is larger than both limits, so a consumer
 //!   always makes progress. After that, a partition whose next batch does not
-//!   fit returns nothing.
+//!   fit returns nothing, and only the batch's header is read. When it is the
+//!   response's budget that it does not fit, reading stops there: Kafka
+//!   fills that rest with a partial batch the client drops, and reads no
+//!   further partition either.
 //! - What was read is kept across a long poll's wake-ups: a pass reads only
 //!   the partitions whose read bound moved past where their reading stopped,
 //!   from there on, so the batches of a partition stay contiguous.
@@ -30,7 +33,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use strom_engine::batch::BatchHeader;
-use strom_engine::EngineError;
+use strom_engine::{EngineError, ReadLimit};
 
 use super::produce::engine_error_code;
 use crate::scatter::scatter_gather;
@@ -410,26 +413,33 @@ async fn read_one(shard: &Shard, item: &ReadItem, budget: &mut Budget) -> ReadOu
             full: true,
         };
     }
-    // The engine returns the first batch whole whatever the limit, and
-    // after it only batches within the limit. A follower reads past the
-    // high watermark, up to the log end.
-    let read = if item.replica {
-        log.read_to_end(item.offset, limit.max(1)).await
-    } else {
-        log.read(item.offset, limit.max(1)).await
-    };
+    // After the response's first batch (KIP-74), a partition's first
+    // batch is returned only if it fits what is left: the engine then reads
+    // no more of it than its header, so the partitions past a spent budget
+    // cost no reads of the batches they do not return. A follower reads
+    // past the high watermark, up to the log end.
+    let read = log
+        .read_limited(
+            item.offset,
+            ReadLimit {
+                max_bytes: limit.max(1),
+                first_batch_whole: budget.first_batch_free,
+                to_end: item.replica,
+            },
+        )
+        .await;
     match read {
         Ok(r) => {
-            let mut batches = r.batches;
-            let bytes: usize = batches.iter().map(Bytes::len).sum();
-            let full = bytes > limit && !budget.first_batch_free;
-            if full {
-                // Only the first batch can be over the limit, and only the
-                // response's first batch may be (KIP-74).
-                debug_assert_eq!(batches.len(), 1);
-                batches.clear();
-            }
+            let batches = r.batches;
+            let full = r.first_batch_did_not_fit;
             budget.take(batches.iter().map(Bytes::len).sum(), batches.len());
+            if full && limit < item.max_bytes {
+                // A batch too big for what the response has left ends the
+                // reading, as Kafka's partial batch spends the budget: the
+                // partitions after it are not read only to find that
+                // theirs do not fit either.
+                budget.left = 0;
+            }
             ReadOut::Read {
                 batches,
                 high_watermark: if item.replica {

@@ -501,7 +501,7 @@ impl<S: Storage> PartitionLog<S> {
             .all(|(s, g)| s.base_offset == g.base));
         drop(st);
         // A read-ahead of a replaced segment would keep its file open.
-        self.inner.read_ahead.borrow_mut().take();
+        self.drop_read_ahead();
         for old in replaced {
             storage.retire(old.file);
         }
