@@ -347,7 +347,8 @@ impl Shard {
                 if is_new_topic && previous.version > 0 {
                     // A created topic never inherits files of an older topic
                     // with the same name (crash between metadata and delete).
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let doomed = dir.clone();
+                    let _ = off_the_shard(move || std::fs::remove_dir_all(doomed)).await;
                 }
                 match PartitionLog::open(&dir, log_config.clone()).await {
                     Ok(log) => {
@@ -439,16 +440,22 @@ impl Shard {
         let config = old.config();
         let dir = partition_dir(&self.config.data_dir, topic, partition);
         let fresh = dir.with_extension("restart");
-        let _ = std::fs::remove_dir_all(&fresh);
+        let doomed = fresh.clone();
+        let _ = off_the_shard(move || std::fs::remove_dir_all(doomed)).await;
         PartitionLog::create_empty_at(&fresh, config.clone(), offset)
             .await?
             .close()
             .await?;
         old.delete().await?;
-        std::fs::rename(&fresh, &dir)?;
-        if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
+        let (from, to) = (fresh.clone(), dir.clone());
+        off_the_shard(move || {
+            std::fs::rename(&from, &to)?;
+            if let Some(parent) = to.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await?;
         let log = PartitionLog::open(&dir, config).await?;
         if let Some(t) = self.logs.borrow_mut().get_mut(topic) {
             t.partitions.insert(partition, log.clone());
@@ -487,4 +494,14 @@ fn leads_alone(meta: &Metadata, node_id: i32, topic: &str, p: i32) -> bool {
     crate::cluster::led_at_epoch(meta, node_id, topic, p).is_some()
         && crate::cluster::partition_state(meta, topic, p)
             .is_none_or(|s| s.isr.as_slice() == [node_id])
+}
+
+/// Runs blocking file system work (deleting a tree, renaming and syncing a
+/// directory) on glommio's blocking pool, so the shard's other requests do
+/// not wait for the device meanwhile (on a `discard`-mounted disk, freeing
+/// blocks waits for it).
+async fn off_the_shard<R: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> std::io::Result<R> {
+    glommio::executor().spawn_blocking(f).await
 }
