@@ -138,7 +138,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Reads `[pos, pos + len)` of segment `base` from `file`: the leading
     /// part the read-ahead run holds (waiting for it when it is on its
     /// way), the rest with a read of its own. Short at the end of the file.
-    /// A piece of the run is used up when the read reaches its end.
+    /// The pieces stay in the run until the reader moves past them.
     async fn read_file(
         &self,
         base: i64,

@@ -22,8 +22,10 @@
 //! - A step's bytes past its last whole batch (the start of the next batch)
 //!   were read already: they become the run's first piece, with no I/O, so
 //!   no byte is read from the disk twice by one reader going through.
-//! - A piece is used up when a read reaches its end; a read that stops
-//!   inside it (a fetch whose budget ran out) leaves the rest for the next.
+//! - A read takes what it wants of the pieces and leaves them in the run:
+//!   a read that stopped early (a fetch whose budget ran out) is followed by
+//!   one from the same offset. A piece is dropped once the reader has moved
+//!   past it (the next step starts at or after its end).
 //! - Only bytes the file holds for good: a closed segment, or the active
 //!   segment below the tail's memory. At most `READ_AHEAD_MAX_BYTES` ahead,
 //!   and the process holds at most `READ_AHEAD_BUDGET_BYTES` in read-aheads.
