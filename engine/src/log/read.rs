@@ -98,13 +98,7 @@ impl<S: Storage> PartitionLog<S> {
     /// holds for good and to `READ_AHEAD_MAX_BYTES`), starting with the
     /// bytes of `leftover` (already read from the file) that lie from `pos`
     /// on (see `readahead.rs`).
-    fn start_read_ahead(
-        &self,
-        base: i64,
-        pos: u64,
-        step: u64,
-        leftover: Option<(u64, Bytes, u64)>,
-    ) {
+    fn start_read_ahead(&self, base: i64, pos: u64, step: u64, leftover: Option<(u64, Bytes)>) {
         let Some(spawn) = self.inner.write_behind.clone() else {
             return;
         };
@@ -439,11 +433,8 @@ impl<S: Storage> PartitionLog<S> {
                 expect_offset.and_then(|next| self.locate(next))
             {
                 let unchanged = self.inner.read_ahead_drops.get() == drops;
-                let leftover = (unchanged && next_base == base).then(|| {
-                    let read = bytes.slice(..disk_bytes.min(bytes.len()));
-                    let len = read.len() as u64;
-                    (pos, read, len)
-                });
+                let leftover = (unchanged && next_base == base)
+                    .then(|| (pos, bytes.slice(..disk_bytes.min(bytes.len()))));
                 self.start_read_ahead(next_base, next_pos, scan_window(max_bytes as u64), leftover);
             }
         }

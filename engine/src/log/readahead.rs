@@ -57,9 +57,9 @@ pub(super) const READ_AHEAD_STEPS: u64 = 2;
 /// Smaller than this, a read-ahead is not worth its own I/O.
 pub(super) const READ_AHEAD_MIN_BYTES: u64 = 64 << 10;
 /// What all the process's read-aheads hold at most (fetched and not yet
-/// read, or on their way): 128 partitions two 2 MiB steps ahead (the Java
-/// consumer's 1 MiB `max.partition.fetch.bytes`, and its 50 MiB
-/// `fetch.max.bytes` in flight besides).
+/// read, or on their way): 128 partitions two 1 MiB steps ahead (the Java
+/// consumer's `max.partition.fetch.bytes`), with room for what each step
+/// read past its last batch.
 pub const READ_AHEAD_BUDGET_BYTES: u64 = 512 << 20;
 
 static HELD_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -227,7 +227,8 @@ impl<F: StorageFile> ReadAheads<F> {
     /// Makes the run reach from `next` to `target` of segment `base` in
     /// `file`: keeps the pieces from `next` on when the run holds `next`
     /// (or ends there), else starts anew, first with `leftover`'s bytes
-    /// (already read: `(pos, bytes, buffer_len)`) when they hold `next`;
+    /// (already read: `(pos, bytes)`) when they hold `next` (the piece
+    /// holds all of `bytes` of the budget: it keeps their buffer);
     /// then reads the rest with `spawn` when it is at least
     /// `READ_AHEAD_MIN_BYTES`.
     /// Returns the bytes of the read it started.
@@ -237,7 +238,7 @@ impl<F: StorageFile> ReadAheads<F> {
         file: &Rc<F>,
         next: u64,
         target: u64,
-        leftover: Option<(u64, Bytes, u64)>,
+        leftover: Option<(u64, Bytes)>,
         spawn: &dyn Fn(Pin<Box<dyn Future<Output = ()>>>),
     ) -> u64 {
         let holds_next = self
@@ -252,9 +253,9 @@ impl<F: StorageFile> ReadAheads<F> {
             self.run.pop_front();
         }
         if self.run.is_empty() {
-            let ready = leftover.and_then(|(pos, bytes, buffer_len)| {
+            let ready = leftover.and_then(|(pos, bytes)| {
                 let from = usize::try_from(next.checked_sub(pos)?).ok()?;
-                (from < bytes.len()).then(|| (bytes.slice(from..), buffer_len))
+                (from < bytes.len()).then(|| (bytes.slice(from..), bytes.len() as u64))
             });
             if let Some((bytes, buffer_len)) = ready {
                 let piece = Prefetch::ready(base, file.clone(), next, bytes, buffer_len);
