@@ -130,6 +130,10 @@ pub enum EngineError {
     Io(#[from] std::io::Error),
     #[error("idempotent producer: {0}")]
     Producer(#[from] ProducerError),
+    /// A replica append to a log this broker leads (at `epoch`): its
+    /// batches would land inside the epoch this broker started.
+    #[error("the log is led here at epoch {epoch}; it takes no replica batches")]
+    LedHere { epoch: i32 },
 }
 
 impl EngineError {

@@ -178,3 +178,43 @@ fn after_crashes_the_checkpoint_never_names_lost_epochs() {
         });
     }
 }
+
+/// A log led here takes no batch from a leader: the fetcher may have been
+/// on its way with a batch of the last epoch when the broker became
+/// leader. Appended at the new epoch's start offset, that batch would sit
+/// inside the new epoch while the other replicas start the epoch after it.
+#[test]
+fn a_log_led_here_refuses_a_replica_append() {
+    block_on(async {
+        let fs = SimStorage::new(9);
+        let old_leader = open(&fs, "/sim/old-leader").await;
+        old_leader.become_leader(1).await.unwrap();
+        append_n(&old_leader, 4, Durability::Written).await;
+        let fetched = batches_from(&old_leader, 0).await;
+        let (head, in_flight) = fetched.split_at(3);
+        let log = open(&fs, "/sim/new-leader").await;
+        for b in head {
+            log.append_replica(b, Durability::Written, 9).await.unwrap();
+        }
+        let end = log.log_end_offset();
+        assert!(log.become_leader(2).await.unwrap());
+        let refused = log
+            .append_replica(&in_flight[0], Durability::Written, 9)
+            .await;
+        assert!(refused.is_err(), "a led log appended a replica batch");
+        assert_eq!(log.log_end_offset(), end, "nothing of it appended");
+        assert_eq!(
+            log.leader_epochs().entries(),
+            &entries(&[(1, 0), (2, end)])[..]
+        );
+        append_n(&log, 2, Durability::Written).await;
+        check_consistent(&log).await;
+        // Following again, it appends what its leader sends.
+        log.resign_leadership();
+        log.truncate_to(end).await.unwrap();
+        log.append_replica(&in_flight[0], Durability::Written, 9)
+            .await
+            .unwrap();
+        check_consistent(&log).await;
+    });
+}

@@ -76,7 +76,8 @@ impl<S: Storage> PartitionLog<S> {
     /// the log end; a replica append keeps the batches' base offsets, and
     /// fails with [`BatchError::NotAtLogEnd`] or [`BatchError::NotContiguous`]
     /// unless the first starts at the log end offset and each next one
-    /// starts right after the one before.
+    /// starts right after the one before, and with
+    /// [`EngineError::LedHere`] while the log is led here.
     pub async fn append_with_origin(
         &self,
         records: &[u8],
@@ -197,6 +198,12 @@ impl<S: Storage> PartitionLog<S> {
         let mut st = self.inner.state.borrow_mut();
         let base = st.log_end_offset;
         if origin == AppendOrigin::Replica {
+            // Checked here, not before the awaits above: the broker may
+            // have become leader while this append waited, and recorded
+            // its epoch as starting at `base`.
+            if let Some(epoch) = self.inner.epochs.borrow().leader_epoch {
+                return Err(EngineError::LedHere { epoch });
+            }
             // The leader's offsets must continue this log exactly; the
             // batches were checked to continue one another.
             if let Some((first, _)) = parsed.first() {

@@ -104,6 +104,8 @@ pub fn engine_error_code(e: &EngineError) -> ResponseError {
         // A closed log belongs to a topic being deleted or a broker shutting
         // down; clients retry NOT_LEADER_OR_FOLLOWER after a metadata refresh.
         EngineError::Closed => ResponseError::NotLeaderOrFollower,
+        // Only a replica append meets it, and no client sends those.
+        EngineError::LedHere { .. } => ResponseError::NotLeaderOrFollower,
         // Idempotent producers. A duplicate is no error: the engine answers
         // it with the original offsets.
         EngineError::Producer(p) => crate::producer_ids::produce_error(p),
