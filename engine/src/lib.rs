@@ -100,7 +100,9 @@ pub mod records;
 
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};
-pub use log::{AppendInfo, AppendOrigin, Durability, PartitionLog, ReadLimit, ReadResult};
+pub use log::{
+    AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, ReadLimit, ReadResult,
+};
 
 /// The preempt timer for glommio executors that run logs: glommio's
 /// default, 100 ms. A 1 ms timer looked about 20% faster in the engine bench

@@ -244,6 +244,9 @@ pub struct BrokerConfig {
     /// `max.connections.per.ip`, for the whole broker; defaults to
     /// `max.connections` (no separate limit, as in Kafka).
     pub max_connections_per_ip: Option<usize>,
+    /// Where each shard writes its request stage latencies once a second
+    /// (`--stage-latency`; no Kafka key): see `crate::stages`.
+    pub stage_latency_dir: Option<PathBuf>,
     /// Broker-level defaults of topic configs (topic config names).
     pub topic_defaults: BTreeMap<String, String>,
     /// Consumer-group settings (`group.*`, `offsets.*`).
@@ -282,6 +285,7 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: DEFAULT_CONNECTIONS_MAX_IDLE_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
+            stage_latency_dir: None,
             topic_defaults: BTreeMap::new(),
             groups: crate::group::GroupConfig::default(),
             cleaner: strom_engine::config::CleanerConfig::default(),

@@ -33,6 +33,7 @@ use crate::api;
 use crate::conn_limits::ConnectionSlot;
 use crate::frame_pool::POOLED_FRAME_BYTES_MIN;
 use crate::shard::Shard;
+use crate::stages::{self, Stage};
 use crate::wire::Reply;
 
 /// Most iovecs handed to one sendmsg (Linux's IOV_MAX is 1024).
@@ -80,7 +81,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
-    let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(IN_FLIGHT_REQUESTS_MAX);
+    let (tx, rx) = local_channel::new_bounded::<JoinHandle<Answered>>(IN_FLIGHT_REQUESTS_MAX);
     let activity = Rc::new(Activity {
         last: Cell::new(Instant::now()),
         requests: Cell::new(0),
@@ -110,6 +111,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
         tracing::info!(%peer, idle_ms, "closing idle connection");
     }
     tracing::debug!(%peer, "connection closed");
+}
+
+/// A request's reply, when it was ready, and the stage its sending counts
+/// as, if any (for `crate::stages`).
+struct Answered {
+    reply: Reply,
+    ready: Option<Instant>,
+    send: Option<Stage>,
 }
 
 /// Resolves once the connection has had no request in flight and no
@@ -149,7 +158,7 @@ async fn read_full(
 async fn read_loop(
     shard: Rc<Shard>,
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
-    tx: local_channel::LocalSender<JoinHandle<Reply>>,
+    tx: local_channel::LocalSender<JoinHandle<Answered>>,
     peer: String,
     activity: Rc<Activity>,
 ) {
@@ -174,6 +183,7 @@ async fn read_loop(
             return;
         }
         let size = size as usize;
+        let receiving = stages::start();
         // Nothing is allocated for the frame before the budget takes it.
         let admitted = shard.request_budget.admit(size).await;
         let frame: Bytes = if size >= POOLED_FRAME_BYTES_MIN {
@@ -200,28 +210,44 @@ async fn read_loop(
             .requests
             .set(activity.requests.get().saturating_add(1));
         let task = if is_produce {
+            stages::record(Stage::ProduceReceive, receiving);
             // Produce requests of one connection are applied one after the
             // other, as Kafka does: a pipelining producer's batches must
             // land in the order it sent them.
             if let Some(previous) = previous_produce.take() {
+                let ordering = stages::start();
                 let _ = previous.await;
+                stages::record(Stage::ProduceOrder, ordering);
             }
             let (done_tx, done_rx) = oneshot::channel::<()>();
             previous_produce = Some(done_rx);
             let shard = shard.clone();
             glommio::spawn_local(async move {
+                let handling = stages::start();
                 let reply = api::handle_frame(shard, frame).await;
+                stages::record(Stage::ProduceHandle, handling);
                 drop(admitted);
                 let _ = done_tx.send(());
-                reply
+                Answered {
+                    reply,
+                    ready: stages::start(),
+                    send: Some(Stage::ProduceSend),
+                }
             })
             .detach()
         } else {
+            let is_fetch = frame
+                .get(0..2)
+                .is_some_and(|key| key == (ApiKey::Fetch as i16).to_be_bytes());
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let reply = api::handle_frame(shard, frame).await;
                 drop(admitted);
-                reply
+                Answered {
+                    reply,
+                    ready: stages::start(),
+                    send: is_fetch.then_some(Stage::FetchSend),
+                }
             })
             .detach()
         };
@@ -234,14 +260,23 @@ async fn read_loop(
 async fn write_loop(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     fd: RawFd,
-    rx: local_channel::LocalReceiver<JoinHandle<Reply>>,
+    rx: local_channel::LocalReceiver<JoinHandle<Answered>>,
     activity: Rc<Activity>,
 ) {
     while let Some(task) = rx.recv().await {
-        let reply = task.await;
-        let done = match reply {
+        let answered = task.await;
+        if let Some(a) = &answered {
+            stages::record(Stage::ReplyWait, a.ready);
+        }
+        let send_stage = answered.as_ref().and_then(|a| a.send);
+        let done = match answered.map(|a| a.reply) {
             Some(Reply::Frame(chunks)) => {
-                write_vectored_all(&mut writer, fd, &chunks).await.is_err()
+                let sending = stages::start();
+                let failed = write_vectored_all(&mut writer, fd, &chunks).await.is_err();
+                if let Some(stage) = send_stage {
+                    stages::record(stage, sending);
+                }
+                failed
             }
             Some(Reply::None) => false,
             Some(Reply::Close) | None => {

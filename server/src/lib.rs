@@ -107,4 +107,5 @@ pub mod request_budget;
 pub mod scatter;
 pub mod server;
 pub mod shard;
+pub mod stages;
 pub mod wire;

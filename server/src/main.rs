@@ -69,6 +69,11 @@ enum Command {
         /// The controller quorum, ID@HOST:PORT,... (`controller.quorum.voters`).
         #[arg(long)]
         controller_quorum_voters: Option<String>,
+        /// Record where requests spend their time: each shard writes its
+        /// stage latency histograms to DIR/shard-N.jsonl once a second
+        /// (results/latency-stages/breakdown.py reads them).
+        #[arg(long, value_name = "DIR")]
+        stage_latency: Option<PathBuf>,
     },
 }
 
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         node_id,
         controller_listen,
         controller_quorum_voters,
+        stage_latency,
     } = cli.command;
     let mut broker_config = BrokerConfig::default();
     if let Some(path) = &config {
@@ -195,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(d) = data_dir {
         broker_config.data_dir = d;
     }
+    broker_config.stage_latency_dir = stage_latency;
     if let Some(l) = listen {
         broker_config.listen = l;
     }

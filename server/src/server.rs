@@ -321,6 +321,11 @@ async fn run_shard(
         glommio::spawn_local(crate::cluster_publish::follow_images(shard.clone(), images)).detach();
     }
     glommio::spawn_local(tick_loop(shard.clone())).detach();
+    if let Some(dir) = &shard.config.stage_latency_dir {
+        if let Err(e) = crate::stages::spawn(dir, id) {
+            tracing::warn!(dir = %dir.display(), "stage latencies not recorded: {e}");
+        }
+    }
     crate::cleaner::spawn(shard.clone());
     crate::replica::spawn(shard.clone());
     glommio::spawn_local(watch_stop(shard.clone(), stop)).detach();

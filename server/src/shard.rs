@@ -199,17 +199,21 @@ impl Shard {
             return Err(ShardError::Gone(target));
         };
         let (tx, rx) = oneshot::channel();
+        let sent = crate::stages::start();
         let job: Job = Box::new(move |shard| {
             Box::pin(async move {
+                crate::stages::record(crate::stages::Stage::HopThere, sent);
                 let out = f(shard).await;
-                let _ = tx.send(out);
+                let _ = tx.send((out, crate::stages::start()));
             })
         });
         senders
             .send_to(target, job)
             .await
             .map_err(|_| ShardError::Gone(target))?;
-        rx.await.map_err(|_| ShardError::Gone(target))
+        let (out, answered) = rx.await.map_err(|_| ShardError::Gone(target))?;
+        crate::stages::record(crate::stages::Stage::HopBack, answered);
+        Ok(out)
     }
 
     /// Applies `f` to a copy of the metadata on shard 0; when it changed,

@@ -26,10 +26,11 @@
 //! its base offset. The checkpoint is written before the append returns.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use super::flush::Round;
 use super::segment;
-use super::state::{AppendInfo, AppendOrigin, Durability, PartitionLog, State};
+use super::state::{AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, State};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::{BatchError, EngineError, Result};
 use crate::io::{Storage, StorageFile};
@@ -101,8 +102,10 @@ impl<S: Storage> PartitionLog<S> {
             .iter()
             .map(|(h, _)| i64::from(h.last_offset_delta).saturating_add(1))
             .sum();
+        let waiting = Instant::now();
         self.wait_for_room(records.len() as u64, offsets, segment_bytes)
             .await?;
+        let assigned = Instant::now();
         // No await from here to the offset assignment: the producer check
         // and the record of the appended batches see the same log end.
         if origin == AppendOrigin::Client {
@@ -114,7 +117,7 @@ impl<S: Storage> PartitionLog<S> {
                     .await;
             }
         }
-        let info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
+        let mut info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
         self.maybe_prepare_spare(segment_bytes).await;
         // A new epoch this append started is on disk before the append is
         // acknowledged (a no-op when the cache did not change).
@@ -125,6 +128,10 @@ impl<S: Storage> PartitionLog<S> {
             flush_messages,
         )
         .await?;
+        info.waited = AppendWaits {
+            room: assigned.saturating_duration_since(waiting),
+            durable: assigned.elapsed(),
+        };
         Ok(info)
     }
 
@@ -297,6 +304,7 @@ impl<S: Storage> PartitionLog<S> {
             last_offset: next.saturating_sub(1),
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset: st.log_start_offset,
+            waited: AppendWaits::default(),
         })
     }
 
@@ -346,6 +354,7 @@ impl<S: Storage> PartitionLog<S> {
                 -1
             },
             log_start_offset: self.log_start_offset(),
+            waited: AppendWaits::default(),
         })
     }
 

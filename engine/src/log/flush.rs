@@ -421,7 +421,7 @@ impl<S: Storage> PartitionLog<S> {
             let moved = st.advance_written();
             drop(st);
             if moved {
-                self.inner.written.notify_all();
+                self.wake_readers();
             }
             // Written appends may return, and appends held back by
             // MAX_UNWRITTEN_BYTES may go on now.

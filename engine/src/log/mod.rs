@@ -88,8 +88,8 @@ use files::{write_index_files, SPARE_SEGMENT_FILE};
 pub use readahead::{read_ahead_held_bytes, READ_AHEAD_BUDGET_BYTES};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
-    AppendInfo, AppendOrigin, Durability, PartitionLog, ReadLimit, ReadResult, Spawner,
-    CLEAN_SHUTDOWN_FILE,
+    AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, ReadLimit, ReadResult,
+    Spawner, CLEAN_SHUTDOWN_FILE,
 };
 
 impl PartitionLog<DmaStorage> {
@@ -218,6 +218,7 @@ impl<S: Storage> PartitionLog<S> {
                     failed: None,
                 }),
                 written: Notify::default(),
+                written_fired_at: Cell::new(None),
                 progress: Notify::default(),
                 rounds: Cell::new(0),
                 spare: RefCell::new(None),
@@ -380,6 +381,21 @@ impl<S: Storage> PartitionLog<S> {
     /// what the replicas hold (which waits for that very follower).
     pub async fn wait_for_written(&self, offset: i64) {
         self.wait_until(|st| st.written_offset > offset).await;
+    }
+
+    /// When long polls on this log were last woken (the written offset or
+    /// the read bound moved, or the log closed): how long a woken poll
+    /// took to run is measured from here.
+    pub fn readers_woken_at(&self) -> Option<std::time::Instant> {
+        self.inner.written_fired_at.get()
+    }
+
+    /// Wakes the long polls waiting on this log.
+    pub(super) fn wake_readers(&self) {
+        self.inner
+            .written_fired_at
+            .set(Some(std::time::Instant::now()));
+        self.inner.written.notify_all();
     }
 
     async fn wait_until(&self, ready: impl Fn(&State<S>) -> bool) {

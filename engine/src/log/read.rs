@@ -614,7 +614,7 @@ impl<S: Storage> PartitionLog<S> {
             (before, st.read_bound())
         };
         if after != before {
-            self.inner.written.notify_all();
+            self.wake_readers();
         }
         after
     }
@@ -638,7 +638,7 @@ impl<S: Storage> PartitionLog<S> {
             st.read_bound() != before
         };
         if moved {
-            self.inner.written.notify_all();
+            self.wake_readers();
         }
     }
 

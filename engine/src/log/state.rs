@@ -64,6 +64,17 @@ pub struct AppendInfo {
     /// The broker's timestamp when the topic uses LogAppendTime, else -1.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// How long the append waited for room (a write round behind, a
+    /// roll) before its batches got their offsets, and from then until
+    /// they were as durable as asked: where a slow append's time went.
+    pub waited: AppendWaits,
+}
+
+/// See [`AppendInfo::waited`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendWaits {
+    pub room: std::time::Duration,
+    pub durable: std::time::Duration,
 }
 
 /// Whole stored batches starting at or before the requested offset.
@@ -184,6 +195,8 @@ pub(super) struct Inner<S: Storage> {
     /// Fired when `written_offset` moves (and at close): long polls wait
     /// on it.
     pub(super) written: Notify,
+    /// When `written` last fired.
+    pub(super) written_fired_at: Cell<Option<std::time::Instant>>,
     /// Fired when a flush round or a roll ends.
     pub(super) progress: Notify,
     pub(super) rounds: Cell<u64>,

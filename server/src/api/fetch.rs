@@ -6,6 +6,7 @@
 //! answers with the stored batch bytes as they are. Fetch sessions are
 //! declined (`session_id` 0), so clients send full fetches.
 
+use crate::stages::Stage;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -55,7 +56,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
     let mut got: Vec<Got> = wants.iter().map(|w| Got::new(w.offset)).collect();
     loop {
         refresh(shard, &wants, &mut got).await;
+        let reading = crate::stages::start();
         let progress = read_pass(shard, &wants, &mut got, &mut budget).await;
+        crate::stages::record(Stage::FetchRead, reading);
         let total: usize = got.iter().map(|g| g.bytes).sum();
         let any_error = got.iter().any(|g| g.error.is_some());
         let now = Instant::now();
@@ -175,7 +178,20 @@ async fn wait_local(shard: &Shard, group: Vec<Want>, timeout: Duration) {
         .collect();
     let timer = Box::pin(glommio::timer::sleep(timeout));
     let shutdown = Box::pin(shard.shutdown.notified());
-    let _ = select(select(select_all(waits), timer), shutdown).await;
+    let woke = matches!(
+        select(select(select_all(waits), timer), shutdown).await,
+        Either::Left((Either::Left(_), _))
+    );
+    if woke && crate::stages::enabled() {
+        // The log that woke this poll is the one woken last.
+        let woken = logs
+            .iter()
+            .filter_map(|(l, _, _)| l.readers_woken_at())
+            .max();
+        if let Some(at) = woken {
+            crate::stages::record_duration(Stage::FetchWake, at.elapsed());
+        }
+    }
 }
 
 /// One partition of a Fetch response, batches as stored.

@@ -7,6 +7,7 @@
 //! errors), and topics that validate records against the schema registry
 //! (`api::schema_validation`).
 
+use crate::stages::Stage;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -297,7 +298,14 @@ async fn append_local(
     if let Err(msg) = crate::api::schema_validation::check(shard, &item.topic, &records) {
         return AppendOutcome::error(ResponseError::InvalidRecord, msg);
     }
-    match log.append(&records, durability, now_ms()).await {
+    let result = log.append(&records, durability, now_ms()).await;
+    if let Ok(info) = &result {
+        if crate::stages::enabled() {
+            crate::stages::record_duration(Stage::AppendRoom, info.waited.room);
+            crate::stages::record_duration(Stage::AppendDurable, info.waited.durable);
+        }
+    }
+    match result {
         Ok(info) if durability == Durability::Synced => {
             // On this disk; in a cluster also on every in-sync replica's
             // (a duplicate's original batch too), as Kafka's delayed produce
