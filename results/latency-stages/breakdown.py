@@ -6,11 +6,14 @@ the chosen seconds, all shards together; then the seconds whose worst stage
 p99 was highest, to place a tail in time.
 
 Usage: breakdown.py DIR [--skip-s N] [--last-s N] [--json OUT]
+  (DIR/shard-N.jsonl as the broker wrote them, or gzipped copies named
+  *shard-N.jsonl.gz)
   --skip-s N   leave out the first N seconds (the benchmark's warm-up)
   --last-s N   keep only N seconds after the skipped ones
 """
 import argparse
 import glob
+import gzip
 import json
 import os
 from collections import defaultdict
@@ -57,8 +60,12 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     lines = []
-    for path in sorted(glob.glob(os.path.join(args.dir, "shard-*.jsonl"))):
-        with open(path) as f:
+    # A broker's own files, or copies kept gzipped (NAME-shard-N.jsonl.gz).
+    paths = glob.glob(os.path.join(args.dir, "shard-*.jsonl"))
+    paths += glob.glob(os.path.join(args.dir, "*shard-*.jsonl.gz"))
+    for path in sorted(paths):
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt") as f:
             lines += [json.loads(l) for l in f if l.strip()]
     if not lines:
         raise SystemExit(f"no stage lines under {args.dir}")
@@ -82,7 +89,10 @@ def main():
     worst = []
     for sec, ls in by_second.items():
         m = merge(ls)
-        top = max(((s, b[-1][0]) for s, b in m.items() if s != "timer.late"), key=lambda x: x[1])
+        tops = [(s, b[-1][0]) for s, b in m.items() if s != "timer.late"]
+        if not tops:
+            continue
+        top = max(tops, key=lambda x: x[1])
         late = m.get("timer.late", [(0, 0)])[-1][0]
         worst.append((top[1], sec, top[0], late))
     worst.sort(reverse=True)
