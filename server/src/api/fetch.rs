@@ -6,7 +6,6 @@
 //! answers with the stored batch bytes as they are. Fetch sessions are
 //! declined (`session_id` 0), so clients send full fetches.
 
-use crate::stages::Stage;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -19,6 +18,7 @@ use kafka_protocol::ResponseError;
 
 use super::fetch_read::{error_got, read_pass, refresh, Budget, Got, Want};
 use crate::shard::Shard;
+use crate::stages::Stage;
 use crate::wire::{Reply, RequestContext};
 
 /// Longest long poll honoured, whatever the client asks.

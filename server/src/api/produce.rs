@@ -7,7 +7,6 @@
 //! errors), and topics that validate records against the schema registry
 //! (`api::schema_validation`).
 
-use crate::stages::Stage;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use crate::api::produce_refusals;
 use crate::clock::now_ms;
 use crate::scatter::scatter_gather;
 use crate::shard::Shard;
+use crate::stages::Stage;
 
 /// Outcome of appending one partition's records.
 #[derive(Debug, Clone)]
