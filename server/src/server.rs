@@ -33,6 +33,8 @@ pub struct Broker {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Receives a shard's id when its thread ends, by return or by panic.
     exits: mpsc::Receiver<usize>,
+    /// Held while the broker lives: see [`ListenLock`].
+    _listen_lock: ListenLock,
 }
 
 /// Sends the shard's id when dropped. It lives in a thread-local of the
@@ -75,9 +77,11 @@ impl Broker {
             .next()
             .ok_or_else(|| anyhow!("listen address {} resolves to nothing", config.listen))?;
         // SO_REUSEPORT would let this broker silently share a port with
-        // another process; a plain bind first fails if anyone listens there.
-        // It also turns port 0 into one concrete port for every shard.
-        let addr = probe_listen_address(addr)
+        // another process; a plain bind first fails if anyone listens there,
+        // and the address's lock keeps out a broker that probes before this
+        // one's shards listen. It also turns port 0 into one concrete port
+        // for every shard.
+        let (addr, listen_lock) = probe_listen_address(addr)
             .with_context(|| format!("listen address {addr} is not available"))?;
         let mut config = config;
         config.set_bound_port(addr.port());
@@ -179,6 +183,7 @@ impl Broker {
             stop,
             handles,
             exits,
+            _listen_lock: listen_lock,
         })
     }
 
@@ -451,19 +456,21 @@ async fn watch_stop(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
 const ADDRESS_RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Binds `addr` without SO_REUSEPORT to learn that nobody listens there
-/// (and which port `:0` means). The probe socket never listens: a client
-/// polling the port must not connect to it while the shards are still
-/// opening their logs. A broker killed with SIGKILL keeps its listening
-/// sockets for a moment after it is reaped, while the kernel tears its
-/// io_uring instances down, so `EADDRINUSE` is retried for
-/// [`ADDRESS_RELEASE_DEADLINE`] before it is reported.
-fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+/// (and which port `:0` means), then takes the address's [`ListenLock`].
+/// The probe socket never listens: a client polling the port must not
+/// connect to it while the shards are still opening their logs. A broker
+/// killed with SIGKILL keeps its listening sockets for a moment after it
+/// is reaped, while the kernel tears its io_uring instances down, so
+/// `EADDRINUSE` is retried for [`ADDRESS_RELEASE_DEADLINE`] before it is
+/// reported.
+fn probe_listen_address(addr: SocketAddr) -> std::io::Result<(SocketAddr, ListenLock)> {
     let deadline = Instant::now()
         .checked_add(ADDRESS_RELEASE_DEADLINE)
         .unwrap_or_else(Instant::now);
     let mut logged = false;
     loop {
-        match probe_socket(addr).and_then(|sk| socket_addr(&sk)) {
+        let probed = probe_socket(addr).and_then(|sk| socket_addr(&sk));
+        match probed.and_then(|bound| Ok((bound, ListenLock::take(bound)?))) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !logged {
                     tracing::info!(%addr, "listen address in use; waiting for it to be released");
@@ -473,6 +480,44 @@ fn probe_listen_address(addr: SocketAddr) -> std::io::Result<SocketAddr> {
             }
             result => return result,
         }
+    }
+}
+
+/// An exclusive `flock` on a file named after the listen address, in the
+/// temporary directory, held for the broker's life. The shards bind with
+/// SO_REUSEPORT only after the logs are open, and the kernel lets any two
+/// sockets of one user share a port that way: two brokers launched at once
+/// on one address both passed the probe and then split its connections
+/// between them. The lock goes with the process, SIGKILL included.
+struct ListenLock {
+    _file: std::fs::File,
+}
+
+impl ListenLock {
+    /// `AddrInUse` while another broker holds the lock of `addr`.
+    fn take(addr: SocketAddr) -> std::io::Result<ListenLock> {
+        use std::os::fd::AsRawFd;
+        let name = format!("strom-listen-{}-{}.lock", addr.ip(), addr.port()).replace(':', "_");
+        let path = std::env::temp_dir().join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is
+        // passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("another broker holds {}", path.display()),
+                )
+            } else {
+                e
+            });
+        }
+        Ok(ListenLock { _file: file })
     }
 }
 

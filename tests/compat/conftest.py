@@ -35,10 +35,20 @@ log.segment.bytes = 8388608
 STOP_TIMEOUT_S = 30.0
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on now, never one this session gave before:
+    the kernel may hand the same free port to two binds in a row, and two
+    nodes of one cluster on one port cannot both start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 class Broker:

@@ -9,7 +9,6 @@ Run: python3 -m pytest tests/compat/test_group_coordinator.py
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,9 +18,10 @@ from pathlib import Path
 import kafka_wire
 import pytest
 
-confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
@@ -40,13 +40,7 @@ def strom_bin() -> Path:
         p = TARGET / profile / "strom"
         if p.exists():
             return p
-    pytest.skip("strom is not built")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    raise RuntimeError("strom is not built (cargo build --release); set STROM_BIN to use another binary")
 
 
 class GroupBroker:
@@ -223,7 +217,6 @@ def test_committed_offsets_resume_after_restart_with_kafka_python_too(gbroker):
     c.close()
     assert sorted(rest + [m.value().decode() for m in got]) == sorted(f"x{i}" for i in range(20))
 
-    kafka = pytest.importorskip("kafka")
     from kafka import KafkaConsumer, TopicPartition as KTP
     from kafka.admin import KafkaAdminClient
 
@@ -249,7 +242,6 @@ def test_committed_offsets_resume_after_restart_with_kafka_python_too(gbroker):
 
 
 def test_kafka_python_group_consumer(gbroker):
-    kafka = pytest.importorskip("kafka")
     from kafka import KafkaConsumer
 
     topic = f"kp-{uuid.uuid4().hex[:8]}"
