@@ -101,7 +101,8 @@ pub mod records;
 pub use config::LogConfig;
 pub use error::{BatchError, EngineError};
 pub use log::{
-    AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, ReadLimit, ReadResult,
+    time_waits, AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, ReadLimit,
+    ReadResult,
 };
 
 /// The preempt timer for glommio executors that run logs: glommio's

@@ -153,6 +153,9 @@ pub fn spawn(dir: &Path, shard_id: usize) -> std::io::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| std::io::Error::other(format!("histogram: {e}")))?;
     RECORDER.with(|r| *r.borrow_mut() = Some(Recorder { histograms }));
+    // The engine's waits and reader wake-ups (append.room, append.durable,
+    // fetch.wake) are timed only where this asks for them.
+    strom_engine::log::time_waits(true);
     let path = dir.join(format!("shard-{shard_id}.jsonl"));
     glommio::spawn_local(timer_probe()).detach();
     glommio::spawn_local(write_each_second(path, shard_id)).detach();

@@ -26,11 +26,12 @@
 //! its base offset. The checkpoint is written before the append returns.
 
 use std::ops::Range;
-use std::time::Instant;
 
 use super::flush::Round;
 use super::segment;
-use super::state::{AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, State};
+use super::state::{
+    timed_now, AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, State,
+};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::{BatchError, EngineError, Result};
 use crate::io::{Storage, StorageFile};
@@ -102,10 +103,10 @@ impl<S: Storage> PartitionLog<S> {
             .iter()
             .map(|(h, _)| i64::from(h.last_offset_delta).saturating_add(1))
             .sum();
-        let waiting = Instant::now();
+        let waiting = timed_now();
         self.wait_for_room(records.len() as u64, offsets, segment_bytes)
             .await?;
-        let assigned = Instant::now();
+        let assigned = timed_now();
         // No await from here to the offset assignment: the producer check
         // and the record of the appended batches see the same log end.
         if origin == AppendOrigin::Client {
@@ -128,10 +129,12 @@ impl<S: Storage> PartitionLog<S> {
             flush_messages,
         )
         .await?;
-        info.waited = AppendWaits {
-            room: assigned.saturating_duration_since(waiting),
-            durable: assigned.elapsed(),
-        };
+        if let (Some(waiting), Some(assigned)) = (waiting, assigned) {
+            info.waited = AppendWaits {
+                room: assigned.saturating_duration_since(waiting),
+                durable: assigned.elapsed(),
+            };
+        }
         Ok(info)
     }
 

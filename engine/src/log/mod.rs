@@ -88,8 +88,8 @@ use files::{write_index_files, SPARE_SEGMENT_FILE};
 pub use readahead::{read_ahead_held_bytes, READ_AHEAD_BUDGET_BYTES};
 use state::{io_err, BufOf, Inner, State};
 pub use state::{
-    AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, ReadLimit, ReadResult,
-    Spawner, CLEAN_SHUTDOWN_FILE,
+    time_waits, AppendInfo, AppendOrigin, AppendWaits, Durability, PartitionLog, ReadLimit,
+    ReadResult, Spawner, CLEAN_SHUTDOWN_FILE,
 };
 
 impl PartitionLog<DmaStorage> {
@@ -385,16 +385,17 @@ impl<S: Storage> PartitionLog<S> {
 
     /// When long polls on this log were last woken (the written offset or
     /// the read bound moved, or the log closed): how long a woken poll
-    /// took to run is measured from here.
+    /// took to run is measured from here. `None` unless [`time_waits`] is
+    /// on for this thread.
     pub fn readers_woken_at(&self) -> Option<std::time::Instant> {
         self.inner.written_fired_at.get()
     }
 
     /// Wakes the long polls waiting on this log.
     pub(super) fn wake_readers(&self) {
-        self.inner
-            .written_fired_at
-            .set(Some(std::time::Instant::now()));
+        if let Some(now) = state::timed_now() {
+            self.inner.written_fired_at.set(Some(now));
+        }
         self.inner.written.notify_all();
     }
 

@@ -67,14 +67,34 @@ pub struct AppendInfo {
     /// How long the append waited for room (a write round behind, a
     /// roll) before its batches got their offsets, and from then until
     /// they were as durable as asked: where a slow append's time went.
+    /// Zero unless [`time_waits`] is on for this thread.
     pub waited: AppendWaits,
 }
 
-/// See [`AppendInfo::waited`].
+/// See [`AppendInfo::waited`]. Zero unless [`time_waits`] turned timing
+/// on for the thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AppendWaits {
     pub room: std::time::Duration,
     pub durable: std::time::Duration,
+}
+
+thread_local! {
+    static TIME_WAITS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the logs of this thread time their appends' waits
+/// ([`AppendInfo::waited`]) and stamp each wake of their readers
+/// ([`PartitionLog::readers_woken_at`]). Off by default, so the data path
+/// reads no clock for them; a server's stage breakdown turns it on for each
+/// shard's thread.
+pub fn time_waits(on: bool) {
+    TIME_WAITS.with(|t| t.set(on));
+}
+
+/// Now, while [`time_waits`] is on for this thread.
+pub(super) fn timed_now() -> Option<std::time::Instant> {
+    TIME_WAITS.with(Cell::get).then(std::time::Instant::now)
 }
 
 /// Whole stored batches starting at or before the requested offset.
