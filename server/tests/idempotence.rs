@@ -327,6 +327,42 @@ fn batch_behind_a_refused_one_gets_the_refusal_again() {
     assert_eq!(c.latest_offset(), 5);
 }
 
+/// The batch at the expected sequence never reached this broker (it is in
+/// flight to a leader that was cut off, say), the next one was refused here
+/// before its append, and the one after arrives once the refusal cleared.
+/// The gap is the client's own unacknowledged pipeline, which it sends
+/// again in order: the refusal's retriable error, not
+/// OUT_OF_ORDER_SEQUENCE_NUMBER (on which librdkafka bumped its epoch and
+/// wrote a record twice in the fault run: "base seq 415 > next seq 413
+/// caused by previous failed request (NOT_LEADER_FOR_PARTITION, base seq
+/// 414..414)").
+#[test]
+fn batch_behind_a_missing_and_a_refused_one_gets_the_refusal_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mut c = broker.client();
+    c.create_topic_with_min_insync("1");
+    let (pid, epoch) = c.init_producer_id();
+    assert_eq!(c.produce(pid, epoch, 0, 1), (NONE, 0));
+    // Sequence 1 is elsewhere; 2 is refused here.
+    c.set_min_insync("2");
+    assert_eq!(c.produce(pid, epoch, 2, 1).0, NOT_ENOUGH_REPLICAS);
+    c.set_min_insync("1");
+    assert_eq!(c.produce(pid, epoch, 3, 1).0, NOT_ENOUGH_REPLICAS);
+    assert_eq!(c.latest_offset(), 1);
+    // The client sends 1, 2 and 3 again, in order.
+    assert_eq!(c.produce(pid, epoch, 1, 1), (NONE, 1));
+    assert_eq!(c.produce(pid, epoch, 2, 1), (NONE, 2));
+    assert_eq!(c.produce(pid, epoch, 3, 1), (NONE, 3));
+    // A refusal below the expected sequence explains nothing.
+    c.set_min_insync("2");
+    assert_eq!(c.produce(pid, epoch, 4, 1).0, NOT_ENOUGH_REPLICAS);
+    c.set_min_insync("1");
+    assert_eq!(c.produce(pid, epoch, 4, 1), (NONE, 4));
+    assert_eq!(c.produce(pid, epoch, 7, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(c.latest_offset(), 5);
+}
+
 #[test]
 fn stale_epoch_is_invalid_producer_epoch() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,9 +18,14 @@
 //! by previous failed request (NOT_LEADER_FOR_PARTITION)".
 //!
 //! Strom remembers such a refusal. The gap was this broker's own doing,
-//! and the client retries the refused batch, so a batch whose expected
-//! sequence is the refused batch's first sequence gets the refusal's error
-//! again. Both clients retry it without a bump. Any other gap is still
+//! and the client retries the refused batch, so a batch whose gap (from
+//! the expected sequence up to its own) holds a refused batch's first
+//! sequence gets the refusal's error again. Both clients retry it without
+//! a bump. The refused batch need not be the expected one: the batches
+//! before it may be in flight to an earlier leader that was cut off (the
+//! fault run: sequence 413 sent to the old leader, 414 refused here while
+//! this broker took over, 415 out of order), and the client sends those
+//! again too. Any other gap is still
 //! OUT_OF_ORDER_SEQUENCE_NUMBER (or UNKNOWN_PRODUCER_ID, for a producer the
 //! partition has no state for, which librdkafka treats as fatal after a
 //! retry).
@@ -78,6 +83,15 @@ pub fn remember(topic: &str, partition: i32, records: &[u8], error: ResponseErro
     let Some(h) = idempotent_header(records) else {
         return;
     };
+    tracing::debug!(
+        topic,
+        partition,
+        producer_id = h.producer_id,
+        producer_epoch = h.producer_epoch,
+        base_sequence = h.base_sequence,
+        ?error,
+        "remembering a refused idempotent batch"
+    );
     let now = Instant::now();
     REFUSED.with(|refused| {
         let mut refused = refused.borrow_mut();
@@ -106,7 +120,8 @@ pub fn remember(topic: &str, partition: i32, records: &[u8], error: ResponseErro
 
 /// For an out-of-order sequence (or a first batch of an unknown producer
 /// that does not start at 0): the error to answer instead, with why, when
-/// the expected batch is one this shard refused before its append.
+/// a batch inside the gap (from the expected sequence up to this batch's)
+/// is one this shard refused before its append.
 pub fn explains_gap(
     topic: &str,
     partition: i32,
@@ -130,13 +145,28 @@ pub fn explains_gap(
     if sequence <= expected {
         return None;
     }
-    let key = (topic.to_string(), partition, producer_id, epoch, expected);
-    let r = REFUSED.with(|refused| refused.borrow().get(&key).copied())?;
+    // Any refused batch inside the gap: the batches before it are the
+    // client's own unacknowledged ones (in flight to an earlier leader, or
+    // refused too), and it sends them all again in order.
+    let (refused_at, r) = REFUSED.with(|refused| {
+        refused
+            .borrow()
+            .iter()
+            .filter(|((t, p, id, e, seq), _)| {
+                t == topic
+                    && *p == partition
+                    && *id == producer_id
+                    && *e == epoch
+                    && (expected..sequence).contains(seq)
+            })
+            .map(|(key, r)| (key.4, *r))
+            .max_by_key(|(_, r)| r.at)
+    })?;
     (r.at.elapsed() < REMEMBERED_FOR).then(|| {
         (
             r.error,
             format!(
-                "producer {producer_id} epoch {epoch}: the batch at sequence {expected} was refused ({:?}) before it was appended; send it again before sequence {sequence}",
+                "producer {producer_id} epoch {epoch}: the batch at sequence {refused_at} was refused ({:?}) before it was appended; send the batches from sequence {expected} again before sequence {sequence}",
                 r.error
             ),
         )
