@@ -250,15 +250,34 @@ pub struct ProducerIdentity {
 
 /// Asks for a producer id for an idempotent producer without transactions
 /// (InitProducerId with a null transactional id).
+/// How long InitProducerId is retried while the broker answers that its
+/// producer id manager or transaction coordinator is still loading.
+const INIT_PRODUCER_ID_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Errors InitProducerId answers while the broker gets ready, which clients
+/// retry: COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
+/// NOT_COORDINATOR (Kafka's fresh cluster answers the first of these until
+/// its `__transaction_state` is loaded).
+fn init_producer_id_retriable(code: i16) -> bool {
+    matches!(code, 14..=16)
+}
+
 pub fn init_producer_id(conn: &mut Conn) -> Result<ProducerIdentity> {
     let req = InitProducerIdRequest::default()
         .with_transactional_id(None)
         .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS)
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    let resp = conn
-        .call(&req, INIT_PRODUCER_ID_MAX_VERSION)
-        .with_context(|| format!("InitProducerId with {}", conn.addr))?;
+    let deadline = Instant::now() + INIT_PRODUCER_ID_RETRY_FOR;
+    let resp = loop {
+        let resp = conn
+            .call(&req, INIT_PRODUCER_ID_MAX_VERSION)
+            .with_context(|| format!("InitProducerId with {}", conn.addr))?;
+        if !init_producer_id_retriable(resp.error_code) || Instant::now() >= deadline {
+            break resp;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     if resp.error_code != ERR_NONE {
         bail!(
             "InitProducerId with {}: error {}",
