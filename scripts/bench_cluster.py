@@ -57,6 +57,20 @@ def pick(result: dict) -> dict:
     return {k: result.get(k) for k in keys if k in result}
 
 
+def median_where(runs: list, match: dict, path: tuple):
+    """The median of the figure at `path` (keys into a row) over the rows
+    whose fields equal `match`; None when no row has it."""
+    vals = []
+    for row in runs:
+        if all(row.get(k) == v for k, v in match.items()):
+            v = row
+            for k in path:
+                v = v.get(k) if isinstance(v, dict) else None
+            if isinstance(v, (int, float)):
+                vals.append(v)
+    return statistics.median(vals) if vals else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
@@ -91,15 +105,7 @@ def main():
         shutil.rmtree(base, ignore_errors=True)
 
     def median_of(rf, rate, path):
-        vals = []
-        for row in runs:
-            if row["rf"] == rf and row["rate"] == rate:
-                v = row
-                for k in path:
-                    v = v.get(k) if isinstance(v, dict) else None
-                if isinstance(v, (int, float)):
-                    vals.append(v)
-        return statistics.median(vals) if vals else None
+        return median_where(runs, {"rf": rf, "rate": rate}, path)
 
     ratios = {}
     for rate in ("max", args.fixed_rate):

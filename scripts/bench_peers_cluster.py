@@ -7,9 +7,9 @@ fetches Kafka). Three `strom serve` nodes (voters and brokers, --shards
 each, Strom's defaults) on free 127.0.0.1 ports, and three Kafka 4.4 KRaft
 nodes (broker and controller each, `scripts/kafka-peer start-cluster`,
 Kafka's defaults and its default flush policy). Each run makes its own
-topic: 16 partitions, replication factor 3, 1 KiB records
-(`bench-harness/workloads/1-topic-16-partitions-1kb-acks-all.yaml`),
-idempotent acks=all producers, retention bounded as in scripts/bench.
+topic: 16 partitions, replication factor 3, 1 KiB records, idempotent
+acks=all producers, retention bounded as in scripts/bench (the runs of
+scripts/bench_cluster.py's `bench`).
 `min.insync.replicas` stays at both systems' default (1).
 
 What acks=all waits for differs, and the table says so: Kafka acknowledges
@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,25 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_cluster import pick  # noqa: E402
+from bench_cluster import bench, median_where, pick  # noqa: E402
 from measure_failover import machine  # noqa: E402
 from test_cluster import start_all, voter_nodes  # noqa: E402
 
-WORKLOAD = ROOT / "bench-harness" / "workloads" / "1-topic-16-partitions-1kb-acks-all.yaml"
 KAFKA_PEER = ROOT / "scripts" / "kafka-peer"
 KAFKA_PORT = 29192
-
-
-def bench(bootstrap: str, out: Path, name: str, duration: int, warmup: int, rate: int | None) -> dict:
-    cmd = [str(ROOT / "target" / "release" / "strom-bench"), "run", "--bootstrap", bootstrap,
-           "--workload", str(WORKLOAD), "--out", str(out), "--name", name, "--duration", str(duration),
-           "--warmup", str(warmup), "--acks", "all", "--idempotent", "--replication-factor", "3",
-           "--topic", f"bench-{name}", "--quiet",
-           "--topic-config", "retention.bytes=268435456", "--topic-config", "segment.bytes=67108864"]
-    if rate:
-        cmd += ["--rate", str(rate)]
-    subprocess.run(cmd, check=True)
-    return json.loads((out / f"{name}.json").read_text())
 
 
 def order(round_: int) -> list:
@@ -65,15 +51,7 @@ def order(round_: int) -> list:
 
 
 def median_of(runs: list, who: str, rate, path: tuple):
-    vals = []
-    for row in runs:
-        if row["peer"] == who and row["rate"] == rate:
-            v = row
-            for k in path:
-                v = v.get(k) if isinstance(v, dict) else None
-            if isinstance(v, (int, float)):
-                vals.append(v)
-    return statistics.median(vals) if vals else None
+    return median_where(runs, {"peer": who, "rate": rate}, path)
 
 
 def main():
@@ -97,7 +75,7 @@ def main():
         bootstrap = strom_bootstrap if who == "strom" else kafka_bootstrap
         name = f"{who}-{label}-r{r}"
         print(f"== {name}", file=sys.stderr, flush=True)
-        result = bench(bootstrap, args.out, name, args.duration, args.warmup, rate)
+        result = bench(bootstrap, 3, args.out, name, args.duration, args.warmup, rate)
         row = {"name": name, "peer": who, "rate": rate or "max", "round": r, **pick(result)}
         runs.append(row)
         print(json.dumps(row), flush=True)
