@@ -499,11 +499,20 @@ impl ListenLock {
         use std::os::fd::AsRawFd;
         let name = format!("strom-listen-{}-{}.lock", addr.ip(), addr.port()).replace(':', "_");
         let path = std::env::temp_dir().join(name);
-        let file = std::fs::OpenOptions::new()
+        // Another user's broker may have left the file behind; flock needs
+        // only a descriptor, so a file this user may not write is opened
+        // for reading.
+        let file = match std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
+            .open(&path)
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                std::fs::File::open(&path)?
+            }
+            opened => opened?,
+        };
         // SAFETY: flock on a descriptor this function owns; no memory is
         // passed.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
