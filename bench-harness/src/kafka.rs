@@ -248,8 +248,6 @@ pub struct ProducerIdentity {
     pub producer_epoch: i16,
 }
 
-/// Asks for a producer id for an idempotent producer without transactions
-/// (InitProducerId with a null transactional id).
 /// How long InitProducerId is retried while the broker answers that its
 /// producer id manager or transaction coordinator is still loading.
 const INIT_PRODUCER_ID_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -262,6 +260,9 @@ fn init_producer_id_retriable(code: i16) -> bool {
     matches!(code, 14..=16)
 }
 
+/// Asks for a producer id for an idempotent producer without transactions
+/// (InitProducerId with a null transactional id), retrying while the
+/// broker is still getting ready.
 pub fn init_producer_id(conn: &mut Conn) -> Result<ProducerIdentity> {
     let req = InitProducerIdRequest::default()
         .with_transactional_id(None)
