@@ -11,6 +11,7 @@ override: STROM_BIN).
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,19 +37,39 @@ STOP_TIMEOUT_S = 30.0
 
 
 _GIVEN_PORTS = set()
+# Ports handed to the tests come from below the kernel's ephemeral range.
+# A port bound to :0 and released is free only until the next outgoing
+# connection of any process takes it as its local port; a controller whose
+# port a peer's connection held failed to start with EADDRINUSE (CI, stop 30).
+_LOWEST_PORT = 10000
+
+
+def ephemeral_range() -> tuple:
+    """The kernel's range for outgoing connections' local ports."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(low), int(high)
 
 
 def free_port() -> int:
-    """A port nobody listens on now, never one this session gave before:
-    the kernel may hand the same free port to two binds in a row, and two
-    nodes of one cluster on one port cannot both start."""
-    while True:
+    """A port nobody has bound now, outside the ephemeral range (no outgoing
+    connection can take it before the test binds it), never one this session
+    gave before: two nodes of one cluster on one port cannot both start."""
+    low, _ = ephemeral_range()
+    if low - _LOWEST_PORT < 1000:
+        raise RuntimeError(f"the ephemeral range starts at {low}: too few ports below it for the tests")
+    rng = random.Random()
+    for _ in range(10000):
+        port = rng.randrange(_LOWEST_PORT, low)
+        if port in _GIVEN_PORTS:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _GIVEN_PORTS:
-            _GIVEN_PORTS.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN_PORTS.add(port)
+        return port
+    raise RuntimeError(f"no free port in [{_LOWEST_PORT}, {low})")
 
 
 class Broker:

@@ -3,7 +3,6 @@ package io.strom.compat;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.net.ServerSocket;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -52,9 +51,7 @@ class ClusterTest {
     static void startCluster() throws Exception {
         List<Integer> ports = new ArrayList<>();
         for (int i = 0; i < NODES; i++) {
-            try (ServerSocket s = new ServerSocket(0)) {
-                ports.add(s.getLocalPort());
-            }
+            ports.add(Ports.free());
         }
         String voters = java.util.stream.IntStream.range(0, NODES)
                 .mapToObj(i -> (i + 1) + "@127.0.0.1:" + ports.get(i))

@@ -3,7 +3,6 @@ package io.strom.compat;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
-import java.net.ServerSocket;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -93,10 +92,7 @@ final class ConnectWorker implements AutoCloseable {
 
     /** Starts a worker of {@code group} and waits until its REST API lists connectors (it joined the group). */
     static ConnectWorker start(StromBroker broker, String group) throws Exception {
-        int port;
-        try (ServerSocket s = new ServerSocket(0)) {
-            port = s.getLocalPort();
-        }
+        int port = Ports.free();
         Path props = Files.createTempFile("connect-worker-", ".properties");
         Files.writeString(props, String.format(WORKER_CONFIG, broker.bootstrap(), group, port,
                 configTopic(group), offsetTopic(group), statusTopic(group)));
