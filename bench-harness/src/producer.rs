@@ -5,7 +5,9 @@
 //!
 //! Partitioning is sticky, as the Kafka producer does for keyless records:
 //! records fill one partition's batch until it is full (`batch_bytes`) or
-//! has lingered (`linger`), then the next batch goes to the next partition.
+//! has lingered (`linger`) and a request may go out (a free slot in the
+//! window), then the next batch goes to the next partition. While acks are
+//! slow, batches grow, as in the Kafka producer's accumulator.
 //! At most one batch per partition goes into a request.
 //!
 //! An idempotent producer (`idempotence` set) stamps its producer id and
@@ -515,11 +517,24 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Whether a request could go out now: a free slot in the window.
+    fn window_open(&self) -> bool {
+        self.in_flight < self.cfg.max_in_flight || self.cfg.acks == Acks::None
+    }
+
+    /// Seals the open batch once it has lingered, but only when it could be
+    /// sent now. While the window is full the batch stays open and keeps
+    /// taking records (up to `batch_bytes`), as a batch waits in the Kafka
+    /// producer's accumulator until the sender drains it. Sealed on linger
+    /// regardless, a backlog was made of linger-sized batches, one per
+    /// partition per request: a producer whose acks are slower than its
+    /// linger fell behind its rate for good, its batches never growing.
     fn seal_if_lingered(&mut self, now: u64) -> Result<()> {
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|o| now >= o.created_ns + self.cfg.linger_ns)
+        if self.window_open()
+            && self
+                .open
+                .as_ref()
+                .is_some_and(|o| now >= o.created_ns + self.cfg.linger_ns)
         {
             if let Some(open) = self.open.take() {
                 self.seal(open)?;
@@ -553,9 +568,7 @@ impl Writer<'_> {
     }
 
     fn send_ready(&mut self, conn: &mut Conn, meta_tx: &Sender<InFlight>) -> Result<()> {
-        while !self.ready.is_empty()
-            && (self.in_flight < self.cfg.max_in_flight || self.cfg.acks == Acks::None)
-        {
+        while !self.ready.is_empty() && self.window_open() {
             // One batch per partition per request, oldest first.
             let mut taken: Vec<ReadyBatch> = Vec::new();
             let mut rest = VecDeque::new();
@@ -637,7 +650,7 @@ impl Writer<'_> {
     /// Sleeps until the next message is due, the open batch lingers out, or
     /// an ack frees a slot, whichever comes first.
     fn wait(&mut self, done_rx: &Receiver<()>, now: u64) -> Result<()> {
-        let window_full = self.in_flight >= self.cfg.max_in_flight && self.cfg.acks != Acks::None;
+        let window_full = !self.window_open();
         let buffer_full = self.ready_bytes >= self.cfg.buffer_bytes;
         let mut wake = self.tl.end_ns;
         if let Some(t) = self.pacer.next_due_ns() {
@@ -648,7 +661,8 @@ impl Writer<'_> {
             // Max rate with room in the buffer: keep generating.
             return Ok(());
         }
-        if let Some(o) = &self.open {
+        // A lingered batch waits for an ack while the window is full.
+        if let Some(o) = self.open.as_ref().filter(|_| !window_full) {
             wake = wake.min(o.created_ns + self.cfg.linger_ns);
         }
         if !self.ready.is_empty() && !window_full {

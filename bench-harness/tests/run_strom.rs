@@ -8,7 +8,8 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +57,11 @@ fn free_port() -> u16 {
 /// directory (returned too); `None` (the test is skipped) when there is no
 /// strom binary.
 fn start_broker(tag: &str) -> Option<(Broker, String, PathBuf)> {
+    start_broker_with(tag, &[])
+}
+
+/// [`start_broker`] with more `strom serve` flags.
+fn start_broker_with(tag: &str, flags: &[&str]) -> Option<(Broker, String, PathBuf)> {
     let Some(strom) = strom_binary() else {
         // Under CI (scripts/test builds the binaries first) a missing binary
         // is a failure, never a silent pass.
@@ -76,6 +82,7 @@ fn start_broker(tag: &str) -> Option<(Broker, String, PathBuf)> {
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", &addr])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -219,6 +226,104 @@ fn idempotent_max_rate_run_with_two_producers_against_strom() {
     let acked = r["produced_msgs_total"].as_u64().unwrap();
     assert!(acked > 0);
     assert_eq!(records_in_log(&addr, &r), acked);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP proxy on `addr` that forwards to `target` and holds every
+/// byte coming back for `delay` (order and pipelining kept): a broker
+/// whose every answer takes `delay`, as acks=all on a slow replica set.
+fn start_delay_proxy_on(addr: &str, target: String, delay: Duration) -> String {
+    let listener = TcpListener::bind(addr).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(upstream) = TcpStream::connect(&target) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            let (Ok(mut c_read), Ok(mut u_write)) = (client.try_clone(), upstream.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut u_write);
+                let _ = u_write.shutdown(Shutdown::Write);
+            });
+            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+            let mut u_read = upstream;
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                while let Ok(n @ 1..) = u_read.read(&mut buf) {
+                    if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut c_write = client;
+            std::thread::spawn(move || {
+                for (at, bytes) in rx {
+                    std::thread::sleep((at + delay).saturating_duration_since(Instant::now()));
+                    if c_write.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+                let _ = c_write.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A producer whose acks take longer than its linger must still hold its
+/// rate: while its one request is out, its open batch keeps filling, as in
+/// the Kafka producer's accumulator. Before, a batch was sealed every
+/// linger whether or not it could be sent, and a request takes one batch
+/// per partition, so behind a 40 ms answer it carried 4 partitions x 1 ms
+/// of records: a tenth of 4,000 msg/s, with latency growing for the whole
+/// run (the RF=3 fixed-rate runs of results/peers/rf3 fell behind so).
+#[test]
+fn producer_holds_its_rate_when_acks_are_slower_than_its_linger() {
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap().to_string();
+    drop(proxy_listener);
+    let Some((mut broker, addr, dir)) =
+        start_broker_with("strom-slow-acks", &["--advertised-listener", &proxy_addr])
+    else {
+        return;
+    };
+    let proxy = start_delay_proxy_on(&proxy_addr, addr, Duration::from_millis(40));
+    let workload = fixed_rate_workload(&dir, 4_000.0, 4);
+    let out = dir.join("out");
+    run_bench(
+        &mut broker,
+        &proxy,
+        &workload,
+        &out,
+        &[
+            "--acks",
+            "all",
+            "--max-in-flight",
+            "1",
+            "--linger-ms",
+            "1",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--quiet",
+        ],
+    );
+    let r = check_outputs(&out, "fixed-test", 4_000.0);
+    let p99 = r["publish_latency_ms"]["p99"].as_f64().unwrap();
+    // One answer takes 40 ms; a producer that keeps up waits at most a
+    // request behind its own. One that falls behind waits seconds.
+    assert!(
+        p99 < 500.0,
+        "publish p99 {p99} ms behind 40 ms answers: the producer fell behind its rate"
+    );
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
