@@ -2,6 +2,10 @@
 //! `retention.bytes`, or wholly below a log start offset that DeleteRecords
 //! moved, oldest first, which moves the log start offset. The
 //! active segment is never deleted, nor one still being finished by a roll.
+//! Time and size delete only segments wholly below the high watermark (the
+//! read bound), as Kafka does: a leader's segment that an in-sync follower
+//! has not fetched yet stays, or the follower would have to start again at
+//! the leader's new log start, past records it never held.
 //! A compact-only log (`cleanup.policy=compact`) keeps everything: its
 //! segments go only through compaction.
 
@@ -11,9 +15,9 @@ use crate::error::Result;
 use crate::io::Storage;
 
 impl<S: Storage> PartitionLog<S> {
-    /// Deletes closed segments past `retention.ms` / `retention.bytes`,
-    /// oldest first, moving the log start offset, unless the log is
-    /// compact-only. Returns how many.
+    /// Deletes closed segments past `retention.ms` / `retention.bytes` and
+    /// wholly below the high watermark, oldest first, moving the log start
+    /// offset, unless the log is compact-only. Returns how many.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let (retention_ms, retention_bytes) = {
             let c = self.inner.config.borrow();
@@ -43,7 +47,8 @@ impl<S: Storage> PartitionLog<S> {
                 let by_size = u64::try_from(retention_bytes).is_ok_and(|limit| rest >= limit);
                 // Wholly below a start moved by DeleteRecords.
                 let by_start = next.base_offset <= st.log_start_offset;
-                if !(by_time || by_size || by_start) {
+                let below_hw = next.base_offset <= st.read_bound();
+                if !((below_hw && (by_time || by_size)) || by_start) {
                     break;
                 }
                 total = rest;
