@@ -177,11 +177,12 @@ pub fn assign(topic: &str, first: i32, count: i32, rf: usize, brokers: &[i32]) -
 
 /// The record of a new partition with these replicas: the leader is the
 /// first replica that is registered and unfenced (-1 when none is: it is
-/// elected when one comes back), and the ISR is the leader alone. Kafka
-/// starts with every replica in the ISR, trusting followers to catch up;
-/// Strom's followers do not fetch yet (issue 15), so a follower enters the
-/// ISR only once a leader adds it back through AlterPartition, and until
-/// then leadership never moves to a replica without the data.
+/// elected when one comes back), and the ISR is every such replica, as in
+/// Kafka: their logs are all empty, so each holds everything committed, and
+/// acks=all waits for every one of them from the first record. (The ISR was
+/// the leader alone, from before followers fetched: a new topic's records
+/// were acknowledged by its leader alone, and under a steady load the
+/// followers never caught up to join, so the topic ran at RF=1.)
 pub fn partition_record(
     image: &ClusterImage,
     topic_id: Uuid,
@@ -195,7 +196,7 @@ pub fn partition_record(
         // to return is elected (fencing rule 4).
         replicas.clone()
     } else {
-        vec![leader]
+        replicas.iter().copied().filter(live).collect()
     };
     Record::Partition {
         topic_id,

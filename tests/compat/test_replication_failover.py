@@ -230,6 +230,48 @@ def test_a_killed_node_is_fenced_before_its_session_ends(long_session):
                    timeout=FENCED_WITHIN_S)
 
 
+def test_a_new_partition_starts_with_every_replica_in_sync(long_session):
+    """Kafka creates a partition with every live replica in its ISR, so
+    acks=all waits for the followers from the first record. Strom's ISR
+    began as the leader alone until each follower fetched and was added:
+    the first records were acknowledged without the followers, and under a
+    steady load (three nodes, retention.bytes 256 MiB, max rate) the
+    followers never caught up to join, so the topic ran at RF=1.
+
+    One follower is frozen (SIGSTOP: still registered for the 30 s session,
+    and unable to fetch) while the topic is created."""
+    nodes = long_session
+    controller = agreed_controller(nodes)
+    others = [n for n in nodes if n.node_id != controller]
+    # Led by a node that is not the controller; the frozen follower is the
+    # third, resumed before the leader is killed (a quorum needs two).
+    leader_node, frozen = others
+    order = [leader_node.node_id, controller, frozen.node_id]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        create(nodes[0], NewTopic("fresh", num_partitions=1, replica_assignment=[order]))
+        first = wait_until("the leader serves fresh-0",
+                           lambda: (ps := metadata_v7(leader_node, "fresh")[1]) and ps[0]["leader"] == order[0] and ps)
+        assert sorted(first[0]["isr"]) == [1, 2, 3], f"the first ISR the leader shows: {first[0]}"
+        # acks=all waits for the frozen follower, which is in the ISR.
+        acked = []
+        p = Producer({"bootstrap.servers": leader_node.bootstrap, "acks": "all", "enable.idempotence": True,
+                      "message.timeout.ms": 60000})
+        p.produce("fresh", value=b"first", partition=0, on_delivery=lambda e, m: acked.append((e, m.offset())))
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            p.poll(0.1)
+        assert acked == [], f"acknowledged while an in-sync follower could not fetch: {acked}"
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    assert p.flush(30) == 0 and acked == [(None, 0)], acked
+    # On every replica: with its leader killed, a survivor leads and serves it.
+    leader_node.stop(signal.SIGKILL)
+    survivors = [n for n in nodes if n is not leader_node]
+    wait_partitions(survivors, "fresh", 1, lambda ps: ps[0]["leader"] in order[1:], "led by a survivor")
+    assert read_partition(survivors[0].bootstrap, "fresh", 0, 1) == [(0, b"first")]
+
+
 def test_a_restarted_leader_tells_consumers_where_an_epoch_ends_not_its_high_watermark(long_session):
     """KIP-320: a consumer that read offsets 0..49 at leader epoch E asks
     the leader, after a leader change, where E ends (OffsetForLeaderEpoch,
