@@ -57,6 +57,18 @@ def pick(result: dict) -> dict:
     return {k: result.get(k) for k in keys if k in result}
 
 
+def smallest_isr(bootstrap: str, name: str) -> int:
+    """The fewest in-sync replicas of any partition of run `name`'s topic,
+    from the first bootstrap broker's Metadata right after the run. Under
+    the replication factor, the run's acks=all waited for fewer replicas
+    than the topic has (a follower fell out of the ISR, or never got in)."""
+    from types import SimpleNamespace
+    from test_cluster_replication import metadata_v7
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    _, parts = metadata_v7(SimpleNamespace(port=port), f"bench-{name}-0")
+    return min(len(p["isr"]) for p in parts.values())
+
+
 def median_where(runs: list, match: dict, path: tuple):
     """The median of the figure at `path` (keys into a row) over the rows
     whose fields equal `match`; None when no row has it."""
@@ -95,7 +107,8 @@ def main():
                 for rf in (1, 3):
                     name = f"rf{rf}-{'max' if rate is None else f'{rate}'}-round{r}"
                     result = bench(bootstrap, rf, args.out, name, args.duration, args.warmup, rate)
-                    row = {"name": name, "rf": rf, "rate": rate or "max", "round": r, **pick(result)}
+                    row = {"name": name, "rf": rf, "rate": rate or "max", "round": r, **pick(result),
+                           "smallest_isr_after": smallest_isr(bootstrap, name)}
                     runs.append(row)
                     print(json.dumps(row), flush=True)
     finally:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_cluster import bench, median_where, pick  # noqa: E402
+from bench_cluster import bench, median_where, pick, smallest_isr  # noqa: E402
 from measure_failover import machine  # noqa: E402
 from test_cluster import start_all, voter_nodes  # noqa: E402
 
@@ -76,7 +76,8 @@ def main():
         name = f"{who}-{label}-r{r}"
         print(f"== {name}", file=sys.stderr, flush=True)
         result = bench(bootstrap, 3, args.out, name, args.duration, args.warmup, rate)
-        row = {"name": name, "peer": who, "rate": rate or "max", "round": r, **pick(result)}
+        row = {"name": name, "peer": who, "rate": rate or "max", "round": r, **pick(result),
+               "smallest_isr_after": smallest_isr(bootstrap, name)}
         runs.append(row)
         print(json.dumps(row), flush=True)
 
