@@ -230,12 +230,10 @@ fn idempotent_max_rate_run_with_two_producers_against_strom() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A TCP proxy on `addr` that forwards to `target` and holds every
+/// A TCP proxy on `listener` that forwards to `target` and holds every
 /// byte coming back for `delay` (order and pipelining kept): a broker
 /// whose every answer takes `delay`, as acks=all on a slow replica set.
-fn start_delay_proxy_on(addr: &str, target: String, delay: Duration) -> String {
-    let listener = TcpListener::bind(addr).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+fn start_delay_proxy(listener: TcpListener, target: String, delay: Duration) {
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
@@ -274,7 +272,6 @@ fn start_delay_proxy_on(addr: &str, target: String, delay: Duration) -> String {
             });
         }
     });
-    addr
 }
 
 /// A producer whose acks take longer than its linger must still hold its
@@ -286,15 +283,15 @@ fn start_delay_proxy_on(addr: &str, target: String, delay: Duration) -> String {
 /// run (the RF=3 fixed-rate runs of results/peers/rf3 fell behind so).
 #[test]
 fn producer_holds_its_rate_when_acks_are_slower_than_its_linger() {
+    // Bound now and kept: the broker advertises it before the proxy runs.
     let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = proxy_listener.local_addr().unwrap().to_string();
-    drop(proxy_listener);
+    let proxy = proxy_listener.local_addr().unwrap().to_string();
     let Some((mut broker, addr, dir)) =
-        start_broker_with("strom-slow-acks", &["--advertised-listener", &proxy_addr])
+        start_broker_with("strom-slow-acks", &["--advertised-listener", &proxy])
     else {
         return;
     };
-    let proxy = start_delay_proxy_on(&proxy_addr, addr, Duration::from_millis(40));
+    start_delay_proxy(proxy_listener, addr, Duration::from_millis(40));
     let workload = fixed_rate_workload(&dir, 4_000.0, 4);
     let out = dir.join("out");
     run_bench(
