@@ -23,7 +23,11 @@
 //! `checkpoint.rs`; without a usable one every closed segment counts as
 //! dirty after an open) splits its closed segments into a clean part and a
 //! dirty part. The dirty part ends before the first segment whose
-//! newest timestamp is within `min.compaction.lag.ms`. A clean runs when the
+//! newest timestamp is within `min.compaction.lag.ms`. A clean takes only
+//! segments wholly below the high watermark (the read bound), as Kafka's
+//! cleaner stops at the last stable offset: a leader that cleaned a
+//! committed record away because an uncommitted one superseded it, and then
+//! lost its uncommitted tail to a new leader, would hold neither. A clean runs when the
 //! dirty part is at least `min.cleanable.dirty.ratio` of the closed bytes,
 //! when its first segment's newest timestamp is older than
 //! `max.compaction.lag.ms`, or when a kept tombstone is due for removal.
@@ -262,9 +266,10 @@ impl<S: Storage> PartitionLog<S> {
             return None;
         }
         let count = st.segments.len().saturating_sub(1);
+        let read_bound = st.read_bound();
         let mut closed = Vec::new();
         for s in st.segments.iter().take(count) {
-            if st.finishing == Some(s.base_offset) {
+            if st.finishing == Some(s.base_offset) || s.next_offset > read_bound {
                 break;
             }
             // Only segments all of whose records are older than the lag.
