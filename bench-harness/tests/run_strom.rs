@@ -48,10 +48,10 @@ impl Drop for Broker {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+// The server tests' port picker: ports below the ephemeral range.
+#[path = "../../server/tests/common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// Starts `strom serve` on a free port with its data in a new temporary
 /// directory (returned too); `None` (the test is skipped) when there is no

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -46,10 +46,8 @@ pub fn answers_api_versions(addr: &str) -> bool {
         && i32::from_be_bytes([head[4], head[5], head[6], head[7]]) == CORRELATION_ID
 }
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+mod ports;
+pub use ports::free_port;
 
 impl Broker {
     /// Starts a broker with a fresh temp data dir.
