@@ -221,7 +221,8 @@ class Reader:
     offset, value, time) per record read and, for the group consumer,
     ("assign" | "revoke" | "lost", [partitions], time) per rebalance event."""
 
-    def __init__(self, name: str, bootstrap: str, partitions: int, clock: Clock, group: bool):
+    def __init__(self, name: str, bootstrap: str, partitions: int, clock: Clock, group: bool,
+                 debug_dir: Path | None = None):
         self.name = name
         self.clock = clock
         self.events = []
@@ -235,7 +236,14 @@ class Reader:
             conf.update({"group.id": "fault-run", "enable.auto.commit": True, "auto.commit.interval.ms": 1000})
         else:
             conf.update({"group.id": "fault-run-assign", "enable.auto.commit": False})
-        self.consumer = Consumer(conf)
+        extra = {}
+        if debug_dir is not None:
+            # Why a consumer's position moves: fetch errors, offset
+            # validation (OffsetForLeaderEpoch) and resets.
+            conf.update({"debug": "consumer,fetch,topic", "log_level": 7})
+            slug = name.replace(" ", "-")
+            extra["logger"] = file_logger(slug, debug_dir / f"{slug}.log")
+        self.consumer = Consumer(conf, **extra)
         if group:
             self.consumer.subscribe([TOPIC], on_assign=self.on("assign"), on_revoke=self.on("revoke"),
                                     on_lost=self.on("lost"))
@@ -454,8 +462,8 @@ def run(seed: int, duration_s: float, base: Path, partitions: int = 3, producers
         clock = Clock()
         debug_dir = base if os.environ.get("STROM_FAULT_CLIENT_DEBUG") else None
         writers = [Writer(i, bootstrap, rate, partitions, clock, debug_dir) for i in range(producers)]
-        readers = [Reader("assign consumer", bootstrap, partitions, clock, group=False),
-                   Reader("group consumer", bootstrap, partitions, clock, group=True)]
+        readers = [Reader("assign consumer", bootstrap, partitions, clock, group=False, debug_dir=debug_dir),
+                   Reader("group consumer", bootstrap, partitions, clock, group=True, debug_dir=debug_dir)]
         for w in writers + readers:
             w.thread.start()
         log(f"workload started: {producers} producers at {rate:g} records/s each, "
