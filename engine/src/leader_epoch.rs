@@ -117,6 +117,17 @@ impl LeaderEpochCache {
         (epoch, higher.start_offset)
     }
 
+    /// The epoch that wrote `offset`: the latest entry starting at or
+    /// before it (Kafka's `epochForOffset`, which ListOffsets answers with),
+    /// `None` before the first entry or with an empty cache.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.start_offset <= offset)
+            .map(|e| e.epoch)
+    }
+
     /// Kafka's checkpoint text.
     pub fn to_checkpoint(&self) -> String {
         let mut s = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
@@ -214,6 +225,13 @@ mod tests {
         assert_eq!(c.end_offset_for(5, 40), (3, 25));
         // Older than all: itself, ending where the first starts.
         assert_eq!(c.end_offset_for(0, 40), (0, 0));
+        // Which epoch wrote an offset: the entry it falls in.
+        assert_eq!(c.epoch_for_offset(-1), None);
+        assert_eq!(c.epoch_for_offset(0), Some(1));
+        assert_eq!(c.epoch_for_offset(9), Some(1));
+        assert_eq!(c.epoch_for_offset(10), Some(3));
+        assert_eq!(c.epoch_for_offset(24), Some(3));
+        assert_eq!(c.epoch_for_offset(1_000), Some(6));
         // Newer than all, undefined, or an empty cache: undefined.
         assert_eq!(c.end_offset_for(7, 40), (-1, -1));
         assert_eq!(c.end_offset_for(-1, 40), (-1, -1));

@@ -282,6 +282,35 @@ pub fn check_leader(
     Ok(())
 }
 
+/// KIP-320's check of a request's `current_leader_epoch` (Fetch,
+/// OffsetForLeaderEpoch) against the partition's leader epoch (0 on one
+/// node): -1 skips it; an older one is FENCED_LEADER_EPOCH (the client
+/// missed a leader change and must refresh its metadata, then validate its
+/// position), a newer one UNKNOWN_LEADER_EPOCH (this broker has not applied
+/// that change yet). Kafka's `Partition.checkCurrentLeaderEpoch`.
+///
+/// A Fetch sent at an old epoch must not be answered with records: a
+/// librdkafka consumer that already started validating its position for
+/// the new epoch delivers them, then seeks back to the validated position
+/// and delivers them again (the fault run found it).
+pub fn check_current_leader_epoch(
+    meta: &Metadata,
+    topic: &str,
+    p: i32,
+    current: i32,
+) -> Result<(), ResponseError> {
+    if current < 0 {
+        return Ok(());
+    }
+    let leader_epoch =
+        partition_state(meta, topic, p).map_or(SINGLE_NODE_LEADER_EPOCH, |s| s.leader_epoch);
+    match current.cmp(&leader_epoch) {
+        std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 /// The leader epoch at which this node leads partition `p` of `topic`:
 /// 0 on one node (its only epoch); in a cluster the image's, while this
 /// node is the unfenced leader; `None` when it does not lead it.

@@ -164,21 +164,22 @@ def fetch_v4(topic: str, partition: int, offset: int, max_wait_ms: int, correlat
 def fetch_v11(partitions, max_wait_ms: int, correlation_id: int = 1, min_bytes: int = 1,
               max_bytes: int = 1 << 20) -> bytes:
     """Fetch v11 (replica -1, read_uncommitted, no session, no rack).
-    partitions: [(topic, partition, fetch_offset, partition_max_bytes)], in
-    request order; consecutive entries of one topic share its topic entry."""
+    partitions: [(topic, partition, fetch_offset, partition_max_bytes[,
+    current_leader_epoch])], in request order (the epoch -1, unchecked,
+    unless given); consecutive entries of one topic share its topic entry."""
     topics = []
-    for topic, partition, offset, pmax in partitions:
+    for topic, partition, offset, pmax, *epoch in partitions:
         if not topics or topics[-1][0] != topic:
             topics.append((topic, []))
-        topics[-1][1].append((partition, offset, pmax))
+        topics[-1][1].append((partition, offset, pmax, epoch[0] if epoch else -1))
     body = struct.pack(">iiiibii", -1, max_wait_ms, min_bytes, max_bytes, 0, 0, -1)
     body += struct.pack(">i", len(topics))
     for topic, parts in topics:
         raw = topic.encode()
         body += struct.pack(">h", len(raw)) + raw + struct.pack(">i", len(parts))
-        for partition, offset, pmax in parts:
+        for partition, offset, pmax, epoch in parts:
             # partition, current_leader_epoch, fetch_offset, log_start_offset, partition_max_bytes
-            body += struct.pack(">iiqqi", partition, -1, offset, -1, pmax)
+            body += struct.pack(">iiqqi", partition, epoch, offset, -1, pmax)
     body += struct.pack(">i", 0)  # forgotten_topics_data
     body += struct.pack(">h", 0)  # rack_id ""
     return frame(header_v1(FETCH, 11, correlation_id) + body)

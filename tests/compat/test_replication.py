@@ -10,7 +10,10 @@ cluster a broker that was fenced and came back leads at a newer epoch.
 
 OffsetForLeaderEpoch v3 is sent raw to one chosen broker (no client library
 exposes it; librdkafka and the Java consumer send it themselves to
-validate positions).
+validate positions). So is a Fetch v11 with a chosen current_leader_epoch:
+Fetch checks it as OffsetForLeaderEpoch does (KIP-320), so a consumer that
+missed a leader change gets no records until it has validated its
+position.
 """
 
 import signal
@@ -20,9 +23,11 @@ import time
 import pytest
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from clients import producer
 from conftest import create_topic as create_topic_single
+import kafka_wire
 from test_cluster import agreed_controller, wait_registered
 from test_cluster_serving import cluster, create_topic, produce_keyed, request, string, wait_leaders  # noqa: F401
 
@@ -45,6 +50,19 @@ def offset_for_leader_epoch(node, topic: str, partition: int, epoch: int, curren
     error, p, leader_epoch, end_offset = struct.unpack_from(">hiiq", resp, pos)
     assert p == partition
     return error, leader_epoch, end_offset
+
+
+def fetch_at_epoch(node, topic: str, partition: int, offset: int, current_epoch: int):
+    """(error, records) of a Fetch v11 of one partition at `node` that
+    names `current_epoch` as the leader epoch it believes current."""
+    req = kafka_wire.fetch_v11([(topic, partition, offset, 1 << 20, current_epoch)], max_wait_ms=0)
+    with kafka_wire.connect(node.port, 5.0) as s:
+        s.sendall(req)
+        _cid, error, parts = kafka_wire.parse_fetch_v11(kafka_wire.recv_frame(s))
+    assert error == 0
+    ((_, p, perr, _hw, _ls, records),) = parts
+    assert p == partition
+    return perr, records
 
 
 def read_epochs(bootstrap: str, topic: str, partitions, want: int, timeout: float = 60.0):
@@ -85,6 +103,11 @@ def test_one_node_stamps_epoch_zero_and_answers_offset_for_leader_epoch(broker, 
     assert offset_for_leader_epoch(broker, topic_name, 0, 1) == (0, -1, -1)
     # A client that knows a newer leader epoch than the broker's.
     assert offset_for_leader_epoch(broker, topic_name, 0, 0, current_epoch=1)[0] == UNKNOWN_LEADER_EPOCH
+    # Fetch checks it too: the leader's epoch (or -1) reads, a newer one not.
+    for current in (-1, 0):
+        err, records = fetch_at_epoch(broker, topic_name, 0, 0, current)
+        assert err == 0 and records, current
+    assert fetch_at_epoch(broker, topic_name, 0, 0, 1) == (UNKNOWN_LEADER_EPOCH, b"")
 
 
 def test_a_returning_leader_starts_a_new_epoch_and_keeps_the_old_ones(cluster):
@@ -126,6 +149,28 @@ def test_a_returning_leader_starts_a_new_epoch_and_keeps_the_old_ones(cluster):
         # A client that still believes in the old leader epoch is fenced.
         err, _, _ = offset_for_leader_epoch(victim, "epochs", p, old_epoch, current_epoch=old_epoch)
         assert err == FENCED_LEADER_EPOCH
+        # And gets no records from Fetch until it has caught up (a
+        # librdkafka consumer validating its position would deliver them,
+        # seek back and deliver them again).
+        assert fetch_at_epoch(victim, "epochs", p, 0, old_epoch) == (FENCED_LEADER_EPOCH, b"")
+        assert fetch_at_epoch(victim, "epochs", p, 0, new_epoch + 1) == (UNKNOWN_LEADER_EPOCH, b"")
+        err, records = fetch_at_epoch(victim, "epochs", p, 0, new_epoch)
+        assert err == 0 and records
+    # ListOffsets names the epoch of each offset it answers (the current
+    # leader epoch for latest): a consumer that resets there validates its
+    # position with it after the next leader change, and an older epoch
+    # would read as a truncation and send it back to that epoch's end.
+    admin = AdminClient({"bootstrap.servers": survivors[0].bootstrap})
+    for p in mine:
+        tp = TopicPartition("epochs", p)
+        answers = {name: admin.list_offsets({tp: spec})[tp].result(timeout=30)
+                   for name, spec in (("earliest", OffsetSpec.earliest()), ("latest", OffsetSpec.latest()),
+                                      ("max timestamp", OffsetSpec.max_timestamp()))}
+        assert (answers["earliest"].offset, answers["earliest"].leader_epoch) == (0, old_epoch), p
+        assert (answers["latest"].offset, answers["latest"].leader_epoch) == (15, new_epoch), p
+        # The newest record (the first of equal timestamps, as Kafka).
+        newest = answers["max timestamp"]
+        assert 10 <= newest.offset < 15 and newest.leader_epoch == new_epoch, (p, newest)
     # A broker that does not lead the partition does not answer for it.
     other = survivors[0]
     err, _, _ = offset_for_leader_epoch(other, "epochs", mine[0], old_epoch)

@@ -44,6 +44,11 @@ impl<S: Storage> PartitionLog<S> {
         self.inner.epochs.borrow().leader_epoch
     }
 
+    /// The epoch that wrote `offset` ([`LeaderEpochCache::epoch_for_offset`]).
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.inner.epochs.borrow().cache.epoch_for_offset(offset)
+    }
+
     /// OffsetForLeaderEpoch's answer from this log: see
     /// [`LeaderEpochCache::end_offset_for`], with the log end offset.
     pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {

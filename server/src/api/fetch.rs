@@ -41,6 +41,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &RequestContext, req: FetchRequest) 
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 replica,
+                current_leader_epoch: p.current_leader_epoch,
             });
         }
         shape.push((name, partitions));

@@ -50,6 +50,9 @@ pub struct Want {
     /// consumer: a follower reads up to the leader's log end and reports
     /// its own log end with its fetch offset.
     pub replica: Option<i32>,
+    /// The leader epoch the fetcher believes current (v9+), -1 unchecked
+    /// (`cluster::check_current_leader_epoch`).
+    pub current_leader_epoch: i32,
 }
 
 /// What is known about one partition of a fetch, and what was read of it.
@@ -204,7 +207,16 @@ impl Offsets {
 /// log end: the leader records it first (which may move the high
 /// watermark).
 fn offsets_local(shard: &Shard, w: &Want) -> Offsets {
-    match shard.served_log(&w.topic, w.partition) {
+    let served = shard.served_log(&w.topic, w.partition).and_then(|log| {
+        crate::cluster::check_current_leader_epoch(
+            &shard.metadata(),
+            &w.topic,
+            w.partition,
+            w.current_leader_epoch,
+        )
+        .map(|()| log)
+    });
+    match served {
         Ok(log) => {
             if let Some(replica) = w.replica {
                 crate::replica::leader::follower_fetched(

@@ -26,8 +26,6 @@ use crate::shard::Shard;
 
 use strom_engine::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 
-use crate::cluster::SINGLE_NODE_LEADER_EPOCH;
-
 /// (topic, partition, current_leader_epoch, leader_epoch)
 type Query = (String, i32, i32, i32);
 
@@ -85,16 +83,13 @@ fn answer(shard: &Shard, (topic, partition, current_epoch, epoch): &Query) -> Ep
         Ok(log) => log,
         Err(e) => return error(e),
     };
-    let leader_epoch = crate::cluster::partition_state(&shard.metadata(), topic, *partition)
-        .map_or(SINGLE_NODE_LEADER_EPOCH, |s| s.leader_epoch);
-    // -1: the client does not check the leader's epoch. A newer epoch than
-    // the leader's is one this leader has not heard of, an older one is
-    // fenced, as Kafka answers them.
-    if *current_epoch > leader_epoch {
-        return error(ResponseError::UnknownLeaderEpoch);
-    }
-    if *current_epoch >= 0 && *current_epoch < leader_epoch {
-        return error(ResponseError::FencedLeaderEpoch);
+    if let Err(e) = crate::cluster::check_current_leader_epoch(
+        &shard.metadata(),
+        topic,
+        *partition,
+        *current_epoch,
+    ) {
+        return error(e);
     }
     let (found_epoch, end_offset) = log.end_offset_for_epoch(*epoch);
     EpochEndOffset::default()

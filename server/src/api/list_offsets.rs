@@ -1,5 +1,11 @@
 //! ListOffsets (v1-v7): -2 earliest, -1 latest, -3 max timestamp (KIP-734),
-//! otherwise the first offset whose timestamp is >= the one asked.
+//! otherwise the first offset whose timestamp is >= the one asked. From v4
+//! each answer carries the leader epoch of its offset, as Kafka's does: the
+//! partition's current leader epoch for latest, else the epoch that wrote
+//! the offset. A consumer keeps it with the position it resets to, and
+//! validates that position with it after a leader change
+//! (OffsetForLeaderEpoch); an older epoch there would read as a log
+//! truncation and send the consumer back to that epoch's end.
 
 use std::rc::Rc;
 
@@ -19,8 +25,10 @@ pub const EARLIEST_TIMESTAMP: i64 = -2;
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const MAX_TIMESTAMP: i64 = -3;
 
-/// (error, timestamp, offset)
-type Answer = (i16, i64, i64);
+/// (error, timestamp, offset, leader epoch)
+type Answer = (i16, i64, i64, i32);
+
+const NO_EPOCH: i32 = -1;
 
 /// One partition to look up, in request order.
 struct Lookup {
@@ -56,7 +64,7 @@ pub async fn handle(
     })
     .await
     .into_iter()
-    .map(|answer| answer.unwrap_or((ResponseError::NotLeaderOrFollower.code(), -1, -1)));
+    .map(|answer| answer.unwrap_or((ResponseError::NotLeaderOrFollower.code(), -1, -1, NO_EPOCH)));
 
     let mut topics = Vec::new();
     for topic in req.topics {
@@ -65,13 +73,13 @@ pub async fn handle(
             .partitions
             .iter()
             .zip(answers.by_ref())
-            .map(|(p, (error, timestamp, offset))| {
+            .map(|(p, (error, timestamp, offset, epoch))| {
                 ListOffsetsPartitionResponse::default()
                     .with_partition_index(p.partition_index)
                     .with_error_code(error)
                     .with_timestamp(timestamp)
                     .with_offset(offset)
-                    .with_leader_epoch(if version >= 4 { 0 } else { -1 })
+                    .with_leader_epoch(if version >= 4 { epoch } else { NO_EPOCH })
             })
             .collect();
         topics.push(
@@ -86,26 +94,43 @@ pub async fn handle(
 async fn lookup_local(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> Answer {
     let log = match shard.served_log(topic, partition) {
         Ok(log) => log,
-        Err(e) => return (e.code(), -1, -1),
+        Err(e) => return (e.code(), -1, -1, NO_EPOCH),
     };
+    let written_at = |offset: i64| log.epoch_for_offset(offset).unwrap_or(NO_EPOCH);
     match timestamp {
-        EARLIEST_TIMESTAMP => (0, -1, log.log_start_offset()),
-        LATEST_TIMESTAMP => (0, -1, log.high_watermark()),
+        EARLIEST_TIMESTAMP => {
+            let start = log.log_start_offset();
+            (0, -1, start, written_at(start))
+        }
+        LATEST_TIMESTAMP => {
+            let led = crate::cluster::led_at_epoch(
+                &shard.metadata(),
+                shard.config.node_id,
+                topic,
+                partition,
+            );
+            (0, -1, log.high_watermark(), led.unwrap_or(NO_EPOCH))
+        }
         // The segment knows the batch with the largest timestamp; the lookup
         // by that timestamp narrows it to the record.
         MAX_TIMESTAMP => match log.max_timestamp() {
             Some((offset, ts)) => match log.offset_for_timestamp(ts).await {
-                Ok(Some((record_offset, record_ts))) => (0, record_ts, record_offset),
-                _ => (0, ts, offset),
+                Ok(Some((record_offset, record_ts))) => {
+                    (0, record_ts, record_offset, written_at(record_offset))
+                }
+                _ => (0, ts, offset, written_at(offset)),
             },
-            None => (0, -1, -1),
+            None => (0, -1, -1, NO_EPOCH),
         },
-        ts if ts < 0 => (ResponseError::InvalidRequest.code(), -1, -1),
+        ts if ts < 0 => (ResponseError::InvalidRequest.code(), -1, -1, NO_EPOCH),
         // Never below a log start that DeleteRecords moved into a segment.
         ts => match log.offset_for_timestamp(ts).await {
-            Ok(Some((offset, found_ts))) => (0, found_ts, offset.max(log.log_start_offset())),
-            Ok(None) => (0, -1, -1),
-            Err(e) => (engine_error_code(&e).code(), -1, -1),
+            Ok(Some((offset, found_ts))) => {
+                let offset = offset.max(log.log_start_offset());
+                (0, found_ts, offset, written_at(offset))
+            }
+            Ok(None) => (0, -1, -1, NO_EPOCH),
+            Err(e) => (engine_error_code(&e).code(), -1, -1, NO_EPOCH),
         },
     }
 }
