@@ -52,6 +52,30 @@ def summary(buckets):
     }
 
 
+def cpu_seconds(dir):
+    """cpu-sample.py's lines in DIR/cpu.jsonl, by the second they end."""
+    path = os.path.join(dir, "cpu.jsonl")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    # A sample covers the second before its t_ms.
+    return {l["t_ms"] // 1000 - 1: l for l in lines}
+
+
+def cpu_line(sample):
+    if sample is None:
+        return ""
+    shards = defaultdict(lambda: [0.0, 0.0])
+    for name, t in sample["threads"].items():
+        if name.startswith("strom-shard-"):
+            shard = name.split("-")[2]
+            shards[shard][0] += t["cpu_ms"]
+            shards[shard][1] += t["runq_ms"]
+    each = "  ".join(f"shard {s} cpu {c:4.0f} runq {w:4.0f}" for s, (c, w) in sorted(shards.items()))
+    return f"   steal {sample['steal']:4.0f} ms  {each}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -96,9 +120,13 @@ def main():
         late = m.get("timer.late", [(0, 0)])[-1][0]
         worst.append((top[1], sec, top[0], late))
     worst.sort(reverse=True)
-    print("\nworst seconds (max of any stage; timer.late max in the same second):")
+    cpu = cpu_seconds(args.dir)
+    print("\nworst seconds (max of any stage; timer.late max in the same second", end="")
+    print("; from cpu.jsonl: the machine's steal, and each shard's CPU time and run-queue wait):"
+          if cpu else "):")
     for v, sec, s, late in worst[:8]:
-        print(f"  t={sec - int(t0 // 1000):>4}s  {s:16} {v / 1000:8.2f} ms   timer.late {late / 1000:7.2f} ms")
+        print(f"  t={sec - int(t0 // 1000):>4}s  {s:16} {v / 1000:8.2f} ms   timer.late {late / 1000:7.2f} ms"
+              + cpu_line(cpu.get(sec)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seconds": len(by_second), "stages": stages}, f, indent=1)

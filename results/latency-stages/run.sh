@@ -27,13 +27,16 @@ start_broker() { # name
     "$strom" serve --data-dir "$out/data" --listen "127.0.0.1:$port" "${shards[@]}" \
         --stage-latency "$out/stages-$1" >"$out/broker-$1.log" 2>&1 &
     broker=$!
+    # Steal, and the shards' CPU time and run-queue wait, a line a second.
+    mkdir -p "$out/stages-$1"
+    python3 "$root/results/latency-stages/cpu-sample.py" "$broker" "$out/stages-$1/cpu.jsonl" &
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
         sleep 0.1
     done
     echo "broker did not start" >&2; exit 1
 }
-stop_broker() { kill "$broker"; wait "$broker" || true; }
+stop_broker() { kill "$broker"; wait "$broker" || true; wait; }
 
 run() { # name rate [strom-bench args...]
     local name=$1 rate=$2

@@ -15,8 +15,6 @@ rounds=${2:-2}
 rate=${3:-10000}
 duration=${4:-20}
 strom=${STROM_BIN:-$root/target/release/strom}
-bench=${STROM_BENCH_BIN:-$root/target/release/strom-bench}
-workload=$root/bench-harness/workloads/1-topic-16-partitions-1kb.yaml
 port=19392
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -56,20 +54,7 @@ for round in $(seq 1 "$rounds"); do
     [ $((round % 2)) -eq 0 ] && peers=(kafka strom)
     for peer in "${peers[@]}"; do
         start_peer "$peer" "$round"
-        for linger in 0 1; do
-            name=$peer-linger$linger-r$round
-            "$bench" run --bootstrap "127.0.0.1:$port" --workload "$workload" --out "$out" \
-                --duration "$duration" --warmup 5 --rate "$rate" --linger-ms "$linger" \
-                --name "$name" --quiet >"$out/$name.log" 2>&1
-            python3 - "$out/$name.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-p, e = d["publish_latency_ms"], d["e2e_latency_ms"]
-print(f"{sys.argv[1].rsplit('/', 1)[-1]}: {d['produce_msgs_per_s']:.0f} msgs/s; "
-      f"publish p50/p99/p99.9 {p['p50']:.2f} / {p['p99']:.2f} / {p['p999']:.2f} ms; "
-      f"e2e {e['p50']:.2f} / {e['p99']:.2f} / {e['p999']:.2f} ms")
-PY
-        done
+        "$root/results/low-rate/both-lingers.sh" "127.0.0.1:$port" "$out" "$peer-LINGER-r$round" "$rate" "$duration"
         stop_peer "$peer"
     done
 done

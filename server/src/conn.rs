@@ -211,23 +211,26 @@ async fn read_loop(
             .set(activity.requests.get().saturating_add(1));
         let task = if is_produce {
             stages::record(Stage::ProduceReceive, receiving);
-            // Produce requests of one connection are applied one after the
-            // other, as Kafka does: a pipelining producer's batches must
-            // land in the order it sent them.
+            // Produce requests of one connection get their offsets one
+            // after the other: a pipelining producer's batches must land in
+            // the order it sent them. (Kafka handles the whole request
+            // before it reads the next; here only the offsets wait.)
             if let Some(previous) = previous_produce.take() {
                 let ordering = stages::start();
                 let _ = previous.await;
                 stages::record(Stage::ProduceOrder, ordering);
             }
-            let (done_tx, done_rx) = oneshot::channel::<()>();
-            previous_produce = Some(done_rx);
+            // The next one goes on once this one's records have their
+            // offsets: waiting for their durability (and the replicas)
+            // overlaps with the next one's.
+            let (assigned_tx, assigned_rx) = oneshot::channel::<()>();
+            previous_produce = Some(assigned_rx);
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let handling = stages::start();
-                let reply = api::handle_frame(shard, frame).await;
+                let reply = api::handle_frame_staged(shard, frame, Some(assigned_tx)).await;
                 stages::record(Stage::ProduceHandle, handling);
                 drop(admitted);
-                let _ = done_tx.send(());
                 Answered {
                     reply,
                     ready: stages::start(),

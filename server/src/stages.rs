@@ -23,8 +23,8 @@ pub enum Stage {
     /// Produce: reading the frame after its size (the client's send, the
     /// network, and this shard getting round to the socket).
     ProduceReceive,
-    /// Produce: waiting for the connection's previous produce request to
-    /// be applied (a pipelining producer's order).
+    /// Produce: waiting for the connection's previous produce request's
+    /// records to have their offsets (a pipelining producer's order).
     ProduceOrder,
     /// A job sent to another shard, from the send to its start there.
     HopThere,

@@ -47,6 +47,24 @@ const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
 /// The batches of one append: each header with its byte range.
 type Batches = Vec<(BatchHeader, Range<usize>)>;
 
+/// `append_staged`'s signal: called once, when fired or at the latest when
+/// dropped.
+struct OnAssigned<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnAssigned<F> {
+    fn fire(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl<F: FnOnce()> Drop for OnAssigned<F> {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
 impl<S: Storage> PartitionLog<S> {
     /// Validates and appends the batches in `records` (one or more complete
     /// RecordBatch v2), assigning offsets. All or nothing.
@@ -87,6 +105,25 @@ impl<S: Storage> PartitionLog<S> {
         now_ms: i64,
         origin: AppendOrigin,
     ) -> Result<AppendInfo> {
+        self.append_staged(records, durability, now_ms, origin, || {})
+            .await
+    }
+
+    /// [`append_with_origin`](Self::append_with_origin) that calls
+    /// `assigned` once the batches have their offsets (or the append has
+    /// ended without them: refused, a duplicate, or the future dropped),
+    /// before it waits for durability. From then on a later append cannot
+    /// come before this one, so a caller that keeps appends in order (a
+    /// connection's produce requests) may start the next one.
+    pub async fn append_staged(
+        &self,
+        records: &[u8],
+        durability: Durability,
+        now_ms: i64,
+        origin: AppendOrigin,
+        assigned: impl FnOnce(),
+    ) -> Result<AppendInfo> {
+        let mut on_assigned = OnAssigned(Some(assigned));
         let (rules, log_append_time, segment_bytes, flush_messages) = {
             let c = self.inner.config.borrow();
             (
@@ -113,12 +150,15 @@ impl<S: Storage> PartitionLog<S> {
             let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
             let decision = self.inner.producers.borrow().check_all(&headers)?;
             if let Decision::Duplicate(original) = decision {
+                // Its offsets were given when the original was appended.
+                on_assigned.fire();
                 return self
                     .answer_duplicate(original, durability, log_append_time)
                     .await;
             }
         }
         let mut info = self.assign(records, &parsed, now_ms, log_append_time, origin)?;
+        on_assigned.fire();
         self.maybe_prepare_spare(segment_bytes).await;
         // A new epoch this append started is on disk before the append is
         // acknowledged (a no-op when the cache did not change).

@@ -28,6 +28,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 
+use futures_channel::oneshot;
+
 use crate::api::api_versions::supported_range;
 use crate::shard::Shard;
 use crate::wire::{decode, respond, Reply, RequestContext};
@@ -35,14 +37,33 @@ use crate::wire::{decode, respond, Reply, RequestContext};
 /// Handles one request frame (without its size prefix). A panic anywhere in
 /// the handling closes this connection only (`wire::contain_panic`).
 pub async fn handle_frame(shard: Rc<Shard>, frame: Bytes) -> Reply {
-    crate::wire::contain_panic(handle_frame_uncontained(shard, frame)).await
+    handle_frame_staged(shard, frame, None).await
+}
+
+/// `handle_frame` that also says when a produce request's records all
+/// have their offsets: `assigned` is sent to (or dropped, for any other
+/// request or a refused one) once nothing of this request can be appended
+/// after what a later request appends. The connection applies its next
+/// produce request from then on.
+pub async fn handle_frame_staged(
+    shard: Rc<Shard>,
+    frame: Bytes,
+    assigned: Option<oneshot::Sender<()>>,
+) -> Reply {
+    crate::wire::contain_panic(async move {
+        match parse_header(frame) {
+            Ok((ctx, body)) => dispatch(&shard, &ctx, body, assigned).await,
+            Err(reply) => reply,
+        }
+    })
+    .await
 }
 
 /// `handle_frame` without the panic containment: the `handler` fuzz
 /// target runs this, so that a panic is a finding.
 pub async fn handle_frame_uncontained(shard: Rc<Shard>, frame: Bytes) -> Reply {
     match parse_header(frame) {
-        Ok((ctx, body)) => dispatch(&shard, &ctx, body).await,
+        Ok((ctx, body)) => dispatch(&shard, &ctx, body, None).await,
         Err(reply) => reply,
     }
 }
@@ -95,7 +116,12 @@ pub fn parse_header(mut frame: Bytes) -> Result<(RequestContext, Bytes), Reply> 
 }
 
 /// The one place where requests are routed by API key.
-async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> Reply {
+async fn dispatch(
+    shard: &Rc<Shard>,
+    ctx: &RequestContext,
+    mut body: Bytes,
+    assigned: Option<oneshot::Sender<()>>,
+) -> Reply {
     let v = ctx.version;
     match ctx.api_key {
         ApiKey::ApiVersions => match decode(&mut body, v) {
@@ -107,7 +133,7 @@ async fn dispatch(shard: &Rc<Shard>, ctx: &RequestContext, mut body: Bytes) -> R
             None => Reply::Close,
         },
         ApiKey::Produce => match decode(&mut body, v) {
-            Some(req) => match produce::handle(shard, req, v).await {
+            Some(req) => match produce::handle(shard, req, v, assigned).await {
                 Some(resp) => respond(ctx, &leader_hints::produce(shard, resp, v)),
                 None => Reply::None,
             },

@@ -1,6 +1,9 @@
 //! Produce (v3-v10; v10's KIP-951 leader hints are `api::leader_hints`): partitions are grouped by owner shard, each group is
 //! appended on its shard (concurrently, so acks=all appends share a group
-//! commit), and the response is assembled in request order. Batches are
+//! commit), and the response is assembled in request order. The
+//! connection is told as soon as every partition's records have their
+//! offsets, so its next request is appended while this one waits for the
+//! device (and the replicas). Batches are
 //! validated by the engine (length, magic, CRC32C) and never decoded,
 //! except in two cases: compacted topics, whose records' keys are read (a
 //! record without a key is refused: INVALID_RECORD with KIP-467 record
@@ -11,14 +14,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_channel::oneshot;
+use futures_util::future::{join, join_all};
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use strom_engine::{AppendInfo, BatchError, Durability, EngineError, PartitionLog};
+use strom_engine::{AppendInfo, AppendOrigin, BatchError, Durability, EngineError, PartitionLog};
 
 use crate::api::produce_refusals;
 use crate::clock::now_ms;
@@ -82,6 +86,9 @@ struct Item {
     topic: String,
     partition: i32,
     records: Option<Bytes>,
+    /// Sent to once the records have their offsets; dropped unsent when
+    /// they are refused before.
+    assigned: oneshot::Sender<()>,
 }
 
 /// Maps an engine error to the Kafka error a producer expects.
@@ -116,10 +123,13 @@ pub fn engine_error_code(e: &EngineError) -> ResponseError {
     }
 }
 
+/// `assigned` is sent to once every partition's records have their
+/// offsets, or have been refused (see `api::handle_frame_staged`).
 pub async fn handle(
     shard: &Rc<Shard>,
     req: ProduceRequest,
     _version: i16,
+    assigned: Option<oneshot::Sender<()>>,
 ) -> Option<ProduceResponse> {
     let durability = match req.acks {
         0 => Ok(Durability::Buffered),
@@ -129,29 +139,43 @@ pub async fn handle(
     };
     let mut items = Vec::new();
     let mut shape = Vec::new();
+    let mut each_assigned = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             partitions.push(p.index);
+            let (tx, rx) = oneshot::channel();
+            each_assigned.push(rx);
             items.push(Item {
                 topic: name.clone(),
                 partition: p.index,
                 records: p.records,
+                assigned: tx,
             });
         }
         shape.push((name, partitions));
     }
+    // Fired when every item's sender has been sent to or dropped.
+    let all_assigned = async move {
+        join_all(each_assigned).await;
+        if let Some(tx) = assigned {
+            let _ = tx.send(());
+        }
+    };
 
     // acks=all's wait for the replicas (Kafka's request timeout_ms).
     let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
-    let outcomes = match durability {
-        Ok(durability) => append_all(shard, items, durability, timeout).await,
-        Err(e) => items
-            .iter()
-            .map(|_| AppendOutcome::error(e, "acks must be -1, 0 or 1"))
-            .collect(),
+    let appended = async move {
+        match durability {
+            Ok(durability) => append_all(shard, items, durability, timeout).await,
+            Err(e) => items
+                .iter()
+                .map(|_| AppendOutcome::error(e, "acks must be -1, 0 or 1"))
+                .collect(),
+        }
     };
+    let (outcomes, ()) = join(appended, all_assigned).await;
     if req.acks == 0 {
         return None;
     }
@@ -298,7 +322,18 @@ async fn append_local(
     if let Err(msg) = crate::api::schema_validation::check(shard, &item.topic, &records) {
         return AppendOutcome::error(ResponseError::InvalidRecord, msg);
     }
-    let result = log.append(&records, durability, now_ms()).await;
+    let assigned = item.assigned;
+    let result = log
+        .append_staged(
+            &records,
+            durability,
+            now_ms(),
+            AppendOrigin::Client,
+            move || {
+                let _ = assigned.send(());
+            },
+        )
+        .await;
     if let Ok(info) = &result {
         if crate::stages::enabled() {
             crate::stages::record_duration(Stage::AppendRoom, info.waited.room);
