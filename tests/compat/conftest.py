@@ -156,8 +156,10 @@ class Broker:
         raise RuntimeError(f"strom not ready after {START_TIMEOUT_S}s: {last}\n{self.log_tail()}")
 
     def stop(self, sig=signal.SIGTERM) -> int:
-        """Sends sig, waits for exit, returns the exit status."""
+        """Sends sig, waits for exit, returns the exit status. The log file
+        is closed either way (a broker that exited by itself too)."""
         if self.proc is None or self.proc.poll() is not None:
+            self._close_log()
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
         try:
@@ -167,10 +169,13 @@ class Broker:
             self.proc.wait(timeout=STOP_TIMEOUT_S)
             raise RuntimeError(f"strom did not exit within {STOP_TIMEOUT_S}s of {sig!r}\n{self.log_tail()}")
         finally:
-            if self._log:
-                self._log.close()
-                self._log = None
+            self._close_log()
         return code
+
+    def _close_log(self):
+        if self._log:
+            self._log.close()
+            self._log = None
 
     def restart(self) -> int:
         """SIGTERM, then start again on the same data dir and port; returns the exit status."""
