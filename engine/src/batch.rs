@@ -203,6 +203,63 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// [`validate`] (with the CRC when `check_crc`, else [`validate_framing`])
+/// for a batch held in consecutive parts, without joining them.
+pub fn validate_parts<B: AsRef<[u8]>>(
+    parts: &[B],
+    check_crc: bool,
+) -> Result<BatchHeader, BatchError> {
+    if let [one] = parts {
+        return if check_crc {
+            validate(one.as_ref())
+        } else {
+            validate_framing(one.as_ref())
+        };
+    }
+    let mut head = [0u8; HEADER_BYTES];
+    let mut filled = 0usize;
+    let mut total = 0usize;
+    for p in parts {
+        let p = p.as_ref();
+        total = total.saturating_add(p.len());
+        let take = HEADER_BYTES.saturating_sub(filled).min(p.len());
+        if let (Some(dest), Some(src)) = (
+            head.get_mut(filled..filled.saturating_add(take)),
+            p.get(..take),
+        ) {
+            dest.copy_from_slice(src);
+        }
+        filled = filled.saturating_add(take);
+    }
+    let h = BatchHeader::parse(head.get(..filled).unwrap_or_default())?;
+    if h.total_bytes() != total {
+        return Err(BatchError::Truncated {
+            need: h.total_bytes(),
+            have: total,
+        });
+    }
+    if h.record_count == 0 {
+        return Err(BatchError::Empty);
+    }
+    if check_crc {
+        let mut crc = 0u32;
+        let mut skip = CRC_START;
+        for p in parts {
+            let p = p.as_ref();
+            let s = skip.min(p.len());
+            skip = skip.saturating_sub(s);
+            crc = crc32c::crc32c_append(crc, p.get(s..).unwrap_or_default());
+        }
+        if crc != h.crc {
+            return Err(BatchError::BadCrc {
+                stored: h.crc,
+                computed: crc,
+            });
+        }
+    }
+    Ok(h)
+}
+
 /// Splits a produce request's `records` bytes into batches, validating each.
 /// Returns the headers with the byte range of each batch. Nothing partial is
 /// accepted: one bad batch rejects the whole set.
@@ -405,6 +462,44 @@ mod tests {
         let h = validate(&b).unwrap();
         assert_eq!(h.base_offset, 42);
         assert_eq!(h.last_offset(), 44);
+    }
+
+    #[test]
+    fn a_batch_in_parts_validates_as_it_does_whole() {
+        let b = build_batch(7, &[b"first record", b"second", b"third one"]);
+        let whole = validate(&b).unwrap();
+        // Cut inside the header, at the CRC's start, and in the records.
+        for cuts in [
+            vec![3],
+            vec![CRC_START],
+            vec![20, 40, b.len() - 1],
+            vec![HEADER_BYTES],
+        ] {
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for &c in cuts.iter().chain([b.len()].iter()) {
+                parts.push(&b[from..c]);
+                from = c;
+            }
+            assert_eq!(
+                validate_parts(&parts, true).unwrap(),
+                whole,
+                "cut at {cuts:?}"
+            );
+            let mut bad = b.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            let (head, tail) = bad.split_at(cuts[0]);
+            assert!(matches!(
+                validate_parts(&[head, tail], true),
+                Err(BatchError::BadCrc { .. })
+            ));
+            assert!(validate_parts(&[head, tail], false).is_ok(), "framing only");
+            assert!(matches!(
+                validate_parts(&[head, &tail[..tail.len() - 1]], false),
+                Err(BatchError::Truncated { .. })
+            ));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strom_engine::batch::{self, build_batch};
-use strom_engine::{Durability, LogConfig, PartitionLog};
+use strom_engine::{Durability, LogConfig, PartitionLog, ReadLimit};
 
 const CHILD_ENV: &str = "STROM_ENGINE_CHILD_DIR";
 const CHILD_DURABILITY_ENV: &str = "STROM_ENGINE_CHILD_DURABILITY";
@@ -507,4 +507,114 @@ fn a_renamed_file_still_tells_its_length() {
         storage.rename(&from, &to).await.unwrap();
         assert_eq!(file.len().await.unwrap(), 8192);
     });
+}
+
+/// Reads lend the log's buffers (sealed tail chunks, O_DIRECT read results)
+/// as `Bytes` without copying them (`io/lend.rs`). Batches read so, held on
+/// another thread, must stay intact while the log goes on: appending fills,
+/// writes, trims and recycles chunk buffers, and a segment roll and a
+/// restart read from the disk again.
+#[test]
+fn lent_batches_stay_intact_on_another_thread_while_the_log_goes_on() {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("t-0");
+    let config = LogConfig {
+        segment_bytes: 16 << 20,
+        ..small_config()
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<Vec<u8>>, Vec<bytes::Bytes>)>();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok(pair) = rx.recv() {
+            held.push(pair);
+        }
+        // Compared only once the log is done: every buffer it had lent has
+        // been through its appends, trims and pool by then.
+        for (want, got) in held {
+            assert_eq!(
+                want.concat(),
+                got.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>(),
+                "a lent batch changed under its reader"
+            );
+        }
+    });
+    run(async move {
+        let mut log = PartitionLog::open(&path, config.clone()).await.unwrap();
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        let mut i = 0u64;
+        // Parts beyond one per batch: batches that came split.
+        let mut split_batches = 0i64;
+        for round in 0..24 {
+            // About 1.8 MB a round: chunks (1 MiB) seal, are written and
+            // leave the hot cache.
+            let end = i + 1_000;
+            while i < end {
+                let info = log
+                    .append(&batch_for(i), Durability::Written, 5)
+                    .await
+                    .unwrap();
+                want.push(stored(i, info.base_offset));
+                i += 1;
+            }
+            if round == 12 {
+                // Reopened: the older batches now come from the disk.
+                log.close().await.unwrap();
+                drop(log);
+                log = PartitionLog::open(&path, config.clone()).await.unwrap();
+            }
+            // Read back what this round and the one before appended.
+            let from = want.len().saturating_sub(2_000);
+            let mut offset = offsets_before(&want, from);
+            let mut got = Vec::new();
+            let mut expect = Vec::new();
+            let mut k = from;
+            while offset < log.log_end_offset() {
+                let r = log.read(offset, 256 * 1024).await.unwrap();
+                for b in r.batches {
+                    let h = batch::validate(&b).unwrap();
+                    offset = h.last_offset() + 1;
+                    expect.push(want[k].clone());
+                    got.push(b);
+                    k += 1;
+                }
+            }
+            tx.send((expect.clone(), got)).unwrap();
+            // The same batches as Fetch reads them: parts, where a batch
+            // straddles two buffers.
+            let mut offset = offsets_before(&want, from);
+            let mut parts = Vec::new();
+            while offset < log.log_end_offset() {
+                let limit = ReadLimit {
+                    split_batches: true,
+                    ..ReadLimit::whole_first_batch(256 * 1024)
+                };
+                let r = log.read_limited(offset, limit).await.unwrap();
+                let bytes: Vec<u8> = r.batches.iter().flat_map(|b| b.iter().copied()).collect();
+                let mut at = 0;
+                while at < bytes.len() {
+                    let h = batch::BatchHeader::parse(&bytes[at..]).unwrap();
+                    offset = h.last_offset() + 1;
+                    at += h.total_bytes();
+                    split_batches -= 1;
+                }
+                split_batches += r.batches.len() as i64;
+                assert_eq!(at, bytes.len(), "parts of whole batches only");
+                parts.extend(r.batches);
+            }
+            tx.send((expect, parts)).unwrap();
+        }
+        log.close().await.unwrap();
+        assert!(log.segment_count() > 1, "the log should have rolled");
+        assert!(split_batches > 0, "no batch straddled two buffers");
+    });
+    holder
+        .join()
+        .expect("a lent batch changed under its reader");
+}
+
+/// The base offset of the `k`th stored batch.
+fn offsets_before(stored: &[Vec<u8>], k: usize) -> i64 {
+    stored
+        .get(k)
+        .map_or(0, |b| batch::validate(b).unwrap().base_offset)
 }

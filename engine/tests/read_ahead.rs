@@ -183,6 +183,7 @@ fn a_first_batch_that_does_not_fit_is_answered_from_its_header() {
             max_bytes,
             first_batch_whole: false,
             to_end: false,
+            split_batches: false,
         };
         // Cold: only the window holding the header is read.
         let r = log.read_limited(0, fitting(50 << 10)).await.unwrap();

@@ -28,6 +28,28 @@ impl IoBuf for DmaBuffer {
     fn trim_to(&mut self, len: usize) {
         self.trim_to_size(len)
     }
+    fn recycle(self) {
+        if self.len() != POOL_BUF_BYTES {
+            return;
+        }
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX_BYTES / POOL_BUF_BYTES {
+                p.push(self);
+            }
+        });
+    }
+}
+
+/// A completed O_DIRECT read, lent out without a copy (`lend.rs`).
+struct ReadBuf(glommio::io::ReadResult);
+
+// SAFETY: a `ReadResult` views the read's DMA buffer, a heap allocation it
+// keeps alive and that nothing writes once the read has completed.
+unsafe impl super::lend::Stable for ReadBuf {
+    fn stable_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 fn to_io<T: std::fmt::Debug>(e: glommio::GlommioError<T>) -> io::Error {
@@ -61,15 +83,7 @@ impl StorageFile for DmaFile {
     }
 
     fn recycle_buf(&self, buf: DmaBuffer) {
-        if buf.len() != POOL_BUF_BYTES {
-            return;
-        }
-        POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOL_MAX_BYTES / POOL_BUF_BYTES {
-                p.push(buf);
-            }
-        });
+        buf.recycle();
     }
 
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
@@ -95,7 +109,7 @@ impl StorageFile for DmaFile {
             let e = to_io(e);
             io::Error::new(e.kind(), format!("read of {len} bytes at {pos}: {e}"))
         })?;
-        Ok(Bytes::copy_from_slice(r.get(..len).unwrap_or(&r)))
+        Ok(super::lend::lend(ReadBuf(r), 0, len))
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

@@ -21,6 +21,7 @@ pub use budget::PreallocBudget;
 
 pub mod budget;
 pub mod dma;
+pub mod lend;
 #[cfg(any(test, feature = "test-util"))]
 #[allow(
     clippy::unwrap_used,
@@ -54,6 +55,12 @@ pub trait IoBuf: 'static {
     fn as_mut_slice(&mut self) -> &mut [u8];
     /// Shortens the buffer (never grows it).
     fn trim_to(&mut self, len: usize);
+    /// Done with: keep it for a later allocation of this thread, or drop it.
+    fn recycle(self)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 /// One open file.

@@ -75,6 +75,7 @@ mod recover;
 mod recovery_point;
 mod retention;
 mod roll;
+mod rope;
 mod segment;
 mod state;
 mod tail;

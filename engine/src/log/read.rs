@@ -8,9 +8,10 @@
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::readahead::{READ_AHEAD_MAX_BYTES, READ_AHEAD_STEPS};
+use super::rope::Rope;
 use super::state::{io_err, PartitionLog, ReadLimit, ReadResult};
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use crate::error::{EngineError, Result};
@@ -29,11 +30,12 @@ fn scan_window(want: u64) -> u64 {
 
 impl<S: Storage> PartitionLog<S> {
     /// Reads bytes `[pos, pos + len)` of the segment with base `base`
-    /// (clamped to its logical length), from memory when hot, else from disk.
-    /// Also returns how many leading bytes came from the file (now, or when
-    /// the log was opened): the rest were validated when they were appended
-    /// and have not left memory since.
-    pub(super) async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<(Bytes, usize)> {
+    /// (clamped to its logical length), from memory when hot, else from disk,
+    /// as the pieces it was read in (no copy joins them). Also returns how
+    /// many leading bytes came from the file (now, or when the log was
+    /// opened): the rest were validated when they were appended and have
+    /// not left memory since.
+    pub(super) async fn read_range(&self, base: i64, pos: u64, len: u64) -> Result<(Rope, usize)> {
         let (file, disk_end, mem, unchecked_end) = {
             let st = self.inner.state.borrow();
             let i = st
@@ -49,29 +51,29 @@ impl<S: Storage> PartitionLog<S> {
             };
             let end = pos.saturating_add(len).min(seg.len);
             if pos >= end {
-                return Ok((Bytes::new(), 0));
+                return Ok((Rope::default(), 0));
             }
             let is_active = i.saturating_add(1) == st.segments.len();
             match (&st.tail, is_active) {
                 (Some(tail), true) => {
                     let mem_start = tail.mem_start();
                     let from = pos.max(mem_start);
-                    // One allocation of the final size: growing by doubling
-                    // would copy a large read several times.
-                    let mut out = BytesMut::with_capacity(end.saturating_sub(from) as usize);
+                    let mut out = Rope::default();
                     if from < end {
-                        tail.copy_range(from, end, &mut out);
+                        for piece in tail.range(from, end) {
+                            out.push(piece);
+                        }
                     }
                     let unchecked_end = tail.loaded_end.min(end);
                     (seg.file.clone(), mem_start.min(end), out, unchecked_end)
                 }
-                _ => (seg.file.clone(), end, BytesMut::new(), end),
+                _ => (seg.file.clone(), end, Rope::default(), end),
             }
         };
         // Leading bytes that come from the file, now or at open.
         let from_file = unchecked_end.max(disk_end).saturating_sub(pos) as usize;
         if pos >= disk_end {
-            return Ok((mem.freeze(), from_file));
+            return Ok((mem, from_file));
         }
         let from_disk = disk_end.saturating_sub(pos);
         let disk = self
@@ -84,13 +86,9 @@ impl<S: Storage> PartitionLog<S> {
                 disk.len(),
             )));
         }
-        if mem.is_empty() {
-            return Ok((disk, from_file));
-        }
-        let mut out = BytesMut::with_capacity(disk.len().saturating_add(mem.len()));
-        out.extend_from_slice(&disk);
-        out.extend_from_slice(&mem);
-        Ok((out.freeze(), from_file))
+        let mut out = disk;
+        out.append(mem);
+        Ok((out, from_file))
     }
 
     /// Makes this log's read-ahead run reach `READ_AHEAD_STEPS` steps of
@@ -139,9 +137,9 @@ impl<S: Storage> PartitionLog<S> {
         file: &Rc<S::File>,
         pos: u64,
         len: u64,
-    ) -> std::io::Result<Bytes> {
+    ) -> std::io::Result<Rope> {
         let end = pos.saturating_add(len);
-        let mut parts: Vec<Bytes> = Vec::new();
+        let mut parts = Rope::default();
         let mut at = pos;
         while at < end {
             let piece = self.inner.read_ahead.borrow().piece_at(base, file, at);
@@ -169,14 +167,7 @@ impl<S: Storage> PartitionLog<S> {
             asked.set(asked.get().saturating_add(end.saturating_sub(at)));
             parts.push(rest);
         }
-        if parts.len() == 1 {
-            return Ok(parts.pop().unwrap_or_default());
-        }
-        let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for p in &parts {
-            out.extend_from_slice(p);
-        }
-        Ok(out.freeze())
+        Ok(parts)
     }
 
     /// Reads from the file that a read-ahead served, in whole or in part.
@@ -231,14 +222,14 @@ impl<S: Storage> PartitionLog<S> {
         want: u64,
         whole: bool,
         stop: impl Fn(&BatchHeader) -> bool,
-    ) -> Result<Option<(u64, BatchHeader, Bytes, usize)>> {
+    ) -> Result<Option<(u64, BatchHeader, Rope, usize)>> {
         let gaps = self.may_have_gaps(base);
         while pos < seg_len {
             let (window, disk_bytes) = self.read_range(base, pos, scan_window(want)).await?;
             let mut at = 0usize;
-            while let Some(rest) = window.get(at..).filter(|rest| rest.len() >= HEADER_BYTES) {
+            while window.len().saturating_sub(at) >= HEADER_BYTES {
                 let here = pos.saturating_add(at as u64);
-                let h = BatchHeader::parse(rest).map_err(|e| {
+                let h = BatchHeader::parse(&window.peek(at, HEADER_BYTES)).map_err(|e| {
                     EngineError::Corrupt(format!("segment {base} position {here}: {e}"))
                 })?;
                 // The offsets chain: a batch starts where the one before
@@ -251,7 +242,7 @@ impl<S: Storage> PartitionLog<S> {
                 }
                 expect_offset = h.last_offset().saturating_add(1);
                 if stop(&h) {
-                    let rest = window.slice(at..);
+                    let rest = window.suffix(at);
                     let batch_bytes = h.total_bytes() as u64;
                     let needed = if whole || batch_bytes <= want {
                         want.max(batch_bytes).min(seg_len.saturating_sub(here))
@@ -298,8 +289,14 @@ impl<S: Storage> PartitionLog<S> {
         } else {
             self.high_watermark()
         };
-        self.read_bounded(offset, limit.max_bytes, bound, limit.first_batch_whole)
-            .await
+        self.read_bounded(
+            offset,
+            limit.max_bytes,
+            bound,
+            limit.first_batch_whole,
+            limit.split_batches,
+        )
+        .await
     }
 
     /// [`read`](Self::read) with the read bound as a parameter: no batch
@@ -315,6 +312,7 @@ impl<S: Storage> PartitionLog<S> {
         max_bytes: usize,
         bound: i64,
         first_whole: bool,
+        split: bool,
     ) -> Result<ReadResult> {
         let mut out = {
             let st = self.inner.state.borrow();
@@ -345,12 +343,9 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(out);
         };
         if !first_whole {
-            let first_bytes = bytes
-                .get(8..LOG_OVERHEAD)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map_or(0, |b| {
-                    LOG_OVERHEAD.saturating_add(i32::from_be_bytes(b).max(0) as usize)
-                });
+            let first_bytes = <[u8; 4]>::try_from(&*bytes.peek(8, 4)).ok().map_or(0, |b| {
+                LOG_OVERHEAD.saturating_add(i32::from_be_bytes(b).max(0) as usize)
+            });
             if first_bytes > max_bytes {
                 out.first_batch_did_not_fit = true;
                 return Ok(out);
@@ -361,10 +356,9 @@ impl<S: Storage> PartitionLog<S> {
         let mut expect_offset: Option<i64> = None;
         let gaps = self.may_have_gaps(base);
         let seg_end = self.segment_end(base);
-        while let Some(length_field) =
-            bytes.get(at.saturating_add(8)..at.saturating_add(LOG_OVERHEAD))
-        {
-            let len = i32::from_be_bytes(<[u8; 4]>::try_from(length_field).unwrap_or_default());
+        while bytes.len().saturating_sub(at) >= LOG_OVERHEAD {
+            let length_field = bytes.peek(at.saturating_add(8), 4);
+            let len = i32::from_be_bytes(<[u8; 4]>::try_from(&*length_field).unwrap_or_default());
             let size = LOG_OVERHEAD.saturating_add(len.max(0) as usize);
             let end = at.saturating_add(size);
             if end > bytes.len()
@@ -376,25 +370,24 @@ impl<S: Storage> PartitionLog<S> {
             // Nothing at or past the read bound is served. Read from the
             // header before the batch is checked: what lies past the bound
             // may still be on its way to the disk or the replicas.
-            let base_offset = bytes
-                .get(at..at.saturating_add(8))
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(i64::MAX, i64::from_be_bytes);
+            let base_offset =
+                <[u8; 8]>::try_from(&*bytes.peek(at, 8)).map_or(i64::MAX, i64::from_be_bytes);
             // Nor anything at or past the segment's end: bytes a closed
             // segment holds past the next segment's base are not part of
             // the log (its index files, not a scan, gave its length).
             if base_offset >= bound || base_offset >= seg_end {
                 break;
             }
-            let b = bytes.slice(at..end);
+            // A batch straddling two pieces comes as its parts when the
+            // caller takes them (`split`), else as one copy.
+            let parts = if split {
+                bytes.slices(at..end)
+            } else {
+                vec![bytes.slice(at..end)]
+            };
             // What came from disk is checked (CRC included) before it is
             // returned; bytes still in memory were checked at append.
-            let checked = if at < disk_bytes {
-                batch::validate(&b)
-            } else {
-                batch::validate_framing(&b)
-            };
-            let h = checked.map_err(|e| {
+            let h = batch::validate_parts(&parts, at < disk_bytes).map_err(|e| {
                 EngineError::Corrupt(format!("segment {base} position {here}: {e}"))
             })?;
             // The CRC does not cover baseOffset: check the offsets chain
@@ -416,7 +409,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             expect_offset = Some(h.last_offset().saturating_add(1));
             total = total.saturating_add(size);
-            out.batches.push(b);
+            out.batches.extend(parts);
             at = end;
         }
         if out.batches.is_empty() {
@@ -433,8 +426,11 @@ impl<S: Storage> PartitionLog<S> {
                 expect_offset.and_then(|next| self.locate(next))
             {
                 let unchanged = self.inner.read_ahead_drops.get() == drops;
-                let leftover = (unchanged && next_base == base)
-                    .then(|| (pos, bytes.slice(..disk_bytes.min(bytes.len()))));
+                // Only what lies past the last batch is kept: a copy only
+                // where it straddles two pieces.
+                let past = next_pos.saturating_sub(pos) as usize;
+                let leftover = (unchanged && next_base == base && next_pos >= pos)
+                    .then(|| (next_pos, bytes.slice(past..disk_bytes)));
                 self.start_read_ahead(next_base, next_pos, scan_window(max_bytes as u64), leftover);
             }
         }
@@ -479,7 +475,7 @@ impl<S: Storage> PartitionLog<S> {
         max_bytes: usize,
         first_whole: bool,
         bound: i64,
-    ) -> Result<Option<(i64, u64, Bytes, usize)>> {
+    ) -> Result<Option<(i64, u64, Rope, usize)>> {
         let mut at = offset;
         loop {
             let Some((base, seg_len, pos, first)) = self.locate(at) else {
@@ -559,7 +555,8 @@ impl<S: Storage> PartitionLog<S> {
         // Within the batch, the first record at or after the timestamp when
         // the records are readable without decompressing; else the batch.
         let found = found.map(|(_, h, bytes, _)| {
-            match crate::batch::first_record_at_or_after(&bytes, timestamp_ms) {
+            let batch = bytes.slice(0..h.total_bytes());
+            match crate::batch::first_record_at_or_after(&batch, timestamp_ms) {
                 Some((delta, ts)) => (
                     h.base_offset
                         .saturating_add(i64::from(delta))
@@ -647,7 +644,7 @@ impl<S: Storage> PartitionLog<S> {
     /// serves its followers.
     pub async fn read_to_end(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         let end = self.log_end_offset();
-        self.read_bounded(offset, max_bytes, end, true).await
+        self.read_bounded(offset, max_bytes, end, true, false).await
     }
 }
 
@@ -701,23 +698,29 @@ mod tests {
     fn nothing_at_or_past_the_read_bound_is_read() {
         block_on(async {
             let log = three_batches().await;
-            let r = log.read_bounded(0, 1 << 20, 6, true).await.unwrap();
+            let r = log.read_bounded(0, 1 << 20, 6, true, false).await.unwrap();
             assert_eq!(
                 (bases(&r), r.high_watermark, r.log_end_offset),
                 (vec![0, 3], 6, 9)
             );
-            let r = log.read_bounded(4, 1 << 20, 6, true).await.unwrap();
+            let r = log.read_bounded(4, 1 << 20, 6, true, false).await.unwrap();
             assert_eq!(bases(&r), vec![3]);
             for offset in [6, 7, 9] {
-                let r = log.read_bounded(offset, 1 << 20, 6, true).await.unwrap();
+                let r = log
+                    .read_bounded(offset, 1 << 20, 6, true, false)
+                    .await
+                    .unwrap();
                 assert!(r.batches.is_empty(), "read at {offset} past the bound");
             }
             assert!(matches!(
-                log.read_bounded(10, 1 << 20, 6, true).await,
+                log.read_bounded(10, 1 << 20, 6, true, false).await,
                 Err(EngineError::OffsetOutOfRange { .. })
             ));
             // A bound past the log end reads to the log end.
-            let r = log.read_bounded(0, 1 << 20, 100, true).await.unwrap();
+            let r = log
+                .read_bounded(0, 1 << 20, 100, true, false)
+                .await
+                .unwrap();
             assert_eq!((bases(&r), r.high_watermark), (vec![0, 3, 6], 9));
             // The public read's bound is the written offset: all of it here.
             assert_eq!(log.high_watermark(), log.written_offset());

@@ -100,6 +100,8 @@ pub(super) fn timed_now() -> Option<std::time::Instant> {
 /// Whole stored batches starting at or before the requested offset.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
+    /// Whole batches, one `Bytes` each, in offset order; with
+    /// `ReadLimit::split_batches` a batch may come in consecutive parts.
     pub batches: Vec<Bytes>,
     /// The read bound the read stopped at (see `PartitionLog::high_watermark`).
     pub high_watermark: i64,
@@ -120,6 +122,11 @@ pub struct ReadLimit {
     pub first_batch_whole: bool,
     /// Up to the log end (a follower's read), else up to the high watermark.
     pub to_end: bool,
+    /// The result's `batches` may split a batch into consecutive parts
+    /// where it straddles two of the buffers it was read from, instead of
+    /// copying it whole into one (for a reader that only sends the bytes
+    /// on, as Fetch does).
+    pub split_batches: bool,
 }
 
 impl ReadLimit {
@@ -129,6 +136,7 @@ impl ReadLimit {
             max_bytes,
             first_batch_whole: true,
             to_end: false,
+            split_batches: false,
         }
     }
 }

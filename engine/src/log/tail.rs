@@ -22,8 +22,9 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 
+use crate::io::lend::lend;
 use crate::io::{align_down, align_up, IoBuf};
 
 /// Written chunks kept in memory as the hot-read cache.
@@ -149,13 +150,17 @@ impl<B: IoBuf> Tail<B> {
             .min(self.buf_start)
     }
 
-    /// Copies `[from, end)` of the active segment out of the tail buffer and
-    /// chunks (which together hold everything from the first chunk's start).
-    pub(super) fn copy_range(&self, from: u64, end: u64, out: &mut BytesMut) {
+    /// `[from, end)` of the active segment from the chunks and the tail
+    /// buffer (which together hold everything from the first chunk's start),
+    /// in pieces: a sealed chunk's bytes are lent without a copy (nothing
+    /// writes a chunk once sealed); the tail buffer's are copied, since
+    /// appends write into it.
+    pub(super) fn range(&self, from: u64, end: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
         let mut p = from;
         while p < end {
-            let (start, data, avail_end) = if p >= self.buf_start {
-                (self.buf_start, self.buf.as_slice(), end)
+            let (start, data, avail_end, chunk) = if p >= self.buf_start {
+                (self.buf_start, self.buf.as_slice(), end, None)
             } else {
                 match self
                     .chunks
@@ -166,6 +171,7 @@ impl<B: IoBuf> Tail<B> {
                         c.start,
                         c.buf.as_slice(),
                         c.start.saturating_add(c.data_bytes),
+                        Some(&c.buf),
                     ),
                     None => {
                         unreachable!(
@@ -176,12 +182,16 @@ impl<B: IoBuf> Tail<B> {
             };
             let stop = end.min(avail_end);
             let range = p.saturating_sub(start) as usize..stop.saturating_sub(start) as usize;
-            let Some(bytes) = data.get(range) else {
+            let Some(bytes) = data.get(range.clone()) else {
                 unreachable!("active segment bytes [{p}, {stop}) beyond their buffer");
             };
-            out.extend_from_slice(bytes);
+            out.push(match chunk {
+                Some(buf) => lend(buf.clone(), range.start, range.end),
+                None => Bytes::copy_from_slice(bytes),
+            });
             p = stop;
         }
+        out
     }
 
     /// Bytes of sealed chunks not yet written.
@@ -303,9 +313,7 @@ mod tests {
     }
 
     fn copy(tail: &Tail<VecBuf>, from: u64, end: u64) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        tail.copy_range(from, end, &mut out);
-        out.to_vec()
+        tail.range(from, end).concat()
     }
 
     #[test]

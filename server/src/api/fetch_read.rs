@@ -437,6 +437,8 @@ async fn read_one(shard: &Shard, item: &ReadItem, budget: &mut Budget) -> ReadOu
                 max_bytes: limit.max(1),
                 first_batch_whole: budget.first_batch_free,
                 to_end: item.replica,
+                // The batches are only sent on.
+                split_batches: true,
             },
         )
         .await;

@@ -53,16 +53,17 @@ impl<S: Storage> PartitionLog<S> {
         pacer.pace(window.len() as u64).await;
         let mut out = Vec::new();
         let mut at = 0usize;
-        while let Some(rest) = window.get(at..).filter(|r| r.len() >= HEADER_BYTES) {
-            let h = BatchHeader::parse(rest).map_err(|e| corrupt(base, pos, at, e))?;
+        while window.len().saturating_sub(at) >= HEADER_BYTES {
+            let h = BatchHeader::parse(&window.peek(at, HEADER_BYTES))
+                .map_err(|e| corrupt(base, pos, at, e))?;
             let size = h.total_bytes();
-            let whole = if rest.len() >= size {
+            let whole = if window.len().saturating_sub(at) >= size {
                 window.slice(at..at.saturating_add(size))
             } else if at == 0 {
                 // A batch larger than the window: read it whole.
                 let (b, _) = self.read_range(base, pos, size as u64).await?;
                 pacer.pace(b.len() as u64).await;
-                b
+                b.slice(0..b.len())
             } else {
                 break;
             };
