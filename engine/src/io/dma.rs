@@ -46,6 +46,12 @@ struct ReadBuf(glommio::io::ReadResult);
 
 // SAFETY: a `ReadResult` views the read's DMA buffer, a heap allocation it
 // keeps alive and that nothing writes once the read has completed.
+//
+// A lent read lives longer than it did when it was copied at once. That
+// matters where glommio reuses a live read for a later read of the same
+// range (a file with an I/O scheduler attached: its `ImmutableFile`), which
+// could serve bytes a truncation has since rewritten. The log's `DmaFile`s
+// have no scheduler, so every read goes to the file.
 unsafe impl super::lend::Stable for ReadBuf {
     fn stable_bytes(&self) -> &[u8] {
         &self.0
