@@ -533,7 +533,9 @@ fn lent_batches_stay_intact_on_another_thread_while_the_log_goes_on() {
         for (want, got) in held {
             assert_eq!(
                 want.concat(),
-                got.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>(),
+                got.iter()
+                    .flat_map(|b| b.iter().copied())
+                    .collect::<Vec<u8>>(),
                 "a lent batch changed under its reader"
             );
         }
