@@ -96,7 +96,13 @@ impl<S: Storage> PartitionLog<S> {
     /// holds for good and to `READ_AHEAD_MAX_BYTES`), starting with the
     /// bytes of `leftover` (already read from the file) that lie from `pos`
     /// on (see `readahead.rs`).
-    fn start_read_ahead(&self, base: i64, pos: u64, step: u64, leftover: Option<(u64, Bytes)>) {
+    fn start_read_ahead(
+        &self,
+        base: i64,
+        pos: u64,
+        step: u64,
+        leftover: Option<(u64, Bytes, u64)>,
+    ) {
         let Some(spawn) = self.inner.write_behind.clone() else {
             return;
         };
@@ -426,11 +432,13 @@ impl<S: Storage> PartitionLog<S> {
                 expect_offset.and_then(|next| self.locate(next))
             {
                 let unchanged = self.inner.read_ahead_drops.get() == drops;
-                // Only what lies past the last batch is kept: a copy only
-                // where it straddles two pieces.
+                // Only what lies past the last batch is kept (a copy only
+                // where it straddles two pieces). It still holds what this
+                // read took from the file of the budget: its slices keep
+                // those buffers.
                 let past = next_pos.saturating_sub(pos) as usize;
                 let leftover = (unchanged && next_base == base && next_pos >= pos)
-                    .then(|| (next_pos, bytes.slice(past..disk_bytes)));
+                    .then(|| (next_pos, bytes.slice(past..disk_bytes), disk_bytes as u64));
                 self.start_read_ahead(next_base, next_pos, scan_window(max_bytes as u64), leftover);
             }
         }

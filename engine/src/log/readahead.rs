@@ -227,8 +227,9 @@ impl<F: StorageFile> ReadAheads<F> {
     /// Makes the run reach from `next` to `target` of segment `base` in
     /// `file`: keeps the pieces from `next` on when the run holds `next`
     /// (or ends there), else starts anew, first with `leftover`'s bytes
-    /// (already read: `(pos, bytes)`) when they hold `next` (the piece
-    /// holds all of `bytes` of the budget: it keeps their buffer);
+    /// (already read: `(pos, bytes, held)`) when they hold `next` (the
+    /// piece holds `held` bytes of the budget, at least all of `bytes`: the
+    /// buffers they are a slice of);
     /// then reads the rest with `spawn` when it is at least
     /// `READ_AHEAD_MIN_BYTES`.
     /// Returns the bytes of the read it started.
@@ -238,7 +239,7 @@ impl<F: StorageFile> ReadAheads<F> {
         file: &Rc<F>,
         next: u64,
         target: u64,
-        leftover: Option<(u64, Bytes)>,
+        leftover: Option<(u64, Bytes, u64)>,
         spawn: &dyn Fn(Pin<Box<dyn Future<Output = ()>>>),
     ) -> u64 {
         let holds_next = self
@@ -253,9 +254,9 @@ impl<F: StorageFile> ReadAheads<F> {
             self.run.pop_front();
         }
         if self.run.is_empty() {
-            let ready = leftover.and_then(|(pos, bytes)| {
+            let ready = leftover.and_then(|(pos, bytes, held)| {
                 let from = usize::try_from(next.checked_sub(pos)?).ok()?;
-                (from < bytes.len()).then(|| (bytes.slice(from..), bytes.len() as u64))
+                (from < bytes.len()).then(|| (bytes.slice(from..), held.max(bytes.len() as u64)))
             });
             if let Some((bytes, buffer_len)) = ready {
                 let piece = Prefetch::ready(base, file.clone(), next, bytes, buffer_len);
