@@ -25,8 +25,10 @@ impl IoBuf for DmaBuffer {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         self.as_bytes_mut()
     }
-    fn trim_to(&mut self, len: usize) {
-        self.trim_to_size(len)
+    fn base_ptr(&self) -> *mut u8 {
+        // glommio's allocation (`SysAlloc` or a registered-buffer slab) is
+        // reached through a raw pointer, writable.
+        self.as_ptr().cast_mut()
     }
     fn recycle(self) {
         if self.len() != POOL_BUF_BYTES {
@@ -92,9 +94,23 @@ impl StorageFile for DmaFile {
         buf.recycle();
     }
 
-    async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
-        let want = buf.len();
-        let n = self.write_rc_at(buf, pos).await.map_err(to_io)?;
+    async fn write_range_at(
+        &self,
+        buf: Rc<DmaBuffer>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+    ) -> io::Result<()> {
+        let want = range.len();
+        if range.end > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("write range {range:?} outside a {}-byte buffer", buf.len()),
+            ));
+        }
+        let n = self
+            .write_rc_range_at(buf, range, pos)
+            .await
+            .map_err(to_io)?;
         if n != want {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,

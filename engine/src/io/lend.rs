@@ -39,9 +39,12 @@ pub unsafe trait Stable: 'static {
 }
 
 // SAFETY: an `IoBuf` is heap memory (an aligned allocation, or a `Vec` in
-// the simulator); it is mutated only through `&mut B`, which an `Rc<B>`
-// gives only when it is the one reference (`Rc::get_mut`, `try_unwrap`), and
-// this `Rc` is another one for as long as it lives.
+// the simulator); it is mutated through `&mut B`, which an `Rc<B>` gives
+// only when it is the one reference (`Rc::get_mut`, `try_unwrap`), and this
+// `Rc` is another one for as long as it lives. The one exception is the
+// active segment's unsealed tail buffer, which appends write through
+// `IoBuf::base_ptr` while a snapshot's write shares it: it is never lent
+// (`Tail::range` copies its bytes), only sealed chunks are.
 unsafe impl<B: IoBuf> Stable for Rc<B> {
     fn stable_bytes(&self) -> &[u8] {
         self.as_slice()
@@ -175,8 +178,8 @@ mod tests {
         fn as_mut_slice(&mut self) -> &mut [u8] {
             &mut self.0
         }
-        fn trim_to(&mut self, len: usize) {
-            self.0.truncate(len)
+        fn base_ptr(&self) -> *mut u8 {
+            self.0.as_ptr().cast_mut()
         }
         fn recycle(self) {
             RECYCLED.with(|r| r.set(r.get() + 1));

@@ -53,8 +53,11 @@ pub fn align_up(v: u64) -> u64 {
 pub trait IoBuf: 'static {
     fn as_slice(&self) -> &[u8];
     fn as_mut_slice(&mut self) -> &mut [u8];
-    /// Shortens the buffer (never grows it).
-    fn trim_to(&mut self, len: usize);
+    /// The first byte, writable: for copying into a buffer that is shared
+    /// (an `Rc`) with an O_DIRECT write of another part of it in flight (the
+    /// active segment's tail buffer, `log/tail.rs`). The memory is a heap
+    /// allocation behind a raw pointer, not part of `Self`.
+    fn base_ptr(&self) -> *mut u8;
     /// Done with: keep it for a later allocation of this thread, or drop it.
     fn recycle(self)
     where
@@ -75,7 +78,20 @@ pub trait StorageFile: 'static {
         drop(buf);
     }
     /// Writes the whole buffer at `pos` (aligned). A short write is an error.
-    async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<()>;
+    async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<()> {
+        let len = buf.as_slice().len();
+        self.write_range_at(buf, 0..len, pos).await
+    }
+    /// Writes bytes `range` of the buffer at `pos` (the range's start and
+    /// length, and `pos`, aligned), without copying them out; the `Rc` keeps
+    /// the buffer alive until the write completes. A short write is an
+    /// error.
+    async fn write_range_at(
+        &self,
+        buf: Rc<Self::Buf>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+    ) -> io::Result<()>;
     /// Reads up to `len` bytes at `pos` (any alignment); short at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     async fn fdatasync(&self) -> io::Result<()>;

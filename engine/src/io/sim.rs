@@ -56,9 +56,8 @@ impl IoBuf for SimBuf {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.0
     }
-    fn trim_to(&mut self, len: usize) {
-        assert!(len <= self.0.len());
-        self.0.truncate(len)
+    fn base_ptr(&self) -> *mut u8 {
+        self.0.as_ptr().cast_mut()
     }
 }
 
@@ -352,21 +351,34 @@ impl StorageFile for SimFile {
         SimBuf(vec![0xA5; len])
     }
 
-    async fn write_at(&self, buf: Rc<SimBuf>, pos: u64) -> io::Result<()> {
+    async fn write_range_at(
+        &self,
+        buf: Rc<SimBuf>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+    ) -> io::Result<()> {
         assert_eq!(pos % ALIGN_BYTES, 0, "unaligned O_DIRECT write position");
         assert_eq!(
-            buf.0.len() as u64 % ALIGN_BYTES,
+            range.start as u64 % ALIGN_BYTES,
+            0,
+            "unaligned O_DIRECT write buffer"
+        );
+        assert_eq!(
+            range.len() as u64 % ALIGN_BYTES,
             0,
             "unaligned O_DIRECT write length"
         );
+        assert!(range.end <= buf.0.len(), "write range outside its buffer");
+        // The bytes are taken when the write lands, as a device takes them
+        // by DMA: what the buffer's owner copied into it meanwhile goes too.
         futures_lite::future::yield_now().await;
         self.with(|st, id| {
-            st.check_space(id, pos + buf.0.len() as u64)?;
+            st.check_space(id, pos + range.len() as u64)?;
             st.writes += 1;
-            st.written_bytes += buf.0.len() as u64;
+            st.written_bytes += range.len() as u64;
             let op = Op::Write {
                 pos,
-                data: buf.0.clone(),
+                data: buf.0[range.clone()].to_vec(),
             };
             let f = st
                 .files

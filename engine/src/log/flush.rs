@@ -10,8 +10,8 @@
 //! A `Written` (acks=1) append is acknowledged once its bytes are on the
 //! device, not before: it leads a *write round* when none runs (else waits
 //! for the running one and checks again), which writes the full chunks and,
-//! once they are written, the partial tail as one padded copy (a
-//! *snapshot*, see `tail.rs`) without an fdatasync. Appends that arrive
+//! once they are written, the partial tail as one padded write from the
+//! tail buffer (a *snapshot*, see `tail.rs`) without an fdatasync. Appends that arrive
 //! meanwhile are written together by the next round, so the data path stays
 //! batched. `written_offset`, the read bound, moves as these writes
 //! complete: a reader never sees a record that a process crash takes back.
@@ -38,7 +38,7 @@ use super::segment::segment_bytes;
 use super::state::{io_err, Inner, PartitionLog, State};
 use super::tail::Chunk;
 use crate::error::{EngineError, Result};
-use crate::io::{align_down, align_up, IoBuf, Storage, StorageFile, ALIGN_BYTES};
+use crate::io::{align_down, align_up, Storage, StorageFile, ALIGN_BYTES};
 
 /// O_DIRECT chunk writes in flight at once per log.
 const MAX_INFLIGHT_WRITES: usize = 32;
@@ -48,27 +48,25 @@ const MAX_INFLIGHT_WRITES: usize = 32;
 /// `written_end` on the device already, so the chunk's write starts at the
 /// block holding it (at least its last block is written). Without this,
 /// every byte a snapshot wrote was written again when its chunk filled:
-/// twice the produced bytes reached the disk. The part is a copy in a new
-/// buffer; the chunk keeps its own for reads.
-fn unwritten_part<B: IoBuf>(
-    c: &Chunk<B>,
-    written_end: u64,
-    alloc: impl FnOnce(usize) -> B,
-) -> (u64, Rc<B>) {
-    let whole = c.buf.as_slice().len();
+/// twice the produced bytes reached the disk. Returns the file position and
+/// the range of the chunk's buffer to write from there.
+fn unwritten_part<B>(c: &Chunk<B>, written_end: u64) -> (u64, std::ops::Range<usize>) {
+    let whole = usize::try_from(c.padded_len()).unwrap_or(usize::MAX);
     let last_block = whole.saturating_sub(ALIGN_BYTES as usize);
     let skip = usize::try_from(align_down(written_end).saturating_sub(c.start))
         .unwrap_or(usize::MAX)
         .min(last_block);
-    if skip == 0 {
-        return (c.start, c.buf.clone());
-    }
-    let Some(rest) = c.buf.as_slice().get(skip..) else {
-        return (c.start, c.buf.clone());
-    };
-    let mut part = alloc(rest.len());
-    part.as_mut_slice().copy_from_slice(rest);
-    (c.start.saturating_add(skip as u64), Rc::new(part))
+    (c.start.saturating_add(skip as u64), skip..whole)
+}
+
+/// What a write in flight completes.
+#[derive(Debug, Clone, Copy)]
+enum Wrote {
+    /// The chunk whose buffer is at this address.
+    Chunk(usize),
+    /// A snapshot of the partial tail from `start`, holding data to
+    /// `data_end`.
+    Snapshot { start: u64, data_end: u64 },
 }
 
 /// What a flush round is for.
@@ -288,7 +286,7 @@ impl<S: Storage> PartitionLog<S> {
                     t.chunks
                         .iter()
                         .filter(|c| !c.submitted)
-                        .map(|c| c.start.saturating_add(c.buf.as_slice().len() as u64))
+                        .map(|c| c.start.saturating_add(c.padded_len()))
                         .max()
                 });
                 // A snapshot of the partial tail, for a waiting `Written`
@@ -321,8 +319,8 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let mut submitted = 0usize;
-        // The snapshot of the partial tail in flight: (id, start, data end).
-        let mut snapshot: Option<(usize, u64, u64)> = None;
+        // Names the writes in flight (`busy`, and what completes).
+        let mut next_id = 0usize;
         // The first failed write: nothing more is submitted, and the writes
         // in flight are waited for (a dropped write could still land after
         // a later round's rewrite of the same block). RoundGuard then
@@ -346,7 +344,7 @@ impl<S: Storage> PartitionLog<S> {
                     let written_end = tail.written_end;
                     match tail.chunks.iter_mut().find(|c| !c.submitted) {
                         Some(c) if submitted < limit => {
-                            let end = c.start.saturating_add(c.buf.as_slice().len() as u64);
+                            let end = c.start.saturating_add(c.padded_len());
                             // A sync round writes its chunks wherever the
                             // preallocation ends; only other rounds stop
                             // there.
@@ -356,9 +354,9 @@ impl<S: Storage> PartitionLog<S> {
                             }
                             c.submitted = true;
                             submitted = submitted.saturating_add(1);
-                            let (start, buf) =
-                                unwritten_part(c, written_end, |n| file.alloc_buf(n));
-                            (Rc::as_ptr(&c.buf) as usize, start, end, buf, None)
+                            let (start, range) = unwritten_part(c, written_end);
+                            let done = Wrote::Chunk(Rc::as_ptr(&c.buf) as usize);
+                            (done, start, end, c.buf.clone(), range)
                         }
                         Some(_) => break,
                         None => {
@@ -368,32 +366,40 @@ impl<S: Storage> PartitionLog<S> {
                             if sync || !wants_tail || !inflight.is_empty() {
                                 break;
                             }
-                            let Some((start, buf)) = tail.snapshot(len, |n| file.alloc_buf(n))
-                            else {
-                                break;
-                            };
-                            let end = start.saturating_add(buf.as_slice().len() as u64);
-                            if end > write_limit {
+                            // A snapshot ends at the data's end padded.
+                            if align_up(len) > write_limit {
                                 break;
                             }
-                            let buf = Rc::new(buf);
-                            (Rc::as_ptr(&buf) as usize, start, end, buf, Some(len))
+                            let Some((start, buf, range)) = tail.snapshot(len) else {
+                                break;
+                            };
+                            let end = start.saturating_add(range.len() as u64);
+                            (
+                                Wrote::Snapshot {
+                                    start,
+                                    data_end: len,
+                                },
+                                start,
+                                end,
+                                buf,
+                                range,
+                            )
                         }
                     }
                 };
-                // `id` names the chunk (or snapshot) the write completes.
-                let (id, start, end, buf, snapshot_of) = next;
-                if let Some(data_end) = snapshot_of {
-                    snapshot = Some((id, start, data_end));
-                }
+                let (done, start, end, buf, range) = next;
+                let id = next_id;
+                next_id = next_id.wrapping_add(1);
                 busy.push((id, start, end));
                 let file = file.clone();
-                inflight.push(async move { (id, file.write_at(buf, start).await) });
+                inflight.push(async move {
+                    let result = file.write_range_at(buf, range, start).await;
+                    (id, done, result)
+                });
             }
-            let Some(done) = inflight.next().await else {
+            let Some((id, done, result)) = inflight.next().await else {
                 break;
             };
-            let (id, result) = done;
             busy.retain(|&(b, _, _)| b != id);
             if let Err(e) = result {
                 failure.get_or_insert(e);
@@ -401,16 +407,13 @@ impl<S: Storage> PartitionLog<S> {
             }
             let mut st = self.inner.state.borrow_mut();
             if let Some(tail) = st.tail.as_mut() {
-                match snapshot {
-                    Some((snapshot_id, start, data_end)) if snapshot_id == id => {
-                        tail.snapshot_written(start, data_end);
-                        snapshot = None;
-                    }
-                    _ => {
+                match done {
+                    Wrote::Snapshot { start, data_end } => tail.snapshot_written(start, data_end),
+                    Wrote::Chunk(buf) => {
                         if let Some(c) = tail
                             .chunks
                             .iter_mut()
-                            .find(|c| Rc::as_ptr(&c.buf) as usize == id)
+                            .find(|c| Rc::as_ptr(&c.buf) as usize == buf)
                         {
                             c.written = true;
                         }

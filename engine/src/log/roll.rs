@@ -106,7 +106,9 @@ impl<S: Storage> PartitionLog<S> {
             st.segments.push(segment);
             st.finishing = Some(closed.base);
             if let Some(old) = st.tail.replace(tail) {
-                closed.file.recycle_buf(old.buf);
+                if let Ok(buf) = Rc::try_unwrap(old.buf) {
+                    closed.file.recycle_buf(buf);
+                }
                 for c in old.chunks {
                     if let Ok(buf) = Rc::try_unwrap(c.buf) {
                         closed.file.recycle_buf(buf);
@@ -286,7 +288,7 @@ impl<S: Storage> PartitionLog<S> {
                             .map_err(io_err)?;
                     }
                     let tail = Tail {
-                        buf: self.take_buf(&file),
+                        buf: Rc::new(self.take_buf(&file)),
                         buf_start: 0,
                         chunks: VecDeque::new(),
                         loaded_end: 0,
@@ -326,7 +328,7 @@ pub(super) async fn create_segment<S: Storage>(
     }
     let buf = file.alloc_buf(chunk_bytes as usize);
     let tail = Tail {
-        buf,
+        buf: Rc::new(buf),
         buf_start: 0,
         chunks: VecDeque::new(),
         loaded_end: 0,

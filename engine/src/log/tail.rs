@@ -14,24 +14,95 @@
 //! last partial block, which the next write rewrites.
 //!
 //! `written_end` is how far the segment is on the device: every chunk
-//! from the first on is written up to it. A *snapshot* (a padded copy of
-//! the unsealed buffer from the last written block on) puts the partial
-//! tail on the device without sealing it, so an acks=1 append does not wait
-//! for its chunk to fill; the next write of that block rewrites it.
+//! from the first on is written up to it. A *snapshot* (the unsealed
+//! buffer from the last written block on, padded with zeros to whole
+//! blocks) puts the partial tail on the device without sealing it, so an
+//! acks=1 append does not wait for its chunk to fill; the next write of that
+//! block rewrites it.
+//!
+//! A snapshot is written from the unsealed buffer itself, not from a copy:
+//! the buffer is an `Rc` the write holds, and appends go on copying into it,
+//! past the snapshot's data end, while the write is in flight (through
+//! `IoBuf::base_ptr`, see `put`). The device may then take some of those
+//! bytes in the snapshot's last block, after its data end: they are not
+//! counted as written (`written_end` stops at the data end), and the next
+//! write of that block rewrites them. Below the data end nothing changes
+//! while the write reads it: appends only ever write at the segment's end.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::io::lend::lend;
+use crate::io::lend::{lend, Stable};
 use crate::io::{align_down, align_up, IoBuf};
+
+/// Copies `src` into `buf` at `at`. `buf` may be shared with an O_DIRECT
+/// write in flight (a snapshot), which only reads it.
+fn put<B: IoBuf>(buf: &Rc<B>, at: usize, src: &[u8]) {
+    let len = buf.as_slice().len();
+    assert!(
+        at.checked_add(src.len()).is_some_and(|end| end <= len),
+        "tail write [{at}, +{}) outside a {len}-byte buffer",
+        src.len()
+    );
+    // SAFETY: in bounds (above). `base_ptr` is the buffer's heap allocation,
+    // writable through a raw pointer; no reference to these bytes lives
+    // while this copies (the shard's thread holds none across it, and a
+    // write in flight is the kernel reading by address); `src` is a
+    // request's bytes, never this buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), buf.base_ptr().add(at), src.len());
+    }
+}
+
+/// Zeroes `range` of `buf`, as `put` writes.
+fn zero<B: IoBuf>(buf: &Rc<B>, range: std::ops::Range<usize>) {
+    let len = buf.as_slice().len();
+    assert!(
+        range.start <= range.end && range.end <= len,
+        "zeroing {range:?} outside a {len}-byte buffer"
+    );
+    // SAFETY: as in `put`.
+    unsafe {
+        std::ptr::write_bytes(buf.base_ptr().add(range.start), 0, range.len());
+    }
+}
 
 /// Written chunks kept in memory as the hot-read cache.
 const CACHE_CHUNKS: usize = 4;
 
+/// Bytes `[start, end)` of the unsealed tail buffer, lent to a reader: all
+/// below the segment's end when lent, and appends only ever write at the
+/// end (a seal copies the last block into the next buffer; a truncation
+/// loads a new one), so nothing changes them while the rest of the buffer
+/// is written.
+struct TailPart<B> {
+    buf: Rc<B>,
+    start: usize,
+    end: usize,
+}
+
+// SAFETY: the buffer is heap memory the `Rc` keeps; `[start, end)` is never
+// written again (above); `stable_bytes` is called on the shard's thread,
+// where no write to the buffer runs during the call.
+unsafe impl<B: IoBuf> Stable for TailPart<B> {
+    fn stable_bytes(&self) -> &[u8] {
+        self.buf
+            .as_slice()
+            .get(self.start..self.end)
+            .unwrap_or_default()
+    }
+    fn give_back(self: Box<Self>) {
+        if let Ok(buf) = Rc::try_unwrap(self.buf) {
+            buf.recycle();
+        }
+    }
+}
+
 /// A sealed tail buffer: `[start, start + data_bytes)` of the active segment,
-/// padded with zeros to a multiple of 4096.
+/// padded with zeros to a multiple of 4096 (`padded_len`; the buffer may be
+/// longer).
 pub(super) struct Chunk<B> {
     pub(super) start: u64,
     pub(super) data_bytes: u64,
@@ -40,10 +111,19 @@ pub(super) struct Chunk<B> {
     pub(super) written: bool,
 }
 
+impl<B> Chunk<B> {
+    /// The bytes a write of the chunk puts on the device: its data padded
+    /// to whole blocks.
+    pub(super) fn padded_len(&self) -> u64 {
+        align_up(self.data_bytes)
+    }
+}
+
 /// Write state of the active segment.
 pub(super) struct Tail<B> {
-    /// Holds `[buf_start, segment.len)`; `buf_start` is 4096-aligned.
-    pub(super) buf: B,
+    /// Holds `[buf_start, segment.len)`; `buf_start` is 4096-aligned. An `Rc`
+    /// that a snapshot's write in flight shares; written only by `put`.
+    pub(super) buf: Rc<B>,
     pub(super) buf_start: u64,
     pub(super) chunks: VecDeque<Chunk<B>>,
     /// Bytes below this position were read back from the file when the log
@@ -78,23 +158,15 @@ impl<B: IoBuf> Tail<B> {
                 let used = len.saturating_sub(self.buf_start) as usize;
                 let n = chunk.saturating_sub(used).min(rest.len());
                 let (now, later) = rest.split_at(n);
-                let Some(dest) = self
-                    .buf
-                    .as_mut_slice()
-                    .get_mut(used..used.saturating_add(n))
-                else {
-                    unreachable!("tail write at {used} of a {chunk}-byte buffer");
-                };
-                dest.copy_from_slice(now);
+                put(&self.buf, used, now);
                 *len = len.saturating_add(n as u64);
                 rest = later;
                 if used.saturating_add(n) == chunk {
-                    let next = alloc();
-                    let full = std::mem::replace(&mut self.buf, next);
+                    let full = std::mem::replace(&mut self.buf, Rc::new(alloc()));
                     self.chunks.push_back(Chunk {
                         start: self.buf_start,
                         data_bytes: chunk_bytes,
-                        buf: Rc::new(full),
+                        buf: full,
                         submitted: false,
                         written: false,
                     });
@@ -126,15 +198,12 @@ impl<B: IoBuf> Tail<B> {
             unreachable!("partial block [{from}, {used}) outside the tail buffer");
         };
         dest.copy_from_slice(block);
-        let mut full = std::mem::replace(&mut self.buf, next);
-        if let Some(padding) = full.as_mut_slice().get_mut(used..padded) {
-            padding.fill(0);
-        }
-        full.trim_to(padded);
+        zero(&self.buf, used..padded);
+        let full = std::mem::replace(&mut self.buf, Rc::new(next));
         self.chunks.push_back(Chunk {
             start: self.buf_start,
             data_bytes: used as u64,
-            buf: Rc::new(full),
+            buf: full,
             submitted: false,
             written: false,
         });
@@ -150,11 +219,11 @@ impl<B: IoBuf> Tail<B> {
             .min(self.buf_start)
     }
 
-    /// `[from, end)` of the active segment from the chunks and the tail
-    /// buffer (which together hold everything from the first chunk's start),
-    /// in pieces: a sealed chunk's bytes are lent without a copy (nothing
-    /// writes a chunk once sealed); the tail buffer's are copied, since
-    /// appends write into it.
+    /// `[from, end)` of the active segment (`end` at most its length) from
+    /// the chunks and the tail buffer, which together hold everything from
+    /// the first chunk's start, in pieces lent without a copy: nothing writes
+    /// a chunk once sealed, nor the tail buffer below the segment's end
+    /// (`TailPart`).
     pub(super) fn range(&self, from: u64, end: u64) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut p = from;
@@ -182,12 +251,20 @@ impl<B: IoBuf> Tail<B> {
             };
             let stop = end.min(avail_end);
             let range = p.saturating_sub(start) as usize..stop.saturating_sub(start) as usize;
-            let Some(bytes) = data.get(range.clone()) else {
+            if data.get(range.clone()).is_none() {
                 unreachable!("active segment bytes [{p}, {stop}) beyond their buffer");
-            };
+            }
             out.push(match chunk {
                 Some(buf) => lend(buf.clone(), range.start, range.end),
-                None => Bytes::copy_from_slice(bytes),
+                None => {
+                    let len = range.len();
+                    let part = TailPart {
+                        buf: self.buf.clone(),
+                        start: range.start,
+                        end: range.end,
+                    };
+                    lend(part, 0, len)
+                }
             });
             p = stop;
         }
@@ -215,13 +292,13 @@ impl<B: IoBuf> Tail<B> {
         }
     }
 
-    /// A copy of the unsealed buffer from the block holding `written_end` to
+    /// The unsealed buffer's range from the block holding `written_end` to
     /// the segment's end `len`, padded with zeros to whole blocks, for a
-    /// write at the returned position; `alloc` gives a buffer of the padded
-    /// length. `None` when there is nothing past `written_end` or a sealed
-    /// chunk is not written yet (the copy must continue what is on the
-    /// device, so that writing it moves `written_end` to `len`).
-    pub(super) fn snapshot(&self, len: u64, alloc: impl FnOnce(usize) -> B) -> Option<(u64, B)> {
+    /// write at the returned position (see the module's notes on writing it
+    /// while appends go on). `None` when there is nothing past `written_end`
+    /// or a sealed chunk is not written yet (the snapshot must continue what
+    /// is on the device, so that writing it moves `written_end` to `len`).
+    pub(super) fn snapshot(&mut self, len: u64) -> Option<(u64, Rc<B>, std::ops::Range<usize>)> {
         if len <= self.written_end || self.chunks.iter().any(|c| !c.written) {
             return None;
         }
@@ -234,17 +311,13 @@ impl<B: IoBuf> Tail<B> {
             self.written_end,
             self.buf_start
         );
-        let used = len.saturating_sub(start) as usize;
-        let padded = align_up(used as u64) as usize;
-        let mut buf = alloc(padded);
         let from = start.saturating_sub(self.buf_start) as usize;
-        let (dest, padding) = buf.as_mut_slice().split_at_mut(used.min(padded));
-        let Some(data) = self.buf.as_slice().get(from..from.saturating_add(used)) else {
-            unreachable!("snapshot [{from}, +{used}) outside the tail buffer");
-        };
-        dest.copy_from_slice(data);
-        padding.fill(0);
-        Some((start, buf))
+        let data_end = len.saturating_sub(self.buf_start) as usize;
+        let padded_end = align_up(data_end as u64) as usize;
+        // A pooled buffer holds an older log's bytes: past the data end the
+        // device gets zeros (or bytes appended meanwhile), never those.
+        zero(&self.buf, data_end..padded_end);
+        Some((start, self.buf.clone(), from..padded_end))
     }
 
     /// A snapshot of `[start, end)` is on the device.
@@ -289,8 +362,8 @@ mod tests {
         fn as_mut_slice(&mut self) -> &mut [u8] {
             &mut self.0
         }
-        fn trim_to(&mut self, len: usize) {
-            self.0.truncate(len)
+        fn base_ptr(&self) -> *mut u8 {
+            self.0.as_ptr().cast_mut()
         }
     }
 
@@ -300,7 +373,7 @@ mod tests {
 
     fn empty() -> Tail<VecBuf> {
         Tail {
-            buf: alloc(),
+            buf: Rc::new(alloc()),
             buf_start: 0,
             chunks: VecDeque::new(),
             loaded_end: 0,
@@ -347,8 +420,8 @@ mod tests {
         let c = tail.chunks.back().unwrap();
         // [8192, 10100) padded with zeros to one 4096-byte block.
         assert_eq!((c.start, c.data_bytes), (8192, 1908));
-        assert_eq!(c.buf.as_slice().len(), 4096);
-        assert!(c.buf.as_slice()[1908..].iter().all(|&b| b == 0));
+        assert_eq!(c.padded_len(), 4096);
+        assert!(c.buf.as_slice()[1908..4096].iter().all(|&b| b == 0));
         // The new buffer starts at the block that the next write rewrites.
         assert_eq!(tail.buf_start, 8192);
         assert_eq!(copy(&tail, 0, len), first);
@@ -365,6 +438,24 @@ mod tests {
         assert_eq!((tail.chunks.len(), tail.buf_start), (1, 4096));
         tail.seal_partial(len, alloc);
         assert_eq!(tail.chunks.len(), 1, "sealed an empty buffer");
+    }
+
+    #[test]
+    fn the_unsealed_buffer_is_lent_and_what_it_lends_stays() {
+        let mut tail = empty();
+        let mut len = 0u64;
+        let first = bytes(5000, 12);
+        tail.write(&mut len, &first, &[], CHUNK, alloc);
+        let lent = tail.range(100, len);
+        assert_eq!(lent.len(), 1);
+        // Not a copy: it points into the tail buffer.
+        assert_eq!(lent[0].as_ptr(), tail.buf.as_slice()[100..].as_ptr());
+        // Appends go on into the same buffer, a seal copies its last block
+        // on, and a snapshot zeroes past the end: the lent bytes stay.
+        tail.write(&mut len, &bytes(2000, 13), &[], CHUNK, alloc);
+        tail.seal_partial(len, alloc);
+        tail.write(&mut len, &bytes(3000, 14), &[], CHUNK, alloc);
+        assert_eq!(lent[0][..], first[100..]);
     }
 
     #[test]
@@ -397,25 +488,40 @@ mod tests {
         let first = bytes(10_100, 8);
         tail.write(&mut len, &first, &[], CHUNK, alloc);
         // The full chunk is not written: no snapshot may skip it.
-        assert!(tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).is_none());
+        assert!(tail.snapshot(len).is_none());
         tail.chunks[0].written = true;
         tail.advance_written();
         assert_eq!(tail.written_end, CHUNK);
-        // The snapshot starts at the block holding the written end, padded.
-        let (start, snap) = tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).unwrap();
-        assert_eq!((start, snap.0.len()), (CHUNK, 4096));
-        assert_eq!(&snap.0[..1908], &first[8192..]);
-        assert!(snap.0[1908..].iter().all(|&b| b == 0), "padding not zeroed");
-        tail.snapshot_written(start, len);
-        assert_eq!(tail.written_end, len);
-        assert!(tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).is_none());
+        // The snapshot starts at the block holding the written end, padded
+        // with zeros over the buffer's old bytes; it is the tail buffer
+        // itself, not a copy.
+        let (start, snap, range) = tail.snapshot(len).unwrap();
+        assert!(Rc::ptr_eq(&snap, &tail.buf), "the snapshot copied the tail");
+        assert_eq!((start, range.clone()), (CHUNK, 0..4096));
+        let bytes_of = |r: std::ops::Range<usize>| snap.0[r].to_vec();
+        assert_eq!(bytes_of(0..1908), first[8192..]);
+        assert!(
+            bytes_of(1908..4096).iter().all(|&b| b == 0),
+            "padding not zeroed"
+        );
+        // Appends go on while the snapshot is written, past its data end;
+        // what the snapshot holds below it does not change.
+        let during = bytes(100, 11);
+        tail.write(&mut len, &during, &[], CHUNK, alloc);
+        assert_eq!(bytes_of(0..1908), first[8192..]);
+        assert_eq!(bytes_of(1908..2008), during);
+        tail.snapshot_written(start, 10_100);
+        assert_eq!(tail.written_end, 10_100);
+        drop(snap);
         // More bytes: the next snapshot rewrites the partial block.
-        let second = bytes(5000, 9);
+        let second = bytes(4900, 9);
         tail.write(&mut len, &second, &[], CHUNK, alloc);
-        let (start, snap) = tail.snapshot(len, |n| VecBuf(vec![0xA5; n])).unwrap();
-        assert_eq!((start, snap.0.len()), (CHUNK, 8192));
-        let all = [first, second].concat();
+        let (start, snap, range) = tail.snapshot(len).unwrap();
+        assert_eq!((start, range.clone()), (CHUNK, 0..8192));
+        let all = [first, during, second].concat();
         assert_eq!(&snap.0[..(len - CHUNK) as usize], &all[CHUNK as usize..]);
+        tail.snapshot_written(start, len);
+        assert!(tail.snapshot(len).is_none());
         // A snapshot that does not continue the written end moves nothing.
         let mut other = empty();
         other.snapshot_written(4096, 8192);

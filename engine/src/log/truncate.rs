@@ -251,7 +251,9 @@ impl<S: Storage> PartitionLog<S> {
         // storage.
         if let Some(old) = st.tail.take() {
             debug_assert!(old.chunks.iter().all(|c| c.written));
-            file.recycle_buf(old.buf);
+            if let Ok(buf) = Rc::try_unwrap(old.buf) {
+                file.recycle_buf(buf);
+            }
             for c in old.chunks {
                 if let Ok(buf) = Rc::try_unwrap(c.buf) {
                     file.recycle_buf(buf);
@@ -352,7 +354,7 @@ pub(super) async fn activate<F: StorageFile>(
         dest.copy_from_slice(&head);
     }
     let tail = Tail {
-        buf,
+        buf: Rc::new(buf),
         buf_start,
         chunks: std::collections::VecDeque::new(),
         loaded_end,

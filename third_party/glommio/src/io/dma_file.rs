@@ -372,6 +372,33 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// Writes bytes `range` of the buffer at a specific position in the file
+    /// (Strom patch). As [`DmaFile::write_rc_at`], the range's start and
+    /// length and the position must be aligned for Direct I/O; the buffer is
+    /// kept alive until the write completes.
+    ///
+    /// # Panics
+    /// If the range is outside the buffer.
+    pub async fn write_rc_range_at(
+        &self,
+        buf: Rc<DmaBuffer>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+    ) -> Result<usize> {
+        assert!(
+            range.start <= range.end && range.end <= buf.len(),
+            "write range {range:?} outside a {}-byte buffer",
+            buf.len()
+        );
+        let source = self.file.reactor.upgrade().unwrap().write_dma(
+            self.as_raw_fd(),
+            DmaSource::SharedRange(buf, range.start, range.end),
+            pos,
+            self.pollable,
+        );
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
+    }
+
     /// Reads from a specific position in the file and returns the buffer.
     ///
     /// The position must be aligned to for Direct I/O. In most platforms

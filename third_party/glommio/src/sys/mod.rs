@@ -370,6 +370,9 @@ impl Drop for SleepNotifier {
 pub(crate) enum DmaSource {
     Owned(DmaBuffer),
     Shared(Rc<DmaBuffer>),
+    /// Bytes `start..end` of a shared buffer (Strom patch: writes a part of
+    /// a buffer without copying it out).
+    SharedRange(Rc<DmaBuffer>, usize, usize),
 }
 
 impl DmaSource {
@@ -377,6 +380,7 @@ impl DmaSource {
         match self {
             DmaSource::Owned(buffer) => buffer.uring_buffer_id(),
             DmaSource::Shared(buffer) => buffer.uring_buffer_id(),
+            DmaSource::SharedRange(buffer, _, _) => buffer.uring_buffer_id(),
         }
     }
 }
@@ -388,6 +392,7 @@ impl Deref for DmaSource {
         match &self {
             Self::Owned(buffer) => buffer.as_bytes(),
             Self::Shared(buffer) => buffer.as_bytes(),
+            Self::SharedRange(buffer, start, end) => &buffer.as_bytes()[*start..*end],
         }
     }
 }
