@@ -3,11 +3,14 @@
 //! Module map:
 //! - `engine_bench`: `strom-bench engine`, appends/reads through the engine
 //!   API (no network) for the engine-versus-disk comparison.
+//! - `send_zc`: `strom-bench send-zc`, io_uring SEND against SEND_ZC over
+//!   loopback TCP.
 //! - the library (`strom_bench`): `strom-bench run`, OMB workloads over the
 //!   Kafka protocol, `strom-bench report`, the results/README.md table, and
 //!   `strom-bench compare`, several runs side by side.
 
 mod engine_bench;
+mod send_zc;
 
 use std::path::PathBuf;
 
@@ -27,6 +30,8 @@ struct Cli {
 enum Cmd {
     /// Drive the storage engine directly (no network).
     Engine(engine_bench::EngineArgs),
+    /// Loopback TCP through io_uring: plain SEND against zero-copy SEND_ZC.
+    SendZc(send_zc::SendZcArgs),
     /// Run an OpenMessaging Benchmark workload against a Kafka-compatible broker.
     Run(Box<strom_bench::run::RunArgs>),
     /// Write the Markdown table of every result JSON in a directory.
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().cmd {
         Cmd::Engine(args) => engine_bench::run(args),
+        Cmd::SendZc(args) => send_zc::run(args),
         Cmd::Run(args) => strom_bench::run::run(*args).map(|_| ()),
         Cmd::Report { dir, fio, out } => {
             let table = strom_bench::report::readme_table(&dir, fio.as_deref())?;
