@@ -3,7 +3,8 @@
 //! path. Issue 18 asks for SEND_ZC "where it pays"; this measures it before
 //! the broker takes it on.
 //!
-//! One TCP connection over loopback: a sender thread submits `--message-bytes`
+//! One TCP connection, over loopback by default: a sender thread submits
+//! `--message-bytes`
 //! messages through an io_uring ring (the `io-uring` crate), either as plain
 //! SEND or as SEND_ZC, until `--total-bytes` are sent; a receiver thread
 //! reads and counts them. The modes alternate, round by round. Each run
@@ -11,6 +12,10 @@
 //! system, both threads; the loopback receive runs in them). For SEND_ZC
 //! it also counts the notifications whose usage report says the kernel
 //! copied the data after all (`IORING_NOTIF_USAGE_ZC_COPIED`).
+//!
+//! With `--listen` on a veth address and `--sender-netns`, the sender
+//! thread joins another network namespace first, so the bytes cross a veth
+//! pair instead of loopback (`results/send-zc/run.sh` sets one up).
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -49,6 +54,13 @@ pub struct SendZcArgs {
     /// Also write the runs as JSON here
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Address the receiver listens on (port 0: any)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Network namespace (a name under /var/run/netns) the sender joins
+    /// before it connects
+    #[arg(long)]
+    pub sender_netns: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,10 +93,15 @@ pub fn run(args: SendZcArgs) -> anyhow::Result<()> {
         bail!("--depth must be between 1 and {BUFFERS}");
     }
     println!(
-        "# send-zc: {} MiB per run in {} KiB sends, {} in flight, loopback TCP",
+        "# send-zc: {} MiB per run in {} KiB sends, {} in flight, TCP to {}{}",
         args.total_bytes >> 20,
         args.message_bytes >> 10,
-        args.depth
+        args.depth,
+        args.listen,
+        args.sender_netns
+            .as_deref()
+            .map(|n| format!(" from network namespace {n}"))
+            .unwrap_or_default()
     );
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
@@ -126,7 +143,7 @@ fn process_cpu_s() -> f64 {
 }
 
 fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = TcpListener::bind(args.listen)?;
     let addr = listener.local_addr()?;
     let receiver = std::thread::spawn(move || -> std::io::Result<u64> {
         let (mut conn, _) = listener.accept()?;
@@ -139,12 +156,21 @@ fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
             }
         }
     });
-    let stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
+    let netns = args.sender_netns.clone();
     let cpu0 = process_cpu_s();
     let started = Instant::now();
-    let sent = send_all(&stream, args, mode);
-    drop(stream);
+    let sent = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<(u64, u64, u64)> {
+            if let Some(name) = &netns {
+                join_netns(name)?;
+            }
+            let stream = TcpStream::connect(addr)?;
+            stream.set_nodelay(true)?;
+            send_all(&stream, args, mode)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))?
+    });
     let received = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
@@ -166,6 +192,17 @@ fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
         notifications,
         copied,
     })
+}
+
+/// Moves the calling thread into the network namespace `name`.
+fn join_netns(name: &str) -> anyhow::Result<()> {
+    let path = format!("/var/run/netns/{name}");
+    let ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: a valid namespace file descriptor; only this thread moves.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setns");
+    }
+    Ok(())
 }
 
 /// A buffer's state in the sender's rotation. It is free once it is
