@@ -8,8 +8,10 @@
 //! messages through an io_uring ring (the `io-uring` crate), either as plain
 //! SEND or as SEND_ZC, until `--total-bytes` are sent; a receiver thread
 //! reads and counts them. The modes alternate, round by round. Each run
-//! reports its throughput and the CPU the process spent per GiB (user +
-//! system, both threads; the loopback receive runs in them). For SEND_ZC
+//! reports its throughput and the CPU spent per GiB: the process's (user +
+//! system, both threads), and the machine's from `/proc/stat` (busy time of
+//! every core, softirq and ksoftirqd included, where a loopback receive may
+//! run outside the process; run it on an otherwise idle machine). For SEND_ZC
 //! it also counts the notifications whose usage report says the kernel
 //! copied the data after all (`IORING_NOTIF_USAGE_ZC_COPIED`).
 //!
@@ -79,6 +81,9 @@ struct Run {
     gib_per_s: f64,
     /// User + system CPU of the process per GiB sent.
     cpu_s_per_gib: f64,
+    /// Busy CPU of the whole machine (`/proc/stat`, all but idle, iowait
+    /// and steal) per GiB sent.
+    machine_cpu_s_per_gib: f64,
     sends: u64,
     /// SEND_ZC notifications, and how many reported a copy.
     notifications: u64,
@@ -112,7 +117,7 @@ pub fn run(args: SendZcArgs) -> anyhow::Result<()> {
         for mode in modes {
             let r = one_run(&args, round, mode)?;
             println!(
-                "round {} {:>8}: {:.2} GiB/s, {:.3} CPU s per GiB, {} sends, {} of {} notifications copied",
+                "round {} {:>8}: {:.2} GiB/s, CPU s per GiB {:.3} (process) {:.3} (machine), {} sends, {} of {} notifications copied",
                 r.round,
                 match r.mode {
                     Mode::Send => "send",
@@ -120,6 +125,7 @@ pub fn run(args: SendZcArgs) -> anyhow::Result<()> {
                 },
                 r.gib_per_s,
                 r.cpu_s_per_gib,
+                r.machine_cpu_s_per_gib,
                 r.sends,
                 r.copied,
                 r.notifications
@@ -142,6 +148,26 @@ fn process_cpu_s() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Busy seconds of all cores so far: `/proc/stat`'s first line, all but
+/// idle, iowait and steal (and guest time, already counted in user).
+fn machine_busy_s() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(busy as f64 / hz)
+}
+
 fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
     let listener = TcpListener::bind(args.listen)?;
     let addr = listener.local_addr()?;
@@ -158,6 +184,7 @@ fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
     });
     let netns = args.sender_netns.clone();
     let cpu0 = process_cpu_s();
+    let busy0 = machine_busy_s()?;
     let started = Instant::now();
     let sent = std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<(u64, u64, u64)> {
@@ -176,6 +203,7 @@ fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
         .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = process_cpu_s() - cpu0;
+    let busy = machine_busy_s()? - busy0;
     let (sends, notifications, copied) = sent?;
     if received != args.total_bytes {
         bail!("received {received} bytes of {}", args.total_bytes);
@@ -188,6 +216,7 @@ fn one_run(args: &SendZcArgs, round: u32, mode: Mode) -> anyhow::Result<Run> {
         seconds,
         gib_per_s: gib / seconds,
         cpu_s_per_gib: cpu / gib,
+        machine_cpu_s_per_gib: busy / gib,
         sends,
         notifications,
         copied,
