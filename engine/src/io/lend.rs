@@ -1,7 +1,8 @@
 //! Buffers lent out as [`Bytes`] without copying them.
 //!
 //! A shard's read buffers (an O_DIRECT read's result, a sealed chunk of the
-//! active segment) are `!Send`: they belong to the shard's thread and its
+//! active segment, the unsealed tail buffer below the segment's end) are
+//! `!Send`: they belong to the shard's thread and its
 //! I/O allocator. A fetch's bytes, though, leave the shard: the connection
 //! that sends them may live on another shard, and `Bytes` must be `Send`.
 //! Before this, every read was copied into a fresh `Bytes`.
@@ -43,8 +44,8 @@ pub unsafe trait Stable: 'static {
 // only when it is the one reference (`Rc::get_mut`, `try_unwrap`), and this
 // `Rc` is another one for as long as it lives. The one exception is the
 // active segment's unsealed tail buffer, which appends write through
-// `IoBuf::base_ptr` while a snapshot's write shares it: it is never lent
-// (`Tail::range` copies its bytes), only sealed chunks are.
+// `IoBuf::base_ptr` while it is shared: it is never lent as an `Rc<B>`, only
+// as a `TailPart` (`log/tail.rs`) of bytes nothing writes any more.
 unsafe impl<B: IoBuf> Stable for Rc<B> {
     fn stable_bytes(&self) -> &[u8] {
         self.as_slice()
