@@ -141,6 +141,7 @@ pub fn run(args: SendZcArgs) -> anyhow::Result<()> {
 }
 
 fn process_cpu_s() -> f64 {
+    // SAFETY: `rusage` is plain integers, for which zero is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid rusage to fill.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

@@ -106,14 +106,7 @@ impl<S: Storage> PartitionLog<S> {
             st.segments.push(segment);
             st.finishing = Some(closed.base);
             if let Some(old) = st.tail.replace(tail) {
-                if let Ok(buf) = Rc::try_unwrap(old.buf) {
-                    closed.file.recycle_buf(buf);
-                }
-                for c in old.chunks {
-                    if let Ok(buf) = Rc::try_unwrap(c.buf) {
-                        closed.file.recycle_buf(buf);
-                    }
-                }
+                old.give_back(|buf| closed.file.recycle_buf(buf));
             }
         }
         // Appends go on in the new segment while the old one is finished.

@@ -94,9 +94,7 @@ unsafe impl<B: IoBuf> Stable for TailPart<B> {
             .unwrap_or_default()
     }
     fn give_back(self: Box<Self>) {
-        if let Ok(buf) = Rc::try_unwrap(self.buf) {
-            buf.recycle();
-        }
+        Stable::give_back(Box::new(self.buf));
     }
 }
 
@@ -325,6 +323,17 @@ impl<B: IoBuf> Tail<B> {
         self.advance_written();
         if start <= self.written_end {
             self.written_end = self.written_end.max(end);
+        }
+    }
+
+    /// Done with the tail (a roll or a truncation replaced it): hands every
+    /// buffer no reader or write still holds to `recycle`.
+    pub(super) fn give_back(self, mut recycle: impl FnMut(B)) {
+        let chunks = self.chunks.into_iter().map(|c| c.buf);
+        for buf in std::iter::once(self.buf).chain(chunks) {
+            if let Ok(buf) = Rc::try_unwrap(buf) {
+                recycle(buf);
+            }
         }
     }
 

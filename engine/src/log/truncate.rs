@@ -251,14 +251,7 @@ impl<S: Storage> PartitionLog<S> {
         // storage.
         if let Some(old) = st.tail.take() {
             debug_assert!(old.chunks.iter().all(|c| c.written));
-            if let Ok(buf) = Rc::try_unwrap(old.buf) {
-                file.recycle_buf(buf);
-            }
-            for c in old.chunks {
-                if let Ok(buf) = Rc::try_unwrap(c.buf) {
-                    file.recycle_buf(buf);
-                }
-            }
+            old.give_back(|buf| file.recycle_buf(buf));
         }
         Ok(dropped)
     }
